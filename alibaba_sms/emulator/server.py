@@ -1,0 +1,176 @@
+"""Run the emulator under uvicorn: in a background thread (`EmulatorServer`) or in the foreground (`serve_forever`).
+
+`EmulatorServer` binds its socket before the server thread starts, so `.url` is known at once and no port
+can be taken in between; it returns from `start()` only once uvicorn is serving. Example::
+
+    with EmulatorServer(EmulatorConfig(batch_calls_per_second=None)) as emulator:
+        client = SmsClient(AccessKey.of("testid", "testsecret"), endpoint=emulator.url)
+        ...
+        assert emulator.state.accepted_numbers().most_common(1)[0][1] == 1
+
+The official SDK puts every parameter in the URL, so the HTTP head limit is raised far above h11's
+16 KiB default; bodies are not limited at all (a 1,000-number UCS-2 batch is about 1 MB form-encoded).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+
+from alibaba_sms.emulator.app import DroppedConnection, create_app
+from alibaba_sms.emulator.state import EmulatorConfig, EmulatorState
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_HEAD_BYTES = 4 * 1024 * 1024
+GRACEFUL_SHUTDOWN_SECONDS = 2
+
+
+def uvicorn_config(app: Starlette, host: str, port: int, *, log_level: str, quiet: bool) -> uvicorn.Config:
+    """The uvicorn settings both ways of running share (h11, no lifespan, no websockets)."""
+    extra = {"log_config": None} if quiet else {}  # in a thread: leave the host process's logging alone
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="h11",
+        ws="none",
+        lifespan="off",
+        log_level=log_level,
+        access_log=False,
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+class _DroppedConnectionFilter(logging.Filter):
+    """Turns uvicorn's traceback for an injected `drop_after_accept` into one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, DroppedConnection):
+            record.msg, record.args, record.exc_info, record.exc_text = str(exc), (), None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_dropped_connections() -> None:
+    """Install the filter on uvicorn's error logger, once."""
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DroppedConnectionFilter) for f in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(_DroppedConnectionFilter())
+
+
+class EmulatorServer:
+    """The emulator served by uvicorn from a daemon thread, on a free loopback port by default.
+
+    Args:
+        config: the emulator's configuration (default: `EmulatorConfig()`).
+        host: the address to bind.
+        port: 0 picks a free port.
+        startup_timeout: seconds to wait for uvicorn to start serving.
+    """
+
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.app = create_app(config or EmulatorConfig())
+        self.host = host
+        self._requested_port = port
+        self._startup_timeout = startup_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def state(self) -> EmulatorState:
+        """The emulator's state: journal, messages, faults."""
+        state: EmulatorState = self.app.state.emulator
+        return state
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. `http://127.0.0.1:54321`."""
+        if not self.port:
+            raise RuntimeError("the emulator server is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        where = self.url if self.port else "not started"
+        return f"EmulatorServer({where})"
+
+    def start(self) -> EmulatorServer:
+        """Bind, start uvicorn in a daemon thread, and wait until it serves.
+
+        Raises:
+            RuntimeError: uvicorn did not come up within `startup_timeout`.
+        """
+        if self._thread is not None:
+            return self
+        quiet_dropped_connections()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # proto must say TCP: asyncio only disables Nagle (TCP_NODELAY) on sockets that do, and without it
+        # every keep-alive response waits ~40 ms for the client's delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._requested_port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn_config(self.app, self.host, self.port, log_level="warning", quiet=True))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=repr(self), daemon=True)
+        self._server, self._thread = server, thread
+        thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                sock.close()
+                raise RuntimeError(f"the emulator did not start on {self.host}:{self.port}")
+            time.sleep(0.005)
+        logger.info("emulator serving at %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit, wait for the thread, close the journal; safe to call twice."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=GRACEFUL_SHUTDOWN_SECONDS + 5)
+            if self._thread.is_alive():
+                logger.warning("emulator thread %s did not stop in time", self._thread.name)
+        self._server = self._thread = None
+        self.state.close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve_forever(host: str, port: int, config: EmulatorConfig) -> None:
+    """Serve the emulator in the foreground until interrupted (the `globe-sms emulator` command).
+
+    Args:
+        host: the address to bind, e.g. `127.0.0.1`.
+        port: the port to listen on.
+        config: the emulator's configuration, e.g. `EmulatorConfig.from_env()`.
+    """
+    app = create_app(config)
+    quiet_dropped_connections()
+    logger.info("emulator accepting AccessKeyIds %s", ", ".join(sorted(config.credentials)))
+    try:
+        uvicorn.Server(uvicorn_config(app, host, port, log_level="info", quiet=False)).run()
+    finally:
+        app.state.emulator.close()

@@ -1,0 +1,157 @@
+"""The `send_campaign` flow: load → validate → render → plan → send batch by batch → report.
+
+Orchestration only: each step is a task over pure functions in `tasks/`. The whole campaign is validated and
+rendered before the first batch goes out, so bad input never leaves a campaign half-sent. Each batch is its
+own task run (`<campaign>-batch-<n>`), sent one after another under the account's shared rate limit, and
+every recipient's outcome is committed to the send ledger, which is what makes reruns, UI retries and crash
+recovery safe.
+"""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from alibaba_sms.errors import PermanentError, RetryableError
+from globe_sms.campaign import Campaign
+from globe_sms.gateway import open_gateway
+from globe_sms.ledger import Ledger
+from globe_sms.progress import SendProgress, announce
+from tasks.load import load_recipients
+from tasks.plan import SendPlan, plan_batches
+from tasks.render import RenderResult, render_messages
+from tasks.report import CampaignSummary, publish_report, write_rejects
+from tasks.send import SendContext, send_batch
+from tasks.validate import ValidationResult, check_reject_share, validate_recipients
+
+
+class CampaignFailed(RuntimeError):
+    """The run stopped before every planned batch was sent; the summary says where."""
+
+
+@task(name="validate-recipients", cache_policy=NO_CACHE)
+def validate(frame: pl.DataFrame, campaign: Campaign) -> ValidationResult:
+    """Validate every row; fail before anything is sent when too many are rejected."""
+    result = validate_recipients(frame, campaign.source.phone_column, campaign.validation)
+    check_reject_share(result, campaign.validation)
+    return result
+
+
+@task(name="render-messages", cache_policy=NO_CACHE)
+def render(valid: pl.DataFrame, campaign: Campaign) -> RenderResult:
+    """Render one message per recipient, with its encoding and segments."""
+    return render_messages(valid, campaign.template)
+
+
+def _all_rejects(validation: ValidationResult, rendered: RenderResult) -> pl.DataFrame:
+    frames = [frame for frame in (validation.rejects, rendered.rejects) if frame.height]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else validation.rejects
+
+
+def _reason_counts(rejects: pl.DataFrame) -> dict[str, int]:
+    if rejects.height == 0:
+        return {}
+    reasons = rejects.select(pl.col("reasons").explode().str.split(":").list.first().alias("reason"))
+    counts = reasons.group_by("reason").len().sort("reason")
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+
+
+@flow(name="send-campaign", flow_run_name="{campaign.campaign_id}", log_prints=False)
+def send_campaign(campaign: Campaign) -> CampaignSummary:
+    """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
+
+    Args:
+        campaign: the campaign; see `globe_sms.campaign.Campaign` (or an example in `examples/`).
+
+    Returns:
+        The run's summary. Rejected, failed and unknown recipients are reported there, not raised.
+
+    Raises:
+        CampaignFailed: a permanent error (balance, sender ID, credentials) or exhausted retries stopped
+            the run; the batches not sent stay pending in the ledger for the next run.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    frame = load_recipients(campaign.source)
+    validation = validate(frame, campaign)
+    rendered = render(validation.valid, campaign)
+    rejects = _all_rejects(validation, rendered)
+    summary = CampaignSummary(
+        campaign_id=campaign.campaign_id,
+        dry_run=campaign.dry_run,
+        source_rows=frame.height,
+        valid=rendered.messages.height,
+        rejected=rejects.height,
+        rejected_by_reason=_reason_counts(rejects),
+        allowed_calls_per_second=campaign.gateway.calls_per_second,
+        encodings=dict(rendered.messages.group_by("encoding").len().iter_rows()),
+        segments=int(rendered.messages["segments"].sum() or 0),
+    )
+    rejects_path = write_rejects(rejects, campaign.ledger, campaign.campaign_id)
+    summary.rejects_file = str(rejects_path) if rejects_path else None
+
+    with Ledger(campaign.ledger) as ledger:
+        plan: SendPlan = plan_batches(ledger, campaign, rendered.messages)
+        summary.planned, summary.batches = plan.recipients, len(plan.batches)
+        summary.already_sent = plan.already_final.get("accepted", 0)
+        summary.recovered_as_unknown = plan.recovered_as_unknown
+        logger.info(
+            "campaign %s: %s valid, %s rejected, %s to send in %s batches",
+            campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
+        )
+        if not campaign.dry_run and plan.batches:
+            _send_all(campaign, ledger, plan, summary)
+        summary.ledger_counts = ledger.counts(campaign.campaign_id)
+        summary.pending = summary.ledger_counts.get("pending", 0)
+    summary.elapsed_seconds = time.monotonic() - started
+    publish_report(summary, rejects, campaign.source.phone_column)
+    if summary.error:
+        raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
+    return summary
+
+
+def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: CampaignSummary) -> None:
+    """Send the planned batches one after another, updating the summary and the progress artifact."""
+    progress_id = create_progress_artifact(
+        0.0, key=f"{campaign.campaign_id}-progress", description=f"Batches sent of {len(plan.batches)}"
+    )
+    done = recipients_done = 0
+    first_call = last_call = None
+    send_with_retries = send_batch.with_options(retries=campaign.gateway.max_attempts - 1)
+    with open_gateway(campaign.gateway) as gateway:
+        context = SendContext(campaign, gateway.client, ledger, gateway.pacer)
+        for batch in plan.batches:
+            try:
+                outcome = send_with_retries(context, batch, campaign.campaign_id, batch.batch_no)
+            except (PermanentError, RetryableError) as exc:
+                summary.error = f"batch {batch.batch_no}: {exc}"
+                break
+            now = time.monotonic()
+            first_call = first_call if first_call is not None else now
+            last_call = now
+            done += 1
+            recipients_done += outcome.recipients
+            summary.accepted += outcome.accepted
+            summary.failed += outcome.failed
+            summary.unknown += outcome.unknown
+            update_progress_artifact(progress_id, 100.0 * done / len(plan.batches))
+            announce(
+                SendProgress(
+                    campaign.campaign_id, len(plan.batches), done, plan.recipients, recipients_done,
+                    campaign.gateway.calls_per_second,
+                )
+            )
+    summary.sending_seconds = (last_call - first_call) if first_call is not None and last_call is not None else 0.0
+    # Rate over the gaps between calls: n calls span n - 1 intervals.
+    if done > 1 and summary.sending_seconds > 0:
+        summary.calls_per_second = (done - 1) / summary.sending_seconds
+
+
+if __name__ == "__main__":
+    import sys
+
+    send_campaign(Campaign.from_yaml(sys.argv[1] if len(sys.argv) > 1 else "examples/welcome.yaml"))

@@ -1,0 +1,179 @@
+"""The `Campaign` model: the flow's parameter, the form in the Prefect UI, and the YAML file, all in one.
+
+Bad values are refused with messages that name the field (`sender_id: ...`). No secret ever lives here:
+credentials come from the environment or from a Prefect Secret block named by `gateway.credentials_block`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from globe_sms.ledger import task_id as ledger_task_id
+from tasks.render import MessageTemplate
+from tasks.validate import ValidationRules
+
+EMULATOR = "emulator"
+DEFAULT_LEDGER_URL = "sqlite:///.data/ledger.db"
+_SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")
+
+
+class CampaignFileError(ValueError):
+    """A campaign file or value that cannot be used; the message names every bad field."""
+
+    @classmethod
+    def from_validation(cls, error: ValidationError, origin: str) -> CampaignFileError:
+        lines = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"]) or "(campaign)"
+            lines.append(f"  {where}: {item['msg']}")
+        return cls(f"{origin} is not a valid campaign:\n" + "\n".join(lines))
+
+
+class CsvSource(BaseModel):
+    """Recipients from a CSV file; every column is read as text, so phone numbers are never turned into floats."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["csv"] = "csv"
+    path: str = Field(description="Path to the CSV file (relative paths resolve against the campaign file).")
+    phone_column: str = Field(default="phone", min_length=1, description="The column holding phone numbers.")
+    separator: str = Field(default=",", min_length=1, max_length=1, description="Field separator.")
+    encoding: Literal["utf8", "utf8-lossy"] = Field(default="utf8", description="Text encoding of the file.")
+
+
+class GatewaySettings(BaseModel):
+    """Where and how fast to send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(
+        default=EMULATOR,
+        description="'emulator' starts the embedded emulator; otherwise an https URL, or empty for the region's host.",
+    )
+    region: str | None = Field(default=None, description="Region id, e.g. ap-southeast-1, when no endpoint is given.")
+    signature_version: Literal["v3", "v1"] = Field(default="v3", description="ACS3-HMAC-SHA256 (v3) or HMAC-SHA1 (v1).")
+    calls_per_second: float = Field(
+        default=1.0, gt=0, le=50, description="BatchSendMessageToGlobe calls per second allowed for the account."
+    )
+    credentials_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the AccessKey; else ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET.",
+    )
+    rate_limit_name: str | None = Field(
+        default=None,
+        pattern=r"^[^/%&<>]+$",
+        description="Prefect global concurrency limit shared by every run of the account (default: per AccessKeyId).",
+    )
+    pacing_margin_ms: float = Field(default=5.0, ge=0, le=500, description="Extra spacing between calls, in ms.")
+    read_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Read timeout of one call.")
+    max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per batch on transient errors.")
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.endpoint == EMULATOR
+
+
+class Campaign(BaseModel):
+    """One SMS campaign: who gets what, from whom, and how it is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: str = Field(
+        pattern=r"^[a-z0-9-]+$",
+        min_length=1,
+        max_length=100,
+        description="Lowercase letters, digits and dashes; within one campaign id no number is messaged twice.",
+    )
+    source: CsvSource = Field(description="Where the recipients come from.")
+    template: MessageTemplate = Field(description="Message text with {column} placeholders, or a template spec.")
+    message_type: Literal["NOTIFY", "MKT"] = Field(default="NOTIFY", description="NOTIFY or MKT (marketing).")
+    sender_id: str | None = Field(
+        default=None,
+        description="Approved sender ID: letters and digits; at most 11 if it has a letter, 15 if all digits.",
+    )
+    validity_period: int | None = Field(
+        default=None, ge=1, le=14400, description="Seconds a message may wait before it is dropped uncharged."
+    )
+    batch_size: int = Field(default=1000, ge=1, le=1000, description="Numbers per BatchSendMessageToGlobe call.")
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="Endpoint, signature and rate.")
+    ledger: str = Field(
+        default=DEFAULT_LEDGER_URL, min_length=1, description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL)."
+    )
+    validation: ValidationRules = Field(default_factory=ValidationRules, description="Recipient validation rules.")
+    price_table: str | None = Field(default=None, description="CSV of per-country prices per segment.")
+    budget: float | None = Field(default=None, ge=0, description="Stop before sending if the estimated cost exceeds it.")
+    dry_run: bool = Field(default=False, description="Validate, render and plan, but send nothing.")
+    resend_unknown: bool = Field(
+        default=False, description="Resend recipients whose outcome is unknown (they may receive the message twice)."
+    )
+    retry_failed_codes: list[str] = Field(
+        default_factory=list,
+        description="Also resend rows that failed with these codes (e.g. AMOUNT_NOT_ENOUGH after a top-up).",
+    )
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _template_shorthand(cls, value: Any) -> Any:
+        return {"text": value} if isinstance(value, str) else value
+
+    @field_validator("sender_id")
+    @classmethod
+    def _sender_id_rules(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not _SENDER_ID.match(value):
+            raise ValueError("must contain only letters and digits")
+        limit = 15 if value.isdigit() else 11
+        if len(value) > limit:
+            kind = "an all-digit" if value.isdigit() else "a sender ID with letters"
+            raise ValueError(f"{kind} is at most {limit} characters, got {len(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _real_endpoint_needs_sender(self) -> Campaign:
+        if not self.gateway.is_emulator and not self.sender_id:
+            raise ValueError("sender_id is required when sending through a real endpoint")
+        return self
+
+    def task_id(self, batch_no: int) -> str:
+        """The TaskId sent to Alibaba, echoed in delivery receipts: campaign id and batch number."""
+        return ledger_task_id(self.campaign_id, batch_no)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Campaign:
+        """Load a campaign file; relative source paths resolve against the file's folder.
+
+        Raises:
+            CampaignFileError: the file is missing, not YAML, or has bad values (every bad field is named).
+        """
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CampaignFileError(f"cannot read campaign file {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise CampaignFileError(f"{file} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise CampaignFileError(f"{file} must hold a mapping of campaign fields")
+        source = data.get("source")
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source_path = Path(source["path"])
+            if not source_path.is_absolute():
+                data["source"] = {**source, "path": str((file.parent / source_path).resolve())}
+        for key in ("price_table",):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str((file.parent / data[key]).resolve())
+        return cls.parse(data, origin=str(file))
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], origin: str = "campaign") -> Campaign:
+        """Validate a mapping, turning pydantic's errors into one `CampaignFileError`."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise CampaignFileError.from_validation(exc, origin) from None

@@ -1,0 +1,143 @@
+"""The `globe-sms` command: send a campaign, run the emulator.
+
+Exit status of `send`: 0 when every recipient reached a final state (rejected, failed and unknown recipients
+are in the summary, not errors); 1 when the run failed; 2 for a bad campaign file or bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(help="SMS campaigns through Alibaba Cloud's BatchSendMessageToGlobe, orchestrated with Prefect.")
+console = Console()
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    from globe_sms.campaign import CampaignFileError
+    from tasks.load import SourceError
+    from tasks.render import TemplateError
+    from tasks.validate import RecipientSchemaError, TooManyRejects
+
+    errors: list[type[BaseException]] = [CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects]
+    try:
+        from tasks.cost import BudgetExceeded
+
+        errors.append(BudgetExceeded)
+    except ImportError:  # pragma: no cover - cost estimation is optional
+        pass
+    return tuple(errors)
+
+
+@app.command()
+def send(
+    campaign_file: Annotated[Path, typer.Argument(help="The campaign YAML file.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, render and plan; send nothing.")] = False,
+    resend_unknown: Annotated[
+        bool, typer.Option("--resend-unknown", help="Also resend recipients whose outcome is unknown.")
+    ] = False,
+) -> None:
+    """Run a campaign end to end and print its summary."""
+    from globe_sms.campaign import Campaign
+    from globe_sms.progress import SendProgress, listening
+
+    bad_input = _bad_input_errors()
+    try:
+        campaign = Campaign.from_yaml(campaign_file)
+        if dry_run or resend_unknown:
+            campaign = campaign.model_copy(
+                update={"dry_run": dry_run or campaign.dry_run, "resend_unknown": resend_unknown or campaign.resend_unknown}
+            )
+    except bad_input as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    from flows.send_campaign import CampaignFailed, send_campaign
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[recipients]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task_id = bar.add_task("batches", total=None, recipients="")
+
+        def show(progress: SendProgress) -> None:
+            bar.update(
+                task_id,
+                total=progress.batches_total,
+                completed=progress.batches_done,
+                recipients=f"{progress.recipients_done:,}/{progress.recipients_total:,} recipients",
+            )
+
+        try:
+            with listening(show):
+                summary = send_campaign(campaign)
+        except bad_input as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except CampaignFailed as exc:
+            console.print(f"[red]failed:[/red] {exc}")
+            raise typer.Exit(EXIT_FAILED) from None
+        except Exception as exc:  # noqa: BLE001 - any other failure is a failed run, reported plainly
+            console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
+            raise typer.Exit(EXIT_FAILED) from None
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported lazily
+    table = Table(title=f"campaign {summary.campaign_id}{' (dry run)' if summary.dry_run else ''}", show_header=False)
+    rows = [
+        ("source rows", f"{summary.source_rows:,}"),
+        ("valid", f"{summary.valid:,}"),
+        ("rejected", f"{summary.rejected:,}"),
+        ("planned", f"{summary.planned:,} in {summary.batches} batches"),
+        ("accepted", f"{summary.accepted:,}"),
+        ("failed", f"{summary.failed:,}"),
+        ("unknown", f"{summary.unknown:,}"),
+        ("already sent earlier", f"{summary.already_sent:,}"),
+        ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
+        ("calls per second", f"{summary.calls_per_second:.3f} (allowed {summary.allowed_calls_per_second:g})"),
+    ]
+    for reason, count in sorted(summary.rejected_by_reason.items()):
+        rows.append((f"  rejected: {reason}", f"{count:,}"))
+    if summary.rejects_file:
+        rows.append(("rejects file", summary.rejects_file))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def emulator(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 18765,
+    rate: Annotated[float, typer.Option(help="BatchSendMessageToGlobe calls per second per AccessKeyId (0 = unlimited).")] = 1.0,
+    journal: Annotated[Path | None, typer.Option(help="Append every request and message to this JSON-lines file.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for deterministic fault injection.")] = None,
+) -> None:
+    """Serve the Alibaba SMS API emulator until interrupted (credentials from the environment, else testid/testsecret)."""
+    from alibaba_sms.emulator import EmulatorConfig
+    from alibaba_sms.emulator.server import serve_forever
+
+    logging.basicConfig(level=logging.INFO)
+    config = EmulatorConfig.from_env().model_copy(
+        update={"batch_calls_per_second": rate or None, "journal_path": journal, "seed": seed}
+    )
+    console.print(f"emulator listening on http://{host}:{port}/")
+    serve_forever(host, port, config)
+
+
+if __name__ == "__main__":
+    app()

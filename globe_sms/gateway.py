@@ -1,0 +1,84 @@
+"""Open the way to the gateway for one run: credentials, client, pacer, and the embedded emulator if asked.
+
+With the endpoint `emulator`, an emulator is started on a free loopback port for the duration of the run,
+with its default test credentials, so that trying the project needs no account and no secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from alibaba_sms import AccessKey, SmsClient
+from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
+from globe_sms.campaign import GatewaySettings
+from globe_sms.pacing import Pacer, ensure_global_limit, shared_pacer
+
+EMULATOR_KEY = AccessKey.of("testid", "testsecret")
+
+
+@dataclass
+class GatewaySession:
+    """A client bound to one endpoint, and the pacer shared by every batch of the account."""
+
+    client: SmsClient
+    pacer: Pacer
+    limit_name: str
+    emulator: EmulatorServer | None = None
+
+
+def credentials_for(settings: GatewaySettings) -> AccessKey:
+    """The emulator's test key, a Prefect Secret block's key, or the environment's."""
+    if settings.is_emulator:
+        return EMULATOR_KEY
+    if settings.credentials_block:
+        return AccessKey.from_secret_block(settings.credentials_block)
+    return AccessKey.from_env()
+
+
+def limit_name_for(settings: GatewaySettings, credentials: AccessKey) -> str:
+    """One Prefect global limit per account (approximated by its AccessKeyId) unless named explicitly."""
+    if settings.rate_limit_name:
+        return settings.rate_limit_name
+    prefix = "globe-sms-emulator" if settings.is_emulator else "globe-sms"
+    return f"{prefix}-{credentials.access_key_id.lower()}"
+
+
+@contextmanager
+def open_gateway(settings: GatewaySettings, *, use_prefect_limit: bool = True) -> Iterator[GatewaySession]:
+    """Yield a ready session; the emulator, if any, stops when the block exits."""
+    credentials = credentials_for(settings)
+    limit_name = limit_name_for(settings, credentials)
+    if use_prefect_limit:
+        ensure_global_limit(limit_name, settings.calls_per_second)
+    pacer = shared_pacer(
+        settings.calls_per_second,
+        limit_name=limit_name if use_prefect_limit else None,
+        margin_seconds=settings.pacing_margin_ms / 1000,
+    )
+    emulator = None
+    try:
+        endpoint = settings.endpoint
+        if settings.is_emulator:
+            emulator = EmulatorServer(EmulatorConfig(batch_calls_per_second=settings.calls_per_second))
+            emulator.start()
+            endpoint = emulator.url
+        client = SmsClient(
+            credentials,
+            endpoint=endpoint or None,
+            region=settings.region,
+            signature_version=settings.signature_version,
+            timeout=_timeout(settings.read_timeout_seconds),
+        )
+        with client:
+            yield GatewaySession(client, pacer, limit_name, emulator)
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+def _timeout(read_seconds: float):  # noqa: ANN202 - httpx.Timeout
+    import httpx
+
+    return httpx.Timeout(read_seconds, connect=5.0)

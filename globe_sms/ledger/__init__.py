@@ -1,0 +1,72 @@
+"""The send ledger: one row per (campaign, recipient), moved through a small state machine.
+
+```
+pending ──► submitting ──► accepted   (number not in FailedList; MessageId recorded)
+               │      └──► failed     (in FailedList, or a permanent business error for the batch)
+               ├─────────► pending    (definitely not processed: refused before sending, throttled, signature)
+               └─────────► unknown    (maybe processed: read timeout, dropped connection, HTTP 500)
+a crash leaves rows in submitting ─► the next run turns them into unknown     recover_interrupted
+unknown ──► pending  only when the user asks                                  resend_unknown
+failed  ──► pending  on a rerun, for the error codes the caller calls retryable  reopen_retryable_failures
+```
+
+Every `Ledger` method is one committed transaction and every transition a conditional UPDATE
+(`WHERE status = <expected>`), so an illegal move changes nothing. The moves that name numbers are
+all-or-nothing and raise `LedgerStateError` on any mismatch:
+
+- `mark_submitting` needs every number `pending`. It is committed before it returns, because the request
+  leaves right after: that ordering is what makes "never twice" hold across crashes.
+- the outcomes (`record_accepted`, `record_failed`, `release`, `mark_unknown`) must name exactly the rows of
+  the batch still in `submitting`. When one raises, the rows stay `submitting`: the caller can fall back to
+  `mark_unknown`, and after a crash they are recovered as `unknown`. Never a silent resend.
+
+`campaign_batches` keeps one row per batch number (`submitting`, then `accepted` / `failed` / `released` /
+`unknown`) for summaries, and for joining delivery receipts through `task_id(campaign_id, batch_no)`.
+A batch number is used once; only a `released` batch (nothing was processed) may be submitted again.
+
+Backends: SQLite (WAL, busy_timeout, `BEGIN IMMEDIATE` for writes) and PostgreSQL (psycopg 3).
+Typical use by the send task::
+
+    ledger.mark_submitting(campaign_id, batch_no, phones)       # committed
+    try:
+        response = client.batch_send(..., task_id=task_id(campaign_id, batch_no))
+    except NotProcessed as exc:                                  # throttled, refused, bad signature
+        ledger.release(campaign_id, batch_no, phones, exc.code)
+    except MaybeProcessed as exc:                                # timeout, dropped connection, 5xx
+        ledger.mark_unknown(campaign_id, batch_no, phones, exc.code, exc.request_id)
+    else:
+        ledger.record_accepted(campaign_id, batch_no, accepted, failed, response.request_id)
+"""
+
+from __future__ import annotations
+
+from globe_sms.ledger.errors import LedgerError, LedgerStateError
+from globe_sms.ledger.schema import (
+    BATCH_SCHEMA,
+    INTERRUPTED,
+    ROW_SCHEMA,
+    BatchStatus,
+    Status,
+    campaign_batches,
+    metadata,
+    parse_task_id,
+    send_ledger,
+    task_id,
+)
+from globe_sms.ledger.store import Ledger
+
+__all__ = [
+    "BATCH_SCHEMA",
+    "INTERRUPTED",
+    "ROW_SCHEMA",
+    "BatchStatus",
+    "Ledger",
+    "LedgerError",
+    "LedgerStateError",
+    "Status",
+    "campaign_batches",
+    "metadata",
+    "parse_task_id",
+    "send_ledger",
+    "task_id",
+]

@@ -1,0 +1,179 @@
+"""The ledger's tables, statuses and the `TaskId` convention that joins receipts back to batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import polars as pl
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class Status(StrEnum):
+    """Status of one recipient row in `send_ledger`."""
+
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    ACCEPTED = "accepted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class BatchStatus(StrEnum):
+    """Status of one batch row in `campaign_batches`."""
+
+    SUBMITTING = "submitting"
+    ACCEPTED = "accepted"  # a response arrived; how many numbers were accepted or failed is in the counts
+    FAILED = "failed"  # the whole batch failed for good
+    RELEASED = "released"  # not processed; its rows went back to pending
+    UNKNOWN = "unknown"  # maybe processed; its rows are unknown
+
+
+INTERRUPTED = "Interrupted"
+"""The error_code `recover_interrupted` gives to rows and batches a crashed run left in `submitting`."""
+
+
+def task_id(campaign_id: str, batch_no: int) -> str:
+    """The `TaskId` sent with a batch and echoed in its receipts: `f"{campaign_id}-b{batch_no:05d}"`."""
+    return f"{campaign_id}-b{batch_no:05d}"
+
+
+def parse_task_id(value: str) -> tuple[str, int]:
+    """Split a `TaskId` made by `task_id` back into `(campaign_id, batch_no)`.
+
+    Raises:
+        ValueError: `value` was not made by `task_id`.
+    """
+    campaign_id, sep, number = value.rpartition("-b")
+    if not sep or not campaign_id or len(number) < 5 or not (number.isascii() and number.isdigit()):
+        raise ValueError(f"not a globe-sms TaskId: {value!r}")
+    return campaign_id, int(number)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps them as naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive values; store UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read back as aware UTC."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StatusType(TypeDecorator[str]):
+    """A status column: binds `Status` / `BatchStatus` members as plain strings (drivers differ on enums)."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        """The member's value as a plain `str`."""
+        return None if value is None else str(value)
+
+
+def _one_of(enum: type[StrEnum]) -> str:
+    return "status IN ({})".format(", ".join(f"'{member}'" for member in enum))
+
+
+metadata = MetaData()
+
+send_ledger = Table(
+    "send_ledger",
+    metadata,
+    # The surrogate key gives registration order on both backends (SQLite rowid alias, Postgres bigserial).
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("campaign_id", String, nullable=False),
+    Column("phone", String(15), nullable=False),
+    Column("country", String),
+    Column("status", StatusType, nullable=False),
+    Column("batch_no", Integer),
+    Column("message_id", String),
+    Column("error_code", String),
+    Column("request_id", String),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("submitted_at", UtcDateTime),
+    UniqueConstraint("campaign_id", "phone", name="uq_send_ledger_campaign_phone"),
+    CheckConstraint(_one_of(Status), name="ck_send_ledger_status"),
+    Index("ix_send_ledger_campaign_status", "campaign_id", "status"),
+    Index("ix_send_ledger_campaign_batch", "campaign_id", "batch_no"),
+)
+
+campaign_batches = Table(
+    "campaign_batches",
+    metadata,
+    Column("campaign_id", String, nullable=False),
+    Column("batch_no", Integer, nullable=False),
+    Column("status", StatusType, nullable=False),
+    Column("recipients", Integer, nullable=False),
+    Column("accepted", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("unknown", Integer, nullable=False),
+    Column("request_id", String),
+    Column("error_code", String),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    PrimaryKeyConstraint("campaign_id", "batch_no", name="pk_campaign_batches"),
+    CheckConstraint(_one_of(BatchStatus), name="ck_campaign_batches_status"),
+)
+
+_TS = pl.Datetime("us", "UTC")
+
+ROW_SCHEMA: dict[str, Any] = {
+    "campaign_id": pl.String,
+    "phone": pl.String,
+    "country": pl.String,
+    "status": pl.String,
+    "batch_no": pl.Int64,
+    "message_id": pl.String,
+    "error_code": pl.String,
+    "request_id": pl.String,
+    "attempts": pl.Int64,
+    "created_at": _TS,
+    "updated_at": _TS,
+    "submitted_at": _TS,
+}
+"""Columns and dtypes of `Ledger.rows()` (every `send_ledger` column but the surrogate `id`)."""
+
+BATCH_SCHEMA: dict[str, Any] = {
+    "campaign_id": pl.String,
+    "batch_no": pl.Int64,
+    "status": pl.String,
+    "recipients": pl.Int64,
+    "accepted": pl.Int64,
+    "failed": pl.Int64,
+    "unknown": pl.Int64,
+    "request_id": pl.String,
+    "error_code": pl.String,
+    "started_at": _TS,
+    "finished_at": _TS,
+}
+"""Columns and dtypes of `Ledger.batches()`, which adds `task_id`."""

@@ -1,0 +1,502 @@
+"""`Ledger`: the state machine of `globe_sms.ledger` over SQLAlchemy Core, one transaction per method."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import polars as pl
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    String,
+    func,
+    literal,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from globe_sms.ledger._sql import (
+    Outcome,
+    apply_outcomes,
+    make_engine,
+    phone_list,
+    values_table,
+    where_they_are,
+)
+from globe_sms.ledger.errors import LedgerStateError
+from globe_sms.ledger.schema import (
+    BATCH_SCHEMA,
+    INTERRUPTED,
+    ROW_SCHEMA,
+    BatchStatus,
+    Status,
+    UtcDateTime,
+    campaign_batches,
+    metadata,
+    send_ledger,
+)
+from globe_sms.masking import mask_number
+
+_E164_DIGITS = re.compile(r"[1-9][0-9]{1,14}")  # E.164 without '+': no leading zero, at most 15 digits
+_REGISTER_CHUNK = 50_000
+_PG_DDL_LOCK = 0x6C6564676572  # advisory lock key ("ledger"): one create_all at a time across processes
+_b, _c = campaign_batches.c, send_ledger.c
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _distinct(phones: Sequence[str], what: str) -> list[str]:
+    """The numbers as a list; ValueError when empty or repeated (a repeat would be sent twice)."""
+    out = list(phones)
+    if not out:
+        raise ValueError(f"{what}: no numbers given")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what}: the same number appears more than once in one batch")
+    return out
+
+
+def _in_state(campaign_id: str, status: Status) -> ColumnElement[bool]:
+    return (_c.campaign_id == campaign_id) & (_c.status == status)
+
+
+class Ledger:
+    """The send ledger over SQLite or PostgreSQL; the module docstring draws the state machine.
+
+    Safe to share between threads (each method checks a connection out of the pool).
+
+    Example:
+        >>> with Ledger.open("sqlite:///.data/ledger.db") as ledger:  # doctest: +SKIP
+        ...     ledger.register("spring-sale", ["85212345678"], ["HK"])
+        ...     batch_no, batch = ledger.next_batch_no("spring-sale"), ledger.pending("spring-sale")[:1000]
+        ...     ledger.mark_submitting("spring-sale", batch_no, batch)  # committed: now send
+        ...     ledger.record_accepted("spring-sale", batch_no, {"85212345678": "1008"}, {}, "req-1")
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        """Connect, and create the tables and indexes that are missing (idempotent).
+
+        Args:
+            url: SQLAlchemy URL: `sqlite:///.data/ledger.db` (parent directories are created),
+                `sqlite://` (in memory, one shared connection) or `postgresql+psycopg://user@host/db`.
+            clock: returns the current aware datetime; tests inject a fixed one.
+        """
+        self._clock = clock
+        self._engine = make_engine(url)
+        self._dialect = self._engine.dialect.name
+        with self._write() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
+            metadata.create_all(conn)
+
+    @classmethod
+    def open(cls, url: str, *, clock: Callable[[], datetime] = _utcnow) -> Self:
+        """Open the ledger at `url`; same as the constructor."""
+        return cls(url, clock=clock)
+
+    def close(self) -> None:
+        """Dispose of the engine and its pooled connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._engine.connect() as conn:
+            conn.execution_options(ledger_write=True)
+            with conn.begin():
+                yield conn
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the ledger clock returned a naive datetime")
+        return now.astimezone(UTC)
+
+    # -- campaign-wide moves ---------------------------------------------------------------------
+
+    def register(
+        self, campaign_id: str, phones: Sequence[str], countries: Sequence[str | None] | None = None
+    ) -> int:
+        """Add `pending` rows for the numbers the campaign does not have yet; existing rows are untouched.
+
+        Args:
+            campaign_id: the campaign.
+            phones: E.164 numbers as digits without `+` (`"85212345678"`); a repeat keeps its first country.
+            countries: ISO region of each number (same length as `phones`), or None.
+
+        Returns:
+            How many rows were inserted.
+
+        Raises:
+            ValueError: an empty campaign id, a malformed number, or `countries` of another length.
+        """
+        if not campaign_id:
+            raise ValueError("campaign_id must not be empty")
+        if countries is not None and len(countries) != len(phones):
+            raise ValueError(f"{len(phones)} phones but {len(countries)} countries")
+        wanted: dict[str, str | None] = {}
+        bad: list[str] = []
+        for i, phone in enumerate(phones):
+            if not isinstance(phone, str) or not _E164_DIGITS.fullmatch(phone):
+                bad.append(str(phone))
+            elif phone not in wanted:
+                wanted[phone] = None if countries is None else countries[i]
+        if bad:
+            examples = ", ".join(mask_number(p) for p in bad[:5])
+            raise ValueError(f"{len(bad)} number(s) are not E.164 digits without '+' (e.g. {examples})")
+        rows = list(wanted.items())
+        now = literal(self._now(), UtcDateTime())
+        insert = sqlite_insert if self._dialect == "sqlite" else pg_insert
+        columns = ["campaign_id", "phone", "country", "status", "attempts", "created_at", "updated_at"]
+        inserted = 0
+        with self._write() as conn:
+            for start in range(0, len(rows), _REGISTER_CHUNK):
+                src = values_table(self._dialect, ("phone", "country"), rows[start : start + _REGISTER_CHUNK])
+                source = select(
+                    literal(campaign_id, String()),
+                    src.c.phone,
+                    src.c.country,
+                    literal(Status.PENDING.value, String()),
+                    literal(0, Integer()),
+                    now,
+                    now,
+                )
+                # `WHERE true` resolves SQLite's INSERT ... SELECT ... ON CONFLICT parsing ambiguity.
+                source = source.where(true()).order_by(src.c.ord)
+                statement = insert(send_ledger).from_select(columns, source)
+                statement = statement.on_conflict_do_nothing(index_elements=["campaign_id", "phone"])
+                # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.0.28+)
+                inserted += conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+        return inserted
+
+    def recover_interrupted(self, campaign_id: str) -> int:
+        """Turn what a crashed run left in `submitting` into `unknown` (error_code `INTERRUPTED`).
+
+        Call it only while no other run sends this campaign: a batch in flight is `submitting` too.
+
+        Returns:
+            How many rows moved (their batches move to `unknown` as well).
+        """
+        now = self._now()
+        with self._write() as conn:
+            moved = conn.execute(
+                update(send_ledger)
+                .where(_in_state(campaign_id, Status.SUBMITTING))
+                .values(status=Status.UNKNOWN, error_code=INTERRUPTED, updated_at=now)
+            ).rowcount
+            # Outcomes are all-or-nothing, so a batch still submitting has all of its rows submitting.
+            conn.execute(
+                update(campaign_batches)
+                .where(_b.campaign_id == campaign_id, _b.status == BatchStatus.SUBMITTING)
+                .values(
+                    status=BatchStatus.UNKNOWN, unknown=_b.recipients, error_code=INTERRUPTED, finished_at=now
+                )
+            )
+        return moved
+
+    def resend_unknown(self, campaign_id: str) -> int:
+        """Put every `unknown` row back to `pending`, at the user's request: they may get the SMS twice.
+
+        Returns:
+            How many rows moved.
+        """
+        return self._reopen(campaign_id, Status.UNKNOWN, None)
+
+    def reopen_retryable_failures(self, campaign_id: str, retryable_codes: Collection[str]) -> int:
+        """Put `failed` rows whose error_code is one of `retryable_codes` back to `pending`.
+
+        Returns:
+            How many rows moved (0 when `retryable_codes` is empty).
+        """
+        codes = sorted(set(retryable_codes))
+        return self._reopen(campaign_id, Status.FAILED, codes) if codes else 0
+
+    def _reopen(self, campaign_id: str, source: Status, codes: list[str] | None) -> int:
+        """`source` -> `pending` across the campaign, optionally only for some error codes."""
+        condition = _in_state(campaign_id, source)
+        if codes is not None:
+            condition = condition & _c.error_code.in_(codes)
+        with self._write() as conn:
+            statement = (
+                update(send_ledger).where(condition).values(status=Status.PENDING, updated_at=self._now())
+            )
+            return conn.execute(statement).rowcount
+
+    # -- batch moves -----------------------------------------------------------------------------
+
+    def next_batch_no(self, campaign_id: str) -> int:
+        """1 + the highest batch number the campaign has used (1 at first); it never goes back."""
+        batches = select(func.max(_b.batch_no)).where(_b.campaign_id == campaign_id).scalar_subquery()
+        rows = select(func.max(_c.batch_no)).where(_c.campaign_id == campaign_id).scalar_subquery()
+        query = select(func.coalesce(batches, 0), func.coalesce(rows, 0))
+        with self._engine.connect() as conn:
+            in_batches, in_rows = conn.execute(query).one()
+        return max(int(in_batches), int(in_rows)) + 1
+
+    def mark_submitting(self, campaign_id: str, batch_no: int, phones: Sequence[str]) -> None:
+        """Move a batch `pending` -> `submitting`, committed before returning: send the request after.
+
+        Sets `batch_no`, `submitted_at` and `attempts + 1` on the rows and writes the batch row.
+
+        Args:
+            campaign_id: the campaign.
+            batch_no: a fresh number from `next_batch_no`, or that of a `released` batch.
+            phones: the batch's numbers, each once.
+
+        Raises:
+            LedgerStateError: a number is not `pending`, or the batch number is taken; nothing changed.
+            ValueError: no numbers, or a number twice.
+        """
+        batch = _distinct(phones, "mark_submitting")
+        now = self._now()
+        key = (_b.campaign_id == campaign_id) & (_b.batch_no == batch_no)
+        with self._write() as conn:
+            taken = conn.execute(select(_b.status).where(key).with_for_update()).scalar()
+            if taken is not None and taken != BatchStatus.RELEASED:
+                raise LedgerStateError(
+                    f"campaign {campaign_id!r}: batch {batch_no} is already {taken}; take next_batch_no()",
+                    campaign_id=campaign_id,
+                    batch_no=batch_no,
+                )
+            changed = conn.execute(
+                update(send_ledger)
+                .where(_in_state(campaign_id, Status.PENDING), _c.phone.in_(phone_list(self._dialect, batch)))
+                .values(
+                    status=Status.SUBMITTING,
+                    batch_no=batch_no,
+                    attempts=_c.attempts + 1,
+                    submitted_at=now,
+                    updated_at=now,
+                )
+            ).rowcount
+            if changed != len(batch):
+                found = where_they_are(conn, self._dialect, campaign_id, batch)
+                offenders = {
+                    p: why for p, why in found.items() if why != f"{Status.SUBMITTING} in batch {batch_no}"
+                }
+                raise LedgerStateError(
+                    f"campaign {campaign_id!r} batch {batch_no}: {len(batch) - changed} of {len(batch)} "
+                    "numbers are not pending; nothing was marked submitting",
+                    campaign_id=campaign_id,
+                    batch_no=batch_no,
+                    offenders=offenders,
+                )
+            values = {
+                "status": BatchStatus.SUBMITTING,
+                "recipients": len(batch),
+                "accepted": 0,
+                "failed": 0,
+                "unknown": 0,
+                "request_id": None,
+                "error_code": None,
+                "started_at": now,
+                "finished_at": None,
+            }
+            if taken is not None:
+                conn.execute(update(campaign_batches).where(key).values(**values))
+                return
+            try:
+                conn.execute(
+                    campaign_batches.insert().values(campaign_id=campaign_id, batch_no=batch_no, **values)
+                )
+            except IntegrityError as exc:  # another run took the same new number meanwhile
+                raise LedgerStateError(
+                    f"campaign {campaign_id!r}: another run took batch {batch_no}; take next_batch_no()",
+                    campaign_id=campaign_id,
+                    batch_no=batch_no,
+                ) from exc
+
+    def record_accepted(
+        self,
+        campaign_id: str,
+        batch_no: int,
+        accepted: Mapping[str, str | None],
+        failed: Mapping[str, str],
+        request_id: str | None,
+    ) -> None:
+        """Record a response: numbers outside `FailedList` -> `accepted`, numbers in it -> `failed`.
+
+        Args:
+            campaign_id: the campaign.
+            batch_no: the batch the response answers.
+            accepted: number -> its MessageId (None when the response gave none).
+            failed: number -> its error code from `FailedList`.
+            request_id: the response's RequestId.
+
+        Raises:
+            LedgerStateError: `accepted` and `failed` together are not exactly the batch's rows in
+                `submitting`; nothing changed, so the caller can still `mark_unknown` the batch.
+            ValueError: a number in both, or both empty.
+        """
+        both = accepted.keys() & failed.keys()
+        if both:
+            raise ValueError(
+                f"{len(both)} number(s) both accepted and failed (e.g. {mask_number(min(both))})"
+            )
+        outcome: dict[str, Outcome] = {
+            p: (Status.ACCEPTED, message_id, None) for p, message_id in accepted.items()
+        }
+        outcome.update((p, (Status.FAILED, None, code)) for p, code in failed.items())
+        counts = {"accepted": len(accepted), "failed": len(failed), "unknown": 0}
+        self._settle(campaign_id, batch_no, outcome, request_id, (BatchStatus.ACCEPTED, None), counts)
+
+    def record_failed(
+        self, campaign_id: str, batch_no: int, phones: Sequence[str], error_code: str, request_id: str | None
+    ) -> None:
+        """The whole batch failed for good (a permanent business error): `submitting` -> `failed`.
+
+        Raises:
+            LedgerStateError: `phones` are not exactly the batch's rows in `submitting`; nothing changed.
+        """
+        outcome = {p: (Status.FAILED, None, error_code) for p in _distinct(phones, "record_failed")}
+        counts = {"accepted": 0, "failed": len(outcome), "unknown": 0}
+        self._settle(campaign_id, batch_no, outcome, request_id, (BatchStatus.FAILED, error_code), counts)
+
+    def release(
+        self,
+        campaign_id: str,
+        batch_no: int,
+        phones: Sequence[str],
+        error_code: str | None,
+        request_id: str | None = None,
+    ) -> None:
+        """The batch was definitely not processed (refused, throttled, bad signature): back to `pending`.
+
+        The rows keep `batch_no` (the last batch they were in) and get `error_code` (why they came back);
+        `attempts` keeps counting the attempt.
+
+        Raises:
+            LedgerStateError: `phones` are not exactly the batch's rows in `submitting`; nothing changed.
+        """
+        outcome = {p: (Status.PENDING, None, error_code) for p in _distinct(phones, "release")}
+        counts = {"accepted": 0, "failed": 0, "unknown": 0}
+        self._settle(campaign_id, batch_no, outcome, request_id, (BatchStatus.RELEASED, error_code), counts)
+
+    def mark_unknown(
+        self, campaign_id: str, batch_no: int, phones: Sequence[str], error_code: str, request_id: str | None
+    ) -> None:
+        """The batch may have been processed (read timeout, dropped connection, HTTP 500): -> `unknown`.
+
+        Raises:
+            LedgerStateError: `phones` are not exactly the batch's rows in `submitting`; nothing changed.
+        """
+        outcome = {p: (Status.UNKNOWN, None, error_code) for p in _distinct(phones, "mark_unknown")}
+        counts = {"accepted": 0, "failed": 0, "unknown": len(outcome)}
+        self._settle(campaign_id, batch_no, outcome, request_id, (BatchStatus.UNKNOWN, error_code), counts)
+
+    def _settle(
+        self,
+        campaign_id: str,
+        batch_no: int,
+        outcome: Mapping[str, Outcome],
+        request_id: str | None,
+        batch_outcome: tuple[BatchStatus, str | None],
+        counts: Mapping[str, int],
+    ) -> None:
+        """Move exactly the batch's `submitting` rows to their (status, message_id, error_code)."""
+        if not outcome:
+            raise ValueError(f"campaign {campaign_id!r} batch {batch_no}: no numbers given")
+        now = self._now()
+        in_batch = _in_state(campaign_id, Status.SUBMITTING) & (_c.batch_no == batch_no)
+        with self._write() as conn:
+            in_flight = set(conn.execute(select(_c.phone).where(in_batch).with_for_update()).scalars())
+            if in_flight != outcome.keys():
+                strays = [p for p in outcome if p not in in_flight]
+                offenders = where_they_are(conn, self._dialect, campaign_id, strays) if strays else {}
+                offenders.update((p, "missing from the call") for p in sorted(in_flight - outcome.keys()))
+                raise LedgerStateError(
+                    f"campaign {campaign_id!r} batch {batch_no}: the numbers given are not the "
+                    f"{len(in_flight)} submitting rows of the batch; nothing was recorded",
+                    campaign_id=campaign_id,
+                    batch_no=batch_no,
+                    offenders=offenders,
+                )
+            changed = apply_outcomes(conn, self._dialect, in_batch, outcome, request_id, now)
+            batch_status, batch_error = batch_outcome
+            finished = conn.execute(
+                update(campaign_batches)
+                .where(
+                    _b.campaign_id == campaign_id,
+                    _b.batch_no == batch_no,
+                    _b.status == BatchStatus.SUBMITTING,
+                )
+                .values(
+                    status=batch_status,
+                    request_id=request_id,
+                    error_code=batch_error,
+                    finished_at=now,
+                    **counts,
+                )
+            ).rowcount
+            if changed != len(outcome) or finished != 1:  # the locked rows changed under us: roll back
+                raise LedgerStateError(
+                    f"campaign {campaign_id!r} batch {batch_no}: {changed} of {len(outcome)} rows and "
+                    f"{finished} batch row(s) were submitting; nothing was recorded",
+                    campaign_id=campaign_id,
+                    batch_no=batch_no,
+                )
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def pending(self, campaign_id: str, phones: Sequence[str] | None = None) -> list[str]:
+        """The campaign's `pending` numbers in registration order.
+
+        Args:
+            campaign_id: the campaign.
+            phones: if given, only these numbers are considered.
+        """
+        query = select(_c.phone).where(_in_state(campaign_id, Status.PENDING)).order_by(_c.id)
+        if phones is not None:
+            if not phones:
+                return []
+            query = query.where(_c.phone.in_(phone_list(self._dialect, list(dict.fromkeys(phones)))))
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def counts(self, campaign_id: str) -> dict[str, int]:
+        """Rows per status, every status present (zeros included)."""
+        query = select(_c.status, func.count()).where(_c.campaign_id == campaign_id).group_by(_c.status)
+        with self._engine.connect() as conn:
+            found = {status: int(n) for status, n in conn.execute(query)}
+        return {status.value: found.get(status.value, 0) for status in Status}
+
+    def rows(self, campaign_id: str) -> pl.DataFrame:
+        """The campaign's whole ledger in registration order, as a polars frame (timestamps in UTC)."""
+        query = (
+            select(*(_c[name] for name in ROW_SCHEMA)).where(_c.campaign_id == campaign_id).order_by(_c.id)
+        )
+        with self._engine.connect() as conn:
+            data = [tuple(row) for row in conn.execute(query)]
+        return pl.DataFrame(data, schema=ROW_SCHEMA, orient="row")
+
+    def batches(self, campaign_id: str) -> pl.DataFrame:
+        """The campaign's batches by number, as a polars frame with each batch's `task_id`."""
+        query = select(*(_b[name] for name in BATCH_SCHEMA)).where(_b.campaign_id == campaign_id)
+        with self._engine.connect() as conn:
+            data = [tuple(row) for row in conn.execute(query.order_by(_b.batch_no))]
+        number = pl.col("batch_no").cast(pl.String).str.zfill(5)
+        frame = pl.DataFrame(data, schema=BATCH_SCHEMA, orient="row")
+        return frame.with_columns(pl.format("{}-b{}", pl.col("campaign_id"), number).alias("task_id"))

@@ -1,0 +1,94 @@
+"""pandera models for recipient lists: the raw source, the validated recipients, and the rejects.
+
+The phone rules themselves are polars expressions in `tasks/normalise.py` and `tasks/mobile_rules.py`, run
+once over the whole list; these models are the contracts at the points where data is materialised
+(`tasks/validate.py` validates collected DataFrames with `lazy=True`, never a bare LazyFrame, which pandera
+would check for its schema only). Every model is non-strict: a recipient list carries the campaign's own
+columns (names, codes, languages) next to the phone.
+
+Regexes end in `$` because pandera's `str_matches` anchors only the start.
+"""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+from pandera.polars import PolarsData
+
+from schemas.dialing_codes import MAINLAND_CHINA_CODE
+
+E164_DIGITS_RE = r"^[1-9][0-9]{6,14}$"
+"""E.164 without the `+`: the form BatchSendMessageToGlobe takes in `To` (`85212345678`)."""
+
+
+class RawRecipients(pa.DataFrameModel):
+    """A recipient list as read from its source: a String phone column, anything else alongside.
+
+    The phone column's real name is a campaign setting; use `raw_recipients_schema(name)`.
+    """
+
+    phone: str = pa.Field(nullable=True, description="The phone number as typed, read as text.")
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+class ValidRecipients(pa.DataFrameModel):
+    """Recipients that passed every rule: one row per distinct E.164 number, never mainland China."""
+
+    phone: str = pa.Field(unique=True, str_matches=E164_DIGITS_RE, description="E.164 digits, no `+`.")
+    country: str = pa.Field(str_matches=r"^[A-Z]{2}$", description="ISO 3166-1 region, e.g. `HK`.")
+    dialing_code: str = pa.Field(str_matches=r"^[1-9][0-9]{0,2}$", description="Calling code, e.g. `852`.")
+    source_row: pl.Int64 = pa.Field(ge=1, unique=True, description="1-based row in the source.")
+
+    @pa.check("dialing_code", name="not_mainland_china")
+    @classmethod
+    def _not_mainland_china(cls, data: PolarsData) -> pl.LazyFrame:
+        """BatchSendMessageToGlobe does not serve +86; 852, 853 and 886 are different codes."""
+        return data.lazyframe.select(pl.col(data.key) != MAINLAND_CHINA_CODE)
+
+    @pa.dataframe_check(name="phone_starts_with_dialing_code")
+    @classmethod
+    def _phone_starts_with_code(cls, data: PolarsData) -> pl.LazyFrame:
+        """The dialing code is the start of the number, not a separate guess."""
+        return data.lazyframe.select(pl.col("phone").str.starts_with(pl.col("dialing_code")))
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+class RejectedRecipients(pa.DataFrameModel):
+    """Every refused row, with its row number in the source and all of its reasons."""
+
+    source_row: pl.Int64 = pa.Field(ge=1, unique=True, description="1-based row in the source.")
+    reasons: pl.List(pl.String) = pa.Field(description="Reason codes, e.g. `['too_short']`.")  # type: ignore[valid-type]
+    reason_text: str = pa.Field(description="The reasons in words, e.g. `duplicate of row 3`.")
+
+    @pa.check("reasons", name="at_least_one_reason")
+    @classmethod
+    def _has_reason(cls, data: PolarsData) -> pl.LazyFrame:
+        """A row is never rejected without saying why."""
+        return data.lazyframe.select(pl.col(data.key).list.len() > 0)
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+def raw_recipients_schema(phone_column: str) -> pa.DataFrameSchema:
+    """`RawRecipients` with its phone column renamed to the campaign's column name."""
+    schema = RawRecipients.to_schema()
+    if phone_column == "phone":
+        return schema
+    return schema.rename_columns({"phone": phone_column})
+
+
+__all__ = [
+    "E164_DIGITS_RE",
+    "RawRecipients",
+    "RejectedRecipients",
+    "ValidRecipients",
+    "raw_recipients_schema",
+]

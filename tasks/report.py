@@ -1,0 +1,126 @@
+"""The run summary, the rejects file, and the Prefect artifacts that show them (numbers always masked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import make_url
+
+from globe_sms.masking import mask_number_expr
+
+ARTIFACT_TABLE_ROWS = 200
+
+
+class CampaignSummary(BaseModel):
+    """What one run of a campaign did; the flow's return value and the CLI's printout."""
+
+    campaign_id: str
+    dry_run: bool
+    source_rows: int = 0
+    valid: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    planned: int = 0
+    batches: int = 0
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    pending: int = 0
+    already_sent: int = 0
+    recovered_as_unknown: int = 0
+    elapsed_seconds: float = 0.0
+    sending_seconds: float = 0.0
+    calls_per_second: float = 0.0
+    allowed_calls_per_second: float = 1.0
+    encodings: dict[str, int] = Field(default_factory=dict)
+    segments: int = 0
+    estimated_cost: float | None = None
+    currency: str | None = None
+    rejects_file: str | None = None
+    ledger_counts: dict[str, int] = Field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def rate_fraction(self) -> float:
+        """Achieved calls per second as a fraction of the allowed rate."""
+        return self.calls_per_second / self.allowed_calls_per_second if self.allowed_calls_per_second else 0.0
+
+    def to_markdown(self) -> str:
+        """A markdown report with counts only: no number appears in it."""
+        lines = [
+            f"# Campaign `{self.campaign_id}`{' (dry run)' if self.dry_run else ''}",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| source rows | {self.source_rows:,} |",
+            f"| valid | {self.valid:,} |",
+            f"| rejected | {self.rejected:,} |",
+            f"| planned this run | {self.planned:,} in {self.batches} batches |",
+            f"| accepted | {self.accepted:,} |",
+            f"| failed | {self.failed:,} |",
+            f"| unknown | {self.unknown:,} |",
+            f"| still pending | {self.pending:,} |",
+            f"| sent by earlier runs | {self.already_sent:,} |",
+            f"| sending time | {self.sending_seconds:.1f} s |",
+            f"| calls per second | {self.calls_per_second:.3f} of {self.allowed_calls_per_second:g} allowed |",
+        ]
+        if self.segments:
+            lines.append(f"| segments | {self.segments:,} |")
+        if self.estimated_cost is not None:
+            lines.append(f"| estimated cost | {self.estimated_cost:,.2f} {self.currency or ''} |")
+        if self.rejected_by_reason:
+            lines += ["", "## Rejected rows by reason", "", "| reason | rows |", "|---|---|"]
+            lines += [f"| {reason} | {count:,} |" for reason, count in sorted(self.rejected_by_reason.items())]
+        if self.error:
+            lines += ["", f"**Stopped:** {self.error}"]
+        return "\n".join(lines)
+
+
+def data_folder(ledger_url: str) -> Path:
+    """The folder beside an SQLite ledger, or `.data` for a server database."""
+    url = make_url(ledger_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent
+    return Path(".data").resolve()
+
+
+def write_rejects(rejects: pl.DataFrame, ledger_url: str, campaign_id: str) -> Path | None:
+    """Write every rejected row with its original values, row number and reasons as CSV next to the ledger."""
+    if rejects.height == 0:
+        return None
+    folder = data_folder(ledger_url)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{campaign_id}-rejects.csv"
+    flat = rejects.with_columns(
+        [pl.col(name).list.join("; ") for name, dtype in rejects.schema.items() if isinstance(dtype, pl.List)]
+    )
+    flat.write_csv(path)
+    return path
+
+
+def masked_rejects(rejects: pl.DataFrame, phone_column: str, limit: int = ARTIFACT_TABLE_ROWS) -> pl.DataFrame:
+    """The first rejected rows for display: row number, masked number and reasons only."""
+    columns = [pl.col("source_row")] if "source_row" in rejects.columns else []
+    if phone_column in rejects.columns:
+        columns.append(mask_number_expr(phone_column).alias("phone"))
+    columns.append(pl.col("reasons").list.join("; ").alias("reasons"))
+    return rejects.head(limit).select(columns)
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(summary: CampaignSummary, rejects: pl.DataFrame, phone_column: str) -> None:
+    """Create the summary markdown artifact and a masked rejects table artifact."""
+    key = summary.campaign_id
+    create_markdown_artifact(summary.to_markdown(), key=f"{key}-summary", description="Campaign run summary")
+    if rejects.height:
+        table = masked_rejects(rejects, phone_column)
+        create_table_artifact(
+            table.to_dicts(),
+            key=f"{key}-rejects",
+            description=f"Rejected rows (first {table.height} of {rejects.height:,}; numbers masked)",
+        )

@@ -1,0 +1,158 @@
+"""Send one batch and record every recipient's outcome in the ledger.
+
+The order of writes is what makes "never twice" hold across crashes and retries:
+
+1. the batch's rows become `submitting`, committed, before anything leaves;
+2. the payload is built and signed;
+3. the pacer waits for the account's slot (all per-batch work is already done, so the gap stays tight);
+4. the request goes out, and the outcome is committed right after the response:
+
+   ======================================  =============================================================
+   answer                                  ledger
+   ======================================  =============================================================
+   OK                                      accepted (MessageId) / failed (in FailedList)
+   retryable (throttled, 503, no connect)  back to pending, then the task raises and Prefect retries it
+   permanent gateway refusal (signature)   back to pending (not processed), the task fails, no retry
+   permanent business code (balance...)    failed with the code, the task fails, no retry
+   ambiguous (read timeout, drop, 500)     unknown: resent only if the user asks (`resend_unknown`)
+   ======================================  =============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from alibaba_sms import SmsClient
+from alibaba_sms.errors import AmbiguousOutcomeError, BusinessError, RetryableError, SmsApiError
+from globe_sms.campaign import Campaign
+from globe_sms.ledger import INTERRUPTED, Ledger
+from globe_sms.masking import mask_number
+from globe_sms.pacing import Pacer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One planned call: its number within the campaign, and parallel numbers and texts."""
+
+    batch_no: int
+    phones: tuple[str, ...]
+    messages: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.phones)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What happened to one batch."""
+
+    batch_no: int
+    recipients: int
+    accepted: int
+    failed: int
+    unknown: int
+    request_id: str | None
+    error_code: str | None = None
+
+
+@dataclass
+class SendContext:
+    """Everything a batch needs, built once per flow run (not serialisable, so never cached)."""
+
+    campaign: Campaign
+    client: SmsClient
+    ledger: Ledger
+    pacer: Pacer
+
+
+def send_one_batch(context: SendContext, batch: Batch) -> BatchOutcome:
+    """Send a batch and commit its outcome to the ledger.
+
+    Returns:
+        The outcome, also for ambiguous answers (recorded as unknown).
+
+    Raises:
+        RetryableError: nothing was processed and the rows are pending again; retrying is safe.
+        PermanentError: the batch will not succeed as is.
+    """
+    campaign, ledger = context.campaign, context.ledger
+    cid, no = campaign.campaign_id, batch.batch_no
+    ledger.mark_submitting(cid, no, batch.phones)
+    try:
+        prepared = context.client.prepare_batch(
+            batch.phones,
+            batch.messages,
+            sender=campaign.sender_id,
+            message_type=campaign.message_type,
+            task_id=campaign.task_id(no),
+            validity_period=campaign.validity_period,
+        )
+        context.pacer.wait()
+    except BaseException:
+        # Nothing left this process: the rows can go out later.
+        ledger.release(cid, no, batch.phones, None)
+        raise
+    try:
+        result = context.client.send_prepared(prepared)
+    except AmbiguousOutcomeError as exc:
+        ledger.mark_unknown(cid, no, batch.phones, exc.code or type(exc).__name__, exc.request_id)
+        logger.warning("batch %s: outcome unknown (%s); %s recipients marked unknown", no, exc, len(batch))
+        return BatchOutcome(no, len(batch), 0, 0, len(batch), exc.request_id, exc.code)
+    except RetryableError as exc:
+        ledger.release(cid, no, batch.phones, exc.code)
+        raise
+    except BusinessError as exc:
+        ledger.record_failed(cid, no, batch.phones, exc.code or "UNKNOWN", exc.request_id)
+        raise
+    except SmsApiError as exc:
+        # Gateway refusals (signature, parameters): the service never processed the batch.
+        ledger.release(cid, no, batch.phones, exc.code)
+        raise
+    except BaseException:
+        # Anything else after the request left (interrupt, bug): it may have gone out.
+        ledger.mark_unknown(cid, no, batch.phones, INTERRUPTED, None)
+        raise
+    in_batch = set(batch.phones)
+    failed = {phone: "FAILED_LIST" for phone in result.failed if phone in in_batch}
+    ledger.record_accepted(cid, no, result.accepted, failed, result.request_id)
+    if failed:
+        logger.info("batch %s: %s numbers in FailedList, e.g. %s", no, len(failed), mask_number(next(iter(failed))))
+    return BatchOutcome(no, len(batch), len(result.accepted), len(failed), 0, result.request_id)
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry only errors that guarantee nothing was processed."""
+    error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return isinstance(error, RetryableError)
+
+
+@task(
+    name="send-batch",
+    task_run_name="{campaign_id}-batch-{batch_no}",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.2,
+    retry_condition_fn=is_transient,
+)
+def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: int) -> BatchOutcome:
+    """One BatchSendMessageToGlobe call as its own task run, observable and retried in the Prefect UI.
+
+    `campaign_id` and `batch_no` are repeated as plain arguments so that they name the task run.
+    """
+    from prefect import get_run_logger
+
+    outcome = send_one_batch(context, batch)
+    get_run_logger().info(
+        "batch %s of %s: %s recipients, %s accepted, %s failed, %s unknown",
+        batch_no, campaign_id, outcome.recipients, outcome.accepted, outcome.failed, outcome.unknown,
+    )
+    return outcome

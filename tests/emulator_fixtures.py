@@ -1,0 +1,114 @@
+"""Shared fixtures and helpers for the emulator tests (tests/test_emulator.py, tests/test_emulator_sdk.py).
+
+Import the fixtures into a test module by name (`from tests.emulator_fixtures import start_emulator`); pytest
+then finds them there. Every server runs on a free loopback port in a daemon thread and is stopped after
+the test.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import httpx
+import pytest
+
+from alibaba_sms.credentials import AccessKey
+from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
+from alibaba_sms.signing import API_VERSION, AcsV1Auth, AcsV3Auth
+
+KEY = AccessKey.of("testid", "testsecret")
+BATCH = "BatchSendMessageToGlobe"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+StartEmulator = Callable[..., EmulatorServer]
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when told to; starts at the real time so signatures stay fresh."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep loopback traffic away from any proxy in the environment (the SDK honours them)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def start_emulator(no_proxy: None) -> Iterator[StartEmulator]:
+    """A factory: `start_emulator(**EmulatorConfig fields)` returns a started server, stopped after the test."""
+    servers: list[EmulatorServer] = []
+
+    def start(**config: Any) -> EmulatorServer:
+        server = EmulatorServer(EmulatorConfig(**config)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_emulator() -> Iterator[EmulatorServer]:
+    """One server per test module (stopping uvicorn takes ~0.2 s, so tests share it and reset it)."""
+    with EmulatorServer(EmulatorConfig(batch_calls_per_second=None)) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(shared_emulator: EmulatorServer, no_proxy: None) -> EmulatorServer:
+    """An emulator without flow control, freshly reset, for tests that send several batches quickly."""
+    shared_emulator.state.reset()
+    return shared_emulator
+
+
+def signed_client(
+    server: EmulatorServer,
+    version: Literal["v3", "v1"] = "v3",
+    key: AccessKey = KEY,
+    **auth_options: Any,
+) -> httpx.Client:
+    """A plain httpx client signing with our own Auth classes (no `SmsClient` involved)."""
+    auth_class = AcsV3Auth if version == "v3" else AcsV1Auth
+    return httpx.Client(base_url=server.url, auth=auth_class(key, **auth_options), trust_env=False, timeout=10)
+
+
+def call(
+    client: httpx.Client,
+    action: str,
+    params: Mapping[str, str],
+    *,
+    where: Literal["body", "query"] = "body",
+    query: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST one action with its parameters in a form body (our client's way) or the query (the SDK's)."""
+    headers = {"x-acs-action": action, "x-acs-version": API_VERSION}
+    if where == "query":
+        return client.post("/", params={**(query or {}), **params}, headers=headers)
+    return client.post("/", params=query, data=dict(params), headers=headers)
+
+
+def batch_params(numbers: Sequence[str], messages: Sequence[str] | str = "Hello", **extra: str) -> dict[str, str]:
+    """BatchSendMessageToGlobe parameters: JSON-array `To` and `Message` (or one plain text)."""
+    text = messages if isinstance(messages, str) else json.dumps(list(messages), ensure_ascii=False)
+    return {"To": json.dumps(list(numbers)), "Message": text, **extra}
+
+
+def send_batch(client: httpx.Client, numbers: Sequence[str], messages: Sequence[str] | str = "Hello") -> httpx.Response:
+    """Send one batch with a form body."""
+    return call(client, BATCH, batch_params(numbers, messages))
