@@ -1,0 +1,95 @@
+"""Unit tests for the Campaign model and its YAML loading: bad values are refused naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from globe_sms.campaign import Campaign, CampaignFileError
+
+BASE = {
+    "campaign_id": "spring-sale",
+    "source": {"path": "recipients.csv"},
+    "template": "Hi {first_name}",
+    "sender_id": "GlobeSMS",
+}
+
+
+def with_(**changes: object) -> dict[str, object]:
+    return {**BASE, **changes}
+
+
+class TestCampaignFields:
+    def test_minimal_campaign_has_safe_defaults(self) -> None:
+        campaign = Campaign.parse(BASE)
+        assert campaign.batch_size == 1000 and campaign.message_type == "NOTIFY"
+        assert campaign.gateway.endpoint == "emulator" and campaign.gateway.signature_version == "v3"
+        assert campaign.ledger.startswith("sqlite:///") and campaign.dry_run is False
+        assert campaign.template.text == "Hi {first_name}"
+
+    @pytest.mark.parametrize(
+        ("changes", "field"),
+        [
+            ({"campaign_id": "Spring Sale"}, "campaign_id"),
+            ({"sender_id": "Globe-SMS"}, "sender_id"),
+            ({"sender_id": "GlobeSMS12345"}, "sender_id"),  # 13 characters with letters
+            ({"sender_id": "1234567890123456"}, "sender_id"),  # 16 digits
+            ({"batch_size": 1001}, "batch_size"),
+            ({"message_type": "OTP"}, "message_type"),
+            ({"validity_period": 0}, "validity_period"),
+            ({"gateway": {"signature_version": "v2"}}, "gateway.signature_version"),
+            ({"gateway": {"calls_per_second": 0}}, "gateway.calls_per_second"),
+            ({"surprise": 1}, "surprise"),
+        ],
+    )
+    def test_bad_values_are_refused_naming_the_field(self, changes: dict[str, object], field: str) -> None:
+        with pytest.raises(CampaignFileError, match=rf"\b{field}\b"):
+            Campaign.parse(with_(**changes))
+
+    @pytest.mark.parametrize("sender", ["GlobeSMS123", "123456789012345", "A"])
+    def test_sender_id_limits_accept_what_alibaba_accepts(self, sender: str) -> None:
+        """Letters and digits: up to 11 with a letter, up to 15 all digits."""
+        assert Campaign.parse(with_(sender_id=sender)).sender_id == sender
+
+    def test_real_endpoint_requires_a_sender_id(self) -> None:
+        data = with_(gateway={"endpoint": "https://dysmsapi.ap-southeast-1.aliyuncs.com"})
+        del data["sender_id"]
+        with pytest.raises(CampaignFileError, match="sender_id is required"):
+            Campaign.parse(data)
+
+    def test_task_id_carries_campaign_and_batch(self) -> None:
+        assert Campaign.parse(BASE).task_id(7) == "spring-sale-b00007"
+
+    def test_no_secret_field_exists(self) -> None:
+        """Credentials never travel in the campaign (and so never in a flow run's parameters)."""
+        schema = Campaign.model_json_schema()
+        names: list[str] = []
+        for definition in [schema, *schema.get("$defs", {}).values()]:
+            for name, spec in definition.get("properties", {}).items():
+                names.append(name)
+                assert spec.get("format") != "password", name
+        assert "gateway" in names and "credentials_block" in names  # the walk reached nested models
+        assert not [name for name in names if "secret" in name or "access_key" in name or "password" in name]
+
+
+class TestCampaignFile:
+    def test_example_campaign_loads_with_paths_resolved(self) -> None:
+        campaign = Campaign.from_yaml(Path(__file__).parents[1] / "examples" / "welcome.yaml")
+        assert Path(campaign.source.path).is_file()
+        assert campaign.gateway.endpoint == "emulator"
+
+    def test_missing_file_and_bad_yaml_are_clear(self, tmp_path: Path) -> None:
+        with pytest.raises(CampaignFileError, match="cannot read"):
+            Campaign.from_yaml(tmp_path / "nope.yaml")
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("campaign_id: [unclosed")
+        with pytest.raises(CampaignFileError, match="not valid YAML"):
+            Campaign.from_yaml(bad)
+
+    def test_every_bad_field_is_listed(self, tmp_path: Path) -> None:
+        file = tmp_path / "c.yaml"
+        file.write_text("campaign_id: BAD ID\nsource: {path: r.csv}\ntemplate: hi\nbatch_size: 5000\n")
+        with pytest.raises(CampaignFileError) as info:
+            Campaign.from_yaml(file)
+        assert "campaign_id" in str(info.value) and "batch_size" in str(info.value) and str(file) in str(info.value)

@@ -1,0 +1,187 @@
+"""The send_campaign flow end to end: a real Prefect server, the emulator on loopback, a real SQLite ledger.
+
+Stages are unit-tested in their own modules (test_validate, test_render, test_ledger, test_pacing); this
+module proves they are wired so that every valid recipient gets exactly one message.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alibaba_sms.emulator import EmulatorServer
+from flows.send_campaign import CampaignFailed, send_campaign
+from globe_sms.campaign import Campaign
+from globe_sms.ledger import Ledger
+from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+VALID = [
+    "+85291234567", "+85291234568", "+85366123456", "+886912345678", "+6591234567", "+6591234568",
+    "+447911123456", "+4915123456789", "+61412345678", "+60123456789", "+66812345678", "+639171234567",
+]
+INVALID = ["+8613800138000", "008613912345678", "4.47911E+11", "hello", "", "+852 12"]
+RATE = 20.0
+
+MakeCampaign = Callable[..., Campaign]
+
+
+def e164_digits(number: str) -> str:
+    return number.lstrip("+")
+
+
+@pytest.fixture
+def gateway(start_emulator: StartEmulator, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+    """An emulator at a fast rate, and the environment credentials a real endpoint would need."""
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+    return start_emulator(batch_calls_per_second=RATE)
+
+
+@pytest.fixture
+def make_campaign(tmp_path: Path, gateway: EmulatorServer, request: pytest.FixtureRequest) -> MakeCampaign:
+    """Write a recipients CSV and build a campaign that sends it to the test's emulator."""
+    source = tmp_path / "recipients.csv"
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["phone", "first_name"])
+        for i, number in enumerate(VALID + INVALID):
+            writer.writerow([number, f"Name{i}"])
+    name = request.node.name.lower().replace("_", "-")[:60].strip("-")
+
+    def make(**overrides: Any) -> Campaign:
+        data: dict[str, Any] = {
+            "campaign_id": name,
+            "source": {"path": str(source)},
+            "template": "Hi {first_name}, welcome!",
+            "sender_id": "GlobeSMS",
+            "batch_size": 5,
+            "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "validation": {"max_reject_share": 0.5},
+            "gateway": {"endpoint": gateway.url, "calls_per_second": RATE, "rate_limit_name": f"test-{name}",
+                        "max_attempts": 3},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return Campaign.parse(data)
+
+    return make
+
+
+def batch_requests(server: EmulatorServer) -> list[Any]:
+    return server.state.requests("BatchSendMessageToGlobe")
+
+
+def test_full_campaign_is_accepted_once_per_valid_number(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+    """Every valid number gets exactly one message; mainland and malformed numbers never reach the gateway."""
+    summary = send_campaign(make_campaign())
+    expected = {e164_digits(n) for n in VALID}
+    assert summary.accepted == len(VALID) and summary.failed == 0 and summary.unknown == 0
+    assert summary.rejected == len(INVALID) and summary.batches == 3
+    assert dict(gateway.state.accepted_numbers()) == dict.fromkeys(expected, 1)
+    assert sum(r.numbers for r in batch_requests(gateway)) == len(VALID)
+    assert {m.task_id for m in gateway.state.accepted_messages()} == {
+        f"{summary.campaign_id}-b{n:05d}" for n in (1, 2, 3)
+    }
+    assert summary.rejected_by_reason.get("mainland_china") == 2
+
+
+def test_rerun_with_the_same_campaign_id_sends_nothing_new(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
+    """The ledger remembers: a second run plans no batch and makes no call."""
+    campaign = make_campaign()
+    send_campaign(campaign)
+    calls_after_first = len(batch_requests(gateway))
+    again = send_campaign(campaign)
+    assert again.planned == 0 and again.accepted == 0 and again.already_sent == len(VALID)
+    assert len(batch_requests(gateway)) == calls_after_first
+    assert max(gateway.state.accepted_numbers().values()) == 1
+
+
+def test_permanent_error_fails_the_run_without_retries(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+    """AMOUNT_NOT_ENOUGH stops the run after one call; later batches stay pending for the next run."""
+    gateway.state.faults.script(["business:AMOUNT_NOT_ENOUGH"])
+    campaign = make_campaign()
+    with pytest.raises(CampaignFailed, match="AMOUNT_NOT_ENOUGH"):
+        send_campaign(campaign)
+    assert len(batch_requests(gateway)) == 1
+    with Ledger(campaign.ledger) as ledger:
+        counts = ledger.counts(campaign.campaign_id)
+    assert counts["failed"] == 5 and counts["pending"] == len(VALID) - 5 and counts["accepted"] == 0
+
+
+def test_transient_error_is_retried_and_succeeds(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+    """A throttled batch goes back to pending, Prefect retries the task, and every number is sent once."""
+    gateway.state.faults.script(["throttle"])
+    summary = send_campaign(make_campaign())
+    assert summary.accepted == len(VALID)
+    calls = batch_requests(gateway)
+    assert [r.code for r in calls].count("Throttling.User") == 1 and len(calls) == 4
+    assert max(gateway.state.accepted_numbers().values()) == 1
+
+
+def test_ambiguous_outcome_is_recorded_unknown_and_resent_only_on_request(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
+    """A dropped connection after acceptance: unknown, not resent by a rerun, resent with resend_unknown."""
+    gateway.state.faults.script(["drop_after_accept"])
+    campaign = make_campaign()
+    first = send_campaign(campaign)
+    assert first.unknown == 5 and first.accepted == len(VALID) - 5
+    rerun = send_campaign(campaign)
+    assert rerun.planned == 0
+    resent = send_campaign(campaign.model_copy(update={"resend_unknown": True}))
+    assert resent.planned == 5 and resent.accepted == 5
+    # The dropped batch had in fact been accepted: resending on request is the one way to a second message.
+    assert sorted(gateway.state.accepted_numbers().values()).count(2) == 5
+
+
+def test_crash_leftovers_become_unknown_and_are_not_resent(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
+    """Rows a crashed run left `submitting` are marked unknown by the next run, which skips them."""
+    campaign = make_campaign()
+    with Ledger(campaign.ledger) as ledger:
+        ledger.register(campaign.campaign_id, [e164_digits(VALID[0])])
+        ledger.mark_submitting(campaign.campaign_id, 1, [e164_digits(VALID[0])])
+    summary = send_campaign(campaign)
+    assert summary.recovered_as_unknown == 1 and summary.accepted == len(VALID) - 1
+    assert e164_digits(VALID[0]) not in gateway.state.accepted_numbers()
+
+
+def test_dry_run_plans_but_sends_nothing(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+    """A dry run validates, renders and plans; the gateway sees no request and the ledger stays empty."""
+    campaign = make_campaign(dry_run=True)
+    summary = send_campaign(campaign)
+    assert summary.planned == len(VALID) and summary.batches == 3 and summary.accepted == 0
+    assert gateway.state.requests() == []
+    with Ledger(campaign.ledger) as ledger:
+        assert sum(ledger.counts(campaign.campaign_id).values()) == 0
+
+
+def test_too_many_rejects_stop_before_sending(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+    """The whole campaign is validated first: over the reject threshold nothing is sent at all."""
+    from tasks.validate import TooManyRejects
+
+    with pytest.raises(TooManyRejects):
+        send_campaign(make_campaign(validation={"max_reject_share": 0.1}))
+    assert gateway.state.requests() == []
+
+
+def test_embedded_emulator_endpoint_needs_no_credentials(
+    make_campaign: MakeCampaign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the endpoint `emulator` the flow starts its own emulator and no environment key is needed."""
+    monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    summary = send_campaign(make_campaign(gateway={"endpoint": "emulator"}))
+    assert summary.accepted == len(VALID)

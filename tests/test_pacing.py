@@ -1,0 +1,87 @@
+"""Unit tests for the pacer (injected clock, sleep and acquire), plus one against the real Prefect limit.
+
+The achieved rate of a whole campaign is measured at the gateway by bench/bench_rate.py, not in a timed test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from globe_sms.pacing import Pacer, ensure_global_limit, prefect_rate_limit
+
+
+class FakeTime:
+    """A monotonic clock that moves only by sleeps and by the simulated cost of acquiring a slot."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class TestPacer:
+    def test_first_call_does_not_wait_and_later_calls_keep_the_interval(self) -> None:
+        """Grants are spaced one interval plus margin apart, measured from the previous grant's return."""
+        fake = FakeTime()
+        grants: list[float] = []
+
+        def acquire(name: str) -> None:
+            fake.now += 0.008  # the limit's round trip
+            grants.append(fake.now)
+
+        pacer = Pacer(1.0, limit_name="sms", margin_seconds=0.005, acquire=acquire, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(4):
+            pacer.wait()
+            fake.now += 0.050  # the send itself, then the next batch's preparation
+        gaps = [b - a for a, b in zip(grants, grants[1:], strict=False)]
+        assert fake.sleeps[0] == pytest.approx(1.005 - 0.050)
+        assert all(gap == pytest.approx(1.005 + 0.008) for gap in gaps)
+        assert pacer.stats.grants == 4
+
+    def test_work_slower_than_the_interval_causes_no_extra_wait(self) -> None:
+        """When preparing a batch took longer than the interval, the pacer does not sleep at all."""
+        fake = FakeTime()
+        pacer = Pacer(2.0, limit_name=None, acquire=lambda name: None, clock=fake.clock, sleep=fake.sleep)
+        pacer.wait()
+        fake.now += 0.9
+        pacer.wait()
+        assert fake.sleeps == []
+
+    def test_local_only_pacing_never_calls_the_limit(self) -> None:
+        """Without a limit name (plain scripts), only local spacing applies."""
+        called: list[str] = []
+        pacer = Pacer(10.0, limit_name=None, acquire=called.append)
+        pacer.wait()
+        pacer.wait()
+        assert called == []
+
+    def test_rate_must_be_positive(self) -> None:
+        with pytest.raises(ValueError):
+            Pacer(0, limit_name=None)
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestPrefectLimit:
+    def test_missing_limit_is_an_error_not_an_unthrottled_send(self) -> None:
+        """strict=True: acquiring a limit that does not exist raises instead of passing silently."""
+        from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+        with pytest.raises(ConcurrencySlotAcquisitionError, match="must be created"):
+            prefect_rate_limit("globe-sms-no-such-limit")
+
+    def test_created_limit_is_a_one_slot_leaky_bucket(self) -> None:
+        """The flow's bootstrap creates the limit with one slot decaying at the account's rate."""
+        from prefect.client.orchestration import get_client
+
+        ensure_global_limit("globe-sms-test-bucket", 2.0)
+        ensure_global_limit("globe-sms-test-bucket", 2.0)  # idempotent
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name("globe-sms-test-bucket")
+        assert limit.limit == 1 and limit.slot_decay_per_second == 2.0 and limit.active
+        prefect_rate_limit("globe-sms-test-bucket")  # and it can be taken
