@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import pytest
 
 from alibaba_sms.credentials import AccessKey
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
-from alibaba_sms.signing import API_VERSION, AcsV1Auth, AcsV3Auth
+from alibaba_sms.signing import API_VERSION, AcsV1Auth, AcsV3Auth, Clock, Nonce
 
 KEY = AccessKey.of("testid", "testsecret")
 BATCH = "BatchSendMessageToGlobe"
@@ -50,7 +50,7 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def start_emulator(no_proxy: None) -> Iterator[StartEmulator]:
-    """A factory: `start_emulator(**EmulatorConfig fields)` returns a started server, stopped after the test."""
+    """A factory: `start_emulator(**EmulatorConfig fields)` gives a started server, stopped after the test."""
     servers: list[EmulatorServer] = []
 
     def start(**config: Any) -> EmulatorServer:
@@ -79,13 +79,17 @@ def emulator(shared_emulator: EmulatorServer, no_proxy: None) -> EmulatorServer:
 
 def signed_client(
     server: EmulatorServer,
-    version: Literal["v3", "v1"] = "v3",
+    version: str = "v3",
     key: AccessKey = KEY,
-    **auth_options: Any,
+    *,
+    clock: Clock | None = None,
+    nonce: Nonce | None = None,
 ) -> httpx.Client:
     """A plain httpx client signing with our own Auth classes (no `SmsClient` involved)."""
-    auth_class = AcsV3Auth if version == "v3" else AcsV1Auth
-    return httpx.Client(base_url=server.url, auth=auth_class(key, **auth_options), trust_env=False, timeout=10)
+    options: dict[str, Any] = {"clock": clock, "nonce": nonce}
+    auth_class = {"v3": AcsV3Auth, "v1": AcsV1Auth}[version]
+    auth = auth_class(key, **{name: value for name, value in options.items() if value is not None})
+    return httpx.Client(base_url=server.url, auth=auth, trust_env=False, timeout=10)
 
 
 def call(
@@ -93,7 +97,7 @@ def call(
     action: str,
     params: Mapping[str, str],
     *,
-    where: Literal["body", "query"] = "body",
+    where: str = "body",
     query: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     """POST one action with its parameters in a form body (our client's way) or the query (the SDK's)."""
@@ -103,12 +107,16 @@ def call(
     return client.post("/", params=query, data=dict(params), headers=headers)
 
 
-def batch_params(numbers: Sequence[str], messages: Sequence[str] | str = "Hello", **extra: str) -> dict[str, str]:
+def batch_params(
+    numbers: Sequence[str], messages: Sequence[str] | str = "Hello", **extra: str
+) -> dict[str, str]:
     """BatchSendMessageToGlobe parameters: JSON-array `To` and `Message` (or one plain text)."""
     text = messages if isinstance(messages, str) else json.dumps(list(messages), ensure_ascii=False)
     return {"To": json.dumps(list(numbers)), "Message": text, **extra}
 
 
-def send_batch(client: httpx.Client, numbers: Sequence[str], messages: Sequence[str] | str = "Hello") -> httpx.Response:
+def send_batch(
+    client: httpx.Client, numbers: Sequence[str], messages: Sequence[str] | str = "Hello"
+) -> httpx.Response:
     """Send one batch with a form body."""
     return call(client, BATCH, batch_params(numbers, messages))

@@ -1,7 +1,11 @@
 """The gateway emulator over real loopback sockets, driven by plain httpx with our signing Auths.
 
-The official SDK against the same emulator: tests/test_emulator_sdk.py. Signing vectors: tests/test_signing.py.
+Fixtures are imported from tests/emulator_fixtures.py, hence the file-wide F811 exemption below.
+
+The official SDK against the same emulator: tests/test_emulator_sdk.py. Signing: tests/test_signing.py.
 """
+
+# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -55,8 +59,8 @@ class TestSignatures:
         self, emulator: Server, version: str, where: str
     ) -> None:
         """V3 and V1, with the operation parameters in a form body or in the query string."""
-        with signed_client(emulator, version) as client:  # type: ignore[arg-type]
-            response = call(client, BATCH, batch_params([HK, SG], ["Hi 世界 ~*+", "b c"]), where=where)  # type: ignore[arg-type]
+        with signed_client(emulator, version) as client:
+            response = call(client, BATCH, batch_params([HK, SG], ["Hi 世界 ~*+", "b c"]), where=where)
         assert response.status_code == 200, response.text
         body = response.json()
         assert (body["ResponseCode"], body["SuccessCount"], body["FailedList"]) == ("OK", "2", "[]")
@@ -66,8 +70,10 @@ class TestSignatures:
     @pytest.mark.parametrize("version", ["v3", "v1"])
     def test_params_split_between_query_and_body(self, emulator: Server, version: str) -> None:
         """Some parameters in the query, the rest in the body: all are signed and used."""
-        with signed_client(emulator, version) as client:  # type: ignore[arg-type]
-            response = call(client, BATCH, batch_params([HK]), query={"TaskId": "split task", "From": "Alicloud"})
+        with signed_client(emulator, version) as client:
+            response = call(
+                client, BATCH, batch_params([HK]), query={"TaskId": "split task", "From": "Alicloud"}
+            )
         assert response.json()["ResponseCode"] == "OK", response.text
         [message] = emulator.state.accepted_messages()
         assert (message.task_id, message.sender) == ("split task", "Alicloud")
@@ -75,7 +81,7 @@ class TestSignatures:
     @pytest.mark.parametrize("version", ["v3", "v1"])
     def test_wrong_secret_is_refused(self, emulator: Server, version: str) -> None:
         """HTTP 400 SignatureDoesNotMatch; V1 appends the server's string to sign, never the secret."""
-        with signed_client(emulator, version, AccessKey.of("testid", "not-the-secret")) as client:  # type: ignore[arg-type]
+        with signed_client(emulator, version, AccessKey.of("testid", "not-the-secret")) as client:
             response = send_batch(client, [HK])
         assert (response.status_code, gateway_error(response)) == (400, "SignatureDoesNotMatch")
         message = response.json()["Message"]
@@ -87,7 +93,9 @@ class TestSignatures:
     def test_tampered_body_is_refused(self, emulator: Server) -> None:
         """A body that no longer matches x-acs-content-sha256 is refused and nothing is sent."""
         with signed_client(emulator) as client:
-            request = client.build_request("POST", "/", data=batch_params([HK]), headers={"x-acs-action": BATCH})
+            request = client.build_request(
+                "POST", "/", data=batch_params([HK]), headers={"x-acs-action": BATCH}
+            )
             signed = next(AcsV3Auth(KEY).sync_auth_flow(request))
             tampered = signed.content.replace(b"852", b"853")
             assert len(tampered) == len(signed.content) and tampered != signed.content
@@ -99,23 +107,35 @@ class TestSignatures:
 
     def test_reused_nonce_is_refused_per_access_key(self, start_emulator: StartEmulator) -> None:
         """A nonce is single-use per AccessKeyId; a failed signature does not spend it."""
-        server = start_emulator(batch_calls_per_second=None, credentials={"testid": "testsecret", "other": "s2"})
-        fixed = {"nonce": lambda: "the-same-nonce"}
-        with signed_client(server, key=AccessKey.of("testid", "wrong"), **fixed) as client:
+        server = start_emulator(
+            batch_calls_per_second=None, credentials={"testid": "testsecret", "other": "s2"}
+        )
+
+        def fixed() -> str:
+            return "the-same-nonce"
+
+        with signed_client(server, key=AccessKey.of("testid", "wrong"), nonce=fixed) as client:
             assert gateway_error(send_batch(client, [HK])) == "SignatureDoesNotMatch"
-        with signed_client(server, **fixed) as client:
+        with signed_client(server, nonce=fixed) as client:
             assert send_batch(client, [HK]).json()["ResponseCode"] == "OK"
             response = send_batch(client, [HK])
             assert (response.status_code, gateway_error(response)) == (400, "SignatureNonceUsed")
-        with signed_client(server, "v1", AccessKey.of("other", "s2"), **fixed) as client:
+        with signed_client(server, "v1", AccessKey.of("other", "s2"), nonce=fixed) as client:
             assert send_batch(client, [SG]).json()["ResponseCode"] == "OK"
         assert server.state.accepted_numbers() == Counter({HK: 1, SG: 1})
 
-    @pytest.mark.parametrize(("skew_minutes", "accepted"), [(-16, False), (16, False), (-14, True), (14, True)])
-    def test_timestamp_must_be_within_15_minutes(self, emulator: Server, skew_minutes: int, accepted: bool) -> None:
+    @pytest.mark.parametrize(
+        ("skew_minutes", "accepted"), [(-16, False), (16, False), (-14, True), (14, True)]
+    )
+    def test_timestamp_must_be_within_15_minutes(
+        self, emulator: Server, skew_minutes: int, accepted: bool
+    ) -> None:
         """More than 15 minutes off either way is InvalidTimeStamp.Expired."""
-        clock = {"clock": lambda: datetime.now(UTC) + timedelta(minutes=skew_minutes)}
-        with signed_client(emulator, **clock) as client:
+
+        def clock() -> datetime:
+            return datetime.now(UTC) + timedelta(minutes=skew_minutes)
+
+        with signed_client(emulator, clock=clock) as client:
             response = send_batch(client, [HK])
         if accepted:
             assert response.json()["ResponseCode"] == "OK"
@@ -125,7 +145,9 @@ class TestSignatures:
     def test_badly_formatted_timestamp_is_refused(self, emulator: Server) -> None:
         """x-acs-date must be `yyyy-MM-ddTHH:mm:ssZ`."""
         with signed_client(emulator) as client:
-            request = client.build_request("POST", "/", data=batch_params([HK]), headers={"x-acs-action": BATCH})
+            request = client.build_request(
+                "POST", "/", data=batch_params([HK]), headers={"x-acs-action": BATCH}
+            )
             signed = next(AcsV3Auth(KEY).sync_auth_flow(request))
             signed.headers["x-acs-date"] = "2024-01-01 00:00:00"
             assert gateway_error(client.send(signed, auth=None)) == "InvalidTimeStamp.Format"
@@ -133,10 +155,10 @@ class TestSignatures:
     @pytest.mark.parametrize("version", ["v3", "v1"])
     def test_unknown_access_key_and_unknown_action(self, emulator: Server, version: str) -> None:
         """404 InvalidAccessKeyId.NotFound and 404 InvalidApi.NotFound."""
-        with signed_client(emulator, version, AccessKey.of("nobody", "x")) as client:  # type: ignore[arg-type]
+        with signed_client(emulator, version, AccessKey.of("nobody", "x")) as client:
             response = send_batch(client, [HK])
             assert (response.status_code, gateway_error(response)) == (404, "InvalidAccessKeyId.NotFound")
-        with signed_client(emulator, version) as client:  # type: ignore[arg-type]
+        with signed_client(emulator, version) as client:
             response = call(client, "SendSms", {"PhoneNumbers": "13800138000"})
             assert (response.status_code, gateway_error(response)) == (404, "InvalidApi.NotFound")
 
@@ -150,12 +172,17 @@ class TestSignatures:
             assert (response.status_code, gateway_error(response)) == (400, "MissingTo")
 
     def test_v1_get_without_format_json_is_answered_in_xml(self, emulator: Server) -> None:
-        """Like the real gateway, V1 accepts GET and defaults to XML: a hand-rolled client must send Format=JSON."""
+        """Like the real gateway, V1 takes GET and defaults to XML (so clients must send Format=JSON)."""
         params = {
-            "AccessKeyId": "testid", "Action": BATCH, "Version": API_VERSION, "SignatureMethod": "HMAC-SHA1",
-            "SignatureVersion": "1.0", "SignatureNonce": uuid.uuid4().hex,
-            "Timestamp": format_timestamp(datetime.now(UTC)), **batch_params([HK]),
-        }  # fmt: skip
+            "AccessKeyId": "testid",
+            "Action": BATCH,
+            "Version": API_VERSION,
+            "SignatureMethod": "HMAC-SHA1",
+            "SignatureVersion": "1.0",
+            "SignatureNonce": uuid.uuid4().hex,
+            "Timestamp": format_timestamp(datetime.now(UTC)),
+            **batch_params([HK]),
+        }
         params["Signature"] = v1_signature("testsecret", v1_string_to_sign("GET", params))
         response = httpx.get(f"{emulator.url}/", params=params, trust_env=False)
         assert response.headers["content-type"] == "text/xml;charset=utf-8"
@@ -177,7 +204,7 @@ class TestBatchRules:
         assert emulator.state.requests()[0].numbers == 1001
 
     def test_mainland_and_malformed_numbers_go_to_failed_list(self, emulator: Server) -> None:
-        """Bad numbers are listed as failed; the others get message ids in `To` order, with their own texts."""
+        """Bad numbers are listed as failed; the others get ids in `To` order, each with its own text."""
         bad = ["8613800138000", "+85212345678", "085212345678", "852123", "8521234567890123", "85212a45678"]
         numbers = [HK, *bad, SG, TW]
         texts = [f"text for {n}" for n in numbers]
@@ -187,7 +214,9 @@ class TestBatchRules:
         assert json.loads(body["FailedList"]) == bad
         ids = json.loads(body["MessageIdList"])
         stored = {m.message_id: m for m in emulator.state.accepted_messages()}
-        assert [(stored[i].to, stored[i].message) for i in ids] == [(n, f"text for {n}") for n in (HK, SG, TW)]
+        assert [(stored[i].to, stored[i].message) for i in ids] == [
+            (n, f"text for {n}") for n in (HK, SG, TW)
+        ]
         assert emulator.state.accepted_numbers() == Counter({HK: 1, SG: 1, TW: 1})
 
     def test_plain_message_is_broadcast_and_parallel_lengths_must_match(self, emulator: Server) -> None:
@@ -216,7 +245,9 @@ class TestBatchRules:
             ({"TaskId": "t" * 256}, "PARAM_LENGTH_LIMIT"),
         ],
     )
-    def test_optional_parameters_are_checked(self, emulator: Server, extra: dict[str, str], code: str) -> None:
+    def test_optional_parameters_are_checked(
+        self, emulator: Server, extra: dict[str, str], code: str
+    ) -> None:
         """Sender id, Type, ValidityPeriod and TaskId rules."""
         with signed_client(emulator) as client:
             assert call(client, BATCH, batch_params([HK], **extra)).json()["ResponseCode"] == code
@@ -228,7 +259,7 @@ class TestBatchRules:
         texts = [("您好世界" * 40)[:159] + str(i % 10) for i in range(1000)]
         params = batch_params(numbers, texts)
         assert len(httpx.QueryParams(params).__str__()) > 900_000
-        with signed_client(emulator, version) as client:  # type: ignore[arg-type]
+        with signed_client(emulator, version) as client:
             body = call(client, BATCH, params).json()
         assert (body["ResponseCode"], body["SuccessCount"]) == ("OK", "1000")
         assert len(json.loads(body["MessageIdList"])) == 1000
@@ -237,13 +268,25 @@ class TestBatchRules:
 
     def test_segment_counting(self) -> None:
         """GSM-7 160/153 (extension characters count two), UCS-2 70/67."""
-        assert [segments("a" * 160), segments("a" * 161), segments("€" * 80), segments("€" * 81)] == [1, 2, 1, 2]
-        assert [segments("您" * 70), segments("您" * 71), segments("😀" * 35), segments("😀" * 36)] == [1, 2, 1, 2]
+        assert [segments("a" * 160), segments("a" * 161), segments("€" * 80), segments("€" * 81)] == [
+            1,
+            2,
+            1,
+            2,
+        ]
+        assert [segments("您" * 70), segments("您" * 71), segments("😀" * 35), segments("😀" * 36)] == [
+            1,
+            2,
+            1,
+            2,
+        ]
 
 
 class TestFlowControl:
-    def test_second_batch_within_a_second_is_throttled_then_accepted(self, start_emulator: StartEmulator) -> None:
-        """Default 1 call/s per key: a call sooner than 1 s after the last admitted one gets Throttling.User."""
+    def test_second_batch_within_a_second_is_throttled_then_accepted(
+        self, start_emulator: StartEmulator
+    ) -> None:
+        """Default 1 call/s per key: a call sooner than 1 s after the last admitted one is Throttling.User."""
         clock = FakeClock()
         server = start_emulator(clock=clock)
         with signed_client(server) as client:
@@ -262,7 +305,10 @@ class TestFlowControl:
         """Another key has its own window; at 4 calls/s, 0.25 s apart is enough."""
         clock = FakeClock()
         server = start_emulator(clock=clock, batch_calls_per_second=4, credentials={"a": "1", "b": "2"})
-        with signed_client(server, key=AccessKey.of("a", "1")) as a, signed_client(server, key=AccessKey.of("b", "2")) as b:
+        with (
+            signed_client(server, key=AccessKey.of("a", "1")) as a,
+            signed_client(server, key=AccessKey.of("b", "2")) as b,
+        ):
             assert send_batch(a, [HK]).json()["ResponseCode"] == "OK"
             assert send_batch(b, [HK]).json()["ResponseCode"] == "OK"
             assert gateway_error(send_batch(a, [SG])) == "Throttling.User"
@@ -283,20 +329,35 @@ class TestSingleAndQuery:
             [message_id] = json.loads(send_batch(client, [HK], ["Hello there"]).json()["MessageIdList"])
             body = call(client, "QueryMessage", {"MessageId": message_id}).json()
             missing = call(client, "QueryMessage", {"MessageId": "1008030300****"}).json()
-        assert (body["Status"], body["ErrorCode"], body["To"], body["Message"]) == ("1", "DELIVERED", HK, "Hello there")
+        assert (body["Status"], body["ErrorCode"], body["To"], body["Message"]) == (
+            "1",
+            "DELIVERED",
+            HK,
+            "Hello there",
+        )
         assert RFC_2822.fullmatch(body["SendDate"]) and RFC_2822.fullmatch(body["ReceiveDate"])
         assert missing["ResponseCode"] == "DATA_NOT_EXIST"
 
     def test_send_message_to_globe(self, emulator: Server) -> None:
         """One number: MessageId, Segments and NumberDetail; mainland and malformed numbers are refused."""
         with signed_client(emulator) as client:
-            body = call(client, "SendMessageToGlobe", {"To": HK, "Message": "您" * 71, "From": "Alicloud"}).json()
+            body = call(
+                client, "SendMessageToGlobe", {"To": HK, "Message": "您" * 71, "From": "Alicloud"}
+            ).json()
             mainland = call(client, "SendMessageToGlobe", {"To": "8613800138000", "Message": "x"}).json()
             malformed = call(client, "SendMessageToGlobe", {"To": "+85212345678", "Message": "x"}).json()
-        assert (body["ResponseCode"], body["To"], body["From"], body["Segments"]) == ("OK", HK, "Alicloud", "2")
+        assert (body["ResponseCode"], body["To"], body["From"], body["Segments"]) == (
+            "OK",
+            HK,
+            "Alicloud",
+            "2",
+        )
         assert body["NumberDetail"]["Country"] == "Hongkong, China"
         assert emulator.state.message(body["MessageId"]) is not None
-        assert (mainland["ResponseCode"], malformed["ResponseCode"]) == ("NOT_SUPPORTED_COUNTRY", "MOBILE_NUMBER_ILLEGAL")
+        assert (mainland["ResponseCode"], malformed["ResponseCode"]) == (
+            "NOT_SUPPORTED_COUNTRY",
+            "MOBILE_NUMBER_ILLEGAL",
+        )
 
 
 class TestScriptedFaults:
@@ -312,10 +373,16 @@ class TestScriptedFaults:
             assert accepted.json()["ResponseCode"] == "OK"
         assert emulator.state.accepted_numbers() == Counter({HK: 1})
         assert [r.fault for r in emulator.state.requests()] == [
-            "throttle", "500", "503", "business:AMOUNT_NOT_ENOUGH", None,
-        ]  # fmt: skip
+            "throttle",
+            "500",
+            "503",
+            "business:AMOUNT_NOT_ENOUGH",
+            None,
+        ]
 
-    def test_drop_after_accept_is_a_transport_error_after_the_batch_was_accepted(self, emulator: Server) -> None:
+    def test_drop_after_accept_is_a_transport_error_after_the_batch_was_accepted(
+        self, emulator: Server
+    ) -> None:
         """The client sees a broken response (not a clean 500) although the messages were accepted."""
         emulator.state.faults.script(["drop_after_accept"])
         with signed_client(emulator) as client:
@@ -331,7 +398,10 @@ class TestScriptedFaults:
         started = time.monotonic()
         with signed_client(emulator) as client, pytest.raises(httpx.ReadTimeout):
             client.post(
-                "/", data=batch_params([HK]), headers={"x-acs-action": BATCH}, timeout=httpx.Timeout(5, read=0.2)
+                "/",
+                data=batch_params([HK]),
+                headers={"x-acs-action": BATCH},
+                timeout=httpx.Timeout(5, read=0.2),
             )
         assert time.monotonic() - started < 1.0
         assert emulator.state.accepted_numbers() == Counter({HK: 1})
@@ -418,6 +488,17 @@ class TestJournal:
             assert admin.get("/_emulator/faults").json()["faults"]["error_500_rate"] == 0.0
 
 
+class TestConfig:
+    def test_credentials_from_environment(self) -> None:
+        """Alibaba's standard variables choose the accepted key; without them it is testid/testsecret."""
+        env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "envid", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "envsecret"}
+        assert EmulatorConfig.from_env(env).credentials == {"envid": "envsecret"}
+        assert EmulatorConfig.from_env({}, seed=3).credentials == {"testid": "testsecret"}
+        with pytest.raises(ValueError, match="both"):
+            EmulatorConfig.from_env({"ALIBABA_CLOUD_ACCESS_KEY_ID": "envid"})
+        assert "envsecret" not in repr(EmulatorConfig.from_env(env))
+
+
 class TestInProcess:
     def test_asgi_app_serves_in_process_and_drops_like_a_socket(self) -> None:
         """Through httpx.ASGITransport: a batch is accepted, and a drop raises an httpx transport error."""
@@ -426,7 +507,9 @@ class TestInProcess:
 
         async def scenario() -> tuple[httpx.Response, BaseException | None]:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://emulator", auth=AcsV3Auth(KEY)) as c:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://emulator", auth=AcsV3Auth(KEY)
+            ) as c:
                 headers = {"x-acs-action": BATCH}
                 first = await c.post("/", data=batch_params([HK]), headers=headers)
                 try:

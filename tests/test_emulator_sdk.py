@@ -2,7 +2,10 @@
 
 The SDK puts every parameter in the URL query with an empty body, and signs V3 (its default) or, with
 `signature_algorithm='v2'`, V1. Our own signing over the same emulator: tests/test_emulator.py.
+Fixtures are imported from tests/emulator_fixtures.py, hence the file-wide F811 exemption below.
 """
+
+# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ HK, SG = "85212345678", "6591234567"
 
 
 def sdk_client(server: EmulatorServer, mode: str, secret: str = "testsecret") -> Client:
-    """The official client pointed at the emulator over plain HTTP; `v1` is the SDK's `signature_algorithm='v2'`."""
+    """The official client, on the emulator over plain HTTP; `v1` is the SDK's `signature_algorithm='v2'`."""
     options: dict[str, Any] = {"signature_algorithm": "v2"} if mode == "v1" else {}
     config = open_api_models.Config(
         access_key_id="testid",
@@ -42,7 +45,9 @@ def sdk_client(server: EmulatorServer, mode: str, secret: str = "testsecret") ->
     return Client(config)
 
 
-def batch_request(numbers: list[str], texts: list[str], **options: Any) -> models.BatchSendMessageToGlobeRequest:
+def batch_request(
+    numbers: list[str], texts: list[str], **options: Any
+) -> models.BatchSendMessageToGlobeRequest:
     """A batch as the SDK's users write it: `to` and `message` as JSON-array strings."""
     return models.BatchSendMessageToGlobeRequest(
         to=json.dumps(numbers), message=json.dumps(texts, ensure_ascii=False), **options
@@ -53,11 +58,21 @@ def batch_request(numbers: list[str], texts: list[str], **options: Any) -> model
 def test_sdk_batch_send_is_accepted_and_parsed(emulator: EmulatorServer, mode: str) -> None:
     """V3 and V1: ResponseCode OK, two message ids, SuccessCount '2', all strings."""
     request = batch_request(
-        [HK, SG], ["Hello 世界 ~*+ test", "second"], from_="Alicloud", type="NOTIFY", task_id="sdk task", validity_period=3600
+        [HK, SG],
+        ["Hello 世界 ~*+ test", "second"],
+        from_="Alicloud",
+        type="NOTIFY",
+        task_id="sdk task",
+        validity_period=3600,
     )
     response = sdk_client(emulator, mode).batch_send_message_to_globe(request)
     body = response.body
-    assert (response.status_code, body.response_code, body.success_count, body.from_) == (200, "OK", "2", "Alicloud")
+    assert (response.status_code, body.response_code, body.success_count, body.from_) == (
+        200,
+        "OK",
+        "2",
+        "Alicloud",
+    )
     assert json.loads(body.failed_list) == [] and len(json.loads(body.message_id_list)) == 2
     assert all(isinstance(value, str) for value in body.to_map().values())
     [record] = emulator.state.requests()

@@ -57,8 +57,12 @@ V3_REQUIRED_SIGNED = frozenset(
     {"host", "x-acs-action", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce", "x-acs-version"}
 )
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-_V3_COMMON = {"x-acs-action": "Action", "x-acs-version": "Version", "x-acs-date": "Timestamp",
-              "x-acs-signature-nonce": "SignatureNonce"}  # fmt: skip
+_V3_COMMON = {
+    "x-acs-action": "Action",
+    "x-acs-version": "Version",
+    "x-acs-date": "Timestamp",
+    "x-acs-signature-nonce": "SignatureNonce",
+}
 
 
 class DroppedConnection(httpx.RemoteProtocolError):
@@ -74,7 +78,9 @@ class DroppedResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True}
+        )
         raise DroppedConnection("emulator fault drop_after_accept: connection dropped mid-response")
 
 
@@ -150,14 +156,17 @@ async def parse_call(request: Request, state: EmulatorState) -> Call:
     else:
         version = ""
     fmt = "XML" if version == "v1" and params.get("Format", "XML").upper() != "JSON" else "JSON"
-    action = request.headers.get("x-acs-action", "") if version != "v1" else params.get("Action", "")
+    header_action = "" if version == "v1" else request.headers.get("x-acs-action", "")
+    action = header_action or params.get("Action", "")
     return Call(request.method, query, form, body, params, version, fmt, action, state.new_request_id())
 
 
 def check_action(call: Call, api_version: str) -> None:
     """Only this product's three actions at version 2018-05-01 exist here."""
     if call.action not in HANDLERS or api_version != signing.API_VERSION:
-        raise GatewayError(404, "InvalidApi.NotFound", "Specified api is not found, please check your url and method.")
+        raise GatewayError(
+            404, "InvalidApi.NotFound", "Specified api is not found, please check your url and method."
+        )
 
 
 def known_secret(state: EmulatorState, access_key_id: str) -> str:
@@ -196,13 +205,17 @@ def verify_v3(call: Call, request: Request, state: EmulatorState) -> None:
             raise missing(name, header)
     check_action(call, headers["x-acs-version"])
     try:
-        algorithm, call.access_key_id, signed, given = signing.parse_v3_authorization(headers["authorization"])
+        algorithm, call.access_key_id, signed, given = signing.parse_v3_authorization(
+            headers["authorization"]
+        )
     except signing.MalformedAuthorization as exc:
         logger.info("V3 request %s: %s", call.request_id, exc)
         raise GatewayError(400, "SignatureDoesNotMatch", SIGNATURE_MISMATCH) from None
     secret = known_secret(state, call.access_key_id)
     if algorithm != signing.V3_ALGORITHM:
-        raise GatewayError(400, "InvalidSignatureMethod", f"Specified signature method {algorithm!r} is not supported.")
+        raise GatewayError(
+            400, "InvalidSignatureMethod", f"Specified signature method {algorithm!r} is not supported."
+        )
     check_timestamp(headers["x-acs-date"], state)
     names = {name.strip().lower() for name in signed}
     required = V3_REQUIRED_SIGNED | ({"content-type"} if "content-type" in headers else set())
@@ -234,7 +247,10 @@ def verify_v1(call: Call, state: EmulatorState) -> None:
     check_action(call, params["Version"])
     call.access_key_id = params["AccessKeyId"]
     secret = known_secret(state, call.access_key_id)
-    if params["SignatureMethod"] != signing.V1_SIGNATURE_METHOD or params.get("SignatureVersion", "1.0") != "1.0":
+    if (
+        params["SignatureMethod"] != signing.V1_SIGNATURE_METHOD
+        or params.get("SignatureVersion", "1.0") != "1.0"
+    ):
         raise GatewayError(400, "InvalidSignatureMethod", "Specified signature method is not supported.")
     check_timestamp(params["Timestamp"], state)
     string_to_sign = signing.v1_string_to_sign(call.method, call.query + call.form)
@@ -282,8 +298,10 @@ DESCRIPTIONS = {
 }
 MESSAGE_TYPES = ("NOTIFY", "MKT", "OTP")
 _NUMBER = re.compile(r"[1-9][0-9]{6,14}")
-_GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-            "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")  # fmt: skip
+_GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
 _GSM7_EXTENDED = set("^{}\\[~]|€\f")  # each costs two septets
 _COUNTRIES = (  # prefix, Country, Region, Carrier
     ("852", "Hongkong, China", "HongKong", "CMI"),
@@ -397,7 +415,9 @@ def batch_send(call: Call, state: EmulatorState) -> Outcome:
     state.admit_batch_call(call.access_key_id)
     if fault.kind == "500":  # nothing recorded, yet a client must treat a 500 as "may have been processed"
         raise GatewayError(
-            500, "InternalError", "The request processing has failed due to some unknown error, exception or failure."
+            500,
+            "InternalError",
+            "The request processing has failed due to some unknown error, exception or failure.",
         )
     if fault.kind == "503":
         return Outcome(503, "ServiceUnavailable", text="Service Unavailable")
@@ -410,8 +430,9 @@ def batch_send(call: Call, state: EmulatorState) -> Outcome:
     texts = message_texts(text_raw, len(numbers))
     sender, message_type = check_options(params)
     items = [(n, text, segments(text)) for n, text in zip(numbers, texts, strict=True) if deliverable(n)]
-    accepted = state.accept_messages(BATCH_ACTION, call.request_id, items, task_id=call.task_id,
-                                     sender=sender, message_type=message_type)  # fmt: skip
+    accepted = state.accept_messages(
+        BATCH_ACTION, call.request_id, items, task_id=call.task_id, sender=sender, message_type=message_type
+    )
     answer = ok(
         call,
         FailedList=compact([n for n in numbers if not deliverable(n)]),
@@ -430,10 +451,22 @@ def send_one(call: Call, state: EmulatorState) -> Outcome:
         raise BusinessError("MOBILE_NUMBER_ILLEGAL")
     if not deliverable(to):
         raise BusinessError("NOT_SUPPORTED_COUNTRY")
-    [record] = state.accept_messages(call.action, call.request_id, [(to, text, segments(text))],
-                                     task_id=call.task_id, sender=sender, message_type=message_type)  # fmt: skip
-    return ok(call, MessageId=record.message_id, To=to, From=sender or "", Segments=str(record.segments),
-              NumberDetail=number_detail(to))  # fmt: skip
+    [record] = state.accept_messages(
+        call.action,
+        call.request_id,
+        [(to, text, segments(text))],
+        task_id=call.task_id,
+        sender=sender,
+        message_type=message_type,
+    )
+    return ok(
+        call,
+        MessageId=record.message_id,
+        To=to,
+        From=sender or "",
+        Segments=str(record.segments),
+        NumberDetail=number_detail(to),
+    )
 
 
 def query_message(call: Call, state: EmulatorState) -> Outcome:
@@ -443,10 +476,18 @@ def query_message(call: Call, state: EmulatorState) -> Outcome:
         raise BusinessError("DATA_NOT_EXIST")
     sent = datetime.fromtimestamp(record.time, ALIBABA_TZ)
     return ok(
-        call, "OK", MessageId=record.message_id, To=record.to, Message=record.message, Status="1",
-        ErrorCode="DELIVERED", ErrorDescription="success", SendDate=format_datetime(sent),
-        ReceiveDate=format_datetime(sent + timedelta(seconds=3)), NumberDetail=number_detail(record.to),
-    )  # fmt: skip
+        call,
+        "OK",
+        MessageId=record.message_id,
+        To=record.to,
+        Message=record.message,
+        Status="1",
+        ErrorCode="DELIVERED",
+        ErrorDescription="success",
+        SendDate=format_datetime(sent),
+        ReceiveDate=format_datetime(sent + timedelta(seconds=3)),
+        NumberDetail=number_detail(record.to),
+    )
 
 
 HANDLERS = {BATCH_ACTION: batch_send, "SendMessageToGlobe": send_one, "QueryMessage": query_message}
@@ -529,14 +570,25 @@ class Gateway:
         except GatewayError as error:
             outcome = Outcome(error.status, error.code, message=error.message)
         except BusinessError as error:
-            body = {"ResponseCode": error.code, "ResponseDescription": DESCRIPTIONS.get(error.code, error.code)}
+            body = {
+                "ResponseCode": error.code,
+                "ResponseDescription": DESCRIPTIONS.get(error.code, error.code),
+            }
             outcome = Outcome(200, error.code, {**body, "RequestId": call.request_id})
         state.record_request(
             RequestRecord(
-                state.now(), call.action, call.access_key_id, outcome.status, outcome.code, call.numbers,
-                call.task_id, call.request_id, call.version, call.fault,
+                state.now(),
+                call.action,
+                call.access_key_id,
+                outcome.status,
+                outcome.code,
+                call.numbers,
+                call.task_id,
+                call.request_id,
+                call.version,
+                call.fault,
             )
-        )  # fmt: skip
+        )
         await pause(request, outcome.delay)
         return render(call, outcome, state)
 
@@ -578,7 +630,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
 
     Example:
         app = create_app(EmulatorConfig(batch_calls_per_second=None))
-        client = httpx.Client(transport=httpx.ASGITransport(app=app), base_url="http://emulator")
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator")
     """
     state = EmulatorState(config or EmulatorConfig())
     gateway = Gateway(state)

@@ -20,8 +20,8 @@ What each fault does (the outcome a client has to cope with):
 | `500` | HTTP 500 `InternalError` | **no** | ambiguous: a real 500 may come after processing |
 | `503` | HTTP 503 plain text `Service Unavailable` | no | retryable |
 | `business:CODE` | HTTP 200, `ResponseCode` = CODE | no | per the code |
-| `drop_after_accept` | accepted and journaled, then the connection drops mid-response | **yes** | ambiguous |
-| `timeout_after_accept:S` | accepted and journaled, answered only after S seconds | **yes** | ambiguous on read timeout |
+| `drop_after_accept` | accepted and journaled, then the connection drops mid-body | **yes** | ambiguous |
+| `timeout_after_accept:S` | accepted and journaled, answered after S s | **yes** | ambiguous if timed out |
 """
 
 from __future__ import annotations
@@ -45,14 +45,23 @@ class FaultConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    error_500_rate: float = Field(0.0, ge=0.0, le=1.0, description="Chance of HTTP 500 InternalError.")
-    spurious_throttle_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="Chance of Throttling.User although the rate limit was respected."
+    error_500_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Chance of HTTP 500 InternalError."
     )
-    latency_seconds: float = Field(0.0, ge=0.0, description="Delay added before answering any API call.")
-    latency_jitter_seconds: float = Field(0.0, ge=0.0, description="Extra uniform random delay, 0..jitter.")
+    spurious_throttle_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Chance of Throttling.User although the rate limit was respected.",
+    )
+    latency_seconds: float = Field(
+        default=0.0, ge=0.0, description="Delay added before answering any API call."
+    )
+    latency_jitter_seconds: float = Field(
+        default=0.0, ge=0.0, description="Extra uniform random delay, 0..jitter."
+    )
     drop_after_accept_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="Chance of accepting a batch, then dropping the connection."
+        default=0.0, ge=0.0, le=1.0, description="Chance of accepting a batch, then dropping the connection."
     )
 
 
@@ -181,5 +190,9 @@ class FaultInjector:
         """Seconds to wait before answering an API call (0 when no latency is configured)."""
         with self._lock:
             config = self._config
-            jitter = self._latency_rng.uniform(0, config.latency_jitter_seconds) if config.latency_jitter_seconds else 0
+            jitter = (
+                self._latency_rng.uniform(0, config.latency_jitter_seconds)
+                if config.latency_jitter_seconds
+                else 0
+            )
         return config.latency_seconds + jitter

@@ -1,4 +1,4 @@
-"""Run the emulator under uvicorn: in a background thread (`EmulatorServer`) or in the foreground (`serve_forever`).
+"""Run the emulator under uvicorn: in a daemon thread (`EmulatorServer`) or in the foreground.
 
 `EmulatorServer` binds its socket before the server thread starts, so `.url` is known at once and no port
 can be taken in between; it returns from `start()` only once uvicorn is serving. Example::
@@ -128,7 +128,9 @@ class EmulatorServer:
         sock.bind((self.host, self._requested_port))
         sock.listen(128)
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn_config(self.app, self.host, self.port, log_level="warning", quiet=True))
+        server = uvicorn.Server(
+            uvicorn_config(self.app, self.host, self.port, log_level="warning", quiet=True)
+        )
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=repr(self), daemon=True)
         self._server, self._thread = server, thread
         thread.start()

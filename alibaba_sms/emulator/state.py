@@ -43,21 +43,27 @@ class EmulatorConfig(BaseModel):
         description="AccessKeyId -> AccessKey secret, for verifying signatures.",
     )
     batch_calls_per_second: float | None = Field(
-        1.0, ge=0, description="BatchSendMessageToGlobe calls per second per AccessKeyId; 0 or None = unlimited."
+        default=1.0,
+        ge=0,
+        description="BatchSendMessageToGlobe calls per second per AccessKeyId; 0 or None = unlimited.",
     )
-    max_numbers_per_call: int = Field(1000, ge=1, description="Above this, MOBILE_COUNT_OVER_LIMIT.")
-    max_clock_skew_seconds: int = Field(900, ge=0, description="Above this, InvalidTimeStamp.Expired.")
+    max_numbers_per_call: int = Field(default=1000, ge=1, description="Above this, MOBILE_COUNT_OVER_LIMIT.")
+    max_clock_skew_seconds: int = Field(
+        default=900, ge=0, description="Above this, InvalidTimeStamp.Expired."
+    )
     faults: FaultConfig = Field(default_factory=FaultConfig, description="Initial random fault injection.")
-    journal_path: Path | None = Field(None, description="Append the journal here as JSON lines.")
-    seed: int | None = Field(None, description="Seeds faults, message ids and request ids.")
+    journal_path: Path | None = Field(default=None, description="Append the journal here as JSON lines.")
+    seed: int | None = Field(default=None, description="Seeds faults, message ids and request ids.")
     clock: Callable[[], float] = Field(
         default=time.time, repr=False, exclude=True, description="Wall-clock seconds since the epoch."
     )
-    host_id: str = Field("dysmsapi.ap-southeast-1.aliyuncs.com", description="`HostId` in error bodies.")
+    host_id: str = Field(
+        default="dysmsapi.ap-southeast-1.aliyuncs.com", description="`HostId` in error bodies."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EmulatorConfig:
-        """Take the accepted AccessKey from `ALIBABA_CLOUD_ACCESS_KEY_ID`/`_SECRET`, else `testid`/`testsecret`.
+        """Accept the AccessKey in `ALIBABA_CLOUD_ACCESS_KEY_ID`/`_SECRET`, else `testid`/`testsecret`.
 
         Raises:
             ValueError: only one of the two variables is set.
