@@ -62,7 +62,13 @@ def random_nonce() -> str:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """UTC ISO 8601 to the second, as both signature versions expect (`2024-01-01T00:00:00Z`)."""
+    """UTC ISO 8601 to the second, as both signature versions expect (`2024-01-01T00:00:00Z`).
+
+    Raises:
+        ValueError: a naive datetime, which would silently be read as local time.
+    """
+    if moment.tzinfo is None:
+        raise ValueError("signing needs a timezone-aware datetime (e.g. datetime.now(UTC))")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

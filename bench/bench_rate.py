@@ -4,7 +4,8 @@ Three runs in one process, against one real Prefect server (the test harness) an
 
 1. baseline: Prefect's `rate_limit(strict=True)` alone before each call (no client pacing);
 2. globe-sms: a 60,000-recipient campaign (60 batches of 1,000) at one call per second;
-3. limit lifted: the same pipeline at 50 calls/s with an unlimited emulator, for end-to-end recipients/s.
+3. limit lifted: the same pipeline with no account limit (no Prefect limit, no pacing, unlimited emulator),
+   for end-to-end recipients per second.
 
 For each run it reports the achieved fraction of the allowed rate ((calls - 1) / span between the first and
 last call, divided by the rate) and the most calls the gateway saw in any rolling second.
@@ -55,8 +56,11 @@ def make_recipients(count: int, path: Path) -> None:
     frame.write_csv(path)
 
 
-def run_campaign(recipients: Path, ledger_dir: Path, rate: float, emulator_rate: float | None, name: str) -> dict:
+def run_campaign(
+    recipients: Path, ledger_dir: Path, rate: float, emulator_rate: float | None, name: str, *, lift_limit: bool = False
+) -> dict:
     from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
+    from globe_sms import pacing
     from flows.send_campaign import send_campaign
     from globe_sms.campaign import Campaign
 
@@ -74,6 +78,11 @@ def run_campaign(recipients: Path, ledger_dir: Path, rate: float, emulator_rate:
                 "gateway": {"endpoint": emulator.url, "calls_per_second": rate, "rate_limit_name": f"bench-{name}"},
             }
         )
+        if lift_limit:
+            # No account limit at all: neither Prefect's limit nor client pacing, to see the pipeline's own pace.
+            pacer = pacing.shared_pacer(rate, limit_name=campaign.gateway.rate_limit_name, margin_seconds=0.005)
+            pacer._acquire = lambda name: None
+            pacer.interval = 0.0
         started = time.monotonic()
         summary = send_campaign(campaign)
         elapsed = time.monotonic() - started
@@ -129,7 +138,7 @@ def main() -> None:
         results.append(run_campaign(source, folder, 1.0, 1.0, "paced-1-per-s"))
         unlimited = folder / "unlimited.csv"
         make_recipients(args.unlimited_recipients, unlimited)
-        results.append(run_campaign(unlimited, folder, 50.0, None, "limit-lifted"))
+        results.append(run_campaign(unlimited, folder, 50.0, None, "limit-lifted", lift_limit=True))
     for row in results:
         print(json.dumps(row))  # noqa: T201 - a benchmark's output
     out = Path(__file__).with_name("results")
