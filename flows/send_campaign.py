@@ -25,6 +25,8 @@ from globe_sms.progress import SendProgress, announce
 from tasks.load import load_recipients
 from tasks.plan import SendPlan, plan_batches
 from tasks.render import RenderResult, render_messages
+from tasks.cost import CostEstimate, check_budget, estimate_cost, load_price_table
+from tasks.preview import build_preview
 from tasks.report import CampaignSummary, publish_report, write_rejects
 from tasks.send import SendContext, send_batch
 from tasks.validate import ValidationResult, check_reject_share, validate_recipients
@@ -46,6 +48,16 @@ def validate(frame: pl.DataFrame, campaign: Campaign) -> ValidationResult:
 def render(valid: pl.DataFrame, campaign: Campaign) -> RenderResult:
     """Render one message per recipient, with its encoding and segments."""
     return render_messages(valid, campaign.template)
+
+
+@task(name="estimate-cost", cache_policy=NO_CACHE)
+def estimate(messages: pl.DataFrame, campaign: Campaign) -> CostEstimate | None:
+    """Price every message from the campaign's price table; stop before sending if over the budget."""
+    if campaign.price_table is None:
+        return None
+    cost = estimate_cost(messages, load_price_table(campaign.price_table))
+    check_budget(cost, campaign.budget)
+    return cost
 
 
 def _all_rejects(validation: ValidationResult, rendered: RenderResult) -> pl.DataFrame:
@@ -81,6 +93,7 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
     validation = validate(frame, campaign)
     rendered = render(validation.valid, campaign)
     rejects = _all_rejects(validation, rendered)
+    cost = estimate(rendered.messages, campaign)
     summary = CampaignSummary(
         campaign_id=campaign.campaign_id,
         dry_run=campaign.dry_run,
@@ -89,8 +102,6 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
         rejected=rejects.height,
         rejected_by_reason=_reason_counts(rejects),
         allowed_calls_per_second=campaign.gateway.calls_per_second,
-        encodings=dict(rendered.messages.group_by("encoding").len().iter_rows()),
-        segments=int(rendered.messages["segments"].sum() or 0),
     )
     rejects_path = write_rejects(rejects, campaign.ledger, campaign.campaign_id)
     summary.rejects_file = str(rejects_path) if rejects_path else None
@@ -100,6 +111,12 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
         summary.planned, summary.batches = plan.recipients, len(plan.batches)
         summary.already_sent = plan.already_final.get("accepted", 0)
         summary.recovered_as_unknown = plan.recovered_as_unknown
+        summary.preview = build_preview(
+            rendered.messages, rendered.ucs2_culprits, cost,
+            batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second,
+        )
+        if cost is not None:
+            summary.estimated_cost, summary.currency = float(cost.total), cost.currency
         logger.info(
             "campaign %s: %s valid, %s rejected, %s to send in %s batches",
             campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,

@@ -135,9 +135,11 @@ class Campaign(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _real_endpoint_needs_sender(self) -> Campaign:
+    def _consistent(self) -> Campaign:
         if not self.gateway.is_emulator and not self.sender_id:
             raise ValueError("sender_id is required when sending through a real endpoint")
+        if self.budget is not None and self.price_table is None:
+            raise ValueError("budget needs a price_table to be checked against")
         return self
 
     def task_id(self, batch_no: int) -> str:

@@ -93,7 +93,41 @@ def send(
         except Exception as exc:  # noqa: BLE001 - any other failure is a failed run, reported plainly
             console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
             raise typer.Exit(EXIT_FAILED) from None
+    if summary.preview is not None and (summary.dry_run or summary.preview.cost_total is not None):
+        _print_preview(summary.preview, full=summary.dry_run)
     _print_summary(summary)
+
+
+def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.preview.Preview, imported lazily
+    """Encodings, segments, UCS-2 culprits, cost by country, masked samples and ETA."""
+    if full:
+        console.print(
+            f"[bold]preview[/bold]: {preview.messages:,} messages, {preview.segments:,} segments, "
+            f"{preview.batches} batches, ETA {preview.eta_seconds:,.0f} s at the account's rate"
+        )
+        encodings = ", ".join(f"{name} {count:,}" for name, count in preview.encodings.items())
+        segments = ", ".join(f"{n} segment(s): {count:,}" for n, count in preview.segment_distribution.items())
+        console.print(f"  encodings: {encodings}")
+        console.print(f"  segments per message: {segments}")
+        for line in preview.culprit_lines():
+            console.print(f"  [yellow]{line}[/yellow]")
+        samples = Table(title="sample messages (numbers masked)")
+        for column in ("to", "country", "encoding", "segments", "message"):
+            samples.add_column(column)
+        for sample in preview.samples:
+            samples.add_row(*(str(sample[key]) for key in ("to", "country", "encoding", "segments", "message")))
+        console.print(samples)
+    if preview.cost_by_country:
+        costs = Table(title=f"estimated cost: {preview.cost_total:,.4f} {preview.currency}")
+        for column in ("country", "messages", "segments", "price/segment", "cost"):
+            costs.add_column(column, justify="right")
+        for row in preview.cost_by_country:
+            costs.add_row(
+                row.country, f"{row.messages:,}", f"{row.segments:,}",
+                "-" if row.price_per_segment is None else f"{row.price_per_segment:g}",
+                "unpriced" if row.cost is None else f"{row.cost:,.4f}",
+            )
+        console.print(costs)
 
 
 def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported lazily

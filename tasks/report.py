@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import make_url
 
 from globe_sms.masking import mask_number_expr
+from tasks.preview import Preview
 
 ARTIFACT_TABLE_ROWS = 200
 
@@ -37,12 +38,11 @@ class CampaignSummary(BaseModel):
     sending_seconds: float = 0.0
     calls_per_second: float = 0.0
     allowed_calls_per_second: float = 1.0
-    encodings: dict[str, int] = Field(default_factory=dict)
-    segments: int = 0
     estimated_cost: float | None = None
     currency: str | None = None
     rejects_file: str | None = None
     ledger_counts: dict[str, int] = Field(default_factory=dict)
+    preview: Preview | None = None
     error: str | None = None
 
     @property
@@ -69,13 +69,13 @@ class CampaignSummary(BaseModel):
             f"| sending time | {self.sending_seconds:.1f} s |",
             f"| calls per second | {self.calls_per_second:.3f} of {self.allowed_calls_per_second:g} allowed |",
         ]
-        if self.segments:
-            lines.append(f"| segments | {self.segments:,} |")
         if self.estimated_cost is not None:
             lines.append(f"| estimated cost | {self.estimated_cost:,.2f} {self.currency or ''} |")
         if self.rejected_by_reason:
             lines += ["", "## Rejected rows by reason", "", "| reason | rows |", "|---|---|"]
             lines += [f"| {reason} | {count:,} |" for reason, count in sorted(self.rejected_by_reason.items())]
+        if self.preview is not None:
+            lines += ["", self.preview.to_markdown()]
         if self.error:
             lines += ["", f"**Stopped:** {self.error}"]
         return "\n".join(lines)

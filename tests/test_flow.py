@@ -185,3 +185,34 @@ def test_embedded_emulator_endpoint_needs_no_credentials(
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
     summary = send_campaign(make_campaign(gateway={"endpoint": "emulator"}))
     assert summary.accepted == len(VALID)
+
+
+def test_budget_cap_stops_the_campaign_before_anything_is_sent(
+    make_campaign: MakeCampaign, gateway: EmulatorServer, tmp_path: Path
+) -> None:
+    """The estimate exceeds the budget: BudgetExceeded, no request, and the ledger untouched."""
+    from tasks.cost import BudgetExceeded
+
+    prices = tmp_path / "prices.csv"
+    prices.write_text("country,price_per_segment\ndefault,0.05\n")
+    campaign = make_campaign(price_table=str(prices), budget=0.5)  # 12 messages cost 0.60
+    with pytest.raises(BudgetExceeded):
+        send_campaign(campaign)
+    assert gateway.state.requests() == []
+    with Ledger(campaign.ledger) as ledger:
+        assert sum(ledger.counts(campaign.campaign_id).values()) == 0
+
+
+def test_dry_run_summary_carries_the_preview(make_campaign: MakeCampaign, tmp_path: Path) -> None:
+    """Encodings, segments, cost by country, masked samples and ETA are in the dry run's result."""
+    prices = tmp_path / "prices.csv"
+    prices.write_text("country,price_per_segment\nHK,0.04\ndefault,0.05\n")
+    summary = send_campaign(make_campaign(dry_run=True, price_table=str(prices), batch_size=5,
+                                          template="Hi {first_name} – here’s your welcome!"))
+    preview = summary.preview
+    assert preview is not None and preview.messages == len(VALID) and preview.batches == 3
+    assert preview.encodings == {"UCS2": len(VALID)}  # the curly apostrophe and the en dash
+    assert set(preview.ucs2_culprits) == {"’", "–"}
+    assert preview.cost_total == pytest.approx(0.04 * 2 + 0.05 * 10)
+    assert all(str(sample["to"]).endswith("****") for sample in preview.samples)
+    assert preview.eta_seconds == pytest.approx(2 / RATE)

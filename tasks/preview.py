@@ -1,0 +1,135 @@
+"""The pre-send preview: what a campaign will send, in which encodings, at what cost, and how long it takes.
+
+It is built from the rendered messages before anything is sent, shown by `globe-sms send --dry-run` in the
+terminal and published as a Prefect markdown artifact for every run. Numbers in samples are masked.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from globe_sms.masking import mask_number_expr
+from tasks.cost import CostEstimate
+
+SAMPLE_SIZE = 5
+TOP_CULPRITS = 10
+
+
+class CountryCost(BaseModel):
+    """One row of the cost table."""
+
+    country: str
+    messages: int
+    segments: int
+    price_per_segment: float | None
+    cost: float | None
+
+
+class Preview(BaseModel):
+    """Encodings, segments, cost and ETA of the messages a run would send."""
+
+    messages: int = 0
+    encodings: dict[str, int] = Field(default_factory=dict)
+    segments: int = 0
+    segment_distribution: dict[int, int] = Field(default_factory=dict)
+    ucs2_culprits: dict[str, int] = Field(default_factory=dict)
+    cost_total: float | None = None
+    currency: str | None = None
+    cost_by_country: list[CountryCost] = Field(default_factory=list)
+    unpriced: list[str] = Field(default_factory=list)
+    samples: list[dict[str, str | int]] = Field(default_factory=list)
+    batches: int = 0
+    eta_seconds: float = 0.0
+
+    def culprit_lines(self) -> list[str]:
+        """Sentences like `’ (U+2019) turns 12,400 messages into UCS-2`."""
+        return [
+            f"{char!r} (U+{ord(char):04X}) turns {count:,} messages into UCS-2"
+            for char, count in self.ucs2_culprits.items()
+        ]
+
+    def to_markdown(self) -> str:
+        """The preview as a markdown artifact."""
+        lines = [
+            "## Preview",
+            "",
+            f"{self.messages:,} messages, {self.segments:,} segments, {self.batches} batches, "
+            f"ETA {self.eta_seconds:,.0f} s at the account's rate.",
+            "",
+            "| encoding | messages |",
+            "|---|---|",
+            *[f"| {name} | {count:,} |" for name, count in sorted(self.encodings.items())],
+            "",
+            "| segments per message | messages |",
+            "|---|---|",
+            *[f"| {segments} | {count:,} |" for segments, count in sorted(self.segment_distribution.items())],
+        ]
+        if self.ucs2_culprits:
+            lines += ["", "**Characters forcing UCS-2:**", "", *[f"- {line}" for line in self.culprit_lines()]]
+        if self.cost_by_country:
+            lines += [
+                "",
+                f"**Estimated cost: {self.cost_total:,.4f} {self.currency}**",
+                "",
+                "| country | messages | segments | price/segment | cost |",
+                "|---|---|---|---|---|",
+            ]
+            for row in self.cost_by_country:
+                price = "—" if row.price_per_segment is None else f"{row.price_per_segment:g}"
+                cost = "unpriced" if row.cost is None else f"{row.cost:,.4f}"
+                lines.append(f"| {row.country} | {row.messages:,} | {row.segments:,} | {price} | {cost} |")
+        if self.samples:
+            lines += ["", "| to | country | encoding | segments | message |", "|---|---|---|---|---|"]
+            for sample in self.samples:
+                text = str(sample["message"]).replace("|", "\\|")
+                lines.append(
+                    f"| {sample['to']} | {sample['country']} | {sample['encoding']} | {sample['segments']} | {text} |"
+                )
+        return "\n".join(lines)
+
+
+def build_preview(
+    messages: pl.DataFrame,
+    ucs2_culprits: dict[str, int],
+    cost: CostEstimate | None,
+    *,
+    batches: int,
+    calls_per_second: float,
+) -> Preview:
+    """Summarise rendered messages (phone, country, message, encoding, segments) for the preview."""
+    encodings = dict(messages.group_by("encoding").len().sort("encoding").iter_rows())
+    distribution = dict(messages.group_by("segments").len().sort("segments").iter_rows())
+    top = dict(sorted(ucs2_culprits.items(), key=lambda item: (-item[1], item[0]))[:TOP_CULPRITS])
+    samples = (
+        messages.head(SAMPLE_SIZE)
+        .select(
+            mask_number_expr("phone").alias("to"), "country", "encoding", "segments", "message"
+        )
+        .to_dicts()
+    )
+    preview = Preview(
+        messages=messages.height,
+        encodings={str(k): int(v) for k, v in encodings.items()},
+        segments=int(messages["segments"].sum() or 0),
+        segment_distribution={int(k): int(v) for k, v in distribution.items()},
+        ucs2_culprits=top,
+        samples=samples,
+        batches=batches,
+        eta_seconds=max(batches - 1, 0) / calls_per_second if calls_per_second else 0.0,
+    )
+    if cost is not None:
+        preview.cost_total = float(cost.total)
+        preview.currency = cost.currency
+        preview.unpriced = list(cost.unpriced)
+        preview.cost_by_country = [
+            CountryCost(
+                country=row["country"],
+                messages=row["messages"],
+                segments=row["segments"],
+                price_per_segment=None if row["price_per_segment"] is None else float(row["price_per_segment"]),
+                cost=None if row["cost"] is None else float(row["cost"]),
+            )
+            for row in cost.per_country.to_dicts()
+        ]
+    return preview
