@@ -192,8 +192,8 @@ def _form_pairs(request: httpx.Request) -> list[tuple[str, str]]:
     return parse_qsl(request.content.decode(), keep_blank_values=True)
 
 
-class AcsV3Auth(httpx.Auth):
-    """Signs each request with ACS3-HMAC-SHA256; a retried request gets a fresh date, nonce and signature."""
+class _AcsAuth(httpx.Auth):
+    """Signs each request afresh: a retried request gets a new date, nonce and signature."""
 
     requires_request_body = True
 
@@ -203,11 +203,34 @@ class AcsV3Auth(httpx.Auth):
         self._nonce = nonce
 
     def __repr__(self) -> str:
-        return f"AcsV3Auth(access_key_id={self._credentials.access_key_id!r})"
+        return f"{type(self).__name__}(access_key_id={self._credentials.access_key_id!r})"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        sign_v3(request, self._credentials, moment=self._clock(), nonce=self._nonce())
+        self._sign(request, self._credentials, moment=self._clock(), nonce=self._nonce())
         yield request
+
+    @staticmethod
+    def _sign(request: httpx.Request, credentials: AccessKey, *, moment: datetime, nonce: str) -> None:
+        raise NotImplementedError
+
+
+class AcsV3Auth(_AcsAuth):
+    """ACS3-HMAC-SHA256 in the `Authorization` header (the official SDK's default)."""
+
+    @staticmethod
+    def _sign(request: httpx.Request, credentials: AccessKey, *, moment: datetime, nonce: str) -> None:
+        sign_v3(request, credentials, moment=moment, nonce=nonce)
+
+
+class AcsV1Auth(_AcsAuth):
+    """HMAC-SHA1 with the common parameters in the query (the SDK's `signature_algorithm='v2'`).
+
+    The action comes from the `x-acs-action` header that the client sets for both versions.
+    """
+
+    @staticmethod
+    def _sign(request: httpx.Request, credentials: AccessKey, *, moment: datetime, nonce: str) -> None:
+        sign_v1(request, credentials, moment=moment, nonce=nonce)
 
 
 def sign_v3(request: httpx.Request, credentials: AccessKey, *, moment: datetime, nonce: str) -> None:
@@ -229,27 +252,6 @@ def sign_v3(request: httpx.Request, credentials: AccessKey, *, moment: datetime,
     )
     signature = v3_signature(credentials.secret(), v3_string_to_sign(canonical))
     request.headers["Authorization"] = v3_authorization(credentials.access_key_id, signed, signature)
-
-
-class AcsV1Auth(httpx.Auth):
-    """Signs each request with HMAC-SHA1 (the SDK's `signature_algorithm='v2'`).
-
-    The action comes from the `x-acs-action` header that the client sets for both versions.
-    """
-
-    requires_request_body = True
-
-    def __init__(self, credentials: AccessKey, *, clock: Clock = utc_now, nonce: Nonce = random_nonce) -> None:
-        self._credentials = credentials
-        self._clock = clock
-        self._nonce = nonce
-
-    def __repr__(self) -> str:
-        return f"AcsV1Auth(access_key_id={self._credentials.access_key_id!r})"
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        sign_v1(request, self._credentials, moment=self._clock(), nonce=self._nonce())
-        yield request
 
 
 def sign_v1(request: httpx.Request, credentials: AccessKey, *, moment: datetime, nonce: str) -> None:
