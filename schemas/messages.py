@@ -25,7 +25,7 @@ class RenderedMessages(pa.DataFrameModel):
 
     phone: str = pa.Field(str_matches=PHONE_DIGITS_RE, description="Dialing code + number, digits only.")
     country: str = pa.Field(str_length={"min_value": 2, "max_value": 2}, description="ISO 3166-1 region.")
-    # Integer widths differ between sources (UInt32 from with_row_index, Int64 from CSV); widening never fails.
+    # Integer widths differ between sources (UInt32 from with_row_index, Int64 from CSV); widening is safe.
     source_row: int = pa.Field(ge=0, coerce=True, description="Row of the recipient in its source.")
     message: str = pa.Field(description="The text to send: never null, empty or blank.")
     encoding: str = pa.Field(isin=list(LIMITS), description="GSM7 or UCS2.")
@@ -56,5 +56,9 @@ class RenderedMessages(pa.DataFrameModel):
         single = pl.when(pl.col("encoding") == "GSM7").then(LIMITS["GSM7"][0]).otherwise(LIMITS["UCS2"][0])
         multi = pl.when(pl.col("encoding") == "GSM7").then(LIMITS["GSM7"][1]).otherwise(LIMITS["UCS2"][1])
         one = (pl.col("segments") == 1) & (pl.col("chars") <= single)
-        many = (pl.col("segments") > 1) & (pl.col("chars") > single) & (pl.col("chars") <= pl.col("segments") * multi)
+        many = (
+            (pl.col("segments") > 1)
+            & (pl.col("chars") > single)
+            & (pl.col("chars") <= pl.col("segments") * multi)
+        )
         return data.lazyframe.select(one | many)

@@ -116,7 +116,9 @@ class PriceTable:
                 continue
             region = name.upper()
             if not _REGION_RE.match(region):
-                raise PriceTableError(f"{where}: {key!r} is not an ISO 3166-1 alpha-2 region code or `default`")
+                raise PriceTableError(
+                    f"{where}: {key!r} is not an ISO 3166-1 alpha-2 region code or `default`"
+                )
             if region in regions:
                 raise PriceTableError(f"{where}: region {region} is listed twice")
             regions[region] = price
@@ -142,13 +144,15 @@ def load_price_table(path: str | Path, *, currency: str = "USD") -> PriceTable:
         currency: used when the file has no `currency` column.
 
     Raises:
-        PriceTableError: the file lacks `country` or `price_per_segment`, or a row is invalid (the message gives
-            the line).
+        PriceTableError: the file lacks `country` or `price_per_segment`, or a row is invalid (the message
+            gives the line).
     """
     raw = pl.read_csv(path, infer_schema=False, comment_prefix="#")
     missing = [c for c in ("country", "price_per_segment") if c not in raw.columns]
     if missing:
-        raise PriceTableError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns)}")
+        raise PriceTableError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns)}"
+        )
     if "currency" in raw.columns:
         currencies = sorted({c.strip().upper() for c in raw["currency"].drop_nulls().to_list() if c.strip()})
         if len(currencies) > 1:
@@ -276,7 +280,12 @@ def check_budget(estimate: CostEstimate, budget: float | Decimal | str | None) -
         raise ValueError(f"budget {budget!r} is not a number") from None
     if not cap.is_finite() or cap < 0:
         raise ValueError(f"budget {budget!r} must be a finite number >= 0")
-    details = {"total": estimate.total, "budget": cap, "currency": estimate.currency, "unpriced": estimate.unpriced}
+    details = {
+        "total": estimate.total,
+        "budget": cap,
+        "currency": estimate.currency,
+        "unpriced": estimate.unpriced,
+    }
     if estimate.unpriced:
         raise BudgetExceeded(
             f"cannot check the budget of {cap} {estimate.currency}: no price for "
@@ -286,7 +295,8 @@ def check_budget(estimate: CostEstimate, budget: float | Decimal | str | None) -
         )
     if estimate.total > cap:
         raise BudgetExceeded(
-            f"estimated cost {estimate.total} {estimate.currency} exceeds the budget of {cap} {estimate.currency} "
+            f"estimated cost {estimate.total} {estimate.currency} exceeds the budget of "
+            f"{cap} {estimate.currency} "
             f"({estimate.messages:,} messages, {estimate.segments:,} segments)",
             **details,  # type: ignore[arg-type]
         )

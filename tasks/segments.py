@@ -12,18 +12,21 @@ The rules (3GPP TS 23.038 / 23.040, and Alibaba's limits in `reference/alibaba-s
   (the UDH takes 6 bytes). Parts are cut greedily and never inside an ESC pair or a surrogate pair, so a part
   can end one unit short and the count can exceed `ceil(units / 153)`. The vectorised count computes that
   lower bound and re-splits in Python only the rare rows where a double-width character can change the answer
-  (multi-part rows within `parts - 1` units of a part boundary); see `_exact_segments`.
-- An empty message is GSM-7, 0 units, 1 segment (`render_messages` rejects empty messages before this).
+  (multi-part rows within `parts - 1` units of a part boundary): see `_exact_segments`.
+- An empty message is GSM-7, 0 units, 1 segment.
+- The characters forcing UCS-2 (`ucs2_chars`) are listed per message, once each, in order of first appearance.
 
-`encoding_and_segments` adds the columns to a frame (eager or lazy); `count_segments` / `describe_text` are the scalar twins used by tests and the preview UI.
+`encoding_and_segments` adds the columns to a frame (eager or lazy), scanning the message, or from `TextStats`
+a caller assembled more cheaply (`render_messages` sums them over the template's pieces). `describe_text` and
+`count_segments` are the scalar twins, for tests and the preview. `SMART_REPLACEMENTS` and the culprit report
+(`count_culprits`, `culprit_table`) close the module.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal, TypeVar
-
-import unicodedata
 
 import gsm0338  # noqa: F401  # registers the "gsm03.38" codec
 import polars as pl
@@ -37,6 +40,7 @@ __all__ = [
     "SMART_REPLACEMENTS",
     "Encoding",
     "SegmentInfo",
+    "TextStats",
     "count_culprits",
     "count_segments",
     "culprit_table",
@@ -63,7 +67,7 @@ def _decode_or_none(raw: bytes) -> str | None:
 
 
 def _basic_table() -> str:
-    """The 127 characters of the default alphabet, read from the codec (0x1B is the escape, not a character)."""
+    """The 127 characters of the default alphabet, read from the codec (0x1B is the escape, not a char)."""
     chars = (_decode_or_none(bytes([b])) for b in range(128) if b != _ESCAPE)
     return "".join(c for c in chars if c is not None)
 
@@ -86,18 +90,19 @@ SEGMENT_COLUMNS: tuple[str, ...] = ("encoding", "segments", "chars", "ucs2_chars
 
 
 def _regex_class(chars: str) -> str:
-    # \x{..} escapes keep every character literal inside a Rust-regex class (no need to know which are special).
+    # \x{..} escapes keep every character literal inside a Rust-regex class (whichever are special there).
     return "".join(f"\\x{{{ord(c):X}}}" for c in sorted(set(chars)))
 
 
-_NON_GSM_RE = f"[^{_regex_class(GSM_BASIC + GSM_EXTENSION)}]"
+_NON_GSM_RE = f"[^{_regex_class(GSM_BASIC + GSM_EXTENSION)}]"  # one character forcing UCS-2
 _EXTENSION_RE = f"[{_regex_class(GSM_EXTENSION)}]"
+_SPECIAL_RE = f"[^{_regex_class(GSM_BASIC)}]"  # one character costing more than one basic septet
 _ASTRAL_RE = r"[\x{10000}-\x{10FFFF}]"
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Scalar rules (tests, UI, and the exact re-split of ambiguous rows)
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -154,9 +159,96 @@ def count_segments(text: str) -> tuple[Encoding, int]:
     return info.encoding, info.segments
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Vectorised rules
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
+
+
+def has_non_gsm(text: pl.Expr) -> pl.Expr:
+    """True where the string contains a character outside GSM 03.38 (so the message must be UCS-2)."""
+    return text.str.contains(_NON_GSM_RE)
+
+
+def has_special(text: pl.Expr) -> pl.Expr:
+    """True where the string has a character that is not in the GSM basic table (extension or non-GSM)."""
+    return text.str.contains(_SPECIAL_RE)
+
+
+def non_gsm_class(chars: str) -> str:
+    """A regex character class matching any of `chars` (escaped for the Rust regex engine)."""
+    return f"[{_regex_class(chars)}]"
+
+
+def _dedupe_flagged(batch: pl.Series) -> pl.Series:
+    """De-duplicate the characters of the flagged rows only, gathering them out and scattering them back."""
+    fields = batch.struct
+    text, flag = fields.field("text"), fields.field("flag").fill_null(False)
+    if not flag.any():
+        return text
+    index = flag.arg_true()
+    fixed = text.gather(index).str.split("").list.unique(maintain_order=True).list.join("")
+    return text.scatter(index, fixed)
+
+
+def dedupe_chars(text: pl.Expr, where: pl.Expr | None = None) -> pl.Expr:
+    """Each string's distinct characters, in order of first appearance; only the rows `where` is true.
+
+    Row-wise: gathering the flagged rows first keeps the list work proportional to them, which a
+    `when(where).then(...)` cannot (polars evaluates the branch for every row).
+    """
+    flag = pl.lit(True) if where is None else where
+    return pl.struct(text=text, flag=flag).map_batches(
+        _dedupe_flagged, return_dtype=pl.String, is_elementwise=True
+    )
+
+
+def culprits_expr(text: pl.Expr) -> pl.Expr:
+    """Distinct non-GSM characters of each string, in order of first appearance ("" when there are none).
+
+    One regex pass plus a list per row: cheap on short values, heavy on long UCS-2 messages (a Chinese message
+    yields ~30 list items), which is why `render_messages` assembles them from the template's pieces.
+    """
+    return text.str.extract_all(_NON_GSM_RE).list.unique(maintain_order=True).list.join("")
+
+
+def extension_count(text: pl.Expr) -> pl.Expr:
+    """Number of GSM extension characters (2 septets each in a GSM-7 message)."""
+    return text.str.count_matches(_EXTENSION_RE).cast(pl.Int64)
+
+
+def astral_count(text: pl.Expr) -> pl.Expr:
+    """Number of characters outside the BMP (a surrogate pair, 2 units, in a UCS-2 message)."""
+    return text.str.count_matches(_ASTRAL_RE).cast(pl.Int64)
+
+
+@dataclass(frozen=True)
+class TextStats:
+    """What sizing a message needs, as expressions a caller can assemble without scanning the message.
+
+    All four are additive over concatenation (`ucs2_chars` up to de-duplication), so the stats of a rendered
+    template are sums over its pieces.
+
+    Attributes:
+        length: characters (code points).
+        extension: GSM extension characters among them.
+        astral: characters outside the BMP among them.
+        ucs2_chars: distinct non-GSM characters, in order of first appearance; "" exactly when GSM-7.
+    """
+
+    length: pl.Expr
+    extension: pl.Expr
+    astral: pl.Expr
+    ucs2_chars: pl.Expr
+
+    @classmethod
+    def of_literal(cls, text: str) -> TextStats:
+        """Constant stats of a known string."""
+        return cls(
+            length=pl.lit(len(text), dtype=pl.Int64),
+            extension=pl.lit(sum(c in _EXTENSION_SET for c in text), dtype=pl.Int64),
+            astral=pl.lit(sum(ord(c) > 0xFFFF for c in text), dtype=pl.Int64),
+            ucs2_chars=pl.lit(non_gsm_chars(text), dtype=pl.String),
+        )
 
 
 def _exact_segments(batch: pl.Series) -> pl.Series:
@@ -172,20 +264,55 @@ def _exact_segments(batch: pl.Series) -> pl.Series:
     return bound.scatter(index, pl.Series(exact, dtype=bound.dtype))
 
 
+_TMP = {n: f"__seg_{n}" for n in ("text", "gsm", "len", "dbl", "ucs2", "units", "lb", "amb")}
+
+
+def _scan_message(frame: pl.LazyFrame, text: pl.Expr) -> pl.LazyFrame:
+    """The temporary stats columns from the message itself; each regex scans only its own encoding's rows."""
+    gsm = pl.col(_TMP["gsm"])
+    return frame.with_columns(has_non_gsm(text).not_().alias(_TMP["gsm"])).with_columns(
+        text.str.len_chars().cast(pl.Int64).alias(_TMP["len"]),
+        pl.coalesce(extension_count(pl.when(gsm).then(text)), astral_count(pl.when(~gsm).then(text))).alias(
+            _TMP["dbl"]
+        ),
+        pl.when(gsm).then(pl.lit("")).otherwise(culprits_expr(pl.when(~gsm).then(text))).alias(_TMP["ucs2"]),
+    )
+
+
+def _use_stats(frame: pl.LazyFrame, text: pl.Expr, stats: TextStats) -> pl.LazyFrame:
+    """The temporary stats columns from caller-assembled stats (nulls where the message is null)."""
+    present = text.is_not_null()
+    frame = frame.with_columns(pl.when(present).then(stats.ucs2_chars).alias(_TMP["ucs2"]))
+    gsm = pl.col(_TMP["ucs2"]).str.len_bytes() == 0
+    return frame.with_columns(gsm.alias(_TMP["gsm"])).with_columns(
+        pl.when(present).then(stats.length).alias(_TMP["len"]),
+        pl.when(present)
+        .then(pl.when(pl.col(_TMP["gsm"])).then(stats.extension).otherwise(stats.astral))
+        .alias(_TMP["dbl"]),
+    )
+
+
 def encoding_and_segments(
-    frame: FrameT, message: pl.Expr | str = "message", *, prefix: str = ""
+    frame: FrameT,
+    message: pl.Expr | str = "message",
+    *,
+    prefix: str = "",
+    stats: TextStats | None = None,
 ) -> FrameT:
     """Add `encoding`, `segments`, `chars` and `ucs2_chars` columns for a message column, vectorised.
 
-    Counting runs as a few staged `with_columns` (polars does not reliably share the regex sub-expressions
-    between output columns, so the intermediate results are materialised once as temporary columns). Each
-    count scans only the rows of its own encoding. Only multi-part rows whose count a 2-unit character could
-    change are re-split in Python: none for single-segment messages, a handful in a typical campaign.
+    Counting runs as a few staged `with_columns`: polars does not reliably share regex sub-expressions between
+    output columns, so intermediate results are materialised once as temporary columns. Only multi-part rows
+    whose count a 2-unit character could change are re-split in Python (`_exact_segments`): none for
+    single-segment messages, a handful in a typical campaign. That step is row-wise, so the streaming engine
+    still spreads the work over the cores.
 
     Args:
         frame: a DataFrame or LazyFrame; the same kind is returned (a LazyFrame stays lazy).
         message: the message column name, or an expression producing the message text.
         prefix: prepended to the names of the added columns.
+        stats: the message's `TextStats` when the caller can assemble them without scanning the message (see
+            `render_messages`); by default they are computed from the message.
 
     Returns:
         `frame` plus `encoding` ("GSM7"|"UCS2"), `segments` (Int64), `chars` (Int64, septets or UTF-16 units)
@@ -196,59 +323,43 @@ def encoding_and_segments(
         >>> encoding_and_segments(pl.DataFrame({"message": ["Hi €", "It’s 😀"]}))
         # encoding GSM7/UCS2, segments 1/1, chars 5/7, ucs2_chars ""/"’😀"
     """
-    text = pl.col(message) if isinstance(message, str) else message
-    tmp_text, gsm, units, doubles, bound, ambiguous, culprits = (
-        f"__seg_{n}" for n in ("text", "gsm", "units", "dbl", "lb", "amb", "ucs2")
+    text = pl.col(_TMP["text"])
+    gsm, units, bound = pl.col(_TMP["gsm"]), pl.col(_TMP["units"]), pl.col(_TMP["lb"])
+    single = pl.when(gsm).then(pl.lit(LIMITS["GSM7"][0])).otherwise(pl.lit(LIMITS["UCS2"][0]))
+    multi = pl.when(gsm).then(pl.lit(LIMITS["GSM7"][1])).otherwise(pl.lit(LIMITS["UCS2"][1]))
+    lf = frame.lazy().with_columns(
+        (pl.col(message) if isinstance(message, str) else message).alias(_TMP["text"])
     )
-    is_gsm, is_ucs2 = pl.col(gsm), pl.col(gsm).not_()
-    lf = frame.lazy().with_columns(text.alias(tmp_text))
-    t = pl.col(tmp_text)
-    single = pl.when(is_gsm).then(pl.lit(LIMITS["GSM7"][0])).otherwise(pl.lit(LIMITS["UCS2"][0]))
-    multi = pl.when(is_gsm).then(pl.lit(LIMITS["GSM7"][1])).otherwise(pl.lit(LIMITS["UCS2"][1]))
+    lf = _scan_message(lf, text) if stats is None else _use_stats(lf, text, stats)
     lf = (
-        lf.with_columns(t.str.contains(_NON_GSM_RE).not_().alias(gsm))
+        lf.with_columns((pl.col(_TMP["len"]) + pl.col(_TMP["dbl"])).alias(_TMP["units"]))
         .with_columns(
-            # Null out the rows a count does not apply to, so each regex scans only its own encoding's rows.
-            pl.coalesce(
-                pl.when(is_gsm).then(t).str.count_matches(_EXTENSION_RE),
-                pl.when(is_ucs2).then(t).str.count_matches(_ASTRAL_RE),
-            )
-            .cast(pl.Int64)
-            .alias(doubles),
-            pl.when(is_ucs2)
-            .then(t)
-            .str.extract_all(_NON_GSM_RE)
-            .list.unique(maintain_order=True)
-            .list.join("")
-            .alias(culprits),
-        )
-        .with_columns((t.str.len_chars().cast(pl.Int64) + pl.col(doubles)).alias(units))
-        .with_columns(
-            pl.when(pl.col(units) <= single)
+            pl.when(units <= single)
             .then(pl.lit(1, dtype=pl.Int64))
-            .otherwise((pl.col(units) + multi - 1) // multi)
-            .alias(bound)
+            .otherwise((units + multi - 1) // multi)
+            .alias(_TMP["lb"])
         )
         .with_columns(
-            ((pl.col(doubles) > 0) & (pl.col(units) > single) & (pl.col(units) + pl.col(bound) - 1 > pl.col(bound) * multi))
-            .alias(ambiguous)
+            ((pl.col(_TMP["dbl"]) > 0) & (units > single) & (units + bound - 1 > bound * multi)).alias(
+                _TMP["amb"]
+            )
         )
         .with_columns(
-            pl.when(is_gsm).then(pl.lit("GSM7")).when(is_ucs2).then(pl.lit("UCS2")).alias(prefix + "encoding"),
-            pl.struct(message=t, bound=pl.col(bound), ambiguous=pl.col(ambiguous))
-            .map_batches(_exact_segments, return_dtype=pl.Int64)
+            pl.when(gsm).then(pl.lit("GSM7")).when(~gsm).then(pl.lit("UCS2")).alias(prefix + "encoding"),
+            pl.struct(message=text, bound=bound, ambiguous=pl.col(_TMP["amb"]))
+            .map_batches(_exact_segments, return_dtype=pl.Int64, is_elementwise=True)
             .alias(prefix + "segments"),
-            pl.col(units).alias(prefix + "chars"),
-            pl.when(is_gsm).then(pl.lit("")).otherwise(pl.col(culprits)).alias(prefix + "ucs2_chars"),
+            units.alias(prefix + "chars"),
+            pl.col(_TMP["ucs2"]).alias(prefix + "ucs2_chars"),
         )
-        .drop(tmp_text, gsm, units, doubles, bound, ambiguous, culprits)
+        .drop(_TMP.values())
     )
-    return lf if isinstance(frame, pl.LazyFrame) else lf.collect()  # type: ignore[return-value]
+    return lf if isinstance(frame, pl.LazyFrame) else lf.collect()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Smart replacement and the UCS-2 culprit report
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 # Typographic characters that force UCS-2, mapped to GSM-7 look-alikes (every target is in the basic table).
 # Letters are never transliterated: `ë` -> `e` changes a name, so it stays and is reported as a culprit.
@@ -298,18 +409,30 @@ def smart_replace_expr(text: pl.Expr) -> pl.Expr:
     return text.str.replace_many(SMART_REPLACEMENTS)
 
 
+def _per_char(messages: pl.DataFrame) -> pl.LazyFrame:
+    """char -> messages, only_culprit; grouped by culprit string first (few distinct ones per campaign)."""
+    return (
+        messages.lazy()
+        .filter(pl.col("ucs2_chars").str.len_bytes() > 0)
+        .group_by("ucs2_chars")
+        .len("count")
+        .with_columns(
+            pl.col("ucs2_chars").str.len_chars().alias("n"), pl.col("ucs2_chars").str.split("").alias("char")
+        )
+        .explode("char")
+        .group_by("char")
+        .agg(
+            pl.col("count").sum().cast(pl.Int64).alias("messages"),
+            pl.col("count").filter(pl.col("n") == 1).sum().cast(pl.Int64).alias("only_culprit"),
+        )
+        .sort(["messages", "char"], descending=[True, False])
+    )
+
+
 def count_culprits(messages: pl.DataFrame) -> dict[str, int]:
     """Character -> number of messages it forces into UCS-2, most frequent first (needs `ucs2_chars`)."""
-    counts = (
-        messages.lazy()
-        .select(pl.col("ucs2_chars").str.split("").explode().alias("char"))
-        .filter(pl.col("char").str.len_bytes() > 0)
-        .group_by("char")
-        .len()
-        .sort(["len", "char"], descending=[True, False])
-        .collect()
-    )
-    return dict(zip(counts["char"].to_list(), counts["len"].to_list(), strict=True))
+    counts = _per_char(messages).collect()
+    return dict(zip(counts["char"].to_list(), counts["messages"].to_list(), strict=True))
 
 
 def culprit_table(messages: pl.DataFrame, limit: int | None = 20) -> pl.DataFrame:
@@ -324,17 +447,7 @@ def culprit_table(messages: pl.DataFrame, limit: int | None = 20) -> pl.DataFram
         `only_culprit` (of those, how many have no other culprit: replacing this one character would make
         them GSM-7).
     """
-    per_char = (
-        messages.lazy()
-        .select("ucs2_chars")
-        .filter(pl.col("ucs2_chars").str.len_bytes() > 0)
-        .with_columns(pl.col("ucs2_chars").str.len_chars().alias("n"), pl.col("ucs2_chars").str.split("").alias("char"))
-        .explode("char")
-        .group_by("char")
-        .agg(pl.len().cast(pl.Int64).alias("messages"), (pl.col("n") == 1).sum().cast(pl.Int64).alias("only_culprit"))
-        .sort(["messages", "char"], descending=[True, False])
-        .collect()
-    )
+    per_char = _per_char(messages).collect()
     if limit is not None:
         per_char = per_char.head(limit)
     chars = per_char["char"].to_list()

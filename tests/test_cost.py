@@ -30,7 +30,11 @@ REQUIRED_REGIONS = "HK MO TW SG MY TH ID PH VN GB US DE FR AU IN JP KR AE".split
 def messages(*rows: tuple[str, int]) -> pl.DataFrame:
     """A rendered-messages frame reduced to what costing reads: country and segments."""
     return pl.DataFrame(
-        {"source_row": list(range(len(rows))), "country": [r[0] for r in rows], "segments": [r[1] for r in rows]},
+        {
+            "source_row": list(range(len(rows))),
+            "country": [r[0] for r in rows],
+            "segments": [r[1] for r in rows],
+        },
         schema={"source_row": pl.Int64, "country": pl.String, "segments": pl.Int64},
     )
 
@@ -146,7 +150,11 @@ class TestEstimateCost:
 class TestCheckBudget:
     def estimate(self, total: str, unpriced: list[str] | None = None) -> CostEstimate:
         return CostEstimate(
-            total=Decimal(total), currency="USD", per_country=pl.DataFrame(), unpriced=unpriced or [], messages=10,
+            total=Decimal(total),
+            currency="USD",
+            per_country=pl.DataFrame(),
+            unpriced=unpriced or [],
+            messages=10,
             segments=12,
         )
 
@@ -181,7 +189,12 @@ class TestCheckBudget:
     def test_budget_stop_end_to_end(self) -> None:
         """Render, estimate with the example prices, and stop when the cap is one cent short."""
         frame = pl.DataFrame(
-            {"phone": ["85212345678"] * 100, "country": ["HK"] * 100, "source_row": list(range(100)), "n": ["Ann"] * 100}
+            {
+                "phone": ["85212345678"] * 100,
+                "country": ["HK"] * 100,
+                "source_row": list(range(100)),
+                "n": ["Ann"] * 100,
+            }
         )
         estimate = estimate_cost(render_messages(frame, "It’s {n}").messages, load_price_table(EXAMPLE))
         assert estimate.total == Decimal("4.75")

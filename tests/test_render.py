@@ -149,7 +149,14 @@ class TestRenderBasics:
         """Every input column survives; messages follow the input order."""
         frame = recipients(first_name=["Ann", "Bob", "Cy"], code=["1", "2", "3"])
         result = render_messages(frame, "Hi {first_name}, your code is {code}")
-        assert result.messages.columns == [*frame.columns, "message", "encoding", "segments", "chars", "ucs2_chars"]
+        assert result.messages.columns == [
+            *frame.columns,
+            "message",
+            "encoding",
+            "segments",
+            "chars",
+            "ucs2_chars",
+        ]
         assert result.messages["message"].to_list() == [
             "Hi Ann, your code is 1",
             "Hi Bob, your code is 2",
@@ -180,7 +187,9 @@ class TestRenderBasics:
     def test_output_validates_against_the_schema(self) -> None:
         """The messages frame passes RenderedMessages with lazy=True."""
         frame = recipients(first_name=["Ann", "Zoë", None], code=["1", "2", "3"])
-        result = render_messages(frame, MessageTemplate(text="Hi {first_name|there} {code}", on_missing="default"))
+        result = render_messages(
+            frame, MessageTemplate(text="Hi {first_name|there} {code}", on_missing="default")
+        )
         validated = RenderedMessages.validate(result.messages, lazy=True)
         assert validated.height == 3
 
@@ -190,7 +199,10 @@ class TestRenderBasics:
         broken = result.messages.with_columns(ucs2_chars=pl.lit(""), segments=pl.lit(4, dtype=pl.Int64))
         with pytest.raises(pandera.errors.SchemaErrors) as excinfo:
             RenderedMessages.validate(broken, lazy=True)
-        assert set(excinfo.value.failure_cases["check"].to_list()) == {"ucs2_chars_iff_ucs2", "segments_fit_chars"}
+        assert set(excinfo.value.failure_cases["check"].to_list()) == {
+            "ucs2_chars_iff_ucs2",
+            "segments_fit_chars",
+        }
 
 
 class TestNullPolicy:
@@ -291,7 +303,10 @@ class TestPerRecipientTemplates:
         result = render_messages(frame, self.template)
         assert result.messages["source_row"].to_list() == [0]
         assert reasons_by_row(result.rejects) == {1: ["no_template:es"], 2: ["missing_value:lang"]}
-        assert result.rejects["reason_text"].to_list() == ["no template for lang 'es'", "missing value for lang"]
+        assert result.rejects["reason_text"].to_list() == [
+            "no template for lang 'es'",
+            "missing value for lang",
+        ]
 
     def test_fallback_covers_unknown_and_null_keys(self) -> None:
         """With a fallback, unknown and null keys use the fallback template."""
@@ -393,3 +408,86 @@ class TestSmartReplace:
         template = MessageTemplate(text="Hi {name|“friend”}", smart_replace=True, on_missing="default")
         result = render_messages(recipients(name=[None]), template)
         assert result.messages["message"].to_list() == ['Hi "friend"']
+
+
+# Pieces for random templates: GSM text, extension chars, typographic chars, CJK, emoji; values likewise.
+_LITERAL = st.text(alphabet=st.sampled_from("Hi, code ~€{}’“”–…ëç你好😀"), max_size=12).map(
+    lambda s: s.replace("{", "{{").replace("}", "}}")
+)
+_VALUE = st.one_of(st.none(), st.text(alphabet=st.sampled_from(" aZ~€’ëç李伟你😀\u00a0"), max_size=8))
+
+
+@st.composite
+def random_templates(draw: st.DrawFn) -> str:
+    pieces = draw(
+        st.lists(st.one_of(_LITERAL, st.sampled_from(["{a}", "{b}", "{a|你~}", "{b|’x}"])), max_size=6)
+    )
+    text = "".join(pieces)
+    return text if text.strip() else text + "x"
+
+
+class TestRenderMatchesScalarRules:
+    @settings(max_examples=150, deadline=None)
+    @given(
+        random_templates(),
+        st.lists(st.tuples(_VALUE, _VALUE), min_size=1, max_size=12),
+        st.sampled_from(["reject", "default"]),
+        st.booleans(),
+    )
+    def test_random_templates_and_values(
+        self, text: str, rows: list[tuple[str | None, str | None]], on_missing: str, smart: bool
+    ) -> None:
+        """Message, encoding, segments, chars and the per-piece UCS-2 culprits equal a per-row reference."""
+        template = MessageTemplate(text=text, on_missing=on_missing, smart_replace=smart, max_segments=255)  # type: ignore[arg-type]
+        frame = recipients(a=[r[0] for r in rows], b=[r[1] for r in rows])
+        result = render_messages(frame, template)
+
+        def prepared(value: str | None) -> str | None:
+            if value is None:
+                return None
+            value = (smart_replace_text(value) if smart else value).strip()
+            return value or None
+
+        expected: dict[int, str] = {}
+        for index, (a, b) in enumerate(rows):
+            values = {"a": prepared(a), "b": prepared(b)}
+            out: list[str] = []
+            for piece in parse_template(text):
+                if isinstance(piece, str):
+                    out.append(smart_replace_text(piece) if smart else piece)
+                    continue
+                value = values[piece.name]
+                if value is None and on_missing == "default" and piece.default is not None:
+                    value = smart_replace_text(piece.default) if smart else piece.default
+                if value is None:
+                    break
+                out.append(value)
+            else:
+                expected[index] = "".join(out)
+
+        got = result.messages
+        assert dict(zip(got["source_row"], got["message"], strict=True)) == expected
+        for row in got.iter_rows(named=True):
+            info = describe_text(row["message"])
+            assert (row["encoding"], row["segments"], row["chars"], row["ucs2_chars"]) == (
+                info.encoding,
+                info.segments,
+                info.chars,
+                info.ucs2_chars,
+            ), row["message"]
+        assert set(result.rejects["source_row"]) == set(range(len(rows))) - set(expected)
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.tuples(_VALUE, st.sampled_from(["en", "zh", "xx", None])), min_size=1, max_size=12))
+    def test_selected_templates_culprits(self, rows: list[tuple[str | None, str | None]]) -> None:
+        """With per-row templates, the culprits still equal those of each rendered message."""
+        template = MessageTemplate(
+            text={"en": "Hi {a|there}’s", "zh": "你好 {a|朋友}，你好"},
+            select_by="lang",
+            fallback="en",
+            on_missing="default",
+        )
+        result = render_messages(recipients(a=[r[0] for r in rows], lang=[r[1] for r in rows]), template)
+        assert result.messages.height == len(rows)
+        for row in result.messages.iter_rows(named=True):
+            assert row["ucs2_chars"] == describe_text(row["message"]).ucs2_chars

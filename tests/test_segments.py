@@ -127,7 +127,7 @@ class TestCountSegments:
         ],
     )
     def test_limits_and_boundaries(self, text: str, expected: tuple[str, int]) -> None:
-        """160/153 septets, 70/67 units, doubles for extension chars and surrogate pairs, pairs never split."""
+        """160/153 septets, 70/67 units; extension chars and surrogate pairs count 2 and are never split."""
         assert count_segments(text) == expected
 
     def test_describe_lists_culprits_in_order_once(self) -> None:
@@ -145,7 +145,7 @@ class TestCountSegments:
     @settings(max_examples=400, deadline=None)
     @given(mixed_text)
     def test_matches_smsutil(self, text: str) -> None:
-        """Encoding, part count and size agree with smsutil on random strings (empty excluded, see corners)."""
+        """Encoding, part count and size agree with smsutil on random strings (empty: see corners)."""
         if not text:
             return
         info = describe_text(text)
