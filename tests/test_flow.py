@@ -7,6 +7,7 @@ module proves they are wired so that every valid recipient gets exactly one mess
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,36 @@ def test_dry_run_summary_carries_the_preview(make_campaign: MakeCampaign, tmp_pa
     assert preview.cost_total == pytest.approx(0.04 * 2 + 0.05 * 10)
     assert all(str(sample["to"]).endswith("****") for sample in preview.samples)
     assert preview.eta_seconds == pytest.approx(2 / RATE)
+
+
+def test_logs_and_artifacts_hold_no_secret_and_no_full_number(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
+    """Everything the run left on the Prefect server is free of the secret and of unmasked numbers."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.send_campaign import send_campaign as flow
+
+    gateway.state.faults.script(["throttle"])  # exercise the retry path's log lines too
+    run_loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    levels = [logger.level for logger in run_loggers]
+    for logger in run_loggers:
+        logger.setLevel(logging.DEBUG)
+    try:
+        state = flow(make_campaign(), return_state=True)
+    finally:
+        for logger, level in zip(run_loggers, levels, strict=True):
+            logger.setLevel(level)
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        run_id = state.state_details.flow_run_id
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        run = client.read_flow_run(run_id)
+    texts = [log.message for log in logs] + [str(a.data) for a in artifacts] + [str(run.parameters)]
+    assert len(artifacts) >= 2 and any("accepted" in log.message for log in logs)
+    assert not [t for t in texts if "testsecret" in t]
+    full_numbers = {e164_digits(n) for n in VALID}
+    assert not [t for t in texts for number in full_numbers if number in t]

@@ -1,0 +1,47 @@
+"""Credentials: Alibaba's environment variables, a Prefect Secret block, and a secret that never shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from alibaba_sms.credentials import AccessKey, MissingCredentials
+
+
+class TestFromEnvironment:
+    def test_reads_alibabas_standard_variables(self) -> None:
+        env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIexample", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "shh-1234"}
+        key = AccessKey.from_env(env)
+        assert key.access_key_id == "LTAIexample" and key.secret() == "shh-1234"
+        assert "shh-1234" not in repr(key) and "shh-1234" not in str(key) and "shh-1234" not in key.model_dump_json()
+
+    @pytest.mark.parametrize("env", [{}, {"ALIBABA_CLOUD_ACCESS_KEY_ID": "x"}, {"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "y"}])
+    def test_missing_variables_are_a_clear_error(self, env: dict[str, str]) -> None:
+        with pytest.raises(MissingCredentials, match="ALIBABA_CLOUD_ACCESS_KEY_ID"):
+            AccessKey.from_env(env)
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestFromSecretBlock:
+    def test_a_block_holding_both_halves(self) -> None:
+        """A JSON Secret block with the id and the secret, as `globe-sms setup` expects it."""
+        from prefect.blocks.system import Secret
+
+        Secret(value={"access_key_id": "LTAIblock", "access_key_secret": "block-secret-9"}).save(
+            "globe-sms-test-key", overwrite=True
+        )
+        key = AccessKey.from_secret_block("globe-sms-test-key")
+        assert key.access_key_id == "LTAIblock" and key.secret() == "block-secret-9"
+        assert "block-secret-9" not in repr(key)
+
+    def test_a_block_holding_only_the_secret_takes_the_id_from_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from prefect.blocks.system import Secret
+
+        Secret(value="plain-secret-7").save("globe-sms-test-plain", overwrite=True)
+        monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
+        with pytest.raises(MissingCredentials, match="ALIBABA_CLOUD_ACCESS_KEY_ID"):
+            AccessKey.from_secret_block("globe-sms-test-plain")
+        monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIenv")
+        key = AccessKey.from_secret_block("globe-sms-test-plain")
+        assert key.access_key_id == "LTAIenv" and key.secret() == "plain-secret-7"
