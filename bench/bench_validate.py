@@ -41,15 +41,17 @@ assert len(REGIONS) == 54
 
 def _examples() -> pl.DataFrame:
     """One mobile example number per region (cc, nsn), from the installed metadata."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for region in REGIONS:
         example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert example is not None and metadata is not None
         rows.append(
             {
                 "k": len(rows),
                 "cc": str(example.country_code),
                 "nsn": phonenumbers.national_significant_number(example),
-                "national_prefix": phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix or "",
+                "national_prefix": metadata.national_prefix or "",
             }
         )
     return pl.DataFrame(rows)
@@ -67,20 +69,25 @@ def generate(rows: int, seed: int = 7) -> pl.DataFrame:
         examples, on="k", how="left", maintain_order="left"
     )
     tail = (pl.col("id").hash(seed + 1) % 1_000_000).cast(pl.String).str.zfill(6)
-    keep = pl.col("nsn").str.len_chars() - 6
-    nsn = pl.when(keep >= 3).then(pl.col("nsn").str.slice(0, keep) + tail).otherwise(pl.col("nsn"))
+    # Keep the example's leading digits (its mobile range), randomise up to the last 6.
+    random_digits = pl.min_horizontal(pl.lit(6), pl.col("nsn").str.len_chars() - 3)
+    keep = pl.col("nsn").str.len_chars() - random_digits
+    nsn = pl.col("nsn").str.slice(0, keep) + tail.str.slice(6 - random_digits)
     mix = _rand(pl.col("id"), seed + 2, 10_000)
-    e164 = pl.lit("+") + pl.col("cc") + nsn
+    full = pl.col("cc") + nsn
+    e164 = pl.lit("+") + full
     spaced = pl.format("+{} {}-{}", pl.col("cc"), nsn.str.slice(0, 3), nsn.str.slice(3))
     cn = pl.lit("+86 13") + tail + pl.lit("123")
-    wrong_len = pl.when(mix % 2 == 0).then(e164 + pl.lit("7")).otherwise(e164.str.slice(0, e164.str.len_chars() - 1))
+    wrong_len = (
+        pl.when(mix % 2 == 0).then(e164 + pl.lit("7")).otherwise(e164.str.slice(0, e164.str.len_chars() - 1))
+    )
     phone = (
         pl.when(mix < 7800).then(e164)
         .when(mix < 8300).then(spaced)
         .when(mix < 8700).then(pl.lit("00") + pl.col("cc") + nsn)
         .when(mix < 8900).then(pl.lit("  ") + e164 + pl.lit(" "))
         .when(mix < 9100).then(pl.col("national_prefix") + nsn)
-        .when(mix < 9250).then(pl.format("{}.{}E+{}", pl.col("cc").str.slice(0, 1), (pl.col("cc") + nsn).str.slice(1, 5), (pl.col("cc") + nsn).str.len_chars() - 1))
+        .when(mix < 9250).then(pl.format("{}.{}E+{}", full.str.slice(0, 1), full.str.slice(1, 5), full.str.len_chars() - 1))  # noqa: E501
         .when(mix < 9550).then(cn)
         .when(mix < 9750).then(wrong_len)
         .when(mix < 9850).then(pl.lit("call me ") + tail)
@@ -89,7 +96,8 @@ def generate(rows: int, seed: int = 7) -> pl.DataFrame:
     return base.select(
         pl.col("id"),
         phone.alias("phone"),
-        pl.when(_rand(pl.col("id"), seed + 3, 20) == 0).then(None).otherwise(pl.lit("Name") + tail.str.slice(0, 3)).alias("first_name"),
+        pl.when(_rand(pl.col("id"), seed + 3, 20) == 0).then(None)
+        .otherwise(pl.lit("Name") + tail.str.slice(0, 3)).alias("first_name"),
         (pl.lit("L") + tail.str.slice(2, 4)).alias("last_name"),
         tail.alias("code"),
         (_rand(pl.col("id"), seed + 4, 10) > 0).alias("opt_in"),
@@ -120,6 +128,7 @@ def run(path: Path, runs: int, oracle_rows: int, strict: bool) -> dict[str, obje
     from tasks.validate import ValidationRules, validate_recipients
 
     frame = pl.read_parquet(path)
+    load_before = os.getloadavg()[0]
     rules = ValidationRules(strict_mobile=strict)
     validate_recipients(frame.head(1000), "phone", rules)  # build the metadata tables outside the timing
     times = []
@@ -150,12 +159,16 @@ def run(path: Path, runs: int, oracle_rows: int, strict: bool) -> dict[str, obje
         "phonenumbers": phonenumbers.__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        # Other processes on the machine skew wall-clock figures: record the 1-minute load around the runs.
+        "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
 def main() -> None:
     """Generate the list in a child process, then validate and report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--oracle-rows", type=int, default=50_000)

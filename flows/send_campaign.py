@@ -10,6 +10,8 @@ recovery safe.
 from __future__ import annotations
 
 import time
+from datetime import datetime
+from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger, task
@@ -21,14 +23,15 @@ from alibaba_sms.errors import PermanentError, RetryableError
 from globe_sms.campaign import Campaign
 from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger
+from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
 from tasks.load import load_recipients
 from tasks.plan import SendPlan, plan_batches
 from tasks.render import RenderResult, render_messages
 from tasks.cost import CostEstimate, check_budget, estimate_cost, load_price_table
 from tasks.preview import build_preview
-from tasks.report import CampaignSummary, publish_report, write_rejects
-from tasks.send import SendContext, send_batch
+from tasks.report import CampaignSummary, publish_report, unknown_recipients, write_rejects
+from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
 from tasks.validate import ValidationResult, check_reject_share, validate_recipients
 
 
@@ -73,7 +76,29 @@ def _reason_counts(rejects: pl.DataFrame) -> dict[str, int]:
     return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
-@flow(name="send-campaign", flow_run_name="{campaign.campaign_id}", log_prints=False)
+def scheduled_start() -> datetime:
+    """The flow run's scheduled start (kept by UI retries), or now outside a run."""
+    from prefect.runtime import flow_run
+
+    return datetime.fromisoformat(flow_run.scheduled_start_time.isoformat())
+
+
+def run_name() -> str:
+    """The flow run's name: the campaign id, with `{date}` resolved (see `Campaign.for_run`)."""
+    from prefect.runtime import flow_run
+
+    campaign = flow_run.parameters.get("campaign")
+    if isinstance(campaign, Campaign):
+        campaign_id = campaign.campaign_id
+    else:
+        campaign_id = dict(campaign or {}).get("campaign_id")
+    try:
+        return Campaign.model_construct(campaign_id=str(campaign_id)).for_run(scheduled_start()).campaign_id
+    except ValueError:
+        return str(campaign_id)
+
+
+@flow(name="send-campaign", flow_run_name=run_name, log_prints=False)
 def send_campaign(campaign: Campaign) -> CampaignSummary:
     """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
 
@@ -89,6 +114,7 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
     """
     logger = get_run_logger()
     started = time.monotonic()
+    campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     frame = load_recipients(campaign.source)
     validation = validate(frame, campaign)
     rendered = render(validation.valid, campaign)
@@ -125,6 +151,8 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
             _send_all(campaign, ledger, plan, summary)
         summary.ledger_counts = ledger.counts(campaign.campaign_id)
         summary.pending = summary.ledger_counts.get("pending", 0)
+        if summary.ledger_counts.get("unknown"):
+            summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
     summary.elapsed_seconds = time.monotonic() - started
     publish_report(summary, rejects, campaign.source.phone_column)
     if summary.error:
@@ -140,15 +168,20 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
     done = recipients_done = 0
     first_call = last_call = None
     send_with_retries = send_batch.with_options(retries=campaign.gateway.max_attempts - 1)
-    with open_gateway(campaign.gateway) as gateway:
+    reports: list[dict[str, Any]] = []  # the per-batch table; each row is also the batch's event
+    with open_gateway(campaign.gateway, ledger_url=campaign.ledger) as gateway:
         context = SendContext(campaign, gateway.client, ledger, gateway.pacer)
         for batch in plan.batches:
             try:
                 # quote(): Prefect need not walk a thousand numbers to find task dependencies.
                 outcome = send_with_retries(quote(context), quote(batch), campaign.campaign_id, batch.batch_no)
-            except (PermanentError, RetryableError) as exc:
+            except (PermanentError, RetryableError, RateLimitTimeout) as exc:
                 summary.error = f"batch {batch.batch_no}: {exc}"
+                reports.append(batch_report(campaign.campaign_id, batch, None, exc))
+                emit_batch_event(campaign.campaign_id, reports[-1])
                 break
+            reports.append(batch_report(campaign.campaign_id, batch, outcome))
+            emit_batch_event(campaign.campaign_id, reports[-1])
             now = time.monotonic()
             first_call = first_call if first_call is not None else now
             last_call = now
@@ -164,6 +197,7 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
                     campaign.gateway.calls_per_second,
                 )
             )
+    publish_batch_table(campaign.campaign_id, reports, len(plan.batches))
     summary.sending_seconds = (last_call - first_call) if first_call is not None and last_call is not None else 0.0
     # Rate over the gaps between calls: n calls span n - 1 intervals.
     if done > 1 and summary.sending_seconds > 0:

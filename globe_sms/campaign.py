@@ -2,13 +2,20 @@
 
 Bad values are refused with messages that name the field (`sender_id: ...`). No secret ever lives here:
 credentials come from the environment or from a Prefect Secret block named by `gateway.credentials_block`.
+
+A scheduled deployment sends a new campaign at every occurrence: its `campaign_id` may hold a `{date}`
+placeholder (the run's scheduled date in UTC) or `{date:Area/City}` (in that time zone), which the flow
+resolves from the flow run's scheduled start (`Campaign.for_run`), e.g. `weekly-news-{date:Asia/Singapore}`
+-> `weekly-news-2026-05-04`. A UI retry keeps the run's scheduled start, so it keeps the campaign id too.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +27,43 @@ from tasks.validate import ValidationRules
 EMULATOR = "emulator"
 DEFAULT_LEDGER_URL = "sqlite:///.data/ledger.db"
 _SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")
+# `{date}` or `{date:Area/City}` in a campaign id; the resolved id is plain `[a-z0-9-]`.
+_DATE_PLACEHOLDER = re.compile(r"\{date(?::(?P<zone>[A-Za-z0-9_+/-]+))?\}")
+CAMPAIGN_ID_PATTERN = r"^(?:[a-z0-9-]|\{date(?::[A-Za-z0-9_+/-]+)?\})+$"
+_RESOLVED_ID = re.compile(r"^[a-z0-9-]+$")
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The time zone of a `{date:...}` placeholder (UTC when none is named)."""
+    if name is None:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} in a {{date:...}} placeholder (e.g. Asia/Singapore)"
+        ) from None
+
+
+def resolve_campaign_id(campaign_id: str, scheduled: datetime) -> str:
+    """Replace every `{date}` / `{date:Area/City}` in `campaign_id` with `scheduled`'s date, `YYYY-MM-DD`.
+
+    Args:
+        campaign_id: an id, possibly with placeholders.
+        scheduled: the flow run's scheduled start (an aware datetime; a naive one is taken as UTC).
+
+    Raises:
+        ValueError: an unknown time zone, or a resolved id over 100 characters.
+    """
+    moment = scheduled if scheduled.tzinfo is not None else scheduled.replace(tzinfo=UTC)
+
+    def date_in_zone(match: re.Match[str]) -> str:
+        return moment.astimezone(_zone(match["zone"])).date().isoformat()
+
+    resolved = _DATE_PLACEHOLDER.sub(date_in_zone, campaign_id)
+    if len(resolved) > 100 or not _RESOLVED_ID.match(resolved):
+        raise ValueError(f"campaign id {resolved!r} is not 1-100 lowercase letters, digits and dashes")
+    return resolved
 
 
 class CampaignFileError(ValueError):
@@ -72,6 +116,17 @@ class GatewaySettings(BaseModel):
     pacing_margin_ms: float = Field(default=5.0, ge=0, le=500, description="Extra spacing between calls, in ms.")
     read_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Read timeout of one call.")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per batch on transient errors.")
+    rate_limit_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for the account's rate-limit slot; then the batch fails, unsent and still pending.",
+    )
+    emulator_receipts: bool = Field(
+        default=False,
+        description="With the endpoint 'emulator': it pushes delivery receipts (mostly delivered, some failed or "
+        "expired, with duplicates and reordering) to a receiver that stores them in the campaign's ledger.",
+    )
 
     @property
     def is_emulator(self) -> bool:
@@ -84,10 +139,12 @@ class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     campaign_id: str = Field(
-        pattern=r"^[a-z0-9-]+$",
+        pattern=CAMPAIGN_ID_PATTERN,
         min_length=1,
         max_length=100,
-        description="Lowercase letters, digits and dashes; within one campaign id no number is messaged twice.",
+        description="Lowercase letters, digits and dashes; within one campaign id no number is messaged twice. "
+        "`{date}` (UTC) or `{date:Area/City}` is replaced by the run's scheduled date, e.g. "
+        "`weekly-{date:Asia/Singapore}`.",
     )
     source: CsvSource = Field(description="Where the recipients come from.")
     template: MessageTemplate = Field(description="Message text with {column} placeholders, or a template spec.")
@@ -121,6 +178,13 @@ class Campaign(BaseModel):
     def _template_shorthand(cls, value: Any) -> Any:
         return {"text": value} if isinstance(value, str) else value
 
+    @field_validator("campaign_id")
+    @classmethod
+    def _date_zones_exist(cls, value: str) -> str:
+        for match in _DATE_PLACEHOLDER.finditer(value):
+            _zone(match["zone"])
+        return value
+
     @field_validator("sender_id")
     @classmethod
     def _sender_id_rules(cls, value: str | None) -> str | None:
@@ -141,6 +205,21 @@ class Campaign(BaseModel):
         if self.budget is not None and self.price_table is None:
             raise ValueError("budget needs a price_table to be checked against")
         return self
+
+    @property
+    def is_template(self) -> bool:
+        """Whether `campaign_id` still holds a `{date}` placeholder."""
+        return bool(_DATE_PLACEHOLDER.search(self.campaign_id))
+
+    def for_run(self, scheduled: datetime) -> Campaign:
+        """This campaign with `{date}` placeholders replaced by `scheduled`'s date (itself if there are none).
+
+        Raises:
+            ValueError: the resolved id is longer than 100 characters.
+        """
+        if not self.is_template:
+            return self
+        return self.model_copy(update={"campaign_id": resolve_campaign_id(self.campaign_id, scheduled)})
 
     def task_id(self, batch_no: int) -> str:
         """The TaskId sent to Alibaba, echoed in delivery receipts: campaign id and batch number."""

@@ -1,4 +1,4 @@
-"""The `globe-sms` command: send a campaign, run the emulator.
+"""The `globe-sms` command: send a campaign, run the emulator, set up a Prefect server for the deployments.
 
 Exit status of `send`: 0 when every recipient reached a final state (rejected, failed and unknown recipients
 are in the summary, not errors); 1 when the run failed; 2 for a bad campaign file or bad input.
@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from globe_sms.cli_receipts import receipts_app
+
 app = typer.Typer(help="SMS campaigns through Alibaba Cloud's BatchSendMessageToGlobe, orchestrated with Prefect.")
+app.add_typer(receipts_app, name="receipts")  # serve, report, reconcile, retry: globe_sms/cli_receipts.py
 console = Console()
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -96,6 +99,10 @@ def send(
     if summary.preview is not None and (summary.dry_run or summary.preview.cost_total is not None):
         _print_preview(summary.preview, full=summary.dry_run)
     _print_summary(summary)
+    if campaign.gateway.is_emulator and campaign.gateway.emulator_receipts and not summary.dry_run:
+        from globe_sms.cli_receipts import print_delivery_report
+
+        print_delivery_report(campaign.campaign_id, campaign.ledger)  # the embedded receiver stored them
 
 
 def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.preview.Preview, imported lazily
@@ -160,6 +167,9 @@ def emulator(
     rate: Annotated[float, typer.Option(help="BatchSendMessageToGlobe calls per second per AccessKeyId (0 = unlimited).")] = 1.0,
     journal: Annotated[Path | None, typer.Option(help="Append every request and message to this JSON-lines file.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for deterministic fault injection.")] = None,
+    receipt_callback: Annotated[
+        str | None, typer.Option(help="POST delivery receipts here, e.g. a `globe-sms receipts serve` URL.")
+    ] = None,
 ) -> None:
     """Serve the Alibaba SMS API emulator until interrupted (credentials from the environment, else testid/testsecret)."""
     from alibaba_sms.emulator import EmulatorConfig
@@ -167,10 +177,34 @@ def emulator(
 
     logging.basicConfig(level=logging.INFO)
     config = EmulatorConfig.from_env().model_copy(
-        update={"batch_calls_per_second": rate or None, "journal_path": journal, "seed": seed}
+        update={"batch_calls_per_second": rate or None, "journal_path": journal, "seed": seed,
+                "receipt_callback_url": receipt_callback}
     )
     console.print(f"emulator listening on http://{host}:{port}/")
     serve_forever(host, port, config)
+
+
+@app.command()
+def setup(
+    prefect_yaml: Annotated[
+        Path, typer.Option("--prefect-yaml", help="The deployments whose pools, blocks and limits to create.")
+    ] = Path("prefect.yaml"),
+) -> None:
+    """Create the work pools, Secret blocks and account rate limits the deployments need (idempotent)."""
+    from globe_sms.setup import run_setup, targets_from_prefect_yaml
+
+    try:
+        targets = targets_from_prefect_yaml(prefect_yaml)
+        steps = run_setup(targets)
+    except (OSError, ValueError, RuntimeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    table = Table(title=f"globe-sms setup ({prefect_yaml})")
+    for column in ("kind", "name", "outcome", "detail"):
+        table.add_column(column)
+    for step in steps:
+        table.add_row(step.kind, step.name, step.outcome, step.detail)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,14 @@ def limit_name_for(settings: GatewaySettings, credentials: AccessKey) -> str:
 
 
 @contextmanager
-def open_gateway(settings: GatewaySettings, *, use_prefect_limit: bool = True) -> Iterator[GatewaySession]:
-    """Yield a ready session; the emulator, if any, stops when the block exits."""
+def open_gateway(
+    settings: GatewaySettings, *, use_prefect_limit: bool = True, ledger_url: str | None = None
+) -> Iterator[GatewaySession]:
+    """Yield a ready session; the emulator, if any, stops when the block exits.
+
+    With `settings.emulator_receipts` and a `ledger_url`, the embedded emulator pushes delivery receipts to an
+    embedded receiver that stores them in that ledger; on exit it waits for the last ones to arrive.
+    """
     credentials = credentials_for(settings)
     limit_name = limit_name_for(settings, credentials)
     if use_prefect_limit:
@@ -56,11 +62,20 @@ def open_gateway(settings: GatewaySettings, *, use_prefect_limit: bool = True) -
         settings.calls_per_second,
         limit_name=limit_name if use_prefect_limit else None,
         margin_seconds=settings.pacing_margin_ms / 1000,
+        timeout_seconds=settings.rate_limit_timeout_seconds,
     )
     emulator = None
+    with_receipts = None
     try:
         endpoint = settings.endpoint
-        if settings.is_emulator:
+        if settings.is_emulator and settings.emulator_receipts and ledger_url:
+            from globe_sms.receipts.receiver import EmulatorWithReceipts
+
+            config = EmulatorConfig(batch_calls_per_second=settings.calls_per_second)
+            with_receipts = EmulatorWithReceipts(config, ledger_url)
+            emulator = with_receipts.start()
+            endpoint = emulator.url
+        elif settings.is_emulator:
             emulator = EmulatorServer(EmulatorConfig(batch_calls_per_second=settings.calls_per_second))
             emulator.start()
             endpoint = emulator.url
@@ -74,7 +89,9 @@ def open_gateway(settings: GatewaySettings, *, use_prefect_limit: bool = True) -
         with client:
             yield GatewaySession(client, pacer, limit_name, emulator)
     finally:
-        if emulator is not None:
+        if with_receipts is not None:
+            with_receipts.stop()
+        elif emulator is not None:
             emulator.stop()
 
 

@@ -20,7 +20,6 @@ Non-geographic codes (800, 808, 870, 878, 881, 882, 883, 888, 979) are kept apar
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -41,7 +40,7 @@ MAINLAND_CHINA_CODE = "86"
 
 MAX_E164_DIGITS = 15
 
-# The types phonenumbers tests before fixed line and mobile: a match on any of them makes the number not mobile.
+# The types phonenumbers tests before fixed line and mobile: matching any of them makes a number not mobile.
 _EXCLUDING_TYPES = (
     "premium_rate",
     "toll_free",
@@ -73,7 +72,8 @@ class RegionRules:
     mobile: Desc | None
     excluding: tuple[Desc, ...]  # types that win over mobile in `_number_type_helper`
     any_type: tuple[Desc, ...]  # every type; "valid for region" = general and one of these
-    national_prefix_regex: str | None  # what `parse` strips after the country code (no transform rules)
+    national_prefix_for_parsing: str | None  # regex of the trunk prefix (and carrier code) `parse` drops
+    national_prefix_transform_rule: str | None  # rewrite applied instead when its last group matched
     international_prefix: str | None  # the IDD, e.g. "011" for NANP, "810" for RU
     general_lengths: tuple[int, ...]
     general_local_lengths: tuple[int, ...]
@@ -136,21 +136,6 @@ def _desc(desc: object) -> Desc | None:
     return Desc(pattern=pattern, lengths=lengths)
 
 
-def _strip_regex(md: PhoneMetadata) -> str | None:
-    """The national prefix as a regex `parse` may strip, ignoring transform-rule alternatives.
-
-    Transform rules (NANP's `([2-9]\\d{6})$|1`, Argentina's carrier codes) rewrite 7-digit local numbers, which
-    never reach us with a country code; only their literal alternative (the trunk `1`) is kept.
-    """
-    npp = md.national_prefix_for_parsing
-    if not npp:
-        return None
-    if md.national_prefix_transform_rule is None:
-        return npp
-    literals = [alt for alt in npp.split("|") if re.fullmatch(r"[0-9]+", alt)]
-    return "|".join(literals) or None
-
-
 def _region_rules(region: str, md: PhoneMetadata) -> RegionRules:
     general = md.general_desc
     return RegionRules(
@@ -160,10 +145,13 @@ def _region_rules(region: str, md: PhoneMetadata) -> RegionRules:
         mobile=_desc(md.mobile),
         excluding=tuple(d for t in _EXCLUDING_TYPES if (d := _desc(getattr(md, t))) is not None),
         any_type=tuple(d for t in _ALL_TYPES if (d := _desc(getattr(md, t))) is not None),
-        national_prefix_regex=_strip_regex(md),
+        national_prefix_for_parsing=md.national_prefix_for_parsing or None,
+        national_prefix_transform_rule=md.national_prefix_transform_rule or None,
         international_prefix=md.international_prefix,
-        general_lengths=tuple(n for n in general.possible_length if n > 0),
-        general_local_lengths=tuple(n for n in (general.possible_length_local_only or ()) if n > 0),
+        general_lengths=tuple(n for n in (general.possible_length if general else ()) if n > 0),
+        general_local_lengths=tuple(
+            n for n in ((general.possible_length_local_only if general else None) or ()) if n > 0
+        ),
     )
 
 

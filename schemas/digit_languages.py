@@ -17,6 +17,7 @@ import re._parser as sre  # the stdlib parser behind `re`; metadata patterns are
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
+from typing import cast
 
 _DIGITS = "0123456789"
 _ALL = frozenset(range(10))
@@ -46,7 +47,7 @@ def _digit_set(items: Iterable[tuple[object, object]]) -> frozenset[int]:
             if ch in _DIGITS:
                 out.add(int(ch))
         elif name == "RANGE":
-            lo, hi = arg  # type: ignore[misc]
+            lo, hi = cast(tuple[int, int], arg)
             out.update(int(c) for c in _DIGITS if lo <= ord(c) <= hi)
         elif name == "CATEGORY" and str(arg) == "CATEGORY_DIGIT":
             out.update(_ALL)
@@ -83,7 +84,7 @@ def _build(nfa: _Nfa, tree: Iterable[tuple[object, object]]) -> tuple[int, int]:
             nfa.eps[current].append(s)
             current = e
         elif name in ("MAX_REPEAT", "MIN_REPEAT"):
-            low, high, sub = arg  # type: ignore[misc]
+            low, high, sub = cast(tuple[int, int, Iterable[tuple[object, object]]], arg)
             if high is sre.MAXREPEAT or high > 64:
                 raise ValueError("unbounded repetition")
             for i in range(high):
@@ -161,7 +162,9 @@ def _witness(
 
 def contains(outer: tuple[str, tuple[int, ...]], inner: tuple[str, tuple[int, ...]]) -> bool:
     """Does every string of `inner` (pattern, possible lengths) also belong to `outer`? Exact."""
-    return not _witness((inner[0], frozenset(inner[1])), (outer[0], frozenset(outer[1])), second_matches=False)
+    return not _witness(
+        (inner[0], frozenset(inner[1])), (outer[0], frozenset(outer[1])), second_matches=False
+    )
 
 
 def overlaps(left: tuple[str, tuple[int, ...]], right: tuple[str, tuple[int, ...]]) -> bool:

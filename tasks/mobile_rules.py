@@ -17,6 +17,10 @@ calling code, which lets `+1 380 0138000` (a Chinese mobile with a naive `+1`) t
 
 from __future__ import annotations
 
+import re
+from functools import cache
+from typing import Any
+
 import polars as pl
 
 from schemas.dialing_codes import CallingCode, Desc, RegionRules, claim_plan, dialing_tables, mobile_plan
@@ -34,6 +38,7 @@ MOBILE_COLUMNS = (
 )
 """The columns `check_mobile_numbers` adds."""
 
+_MIN_NSN_DIGITS = 2  # phonenumbers' _MIN_LENGTH_FOR_NSN
 _NSN = pl.col("_nsn")
 _LEN = pl.col("_nsn").str.len_bytes()
 
@@ -63,22 +68,41 @@ def _matches_any(descs: tuple[Desc, ...]) -> pl.Expr:
     return _LEN.is_in(lengths) & _NSN.str.contains(_full("|".join(f"(?:{d.pattern})" for d in descs)))
 
 
+def national_prefix_stripped(nsn: pl.Expr, main: RegionRules) -> pl.Expr:
+    """phonenumbers `_maybe_strip_national_prefix_carrier_code` followed by `parse`'s length test.
+
+    Drops a trunk prefix (and carrier code) after the country code, or applies the region's transform rule
+    (Argentina's `0 11 15` -> `9 11`, Brazil's carrier codes), when the result is still a viable, possible
+    number; otherwise the number is kept as it is. `+44 07911 123456` becomes `7911123456`; Italy has no
+    national prefix, so `+39 06...` keeps its 0.
+    """
+    npp, rule, general = main.national_prefix_for_parsing, main.national_prefix_transform_rule, main.general
+    if not npp or general is None:
+        return nsn
+    prefix = f"^(?:{_ascii(npp)})"
+    groups = re.compile(npp).groups
+    stripped = nsn.str.replace(prefix, "")
+    if rule and groups:
+        # Python's `\1` is `${1}` in Rust regex replacements.
+        rewritten = nsn.str.replace(prefix, re.sub(r"\\(\d)", r"${\1}", rule))
+        last_group = nsn.str.extract(prefix, groups)
+        candidate = pl.when(last_group.is_not_null()).then(rewritten).otherwise(stripped)
+    else:
+        candidate = stripped
+    viable = _full(general.pattern)
+    keep_original = nsn.str.contains(viable) & ~candidate.str.contains(viable)
+    size = candidate.str.len_bytes()
+    lengths, local = list(main.general_lengths), list(main.general_local_lengths)
+    # _test_number_length: TOO_LONG and IS_POSSIBLE keep the candidate; too short, local-only and
+    # impossible lengths keep the original.
+    possible = (size > max(lengths)) | (size.is_in(lengths) & ~size.is_in(local))
+    use = nsn.str.contains(prefix) & ~keep_original & possible & (size >= _MIN_NSN_DIGITS)
+    return pl.when(use).then(candidate).otherwise(nsn)
+
+
 def _strip_national_prefix(frame: pl.DataFrame, main: RegionRules) -> pl.DataFrame:
-    """phonenumbers `parse`: drop a trunk prefix after the country code when what is left is viable."""
-    if not main.national_prefix_regex or main.general is None:
-        return frame
-    prefix = f"^(?:{main.national_prefix_regex})"
-    general = _full(main.general.pattern)
-    stripped = _NSN.str.replace(prefix, "")
-    stripped_len = stripped.str.len_bytes()
-    lengths, local = main.general_lengths, main.general_local_lengths
-    # _test_number_length: keep the stripped form unless it is too short, local-only or of an impossible length.
-    length_ok = (stripped_len > max(lengths)) | (
-        stripped_len.is_in(list(lengths)) & ~stripped_len.is_in(list(local))
-    )
-    viable_kept = ~(_NSN.str.contains(general) & ~stripped.str.contains(general))
-    strip = _NSN.str.contains(prefix) & viable_kept & length_ok & (stripped_len > 0)
-    return frame.with_columns(pl.when(strip).then(stripped).otherwise(_NSN).alias("_nsn"))
+    """`national_prefix_stripped` on the rows of one calling code."""
+    return frame.with_columns(national_prefix_stripped(_NSN, main).alias("_nsn"))
 
 
 def _claim(region: RegionRules) -> pl.Expr:
@@ -122,105 +146,137 @@ def _strict_mobile(region: str) -> pl.Expr:
 
 
 def _scatter(column: pl.Series, updates: pl.DataFrame, name: str) -> pl.Series:
-    """`column` with the rows `updates["_i"]` replaced by `updates[name]`."""
+    """`column` with the rows at positions `updates["_row"]` replaced by `updates[name]`."""
     if updates.is_empty():
         return column
-    return column.scatter(updates.get_column("_i"), updates.get_column(name))
+    return column.scatter(updates.get_column("_row"), updates.get_column(name))
 
 
-def _strip_trunk_prefixes(frame: pl.DataFrame) -> pl.Series:
-    """`_nsn` after dropping trunk prefixes, computed only on the rows that start with one."""
+@cache
+def _code_tables() -> dict[str, Any]:
+    """Whole-column lookups derived from the metadata tables (built once)."""
     tables = dialing_tables()
-    prefixed = [
-        f"{code}(?:{cc.main.national_prefix_regex})"
+    lengths = {code: cc.mobile_lengths for code, cc in tables.codes.items()}
+    trunk = [
+        f"{code}(?:{_ascii(cc.main.national_prefix_for_parsing)})"
         for code, cc in tables.codes.items()
-        if cc.main.national_prefix_regex and cc.main.general is not None
+        if cc.main.national_prefix_for_parsing and cc.main.general is not None
     ]
-    pattern = "^(?:" + "|".join(prefixed) + ")"
-    candidates = frame.filter(pl.col("_digits").str.contains(pattern).fill_null(False))
-    nsn = frame.get_column("_nsn")
+    return {
+        "single": {code: cc.main.region for code, cc in tables.codes.items() if len(cc.regions) == 1},
+        "main": {code: cc.main.region for code, cc in tables.codes.items()},
+        "shared": [code for code, cc in tables.codes.items() if len(cc.regions) > 1],
+        "length_keys": [int(code) * 100 + n for code, ns in lengths.items() for n in ns],
+        "shortest": {code: min(ns, default=0) for code, ns in lengths.items()},
+        "longest": {code: max(ns, default=0) for code, ns in lengths.items()},
+        "trunk": "^(?:" + "|".join(trunk) + ")",
+    }
+
+
+def _vectorised_part(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Everything that is one expression over the whole column: code, NSN, single-region region."""
+    tables, lookups = dialing_tables(), _code_tables()
+    digits, cc = pl.col("_digits"), pl.col("_cc")
+    return frame.with_columns(digits.str.extract(tables.code_pattern, 1).alias("_cc")).with_columns(
+        digits.str.slice(cc.str.len_bytes().fill_null(0)).alias("_nsn"),
+        (digits.is_not_null() & cc.is_null()).alias("_unknown_code"),
+        cc.is_in(list(tables.non_geographic)).fill_null(False).alias("_non_geographic"),
+        cc.replace_strict(lookups["single"], default=None, return_dtype=pl.String).alias("_region"),
+        digits.str.contains(lookups["trunk"]).fill_null(False).alias("_trunk"),
+        cc.is_in(lookups["shared"]).fill_null(False).alias("_shared"),
+    )
+
+
+def _strip_trunk_prefixes(frame: pl.DataFrame) -> pl.DataFrame:
+    """Drop trunk prefixes (`_nsn` and `_digits`), computing only on the rows that start with one."""
+    codes = dialing_tables().codes
+    candidates = frame.filter(pl.col("_trunk"))
     if candidates.is_empty():
-        return nsn
+        return frame
     parts = [
-        _strip_national_prefix(part, tables.codes[str(cc)].main)
+        _strip_national_prefix(part, codes[str(cc)].main)
         for (cc,), part in candidates.partition_by("_cc", as_dict=True).items()
     ]
-    return _scatter(nsn, pl.concat(parts), "_nsn")
+    updates = pl.concat(parts).with_columns((pl.col("_cc") + _NSN).alias("_digits"))
+    return frame.with_columns(_scatter(frame.get_column(c), updates, c) for c in ("_nsn", "_digits"))
 
 
-def _shared_code_regions(frame: pl.DataFrame, region: pl.Series) -> pl.Series:
+def _shared_code_regions(frame: pl.DataFrame) -> pl.Series:
     """`_region` with the rows of shared calling codes (+1, +7, +44, ...) filled in by claim order."""
-    tables = dialing_tables()
-    shared = [code for code, cc in tables.codes.items() if len(cc.regions) > 1]
-    rows = frame.filter(pl.col("_cc").is_in(shared).fill_null(False)).select("_i", "_cc", "_nsn")
+    codes = dialing_tables().codes
+    region = frame.get_column("_region")
+    rows = frame.filter(pl.col("_shared")).select("_row", "_cc", "_nsn")
     if rows.is_empty():
         return region
     parts = [
-        _assign_regions(part, tables.codes[str(cc)])
+        _assign_regions(part, codes[str(cc)])
         for (cc,), part in rows.partition_by("_cc", as_dict=True).items()
     ]
     return _scatter(region, pl.concat(parts), "_region")
 
 
+def _length_flags(frame: pl.DataFrame) -> pl.DataFrame:
+    """`_length_ok` for every row; too short / too long / in-between only computed on the rows that fail."""
+    lookups = _code_tables()
+    cc, length = pl.col("_cc"), _LEN.cast(pl.Int64)
+    key = cc.cast(pl.Int64, strict=False) * 100 + length
+    frame = frame.with_columns(key.is_in(lookups["length_keys"]).fill_null(False).alias("_length_ok"))
+    wrong = frame.filter(~pl.col("_length_ok") & cc.is_in(list(lookups["main"])).fill_null(False))
+    wrong = wrong.select(
+        "_row",
+        (length < cc.replace_strict(lookups["shortest"], return_dtype=pl.Int64)).alias("_too_short"),
+        (length > cc.replace_strict(lookups["longest"], return_dtype=pl.Int64)).alias("_too_long"),
+    ).with_columns((~pl.col("_too_short") & ~pl.col("_too_long")).alias("_invalid_length"))
+    none = pl.Series(values=[False], dtype=pl.Boolean).extend_constant(False, frame.height - 1)
+    return frame.with_columns(
+        _scatter(none, wrong, name).alias(name) for name in ("_too_short", "_too_long", "_invalid_length")
+    )
+
+
 def _pattern_failures(frame: pl.DataFrame) -> pl.Series:
-    """Row keys (`_i`) of rows of a right length whose number is not a mobile number of their region."""
-    rows = frame.filter(pl.col("_region").is_not_null() & pl.col("_length_ok")).select("_i", "_nsn", "_region")
+    """Positions of the rows of a right length whose number is not a mobile number of their region."""
+    rows = frame.filter(pl.col("_region").is_not_null() & pl.col("_length_ok")).select(
+        "_row", "_nsn", "_region"
+    )
     queries = [
-        part.lazy().filter(~_strict_mobile(str(region))).select("_i")
+        part.lazy().filter(~_strict_mobile(str(region))).select("_row")
         for (region,), part in rows.partition_by("_region", as_dict=True).items()
     ]
     if not queries:
-        return pl.Series("_i", [], dtype=pl.UInt32)
-    return pl.concat(queries).collect().get_column("_i")
+        return pl.Series("_row", [], dtype=pl.UInt32)
+    return pl.concat(queries).collect().get_column("_row")
 
 
-def check_mobile_numbers(frame: pl.DataFrame, *, strict: bool = True) -> pl.DataFrame:
+def check_mobile_numbers(frame: pl.DataFrame | pl.LazyFrame, *, strict: bool = True) -> pl.DataFrame:
     """Run every per-country rule on E.164 digit strings.
 
     Args:
-        frame: a DataFrame with a row key `_i` (UInt32, equal to the row position) and `_digits` (E.164
-            digits without `+`, or null for values that were not readable).
+        frame: `_digits` (E.164 digits without `+`, or null for values that were not readable) and any other
+            columns (carried along), lazy or not.
         strict: use phonenumbers' mobile patterns per region, not only the mobile lengths of the code.
 
     Returns:
-        The frame with the columns in `MOBILE_COLUMNS` added, rows in the same order. `_nsn` is the national
-        significant number after any trunk prefix was dropped; `_region` is the ISO region (null when the
-        code is unknown or non-geographic or, in strict mode, no region of a shared code claims the number).
-        Flags are False for rows without digits.
+        The frame, collected, with the columns in `MOBILE_COLUMNS` added, rows in the same order. `_nsn` is
+        the national significant number after any trunk prefix was dropped, and `_digits` is updated to match
+        (calling code + `_nsn`); `_region` is the ISO region (null
+        when the code is unknown or non-geographic or, in strict mode, no region of a shared code claims the
+        number). Flags are False for rows without digits.
     """
-    tables = dialing_tables()
-    single = {code: cc.main.region for code, cc in tables.codes.items() if len(cc.regions) == 1}
-    lengths = {code: cc.mobile_lengths or (0,) for code, cc in tables.codes.items()}
-    cc = pl.col("_cc")
-    out = frame.lazy().with_columns(pl.col("_digits").str.extract(tables.code_pattern, 1).alias("_cc"))
-    out = out.with_columns(
-        pl.col("_digits").str.slice(cc.str.len_bytes().fill_null(0)).alias("_nsn"),
-        (pl.col("_digits").is_not_null() & cc.is_null()).alias("_unknown_code"),
-        cc.is_in(list(tables.non_geographic)).fill_null(False).alias("_non_geographic"),
-    ).collect()
-    out = out.with_columns(_strip_trunk_prefixes(out).alias("_nsn"))
-    region = out.select(cc.replace_strict(single, default=None, return_dtype=pl.String)).to_series()
-    out = out.with_columns(_shared_code_regions(out, region).alias("_region"))
-
-    shortest = cc.replace_strict({c: min(v) for c, v in lengths.items()}, default=None, return_dtype=pl.Int64)
-    longest = cc.replace_strict({c: max(v) for c, v in lengths.items()}, default=None, return_dtype=pl.Int64)
-    keys = [int(c) * 100 + n for c, v in lengths.items() for n in v]
-    key = cc.cast(pl.Int64, strict=False) * 100 + _LEN.cast(pl.Int64)
-    out = out.with_columns(
-        (_LEN < shortest).fill_null(False).alias("_too_short"),
-        (_LEN > longest).fill_null(False).alias("_too_long"),
-        key.is_in(keys).fill_null(False).alias("_length_ok"),
-    ).with_columns(
-        (shortest.is_not_null() & ~pl.col("_too_short") & ~pl.col("_too_long") & ~pl.col("_length_ok"))
-        .fill_null(False)
-        .alias("_invalid_length"),
-    )
+    out = _vectorised_part(frame.lazy().with_row_index("_row")).collect(engine="streaming")
+    if out.height == 0:
+        return out.with_columns(
+            pl.lit(False).alias(c) for c in ("_too_short", "_too_long", "_invalid_length", "_bad_pattern")
+        ).drop("_trunk", "_shared", "_row")
+    out = _strip_trunk_prefixes(out)
+    out = out.with_columns(_shared_code_regions(out).alias("_region"))
+    out = _length_flags(out)
     if strict:
         failures = _pattern_failures(out)
-        in_code = cc.is_in(list(tables.codes)).fill_null(False)
-        bad = pl.col("_length_ok") & in_code & (pl.col("_region").is_null() | pl.col("_i").is_in(failures.implode()))
+        in_code = pl.col("_cc").is_in(list(_code_tables()["main"])).fill_null(False)
+        unclaimed = out.select(pl.col("_length_ok") & in_code & pl.col("_region").is_null()).to_series()
+        bad = pl.lit(unclaimed.scatter(failures, True))
     else:
-        main = {code: c.main.region for code, c in tables.codes.items()}
-        out = out.with_columns(pl.col("_region").fill_null(cc.replace_strict(main, default=None)))
+        main = pl.col("_cc").replace_strict(_code_tables()["main"], default=None, return_dtype=pl.String)
+        out = out.with_columns(pl.col("_region").fill_null(main))
         bad = pl.lit(False)
-    return out.with_columns(bad.alias("_bad_pattern")).drop("_length_ok")
+    return out.with_columns(bad.alias("_bad_pattern")).drop("_length_ok", "_trunk", "_shared", "_row")

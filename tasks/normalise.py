@@ -2,13 +2,15 @@
 
 What happens to a raw value, in order (all vectorised, no per-row Python):
 
-1. Spreadsheet damage is detected on the raw text first, because the digits are already gone:
-   scientific notation (`4.47911E+11`) and a float's trailing `.0` (`447911123456.0`).
+1. Spreadsheet text markers around an intact number are dropped (`'+852...`, `="00852..."`). Spreadsheet
+   damage is detected on the raw text, because the digits are already gone: scientific notation
+   (`4.47911E+11`) and a float's trailing `.0` (`447911123456.0`).
 2. `(0)` is removed, then separators: whitespace (including no-break and zero-width spaces), dashes, dots,
    brackets and slashes. What is left must be `+?[0-9]+`; letters and other characters are flagged.
 3. International prefixes: `+` and `00` always; the default region's own IDD (`011` in NANP, `810` in RU/KZ,
    `0011` in AU) only when a default region is given, because `011...` is a national mobile prefix elsewhere
-   (South Korea). Like phonenumbers, an IDD followed by `0` is not an IDD.
+   (South Korea). That IDD is tried before `00` (AU's `0011` is not `00` + `11`), and, like phonenumbers,
+   an IDD followed by `0` is not an IDD.
 4. Digits-only input without a prefix is a national number. With no default region it is flagged
    "no country code"; it is never given a `+` blindly (`13800138000` would pass as NANP and dodge the +86
    block). With a default region it gets that region's calling code, unless it already starts with it and only
@@ -21,19 +23,25 @@ The national trunk prefix (`+44 07911...`, GB `07911...`) is stripped later, per
 from __future__ import annotations
 
 from os import PathLike
+from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
 
 from schemas.dialing_codes import code_for_region, region_rules
+from tasks.mobile_rules import national_prefix_stripped
 
 # Scientific notation or a float's trailing ".0": the cell was a number in a spreadsheet or CSV inference.
 SCIENTIFIC_RE = r"^\+?[0-9]+(?:[.,][0-9]+)?[eE][+-]?[0-9]+$"
 FLOAT_TAIL_RE = r"^\+?[0-9]+[.,]0+$"
+_DAMAGE_RE = f"{SCIENTIFIC_RE}|{FLOAT_TAIL_RE}"
+_CLEAN_E164_RE = r"^\+[0-9]+$"  # already clean: nothing to strip, flag or prefix
 # `(0)` after a country code, then separators. \s is Unicode-aware in Rust regex (no-break space included);
 # \p{Pd} covers every dash; U+200B..U+200F, U+2060 and U+FEFF are invisible marks pasted from web pages.
 SEPARATORS_RE = r"\(0\)|[\s\p{Pd}.()\[\]/\x{200B}-\x{200F}\x{2060}\x{FEFF}]"
 LETTER_RE = r"\p{L}"
+# Spreadsheet text markers around an intact number: a leading apostrophe, or the ="..." formula trick.
+TEXT_MARKER_RE = r"^'|^=\"(.*)\"$"
 CLEAN_RE = r"^\+?[0-9]+$"  # [0-9], never \d: \d also matches Arabic-Indic and full-width digits
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
@@ -62,9 +70,7 @@ def _national_to_digits(national: pl.Expr, default_region: str) -> pl.Expr:
     if rules.general is None:
         return with_code
     general = f"^(?:{rules.general.pattern})$"
-    rest = national.str.slice(len(code))
-    if rules.national_prefix_regex:
-        rest = rest.str.replace(f"^(?:{rules.national_prefix_regex})", "")
+    rest = national_prefix_stripped(national.str.slice(len(code)), rules)
     too_long = national.str.len_bytes() > max(rules.general_lengths)
     already_has_code = national.str.starts_with(code) & (
         (~national.str.contains(general) & rest.str.contains(general)) | too_long
@@ -98,14 +104,33 @@ def normalise_phones(
         >>> normalise_phones(df, "p")["_digits"].to_list()
         ['85261234567', '447911123456', None, None]
     """
+    if isinstance(frame, pl.LazyFrame) or numeric_source:
+        return _normalise_all(frame, column, default_region, numeric_source)
+    # Fast path for DataFrames: most lists are mostly clean E.164 (`+` and digits). Those rows need no
+    # cleaning and can raise no flag, so only the other rows go through every rule (about 2x faster).
+    clean = frame.select(pl.col(column).str.contains(_CLEAN_E164_RE).fill_null(False)).to_series()
+    if clean.sum() < frame.height // 2:
+        return _normalise_all(frame, column, default_region, numeric_source)
+    others = clean.not_().arg_true()
+    slow = _normalise_all(frame.select(column).filter(~clean), column, default_region, numeric_source)
+    out = frame.with_columns(
+        pl.when(clean).then(pl.col(column).str.slice(1)).alias("_digits"),
+        *(pl.lit(False).alias(flag) for flag in NORMALISED_COLUMNS[1:]),
+    )
+    return out.with_columns(out.get_column(c).scatter(others, slow.get_column(c)) for c in NORMALISED_COLUMNS)
+
+
+def _normalise_all(frame: FrameT, column: str, default_region: str | None, numeric_source: bool) -> FrameT:
+    """Every normalisation rule on every row (the lazy path, and the slow part of the eager one)."""
     raw = pl.col(column)
     stripped, cleaned = pl.col("_stripped"), pl.col("_cleaned")
-    out = frame.with_columns(raw.str.strip_chars().alias("_stripped")).with_columns(
+    unwrapped = raw.str.strip_chars().str.replace(TEXT_MARKER_RE, "${1}").str.strip_chars()
+    out = frame.with_columns(unwrapped.alias("_stripped")).with_columns(
         stripped.str.replace_all(SEPARATORS_RE, "").alias("_cleaned")
     )
     empty = raw.is_null() | (cleaned.str.len_bytes() == 0)
-    damage = pl.lit(numeric_source) | stripped.str.contains(SCIENTIFIC_RE) | stripped.str.contains(FLOAT_TAIL_RE)
-    out = out.with_columns(empty.alias("_empty"), damage.fill_null(False).alias("_damage"))
+    damage = pl.lit(numeric_source) | stripped.str.contains(_DAMAGE_RE)
+    out = out.with_columns(empty.alias("_empty"), (~empty & damage).fill_null(False).alias("_damage"))
     out = out.with_columns(
         (~pl.col("_empty") & ~pl.col("_damage") & stripped.str.contains(LETTER_RE)).alias("_letters"),
         cleaned.str.contains(CLEAN_RE).fill_null(False).alias("_clean"),
@@ -119,15 +144,18 @@ def normalise_phones(
 
     plus = cleaned.str.starts_with("+")
     double_zero = cleaned.str.starts_with("00")
-    digits = pl.when(plus).then(cleaned.str.slice(1)).when(double_zero).then(cleaned.str.slice(2))
-    out = out.with_columns((plus | double_zero).fill_null(False).alias("_international"))
+    digits: pl.Expr = pl.when(plus).then(cleaned.str.slice(1)).when(double_zero).then(cleaned.str.slice(2))
     idd = _idd_regex(default_region)
-    if idd is not None:
+    if idd is None:
+        out = out.with_columns((plus | double_zero).fill_null(False).alias("_international"))
+    else:
+        # The default region's IDD goes before `00`, so Australia's 0011 is not read as 00 + "11...".
         # phonenumbers `_parse_prefix_as_idd`: an IDD followed by 0 is a national number, not a prefix.
         after_idd = cleaned.str.replace(idd, "")
-        is_idd = ~pl.col("_international") & cleaned.str.contains(idd) & ~after_idd.str.starts_with("0")
-        digits = pl.when(is_idd).then(after_idd).otherwise(digits)
-        out = out.with_columns((pl.col("_international") | is_idd).fill_null(False).alias("_international"))
+        is_idd = ~plus & cleaned.str.contains(idd) & ~after_idd.str.starts_with("0")
+        out = out.with_columns(is_idd.fill_null(False).alias("_idd"))
+        digits = pl.when(pl.col("_idd")).then(after_idd).otherwise(digits)
+        out = out.with_columns((plus | double_zero | pl.col("_idd")).fill_null(False).alias("_international"))
     if default_region is not None:
         national = _national_to_digits(cleaned, default_region)
         digits = pl.when(pl.col("_international")).then(digits).otherwise(national)
@@ -138,14 +166,15 @@ def normalise_phones(
     out = out.with_columns(
         pl.when(readable & ~pl.col("_no_country_code")).then(digits).otherwise(None).alias("_digits")
     )
-    return out.drop("_stripped", "_cleaned", "_clean", "_international")
+    original = [c for c in frame.collect_schema().names() if c not in NORMALISED_COLUMNS]
+    return out.select(*original, *NORMALISED_COLUMNS)
 
 
 def read_csv_as_strings(source: str | PathLike[str], **kwargs: Any) -> pl.DataFrame:
     """Read a CSV with every column as String, so phone numbers keep their `+`, `00` and leading zeros.
 
     CSV inference turns a digits-only phone column into Int64 (`00447911123456` -> 447911123456) and a column
-    holding `4.47911E+11` into Float64; `infer_schema=False` prevents both. Cast other columns in polars later.
+    holding `4.47911E+11` into Float64; `infer_schema=False` prevents both. Cast other columns later.
 
     Args:
         source: path of the CSV file.
@@ -154,9 +183,9 @@ def read_csv_as_strings(source: str | PathLike[str], **kwargs: Any) -> pl.DataFr
     Example:
         >>> frame = read_csv_as_strings("recipients.csv")  # doctest: +SKIP
     """
-    return pl.read_csv(source, infer_schema=False, **kwargs)
+    return pl.read_csv(Path(source), infer_schema=False, **kwargs)
 
 
 def scan_csv_as_strings(source: str | PathLike[str], **kwargs: Any) -> pl.LazyFrame:
     """The lazy twin of `read_csv_as_strings`, for sources too big to read at once."""
-    return pl.scan_csv(source, infer_schema=False, **kwargs)
+    return pl.scan_csv(Path(source), infer_schema=False, **kwargs)

@@ -11,10 +11,41 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import make_url
 
+from globe_sms.ledger import task_id
 from globe_sms.masking import mask_number_expr
 from tasks.preview import Preview
 
 ARTIFACT_TABLE_ROWS = 200
+
+
+class UnknownRecipient(BaseModel):
+    """A recipient whose outcome is unknown, as the summary shows it: number masked."""
+
+    phone: str = Field(description="The number, masked (`8521234****`).")
+    batch_no: int | None = Field(default=None, description="The batch it went out in (or was about to).")
+    task_id: str | None = Field(default=None, description="That batch's TaskId, echoed in delivery receipts.")
+    reason: str | None = Field(
+        default=None,
+        description="`Interrupted` (a crashed run left it submitting), or the ambiguous error: ReadTimeout, "
+        "RemoteProtocolError, InternalError...",
+    )
+
+
+def unknown_recipients(rows: pl.DataFrame, limit: int = ARTIFACT_TABLE_ROWS) -> list[UnknownRecipient]:
+    """The first `limit` rows of a campaign's ledger (`Ledger.rows()`) in `unknown`, numbers masked."""
+    unknown = rows.filter(pl.col("status") == "unknown").head(limit)
+    masked = unknown.select(
+        mask_number_expr("phone").alias("phone"), "campaign_id", "batch_no", pl.col("error_code").alias("reason")
+    )
+    return [
+        UnknownRecipient(
+            phone=row["phone"],
+            batch_no=row["batch_no"],
+            task_id=task_id(row["campaign_id"], row["batch_no"]) if row["batch_no"] is not None else None,
+            reason=row["reason"],
+        )
+        for row in masked.iter_rows(named=True)
+    ]
 
 
 class CampaignSummary(BaseModel):
@@ -42,6 +73,10 @@ class CampaignSummary(BaseModel):
     currency: str | None = None
     rejects_file: str | None = None
     ledger_counts: dict[str, int] = Field(default_factory=dict)
+    unknown_recipients: list[UnknownRecipient] = Field(
+        default_factory=list,
+        description="The campaign's unknown rows (all runs; first 200, masked): never resent unless asked.",
+    )
     preview: Preview | None = None
     error: str | None = None
 
@@ -66,6 +101,7 @@ class CampaignSummary(BaseModel):
             f"| unknown | {self.unknown:,} |",
             f"| still pending | {self.pending:,} |",
             f"| sent by earlier runs | {self.already_sent:,} |",
+            f"| left submitting by a crashed run, now unknown | {self.recovered_as_unknown:,} |",
             f"| sending time | {self.sending_seconds:.1f} s |",
             f"| calls per second | {self.calls_per_second:.3f} of {self.allowed_calls_per_second:g} allowed |",
         ]
@@ -74,11 +110,38 @@ class CampaignSummary(BaseModel):
         if self.rejected_by_reason:
             lines += ["", "## Rejected rows by reason", "", "| reason | rows |", "|---|---|"]
             lines += [f"| {reason} | {count:,} |" for reason, count in sorted(self.rejected_by_reason.items())]
+        lines += self._unknown_markdown()
         if self.preview is not None:
             lines += ["", self.preview.to_markdown()]
         if self.error:
             lines += ["", f"**Stopped:** {self.error}"]
         return "\n".join(lines)
+
+
+    def _unknown_markdown(self) -> list[str]:
+        """The unknown rows section: why they are not resent, and the masked list."""
+        total = self.ledger_counts.get("unknown", len(self.unknown_recipients))
+        if not total:
+            return []
+        shown = len(self.unknown_recipients)
+        lines = [
+            "",
+            f"## Outcome unknown: {total:,} recipients",
+            "",
+            "The request for these may or may not have reached the gateway (a crash, a timeout or a dropped "
+            "answer), so they are **not sent again**. Resend them only on purpose (`--resend-unknown`, or "
+            "`resend_unknown: true`): some may then receive the message twice.",
+        ]
+        if shown:
+            lines += ["", "| number | batch | TaskId | reason |", "|---|---|---|---|"]
+            lines += [
+                f"| {r.phone} | {r.batch_no if r.batch_no is not None else ''} | {r.task_id or ''} | "
+                f"{r.reason or ''} |"
+                for r in self.unknown_recipients
+            ]
+            if shown < total:
+                lines.append(f"| ... {total - shown:,} more | | | |")
+        return lines
 
 
 def data_folder(ledger_url: str) -> Path:
@@ -117,6 +180,15 @@ def publish_report(summary: CampaignSummary, rejects: pl.DataFrame, phone_column
     """Create the summary markdown artifact and a masked rejects table artifact."""
     key = summary.campaign_id
     create_markdown_artifact(summary.to_markdown(), key=f"{key}-summary", description="Campaign run summary")
+    if summary.unknown_recipients:
+        create_table_artifact(
+            [recipient.model_dump() for recipient in summary.unknown_recipients],
+            key=f"{key}-unknown",
+            description=(
+                f"Recipients with an unknown outcome (first {len(summary.unknown_recipients)} of "
+                f"{summary.ledger_counts.get('unknown', 0):,}; numbers masked); not resent unless asked"
+            ),
+        )
     if rejects.height:
         table = masked_rejects(rejects, phone_column)
         create_table_artifact(

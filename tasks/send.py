@@ -31,11 +31,14 @@ from prefect.tasks import exponential_backoff
 from alibaba_sms import SmsClient
 from alibaba_sms.errors import AmbiguousOutcomeError, BusinessError, RetryableError, SmsApiError
 from globe_sms.campaign import Campaign
-from globe_sms.ledger import INTERRUPTED, Ledger
+from globe_sms.ledger import INTERRUPTED, Ledger, task_id
 from globe_sms.masking import mask_number
 from globe_sms.pacing import Pacer
 
 logger = logging.getLogger(__name__)
+
+FAILED_SAMPLE = 3  # masked numbers from FailedList shown per batch
+BATCH_TABLE_ROWS = 1000  # a 1,000,000-recipient campaign has 1,000 batches
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class BatchOutcome:
     unknown: int
     request_id: str | None
     error_code: str | None = None
+    failed_sample: tuple[str, ...] = ()  # the first numbers in FailedList, already masked
 
 
 @dataclass
@@ -125,7 +129,8 @@ def send_one_batch(context: SendContext, batch: Batch) -> BatchOutcome:
     ledger.record_accepted(cid, no, result.accepted, failed, result.request_id)
     if failed:
         logger.info("batch %s: %s numbers in FailedList, e.g. %s", no, len(failed), mask_number(next(iter(failed))))
-    return BatchOutcome(no, len(batch), len(result.accepted), len(failed), 0, result.request_id)
+    sample = tuple(mask_number(phone) for phone in list(failed)[:FAILED_SAMPLE])
+    return BatchOutcome(no, len(batch), len(result.accepted), len(failed), 0, result.request_id, None, sample)
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -156,3 +161,75 @@ def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: i
         batch_no, campaign_id, outcome.recipients, outcome.accepted, outcome.failed, outcome.unknown,
     )
     return outcome
+
+
+def batch_report(
+    campaign_id: str, batch: Batch, outcome: BatchOutcome | None, error: BaseException | None = None
+) -> dict[str, Any]:
+    """One row of the per-batch table, also the payload of the batch's event: counts and ids, no raw number.
+
+    `status` is `accepted` (answered; numbers in FailedList are counted as failed), `unknown` (the answer
+    was lost: maybe processed) or `failed` (the batch raised: a permanent business error fails its rows,
+    anything else leaves them pending for a later run).
+    """
+    row: dict[str, Any] = {
+        "batch_no": batch.batch_no,
+        "task_id": task_id(campaign_id, batch.batch_no),
+        "recipients": len(batch),
+    }
+    if outcome is not None:
+        status = "unknown" if outcome.unknown else "accepted"
+        counts = {"accepted": outcome.accepted, "failed": outcome.failed, "unknown": outcome.unknown}
+        counts["pending"] = 0
+        request_id, code, sample = outcome.request_id, outcome.error_code, outcome.failed_sample
+    else:
+        status = "failed"
+        rows_failed = isinstance(error, BusinessError) and not isinstance(error, RetryableError)
+        n = len(batch)
+        counts = {"accepted": 0, "failed": n if rows_failed else 0, "unknown": 0}
+        counts["pending"] = 0 if rows_failed else n
+        request_id = getattr(error, "request_id", None)
+        code = getattr(error, "code", None) or type(error).__name__
+        sample = ()
+    return {
+        **row,
+        "status": status,
+        **counts,
+        "request_id": request_id,
+        "error_code": code,
+        "failed_numbers": ", ".join(sample),
+    }
+
+
+def emit_batch_event(campaign_id: str, report: dict[str, Any]) -> None:
+    """Emit `globe-sms.batch.<status>` about `globe-sms.campaign.<id>`, with the batch's report as payload.
+
+    Automations can hang on it (e.g. notify on `globe-sms.batch.failed`). The payload holds counts, ids and
+    codes only, not even masked numbers; Prefect relates the event to the flow run, flow and deployment.
+    """
+    from prefect.events import emit_event
+
+    emit_event(
+        event=f"globe-sms.batch.{report['status']}",
+        resource={
+            "prefect.resource.id": f"globe-sms.campaign.{campaign_id}",
+            "prefect.resource.name": campaign_id,
+        },
+        payload={key: value for key, value in report.items() if key != "failed_numbers"},
+    )
+
+
+def publish_batch_table(campaign_id: str, reports: list[dict[str, Any]], planned: int) -> None:
+    """The per-batch table artifact of a run (`<campaign>-batches`): counts, request ids, masked numbers."""
+    from prefect.artifacts import create_table_artifact
+
+    if not reports:
+        return
+    shown = reports[:BATCH_TABLE_ROWS]
+    create_table_artifact(
+        shown,
+        key=f"{campaign_id}-batches",
+        description=f"Batches of this run: {len(reports)} of {planned} planned"
+        + (f" (first {len(shown)} shown)" if len(shown) < len(reports) else "")
+        + "; failed numbers masked",
+    )

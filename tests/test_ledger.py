@@ -573,6 +573,45 @@ class TestRecovery:
             batch[3]: "accepted",
         }
 
+    def test_reopen_for_resend_moves_only_the_asked_statuses_and_names_them(
+        self, ledger: Ledger, campaign: str
+    ) -> None:
+        """failed and/or unknown -> pending on request; accepted and pending rows are never touched."""
+        batch = numbers(7)
+        ledger.register(campaign, batch)
+        ledger.mark_submitting(campaign, 1, batch[:3])
+        ledger.record_accepted(campaign, 1, {batch[0]: "m", batch[2]: "m2"}, {batch[1]: "FAILED_LIST"}, "r1")
+        ledger.mark_submitting(campaign, 2, batch[3:5])
+        ledger.mark_unknown(campaign, 2, batch[3:5], "ReadTimeout", None)
+        ledger.mark_submitting(campaign, 3, batch[5:6])
+        ledger.record_failed(campaign, 3, batch[5:6], "AMOUNT_NOT_ENOUGH", "r3")
+        assert ledger.reopen_for_resend(campaign, ["unknown"]) == batch[3:5]
+        assert ledger.reopen_for_resend(campaign, ["failed"], failed_codes={"AMOUNT_NOT_ENOUGH"}) == [batch[5]]
+        assert statuses(ledger, campaign)[batch[1]] == "failed"
+        assert ledger.reopen_for_resend(campaign, ["failed", "unknown"]) == [batch[1]]
+        assert ledger.reopen_for_resend(campaign, ["failed", "unknown"]) == []
+        assert statuses(ledger, campaign) == {
+            batch[0]: "accepted", batch[1]: "pending", batch[2]: "accepted", batch[3]: "pending",
+            batch[4]: "pending", batch[5]: "pending", batch[6]: "pending",
+        }
+
+    def test_reopen_for_resend_can_be_limited_to_some_numbers(self, ledger: Ledger, campaign: str) -> None:
+        """Only the given numbers move; an empty list moves nothing."""
+        batch = numbers(3)
+        ledger.register(campaign, batch)
+        ledger.mark_submitting(campaign, 1, batch)
+        ledger.record_failed(campaign, 1, batch, "AMOUNT_NOT_ENOUGH", "r")
+        assert ledger.reopen_for_resend(campaign, ["failed"], phones=[]) == []
+        assert ledger.reopen_for_resend(campaign, ["failed"], phones=[batch[2], "447700900123"]) == [batch[2]]
+        assert ledger.pending(campaign) == [batch[2]]
+
+    def test_reopen_for_resend_refuses_other_statuses(self, ledger: Ledger, campaign: str) -> None:
+        """Accepted or pending rows can never be reopened through it: nothing moves."""
+        ledger.register(campaign, numbers(1))
+        for bad in (["accepted"], ["pending", "failed"], [], ["nonsense"]):
+            with pytest.raises(ValueError):
+                ledger.reopen_for_resend(campaign, bad)
+
 
 class TestReads:
     def test_next_batch_no_increases_across_calls_and_reopens(self, url: str, campaign: str) -> None:

@@ -21,7 +21,8 @@ below for the choices made where the documentation is silent).
 
 V3 answers in JSON. V1 answers in JSON when `Format=JSON` (any case) and, like the real gateway, in XML
 otherwise. Admin endpoints under `/_emulator/` need no signature:
-`GET journal`, `GET|POST faults`, `POST reset`, `GET health` (see `Gateway`).
+`GET journal`, `GET|POST faults`, `POST reset`, `GET health`, `GET receipts` (see `Gateway`). Delivery
+receipts (outcomes, QueryMessage answers, pushes to a callback URL) are in `receipts.py`.
 """
 
 from __future__ import annotations
@@ -470,22 +471,23 @@ def send_one(call: Call, state: EmulatorState) -> Outcome:
 
 
 def query_message(call: Call, state: EmulatorState) -> Outcome:
-    """QueryMessage: an accepted message, reported delivered a few seconds after it was sent."""
+    """QueryMessage: an accepted message, with the outcome its receipt carries (`receipts.py`)."""
     record = state.message(required(call.params, "MessageId"))
     if record is None:
         raise BusinessError("DATA_NOT_EXIST")
     sent = datetime.fromtimestamp(record.time, ALIBABA_TZ)
+    outcome = state.receipts.query_fields(record)
     return ok(
         call,
         "OK",
         MessageId=record.message_id,
         To=record.to,
         Message=record.message,
-        Status="1",
-        ErrorCode="DELIVERED",
-        ErrorDescription="success",
+        Status=outcome["Status"],
+        ErrorCode=outcome["ErrorCode"],
+        ErrorDescription=outcome["ErrorDescription"],
         SendDate=format_datetime(sent),
-        ReceiveDate=format_datetime(sent + timedelta(seconds=3)),
+        ReceiveDate=outcome["ReceiveDate"],
         NumberDetail=number_detail(record.to),
     )
 
@@ -620,6 +622,10 @@ class Gateway:
         self.state.reset()
         return JSONResponse({"status": "reset"})
 
+    async def receipts(self, request: Request) -> Response:
+        """`GET /_emulator/receipts`: decided outcomes and what the receipt pusher did."""
+        return JSONResponse(self.state.receipts.summary())
+
     async def health(self, request: Request) -> Response:
         """`GET /_emulator/health`."""
         return JSONResponse({"status": "ok", "actions": sorted(HANDLERS)})
@@ -641,6 +647,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             Route("/_emulator/faults", gateway.faults, methods=["GET", "POST"]),
             Route("/_emulator/reset", gateway.reset, methods=["POST"]),
             Route("/_emulator/health", gateway.health, methods=["GET"]),
+            Route("/_emulator/receipts", gateway.receipts, methods=["GET"]),
         ]
     )
     app.state.emulator = state

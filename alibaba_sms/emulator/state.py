@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alibaba_sms.credentials import ACCESS_KEY_ID_ENV, ACCESS_KEY_SECRET_ENV
 from alibaba_sms.emulator.faults import FaultConfig, FaultInjector
+from alibaba_sms.emulator.receipts import ReceiptEngine, ReceiptSettings
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,12 @@ class EmulatorConfig(BaseModel):
     )
     host_id: str = Field(
         default="dysmsapi.ap-southeast-1.aliyuncs.com", description="`HostId` in error bodies."
+    )
+    receipt_callback_url: str | None = Field(
+        default=None, description="POST delivery receipts of accepted messages here (see `receipts.py`)."
+    )
+    receipts: ReceiptSettings = Field(
+        default_factory=ReceiptSettings, description="Outcome mix, delays, duplicates, reordering."
     )
 
     @classmethod
@@ -130,6 +137,7 @@ class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.faults = FaultInjector(config.faults, config.seed)
+        self.receipts = ReceiptEngine(config.receipts, config.receipt_callback_url, self.now, config.seed)
         self._lock = threading.RLock()
         self._file: IO[str] | None = None
         if config.journal_path is not None:
@@ -156,9 +164,11 @@ class EmulatorState:
             self._reset_locked()
             self._write({"kind": "reset", "iso_time": iso_millis(self.now())})
         self.faults.reset()
+        self.receipts.reset()
 
     def close(self) -> None:
-        """Close the journal file."""
+        """Stop pushing receipts; close the journal file."""
+        self.receipts.close()
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -238,6 +248,7 @@ class EmulatorState:
                 self._accepted.append(record)
                 self._write(record.to_json())
                 records.append(record)
+            self.receipts.on_accepted(records)
             return records
 
     def message(self, message_id: str) -> MessageRecord | None:

@@ -8,6 +8,7 @@ pending ──► submitting ──► accepted   (number not in FailedList; Mes
 a crash leaves rows in submitting ─► the next run turns them into unknown     recover_interrupted
 unknown ──► pending  only when the user asks                                  resend_unknown
 failed  ──► pending  on a rerun, for the error codes the caller calls retryable  reopen_retryable_failures
+accepted ─► pending  when its delivery receipt says it failed, at the user's request  reopen_undelivered
 ```
 
 Every `Ledger` method is one committed transaction and every transition a conditional UPDATE

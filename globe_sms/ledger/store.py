@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     func,
     literal,
+    or_,
     select,
     text,
     true,
@@ -233,6 +234,80 @@ class Ledger:
         """
         codes = sorted(set(retryable_codes))
         return self._reopen(campaign_id, Status.FAILED, codes) if codes else 0
+
+    def reopen_for_resend(
+        self,
+        campaign_id: str,
+        statuses: Collection[str],
+        phones: Sequence[str] | None = None,
+        failed_codes: Collection[str] = (),
+    ) -> list[str]:
+        """Put `failed` and/or `unknown` rows back to `pending` at the user's request, and name them.
+
+        Unknown rows may already have been delivered: reopening them may send a second message.
+
+        Args:
+            campaign_id: the campaign.
+            statuses: `failed`, `unknown` or both; no other status can be reopened.
+            phones: only these numbers (e.g. the ones the source still has a message for); None: all.
+            failed_codes: only `failed` rows with one of these error codes; empty: every failed row.
+
+        Returns:
+            The reopened numbers in registration order (they are `pending` now, for the caller to send).
+
+        Raises:
+            ValueError: no status, or a status other than failed / unknown.
+        """
+        wanted = {Status(status) for status in statuses}
+        if not wanted or not wanted <= {Status.FAILED, Status.UNKNOWN}:
+            raise ValueError(f"only failed and unknown rows can be resent, not {sorted(map(str, statuses))}")
+        conditions = []
+        if Status.UNKNOWN in wanted:
+            conditions.append(_c.status == Status.UNKNOWN)
+        if Status.FAILED in wanted:
+            failed = _c.status == Status.FAILED
+            codes = sorted(set(failed_codes))
+            conditions.append(failed & _c.error_code.in_(codes) if codes else failed)
+        condition = (_c.campaign_id == campaign_id) & or_(*conditions)
+        if phones is not None:
+            if not phones:
+                return []
+            condition = condition & _c.phone.in_(phone_list(self._dialect, list(dict.fromkeys(phones))))
+        statement = (
+            update(send_ledger)
+            .where(condition)
+            .values(status=Status.PENDING, updated_at=self._now())
+            .returning(_c.id, _c.phone)  # exactly the rows moved (SQLite 3.35+, PostgreSQL)
+        )
+        with self._write() as conn:
+            moved = sorted(conn.execute(statement).all())
+        return [phone for _, phone in moved]
+
+    def reopen_undelivered(self, campaign_id: str, message_ids: Sequence[str]) -> list[str]:
+        """Put `accepted` rows whose current MessageId is one of `message_ids` back to `pending`.
+
+        For "retry failed only": the caller passes the messages whose delivery receipts say they definitely
+        failed. Matching on the MessageId, not the number, makes a second call a no-op: a row reopened and
+        sent again carries a new MessageId (the old one stays on a row still pending, which is not accepted).
+
+        Returns:
+            The reopened numbers in registration order (they are `pending` now, for the caller to send).
+        """
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return []
+        condition = _in_state(campaign_id, Status.ACCEPTED) & _c.message_id.in_(
+            select(values_table(self._dialect, ("message_id",), [(i,) for i in ids]).c.message_id)
+        )
+        statement = (
+            update(send_ledger)
+            .where(condition)
+            .values(status=Status.PENDING, updated_at=self._now())
+            .returning(_c.id, _c.phone)
+        )
+        with self._write() as conn:
+            moved = sorted(conn.execute(statement).all())
+        return [phone for _, phone in moved]
 
     def _reopen(self, campaign_id: str, source: Status, codes: list[str] | None) -> int:
         """`source` -> `pending` across the campaign, optionally only for some error codes."""

@@ -1,0 +1,176 @@
+"""The `reconcile_receipts` flow: settle overdue messages through QueryMessage, then report delivery.
+
+Orchestration only: `globe_sms.receipts.reconcile` asks QueryMessage (≤ 300 calls/s) about accepted messages
+with no final receipt after `older_than_minutes`, and turns those unsettled after `unknown_after_hours` into
+final `unknown`; `globe_sms.receipts.report` builds the campaign's delivery report, published as a markdown
+artifact (`<campaign>-delivery`) and a table artifact by country (`<campaign>-delivery-by-country`).
+
+Run it on a schedule (e.g. every 30 minutes for three days after a campaign), or by hand with
+`globe-sms receipts reconcile CAMPAIGN.yaml`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from alibaba_sms import SmsClient
+from globe_sms.campaign import DEFAULT_LEDGER_URL, GatewaySettings
+from globe_sms.gateway import credentials_for
+from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND, ReconcileResult, query_pacer, reconcile
+from globe_sms.receipts.report import DeliveryReport, build_report
+from globe_sms.receipts.store import ReceiptStore
+
+
+class ReconcileSummary(BaseModel):
+    """What a reconciliation run did, and the delivery reports it published."""
+
+    candidates: int = 0
+    queried: int = 0
+    settled: dict[str, int] = Field(default_factory=dict)
+    still_sending: int = 0
+    not_found: int = 0
+    timed_out: int = 0
+    errors: dict[str, int] = Field(default_factory=dict)
+    queries_per_second: float = 0.0
+    reports: list[DeliveryReport] = Field(default_factory=list)
+
+
+def client_for(gateway: GatewaySettings) -> SmsClient:
+    """A client for the account; the embedded emulator is refused (it forgets its messages after each run).
+
+    Raises:
+        ValueError: the endpoint is `emulator`.
+    """
+    if gateway.is_emulator:
+        raise ValueError(
+            "the embedded emulator lives only as long as one send run, so it cannot be queried later; "
+            "with `gateway.emulator_receipts` its receipts are stored during the run, or point "
+            "`gateway.endpoint` at a running `globe-sms emulator`"
+        )
+    return SmsClient(
+        credentials_for(gateway),
+        endpoint=gateway.endpoint or None,
+        region=gateway.region,
+        signature_version=gateway.signature_version,
+    )
+
+
+@task(name="query-unsettled-messages", cache_policy=NO_CACHE)
+def query_unsettled(
+    ledger: str,
+    gateway: GatewaySettings,
+    campaign_id: str | None,
+    older_than_minutes: float,
+    unknown_after_hours: float,
+    queries_per_second: float,
+    workers: int,
+    limit: int | None,
+) -> ReconcileResult:
+    """Ask QueryMessage about every overdue message and store the answers."""
+    with ReceiptStore(ledger) as store, client_for(gateway) as client:
+        return reconcile(
+            store,
+            client,
+            campaign_id=campaign_id,
+            older_than=timedelta(minutes=older_than_minutes),
+            unknown_after=timedelta(hours=unknown_after_hours),
+            pacer=query_pacer(queries_per_second),
+            workers=workers,
+            limit=limit,
+        )
+
+
+@task(name="publish-delivery-report", cache_policy=NO_CACHE)
+def publish_delivery_report(ledger: str, campaign_id: str) -> DeliveryReport:
+    """Build the campaign's delivery report and publish it as markdown and table artifacts."""
+    with ReceiptStore(ledger) as store:
+        report = build_report(store, campaign_id)
+    create_markdown_artifact(
+        report.to_markdown(),
+        key=f"{campaign_id}-delivery",
+        description="Delivery outcomes (numbers never shown)",
+    )
+    if report.by_country:
+        create_table_artifact(
+            [row.model_dump() for row in report.by_country],
+            key=f"{campaign_id}-delivery-by-country",
+            description="Accepted recipients by country: delivered, failed, pending, unknown",
+        )
+    return report
+
+
+@flow(name="reconcile-receipts", flow_run_name="reconcile-{campaign_id}", log_prints=False)
+def reconcile_receipts(
+    campaign_id: str | None = None,
+    ledger: str = DEFAULT_LEDGER_URL,
+    gateway: GatewaySettings | None = None,
+    older_than_minutes: float = 30.0,
+    unknown_after_hours: float = 72.0,
+    queries_per_second: float = QUERY_CALLS_PER_SECOND,
+    workers: int = 4,
+    limit: int | None = None,
+) -> ReconcileSummary:
+    """Settle accepted messages whose receipt is overdue, through QueryMessage, and report delivery.
+
+    Args:
+        campaign_id: one campaign, or None for every campaign in the ledger.
+        ledger: the ledger's SQLAlchemy URL.
+        gateway: endpoint and credentials of the account that sent the messages.
+        older_than_minutes: query messages submitted at least this long ago with no final receipt.
+        unknown_after_hours: a message still unsettled this long after submission becomes final `unknown`.
+        queries_per_second: QueryMessage pace (the API allows 300/s per account).
+        workers: concurrent queries.
+        limit: at most this many queries in this run.
+
+    Returns:
+        Counts of what was queried and settled, and the delivery report of each campaign concerned.
+    """
+    logger = get_run_logger()
+    gateway = gateway or GatewaySettings()
+    result = query_unsettled(
+        ledger,
+        gateway,
+        campaign_id,
+        older_than_minutes,
+        unknown_after_hours,
+        queries_per_second,
+        workers,
+        limit,
+    )
+    logger.info(
+        "reconcile %s: %s overdue, %s queried, settled %s, %s still sending, %s unknown, errors %s",
+        campaign_id or "all campaigns",
+        result.candidates,
+        result.queried,
+        result.settled,
+        result.still_sending,
+        result.timed_out,
+        result.errors,
+    )
+    campaigns = [campaign_id] if campaign_id else result.campaigns
+    reports = [publish_delivery_report(ledger, cid) for cid in campaigns]
+    return ReconcileSummary(
+        candidates=result.candidates,
+        queried=result.queried,
+        settled=result.settled,
+        still_sending=result.still_sending,
+        not_found=result.not_found,
+        timed_out=result.timed_out,
+        errors=result.errors,
+        queries_per_second=result.queries_per_second,
+        reports=reports,
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    from globe_sms.campaign import Campaign
+
+    campaign = Campaign.from_yaml(sys.argv[1] if len(sys.argv) > 1 else "examples/welcome.yaml")
+    reconcile_receipts(campaign.campaign_id, campaign.ledger, campaign.gateway)

@@ -1,0 +1,134 @@
+"""The `resend_campaign` flow: send a campaign's failed and/or unknown recipients again, and nobody else.
+
+Run it on purpose, for one campaign, once its cause is fixed: a top-up after `AMOUNT_NOT_ENOUGH`, a sender ID
+approved after `INVALID_SENDERID`, or to resend the recipients whose outcome is unknown (they may receive the
+message twice: the request may have gone through before the answer was lost).
+
+It goes the same way as `send_campaign`: the source is loaded, validated and rendered again (the ledger keeps
+outcomes, not texts), the chosen rows move `failed`/`unknown` -> `pending` in one ledger transaction
+(`Ledger.reopen_for_resend`), and exactly those numbers go out through the same batch task, pacing, events
+and artifacts. Rows that are `pending` (never sent: a stopped run) or `accepted` are left alone, and numbers
+the source no longer renders are not reopened. Do not run it while a `send_campaign` run of the same campaign
+is sending: both would take the ledger's rows of that campaign.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.send_campaign import CampaignFailed, _send_all, render, validate
+from globe_sms.campaign import Campaign
+from globe_sms.ledger import Ledger
+from tasks.load import load_recipients
+from tasks.plan import SendPlan, chunk_batches
+from tasks.report import CampaignSummary, publish_report, unknown_recipients
+
+ResendStatus = Literal["failed", "unknown"]
+
+
+def would_resend(
+    rows: pl.DataFrame, statuses: list[ResendStatus], failed_codes: list[str], phones: list[str]
+) -> list[str]:
+    """The numbers `Ledger.reopen_for_resend` would reopen, from `Ledger.rows()` (read-only, for dry runs)."""
+    chosen = pl.col("status").is_in([s for s in statuses if s == "unknown"])
+    failed = pl.col("status") == "failed"
+    if "failed" in statuses:
+        chosen = chosen | (failed & pl.col("error_code").is_in(failed_codes) if failed_codes else failed)
+    return rows.filter(chosen & pl.col("phone").is_in(phones))["phone"].to_list()
+
+
+@task(name="plan-resend", cache_policy=NO_CACHE)
+def plan_resend(
+    ledger: Ledger,
+    campaign: Campaign,
+    messages: pl.DataFrame,
+    statuses: list[ResendStatus],
+    failed_codes: list[str],
+) -> SendPlan:
+    """Reopen the chosen rows (only read them for a dry run) and cut them into batches."""
+    cid = campaign.campaign_id
+    texts = dict(zip(messages["phone"].to_list(), messages["message"].to_list(), strict=True))
+    if campaign.dry_run:
+        phones = would_resend(ledger.rows(cid), statuses, failed_codes, list(texts))
+        recovered = 0
+    else:
+        recovered = ledger.recover_interrupted(cid)  # a crash's leftovers become unknown first
+        phones = ledger.reopen_for_resend(cid, statuses, phones=list(texts), failed_codes=failed_codes)
+    counts = ledger.counts(cid)
+    final = {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown")}
+    batches = chunk_batches(phones, texts, ledger.next_batch_no(cid), campaign.batch_size)
+    return SendPlan(batches, recovered_as_unknown=recovered, reopened=len(phones), already_final=final)
+
+
+@flow(name="resend-campaign", flow_run_name="resend-{campaign.campaign_id}", log_prints=False)
+def resend_campaign(
+    campaign: Campaign,
+    statuses: list[ResendStatus] = ["failed", "unknown"],  # noqa: B006 - read only; shown in the UI form
+    failed_codes: list[str] = [],  # noqa: B006
+) -> CampaignSummary:
+    """Resend the failed and/or unknown recipients of a campaign through the same send path.
+
+    Args:
+        campaign: the campaign as it was sent, with its resolved `campaign_id` (`weekly-news-2026-05-04`,
+            not `weekly-news-{date}`).
+        statuses: which recipients: `failed`, `unknown` (may receive the message twice), or both.
+        failed_codes: only failed recipients with one of these error codes (e.g. `AMOUNT_NOT_ENOUGH`);
+            empty: every failed recipient.
+
+    Returns:
+        The run's summary: `planned` is how many recipients were resent.
+
+    Raises:
+        ValueError: a `{date}` placeholder in the campaign id, or no status chosen.
+        CampaignFailed: a permanent error or exhausted retries stopped the resend; the rows not sent yet
+            stay pending (the next run of the campaign sends them).
+    """
+    if campaign.is_template:
+        raise ValueError(
+            f"resend needs the campaign's own id, e.g. the name of its flow run, not {campaign.campaign_id!r}"
+        )
+    if not statuses:
+        raise ValueError("choose the recipients to resend: failed, unknown, or both")
+    logger = get_run_logger()
+    started = time.monotonic()
+    frame = load_recipients(campaign.source)
+    validation = validate(frame, campaign)
+    rendered = render(validation.valid, campaign)
+    summary = CampaignSummary(
+        campaign_id=campaign.campaign_id,
+        dry_run=campaign.dry_run,
+        source_rows=frame.height,
+        valid=rendered.messages.height,
+        allowed_calls_per_second=campaign.gateway.calls_per_second,
+    )
+    with Ledger(campaign.ledger) as ledger:
+        plan = plan_resend(ledger, campaign, rendered.messages, list(statuses), list(failed_codes))
+        summary.planned, summary.batches = plan.recipients, len(plan.batches)
+        summary.already_sent = plan.already_final.get("accepted", 0)
+        summary.recovered_as_unknown = plan.recovered_as_unknown
+        logger.info(
+            "campaign %s: resending %s %s recipients in %s batches",
+            campaign.campaign_id, summary.planned, " and ".join(statuses), summary.batches,
+        )
+        if not campaign.dry_run and plan.batches:
+            _send_all(campaign, ledger, plan, summary)
+        summary.ledger_counts = ledger.counts(campaign.campaign_id)
+        summary.pending = summary.ledger_counts.get("pending", 0)
+        if summary.ledger_counts.get("unknown"):
+            summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
+    summary.elapsed_seconds = time.monotonic() - started
+    publish_report(summary, validation.rejects.head(0), campaign.source.phone_column)
+    if summary.error:
+        raise CampaignFailed(f"resend of campaign {campaign.campaign_id} stopped: {summary.error}")
+    return summary
+
+
+if __name__ == "__main__":
+    import sys
+
+    resend_campaign(Campaign.from_yaml(sys.argv[1]), statuses=sys.argv[2:] or ["failed", "unknown"])  # type: ignore[arg-type]

@@ -1,0 +1,196 @@
+"""`globe-sms receipts ...`: serve the receipt endpoint, reconcile through QueryMessage, report, retry failed.
+
+Registered on the main command in `globe_sms/cli.py`. Heavy imports happen inside the commands, so that
+`globe-sms --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_LEDGER = "sqlite:///.data/ledger.db"  # = globe_sms.campaign.DEFAULT_LEDGER_URL (checked by a test)
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+receipts_app = typer.Typer(
+    help="Delivery receipts: receive Alibaba's push, reconcile via QueryMessage, report, retry failed only.",
+    no_args_is_help=True,
+)
+console = Console()
+
+LedgerOption = Annotated[str, typer.Option("--ledger", help="SQLAlchemy URL of the send ledger.")]
+
+
+@receipts_app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 18766,
+    ledger: LedgerOption = DEFAULT_LEDGER,
+) -> None:
+    """Serve the receipt endpoint (POST / with a JSON array) until interrupted; receipts go to the ledger."""
+    from globe_sms.receipts.receiver import serve_forever
+
+    logging.basicConfig(level=logging.INFO)
+    console.print(f"receipt endpoint listening on http://{host}:{port}/ (ledger {ledger})")
+    serve_forever(host, port, ledger)
+
+
+@receipts_app.command()
+def report(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign id.")],
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Delivered, failed by error code, and pending, each by country (numbers are never shown)."""
+    print_delivery_report(campaign_id, ledger, as_json=as_json)
+
+
+def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = False) -> None:
+    """Build the campaign's delivery report from the ledger and print it."""
+    from globe_sms.receipts.report import build_report
+    from globe_sms.receipts.store import ReceiptStore
+
+    with ReceiptStore(ledger) as store:
+        delivery = build_report(store, campaign_id)
+    if as_json:
+        typer.echo(json.dumps(delivery.model_dump(), indent=2))
+        return
+    totals = Table(title=f"delivery of {campaign_id}", show_header=False)
+    share = f" ({delivery.delivered / delivery.accepted:.1%})" if delivery.accepted else ""
+    for key, value in (
+        ("accepted by the gateway", f"{delivery.accepted:,}"),
+        ("delivered", f"{delivery.delivered:,}{share}"),
+        ("failed", f"{delivery.failed:,} ({delivery.retryable_failed:,} retryable)"),
+        ("pending (no final receipt yet)", f"{delivery.pending:,}"),
+        ("unknown (no final receipt in time)", f"{delivery.unknown:,}"),
+        *(
+            (f"not accepted: {status}", f"{count:,}")
+            for status, count in sorted(delivery.not_accepted.items())
+        ),
+        (
+            "receipts",
+            f"{delivery.duplicates:,} duplicates, {delivery.stale:,} out of order, "
+            f"{delivery.conflicts:,} conflicting, {delivery.orphans:,} orphans",
+        ),
+    ):
+        totals.add_row(key, value)
+    console.print(totals)
+    if delivery.by_country:
+        countries = Table(title="by country")
+        for column in ("country", "accepted", "delivered", "failed", "pending", "unknown"):
+            countries.add_column(column, justify="right")
+        for row in delivery.by_country:
+            countries.add_row(
+                row.country,
+                *(
+                    f"{getattr(row, name):,}"
+                    for name in ("accepted", "delivered", "failed", "pending", "unknown")
+                ),
+            )
+        console.print(countries)
+    if delivery.failures:
+        failures = Table(title="failed by error code")
+        for column in ("error code", "status", "recipients", "retry"):
+            failures.add_column(column, no_wrap=True)
+        failures.add_column("by country")
+        for group in delivery.failures_by_code():
+            failures.add_row(
+                group.error_code, group.status, f"{group.recipients:,}", group.retry, group.countries_text()
+            )
+        console.print(failures)
+    if delivery.accepted == 0:
+        console.print(f"no accepted message in campaign {campaign_id!r} of {ledger}")
+
+
+def _campaign(campaign_file: Path):  # noqa: ANN202 - globe_sms.campaign.Campaign, imported lazily
+    from globe_sms.campaign import Campaign, CampaignFileError
+
+    try:
+        return Campaign.from_yaml(campaign_file)
+    except CampaignFileError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@receipts_app.command()
+def reconcile(
+    campaign_file: Annotated[
+        Path, typer.Argument(help="The campaign YAML file (its ledger and gateway are used).")
+    ],
+    older_than_minutes: Annotated[
+        float, typer.Option(help="Query messages with no final receipt after this.")
+    ] = 30.0,
+    unknown_after_hours: Annotated[
+        float, typer.Option(help="Still unsettled after this: final unknown.")
+    ] = 72.0,
+    qps: Annotated[float, typer.Option(help="QueryMessage calls per second (the API allows 300).")] = 300.0,
+) -> None:
+    """Ask QueryMessage about overdue messages, settle them, and print the delivery report."""
+    campaign = _campaign(campaign_file)
+    from flows.reconcile_receipts import reconcile_receipts
+
+    try:
+        summary = reconcile_receipts(
+            campaign.campaign_id,
+            campaign.ledger,
+            campaign.gateway,
+            older_than_minutes=older_than_minutes,
+            unknown_after_hours=unknown_after_hours,
+            queries_per_second=qps,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as exc:  # noqa: BLE001 - a failed run, reported plainly
+        console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(
+        f"{summary.candidates:,} overdue, {summary.queried:,} queried ({summary.queries_per_second:,.0f}/s), "
+        f"settled {summary.settled}, {summary.still_sending:,} still sending, "
+        f"{summary.timed_out:,} now unknown" + (f", errors {summary.errors}" if summary.errors else "")
+    )
+    print_delivery_report(campaign.campaign_id, campaign.ledger)
+
+
+@receipts_app.command()
+def retry(
+    campaign_file: Annotated[Path, typer.Argument(help="The campaign YAML file, as sent before.")],
+    code: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--code", help="A receipt error code to retry (repeatable); default: the built-in list."
+        ),
+    ] = None,
+    expired: Annotated[
+        bool, typer.Option("--expired/--no-expired", help="Also resend expired messages.")
+    ] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say who would be resent; change nothing.")
+    ] = False,
+) -> None:
+    """Resend only to recipients whose receipts say they failed with a retryable code."""
+    campaign = _campaign(campaign_file)
+    if dry_run:
+        campaign = campaign.model_copy(update={"dry_run": True})
+    from flows.retry_failed_deliveries import retry_failed_deliveries
+
+    try:
+        summary = retry_failed_deliveries(campaign, code or None, include_expired=expired)
+    except Exception as exc:  # noqa: BLE001 - a failed run, reported plainly
+        console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    verb = "would be resent" if summary.dry_run else "reopened and sent again"
+    console.print(f"{summary.failed:,} failed deliveries; {summary.reopened:,} {verb}")
+    for error_code, count in sorted(summary.not_retried.items()):
+        console.print(f"  not retried: {error_code}: {count:,}")
+    if summary.send is not None:
+        console.print(
+            f"resend: {summary.send.accepted:,} accepted, {summary.send.failed:,} failed, "
+            f"{summary.send.unknown:,} unknown"
+        )

@@ -1,0 +1,162 @@
+"""The chaos suite, short form: faults, SIGKILLs and reruns, then the exactly-once invariants.
+
+Each scenario runs the campaign flow in child processes against the emulator in this process (its journal
+goes to a file, so it outlives the children), kills them at seeded points and reruns until the campaign is
+done; `tests/chaos/check.py` then checks the journal against the ledger. The full form, with figures, is
+`uv run python bench/chaos.py --runs 50`; crash-free behaviour of the flow is in tests/test_flow.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.send_campaign import send_campaign
+from globe_sms.campaign import Campaign
+from globe_sms.ledger import INTERRUPTED, Ledger
+from tests.chaos.check import check_campaign, journal_messages
+from tests.chaos.driver import ExecLauncher, ForkLauncher, ScenarioDriver, run_scenario
+from tests.chaos.scenario import ChaosSpec
+
+SEEDS = (101, 202, 303)
+
+
+@pytest.fixture(scope="module")
+def fork_launcher() -> ForkLauncher:
+    return ForkLauncher()
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize("seed", SEEDS)
+def test_faults_and_kills_never_send_a_number_twice_nor_lose_one(
+    seed: int, tmp_path: Path, prefect_server: str, fork_launcher: ForkLauncher
+) -> None:
+    """Random 500s, throttles, drops and latency, scripted business errors and 2 SIGKILLs: invariants hold."""
+    spec = ChaosSpec(seed=seed, kills=2)
+    result = run_scenario(spec, tmp_path, prefect_server, fork_launcher)
+    assert result.done, f"not done after {len(result.runs)} runs: {result.runs}"
+    assert result.kills == spec.kills
+    assert result.crashes == 0, result.crash_logs()
+    assert result.verdict.ok, result.verdict.problems()
+    figures = result.figures()
+    assert figures["duplicates"] == 0 and figures["lost"] == 0
+    assert figures["accepted"] + figures["failed"] + figures["unknown"] == len(result.expected)
+
+
+@pytest.mark.prefect
+def test_kill_between_acceptance_and_ledger_write_leaves_unknown_rows_resent_only_on_request(
+    tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold `python -m` child killed while the gateway holds an accepted batch: unknown, listed, resent on ask."""
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+    spec = ChaosSpec(
+        seed=7, recipients=20, kills=1, kill_kinds=("in_flight",), error_500_rate=0, throttle_rate=0,
+        drop_rate=0, business_fault_rate=0, slow_accept_rate=0,
+    )
+    with ScenarioDriver(spec, tmp_path, prefect_server, ExecLauncher()) as driver:
+        result = driver.run()
+        assert result.done and result.kills == 1 and result.runs[0].kill_kind == "in_flight"
+        assert result.verdict.ok, result.verdict.problems()
+        # The held batch was accepted by the gateway, but its answer never reached the ledger.
+        assert result.verdict.statuses == {"accepted": 15, "unknown": 5}
+        assert result.verdict.unknown_delivered == 5
+        campaign = Campaign.model_validate_json(driver.campaign_file.read_text())
+        with Ledger(campaign.ledger) as ledger:
+            rows = ledger.rows(campaign.campaign_id)
+        unknown = rows.filter(pl.col("status") == "unknown")
+        assert set(unknown["error_code"]) == {INTERRUPTED}
+
+        # A plain rerun sends nothing, and its summary lists the unknown recipients, masked.
+        messages_before = journal_messages(result.journal_path, campaign.campaign_id)
+        rerun = send_campaign(campaign)
+        assert rerun.planned == 0
+        assert journal_messages(result.journal_path, campaign.campaign_id) == messages_before
+        assert len(rerun.unknown_recipients) == 5
+        assert {r.reason for r in rerun.unknown_recipients} == {INTERRUPTED}
+        masked = {r.phone for r in rerun.unknown_recipients}
+        assert all(phone.endswith("****") for phone in masked)
+        assert masked == {phone[:-4] + "****" for phone in unknown["phone"]}
+        markdown = rerun.to_markdown()
+        assert "Outcome unknown: 5 recipients" in markdown
+        assert not any(phone in markdown for phone in rows["phone"])
+
+        # Asked for, they go out again: each of them now has two messages, everyone else still one.
+        resent = send_campaign(campaign.model_copy(update={"resend_unknown": True}))
+        assert resent.planned == 5 and resent.accepted == 5 and resent.unknown_recipients == []
+        messages = journal_messages(result.journal_path, campaign.campaign_id)
+        per_number = Counter(m["to"] for m in messages)
+        assert {n for n, c in per_number.items() if c == 2} == set(unknown["phone"])
+        assert set(per_number.values()) == {1, 2}
+        with Ledger(campaign.ledger) as ledger:
+            after = ledger.rows(campaign.campaign_id)
+        latest = {m["to"]: m["message_id"] for m in messages}
+        assert all(row["status"] == "accepted" and row["message_id"] == latest[row["phone"]]
+                   for row in after.iter_rows(named=True))
+
+
+def _rows(*rows: tuple[str, str, int | None, str | None, str | None]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={"phone": pl.String, "status": pl.String, "batch_no": pl.Int64, "message_id": pl.String,
+                "error_code": pl.String},
+        orient="row",
+    )
+
+
+def _message(to: str, message_id: str, batch_no: int = 1) -> dict[str, str]:
+    return {"to": to, "message_id": message_id, "task_id": f"c-b{batch_no:05d}"}
+
+
+class TestCheck:
+    """The checker itself must be able to fail: each broken invariant is reported."""
+
+    EXPECTED = {"6591000001", "6591000002", "6591000003"}
+
+    def test_accepted_failed_and_unknown_rows_that_match_the_journal_pass(self) -> None:
+        """One message per accepted row with its id; none for failed; 0 or 1 for unknown."""
+        rows = _rows(("6591000001", "accepted", 1, "m1", None), ("6591000002", "failed", 1, None, "X"),
+                     ("6591000003", "unknown", 2, None, "Interrupted"))
+        verdict = check_campaign(rows, [_message("6591000001", "m1"), _message("6591000003", "m9", 2)],
+                                 self.EXPECTED, "c")
+        assert verdict.ok and verdict.unknown_delivered == 1 and verdict.unknown_not_delivered == 0
+
+    def test_a_second_message_to_a_number_is_a_duplicate(self) -> None:
+        """Two journal messages for one number, whatever its ledger row says."""
+        rows = _rows(("6591000001", "unknown", 1, None, "ReadTimeout"), ("6591000002", "failed", 1, None, "X"),
+                     ("6591000003", "failed", 1, None, "X"))
+        verdict = check_campaign(rows, [_message("6591000001", "m1"), _message("6591000001", "m2")],
+                                 self.EXPECTED, "c")
+        assert verdict.duplicates == ["659100****"] and not verdict.ok
+
+    def test_pending_submitting_or_missing_rows_are_lost(self) -> None:
+        """A campaign that claims to be done must have no row short of a terminal state."""
+        rows = _rows(("6591000001", "pending", None, None, None), ("6591000002", "submitting", 1, None, None))
+        verdict = check_campaign(rows, [], self.EXPECTED, "c")
+        assert len(verdict.lost) == 3 and not verdict.ok
+
+    def test_accepted_row_must_carry_the_journal_message_id_and_batch(self) -> None:
+        """A wrong id, a missing message or another batch's TaskId are all mismatches."""
+        rows = _rows(("6591000001", "accepted", 1, "m1", None), ("6591000002", "accepted", 1, "m2", None),
+                     ("6591000003", "accepted", 1, "m3", None))
+        messages = [_message("6591000001", "other"), _message("6591000003", "m3", batch_no=2)]
+        verdict = check_campaign(rows, messages, self.EXPECTED, "c")
+        assert len(verdict.id_mismatches) == 3 and not verdict.ok
+
+    def test_failed_rows_need_a_reason_and_no_message(self) -> None:
+        """A failed row without an error code, or with a delivered message, breaks the invariant."""
+        rows = _rows(("6591000001", "failed", 1, None, None), ("6591000002", "failed", 1, None, "X"),
+                     ("6591000003", "accepted", 1, "m3", None))
+        verdict = check_campaign(rows, [_message("6591000002", "m2"), _message("6591000003", "m3")],
+                                 self.EXPECTED, "c")
+        assert verdict.failed_without_reason and verdict.failed_but_delivered and not verdict.ok
+
+    def test_a_message_to_a_number_outside_the_campaign_is_a_stray(self) -> None:
+        """An invalid row must never reach the gateway."""
+        rows = _rows(*((n, "accepted", 1, f"m{n}", None) for n in sorted(self.EXPECTED)))
+        messages = [_message(n, f"m{n}") for n in sorted(self.EXPECTED)] + [_message("8613800138000", "x")]
+        verdict = check_campaign(rows, messages, self.EXPECTED, "c")
+        assert verdict.strays == ["861380013****"] and not verdict.ok
