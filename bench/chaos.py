@@ -6,7 +6,8 @@ runs in child processes that are SIGKILLed `--kills` times at seeded points, the
 done; the journal is then checked against the ledger (`tests/chaos/check.py`). Totals go to
 `bench/results/chaos.json`, and the figures table in `bench/README-chaos.md` is rewritten between its markers.
 
-    uv run python bench/chaos.py --runs 50 [--first-seed 1000] [--recipients 60] [--kills 3] [--mode fork]
+    uv run python bench/chaos.py --runs 50 [--first-seed 1000] [--recipients 100] [--kills 3]
+                                  [--fault-rate 0.06] [--mode fork|exec] [--workdir DIR]
 
 Exit status 1 if any scenario broke an invariant (or did not finish).
 """
@@ -34,12 +35,14 @@ os.environ.setdefault(
     "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem"
 )
 
+from tests.chaos.driver import NOT_FAULTS  # noqa: E402 - after the environment above
+
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- chaos-figures:start -->", "<!-- chaos-figures:end -->"
 SUMMED = (
-    "child_runs", "kills", "stopped_runs", "crashed_runs", "batch_calls", "expected", "accepted", "failed",
-    "unknown", "unknown_delivered", "unknown_not_delivered", "messages", "duplicates", "lost", "id_mismatches",
-    "failed_but_delivered", "strays",
+    "child_runs", "kills", "stopped_runs", "crashed_runs", "batch_calls", "expected", "accepted",
+    "failed", "unknown", "unknown_delivered", "unknown_not_delivered", "messages", "duplicates", "lost",
+    "id_mismatches", "failed_but_delivered", "strays",
 )
 
 
@@ -54,26 +57,32 @@ def totals(results: list[dict[str, Any]]) -> dict[str, Any]:
         faults.update(r["faults"])
         kills.update(r["kills_by_kind"])
     out["faults"] = dict(sorted(faults.items()))
-    out["faults_injected"] = sum(count for kind, count in faults.items() if kind != "flow_control_throttle")
+    out["faults_injected"] = sum(count for kind, count in faults.items() if kind not in NOT_FAULTS)
     out["kills_by_kind"] = dict(sorted(kills.items()))
     return out
 
 
 def figures_markdown(total: dict[str, Any], conditions: dict[str, Any]) -> str:
     """The README's figures table."""
-    faults = ", ".join(f"{kind} {count}" for kind, count in total["faults"].items())
+    faults = ", ".join(
+        f"{kind} {count}" for kind, count in total["faults"].items() if kind not in NOT_FAULTS
+    )
     kills = ", ".join(f"{kind} {count}" for kind, count in total["kills_by_kind"].items())
     rows = [
         ("scenarios (campaigns) run / passing every check", f"{total['runs']} / {total['runs_ok']}"),
         ("flow processes started", total["child_runs"]),
         ("SIGKILLs mid-campaign", f"{total['kills']} ({kills})"),
-        ("runs stopped by a business error, then rerun", total["stopped_runs"]),
+        ("SIGKILLs while the gateway held a batch it had accepted", total["faults"].get("in_flight_hold", 0)),
+        ("runs stopped early (a business error, or retries used up), then rerun", total["stopped_runs"]),
         ("faults injected by the gateway", f"{total['faults_injected']} ({faults})"),
+        ("calls refused by the gateway's own rate check (retried)",
+         total["faults"].get("flow_control_throttle", 0)),
         ("BatchSendMessageToGlobe calls", total["batch_calls"]),
         ("valid recipients", total["expected"]),
         ("accepted (one message each, MessageId matching the journal)", total["accepted"]),
         ("failed, with a reason", total["failed"]),
-        ("unknown: delivered / not delivered", f"{total['unknown_delivered']} / {total['unknown_not_delivered']}"),
+        ("unknown: delivered / not delivered",
+         f"{total['unknown_delivered']} / {total['unknown_not_delivered']}"),
         ("**duplicates** (a number accepted twice)", f"**{total['duplicates']}**"),
         ("**lost** (a valid recipient left without a final state)", f"**{total['lost']}**"),
         ("accepted rows whose MessageId or TaskId disagree with the journal", total["id_mismatches"]),
@@ -82,7 +91,9 @@ def figures_markdown(total: dict[str, Any], conditions: dict[str, Any]) -> str:
     lines = [
         f"Measured {conditions['date']} with `{conditions['command']}` ({conditions['seconds']:.0f} s; "
         f"{conditions['recipients']} valid recipients per campaign in batches of {conditions['batch_size']}, "
-        f"{conditions['rate']:g} calls/s, {conditions['kills']} kills per campaign, children started by "
+        f"{conditions['rate']:g} calls/s, {conditions['kills']} kills per campaign, random faults at "
+        f"{conditions['fault_rate']:g} per call for each of HTTP 500, throttling and accept-then-drop, plus "
+        f"latency, scripted business errors and slow accepts; children started by "
         f"{conditions['mode']}; prefect {conditions['prefect']}, Python {conditions['python']}, "
         f"{conditions['cpus']} CPUs).",
         "",
@@ -106,10 +117,14 @@ def write_readme_section(path: Path, markdown: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=50, help="scenarios (campaigns), one seed each")
     parser.add_argument("--first-seed", type=int, default=1000)
-    parser.add_argument("--recipients", type=int, default=60, help="valid recipients per campaign")
+    parser.add_argument("--recipients", type=int, default=100, help="valid recipients per campaign")
+    parser.add_argument("--fault-rate", type=float, default=0.06,
+                        help="chance per call of each random fault: HTTP 500, throttling, accept-then-drop")
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--rate", type=float, default=25.0, help="calls per second (gateway and campaign)")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per campaign")
@@ -136,7 +151,8 @@ def main() -> int:
         for i in range(args.runs):
             spec = ChaosSpec(
                 seed=args.first_seed + i, recipients=args.recipients, batch_size=args.batch_size,
-                rate=args.rate, kills=args.kills,
+                rate=args.rate, kills=args.kills, error_500_rate=args.fault_rate,
+                throttle_rate=args.fault_rate, drop_rate=args.fault_rate,
             )
             result = run_scenario(spec, root / f"seed-{spec.seed}", api_url, launcher)
             row = result_json(result)
@@ -153,13 +169,15 @@ def main() -> int:
         "batch_size": args.batch_size,
         "rate": args.rate,
         "kills": args.kills,
+        "fault_rate": args.fault_rate,
         "mode": args.mode,
         "prefect": prefect.__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"conditions": conditions, "totals": total, "scenarios": results}, indent=2) + "\n")
+    report = {"conditions": conditions, "totals": total, "scenarios": results}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     write_readme_section(args.readme, figures_markdown(total, conditions))
     print(json.dumps(total, indent=2))  # noqa: T201 - a benchmark's output
     return 0 if total["runs_ok"] == total["runs"] else 1

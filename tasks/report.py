@@ -35,7 +35,10 @@ def unknown_recipients(rows: pl.DataFrame, limit: int = ARTIFACT_TABLE_ROWS) -> 
     """The first `limit` rows of a campaign's ledger (`Ledger.rows()`) in `unknown`, numbers masked."""
     unknown = rows.filter(pl.col("status") == "unknown").head(limit)
     masked = unknown.select(
-        mask_number_expr("phone").alias("phone"), "campaign_id", "batch_no", pl.col("error_code").alias("reason")
+        mask_number_expr("phone").alias("phone"),
+        "campaign_id",
+        "batch_no",
+        pl.col("error_code").alias("reason"),
     )
     return [
         UnknownRecipient(

@@ -38,7 +38,7 @@ def test_faults_and_kills_never_send_a_number_twice_nor_lose_one(
     spec = ChaosSpec(seed=seed, kills=2)
     result = run_scenario(spec, tmp_path, prefect_server, fork_launcher)
     assert result.done, f"not done after {len(result.runs)} runs: {result.runs}"
-    assert result.kills == spec.kills
+    assert result.kills == spec.kills, result.runs
     assert result.crashes == 0, result.crash_logs()
     assert result.verdict.ok, result.verdict.problems()
     figures = result.figures()
@@ -50,7 +50,7 @@ def test_faults_and_kills_never_send_a_number_twice_nor_lose_one(
 def test_kill_between_acceptance_and_ledger_write_leaves_unknown_rows_resent_only_on_request(
     tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cold `python -m` child killed while the gateway holds an accepted batch: unknown, listed, resent on ask."""
+    """A cold child killed while the gateway holds an accepted batch: unknown, listed, resent if asked."""
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
     spec = ChaosSpec(
@@ -59,7 +59,8 @@ def test_kill_between_acceptance_and_ledger_write_leaves_unknown_rows_resent_onl
     )
     with ScenarioDriver(spec, tmp_path, prefect_server, ExecLauncher()) as driver:
         result = driver.run()
-        assert result.done and result.kills == 1 and result.runs[0].kill_kind == "in_flight"
+        assert result.done and result.kills == 1 and result.runs[0].kill_kind == "in_flight", result.runs
+        assert result.crashes == 0, result.crash_logs()
         assert result.verdict.ok, result.verdict.problems()
         # The held batch was accepted by the gateway, but its answer never reached the ledger.
         assert result.verdict.statuses == {"accepted": 15, "unknown": 5}
@@ -126,8 +127,8 @@ class TestCheck:
 
     def test_a_second_message_to_a_number_is_a_duplicate(self) -> None:
         """Two journal messages for one number, whatever its ledger row says."""
-        rows = _rows(("6591000001", "unknown", 1, None, "ReadTimeout"), ("6591000002", "failed", 1, None, "X"),
-                     ("6591000003", "failed", 1, None, "X"))
+        rows = _rows(("6591000001", "unknown", 1, None, "ReadTimeout"),
+                     ("6591000002", "failed", 1, None, "X"), ("6591000003", "failed", 1, None, "X"))
         verdict = check_campaign(rows, [_message("6591000001", "m1"), _message("6591000001", "m2")],
                                  self.EXPECTED, "c")
         assert verdict.duplicates == ["659100****"] and not verdict.ok

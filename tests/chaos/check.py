@@ -4,12 +4,16 @@ The gateway's journal is the truth about what was sent: one `message` line per n
 message is billed, and delivered, from the moment it is accepted). The ledger is what globe-sms believes.
 For every valid recipient of the campaign:
 
-| ledger row | journal messages for the number | why |
-|---|---|---|
-| `accepted` | exactly 1, with the row's MessageId and the row's batch TaskId | the answer was recorded |
-| `failed` (with an error code) | 0 | the gateway refused it |
-| `unknown` | 0 or 1 | the answer was lost: a crash between the call and the ledger write (`Interrupted`), a read timeout, a dropped connection, an HTTP 500. The ledger never got a MessageId, so the id cannot be compared; 1 means it was in fact delivered, 0 that it was not |
-| `pending`, `submitting`, no row | - | **lost**: the campaign claims to be done with it unsent |
+| ledger row | journal messages for the number |
+|---|---|
+| `accepted` | exactly 1, with the row's MessageId and the row's batch TaskId |
+| `failed` (with an error code) | 0: the gateway refused it |
+| `unknown` | 0 or 1 (see below) |
+| `pending`, `submitting`, no row | **lost**: the campaign claims to be done with it unsent |
+
+An `unknown` row lost its answer: a crash between the call and the ledger write (`Interrupted`), a read
+timeout, a dropped connection, an HTTP 500. The ledger never got a MessageId, so there is no id to compare;
+1 message means it was in fact delivered, 0 that it was not, and more than 1 is a duplicate like any other.
 
 Any number with 2 or more messages is a **duplicate**, whatever its row says. A message to a number that is
 not a valid recipient of the campaign is a **stray** (an invalid row reached the gateway).

@@ -11,7 +11,8 @@ runs, the driver watches the emulator's batch calls and acts at seeded points:
   gateway's acceptance and the ledger's write, which leaves `unknown` rows with a delivered message);
 - **business fault**: one scripted business error (`AMOUNT_NOT_ENOUGH`, reopened by the next run as after a
   top-up, or `INVALID_PARAMETERS`, final), which stops the run (`CampaignFailed`);
-- **slow accept**: one scripted `timeout_after_accept` longer than the read timeout (accepted, client timed out).
+- **slow accept**: one scripted `timeout_after_accept` longer than the read timeout (accepted; the client
+  times out).
 
 On top of these the emulator draws its random faults (HTTP 500, spurious throttling, accept-then-drop,
 latency) under the scenario's seed. Children are rerun until one completes with nothing left pending.
@@ -202,14 +203,20 @@ class ScenarioResult:
         return "\n".join(parts)
 
 
+FAULT_NAMES = {IN_FLIGHT_HOLD: "in_flight_hold", SLOW_ACCEPT: "slow_accept"}
+NOT_FAULTS = ("in_flight_hold", "flow_control_throttle")  # a kill's hold; the emulator's own rate check
+
+
 def fault_counts(journal_path: Path, campaign_id: str) -> dict[str, int]:
-    """Faults the gateway injected into the campaign's calls, by kind, plus flow-control throttles."""
+    """Faults the gateway injected into the campaign's calls, by kind, plus in-flight holds (where a kill
+    struck) and flow-control throttles (calls the emulator found too close to the previous one)."""
     counts: Counter[str] = Counter()
     for request in journal_requests(journal_path):
         if request["action"] != BATCH or not str(request.get("task_id") or "").startswith(f"{campaign_id}-b"):
             continue
-        if request.get("fault"):
-            counts[str(request["fault"]).split(":")[0]] += 1
+        fault = request.get("fault")
+        if fault:
+            counts[FAULT_NAMES.get(fault, str(fault).split(":")[0])] += 1
         elif request["code"].startswith("Throttling"):
             counts["flow_control_throttle"] += 1
     return dict(sorted(counts.items()))
@@ -225,7 +232,9 @@ class ScenarioDriver:
         launcher: how children start (`ForkLauncher` by default).
     """
 
-    def __init__(self, spec: ChaosSpec, workdir: Path, api_url: str, launcher: Launcher | None = None) -> None:
+    def __init__(
+        self, spec: ChaosSpec, workdir: Path, api_url: str, launcher: Launcher | None = None
+    ) -> None:
         self.spec = spec
         self.workdir = workdir
         self.api_url = api_url
@@ -319,7 +328,10 @@ class ScenarioDriver:
         kind = self.rng.choices(kinds, weights=[KILL_WEIGHTS[k] for k in kinds])[0]
         if kind == "early" or remaining == 0:
             return KillPlan("early", delay=self.launcher.startup_seconds + self.rng.uniform(0.0, 1.5))
-        calls = self.rng.randint(1, remaining) if kind == "after_calls" else self.rng.randint(0, remaining - 1)
+        if kind == "after_calls":
+            calls = self.rng.randint(1, remaining)
+        else:
+            calls = self.rng.randint(0, remaining - 1)
         return KillPlan(kind, calls=calls, delay=self.rng.uniform(0.0, 1.5 / self.spec.rate))
 
     def _plan_scripts(self, remaining: int) -> list[tuple[int, str]]:
@@ -336,14 +348,20 @@ class ScenarioDriver:
         assert self.emulator is not None
         faults = self.emulator.state.faults
         faults.script([], replace=True)
-        scripts = self._plan_scripts(remaining)
         scripted: list[str] = []
+        if kill is not None and kill.kind == "in_flight":
+            # Queued before the child starts, so no call can slip past it: its (calls + 1)-th call is held.
+            faults.script(["ok"] * kill.calls + [IN_FLIGHT_HOLD])
+            scripted.append(IN_FLIGHT_HOLD)
+            scripts = []
+        else:
+            scripts = self._plan_scripts(remaining)
         base = len(self._batch_requests())
         log = self.workdir / f"child-{index:02d}.log"
         self.logs.append(log)
         child = self.launcher.start(self.campaign_file, self.api_url, log)
         started = time.monotonic()
-        killed = hold_scripted = False
+        killed = hung = False
         kill_at: float | None = None
         while child.poll() is None:
             now = time.monotonic()
@@ -358,22 +376,22 @@ class ScenarioDriver:
                     kill_at = now
                 elif kill.kind == "after_calls" and kill_at is None and calls >= kill.calls:
                     kill_at = now + kill.delay
-                elif kill.kind == "in_flight":
-                    if not hold_scripted and calls >= kill.calls:
-                        faults.script([IN_FLIGHT_HOLD], replace=True)  # the very next call is held
-                        scripted.append(IN_FLIGHT_HOLD)
-                        hold_scripted = True
-                    elif hold_scripted and any(r.fault == IN_FLIGHT_HOLD for r in requests):
-                        kill_at = now
+                elif kill.kind == "in_flight" and any(r.fault == IN_FLIGHT_HOLD for r in requests):
+                    kill_at = now
                 if kill_at is not None and now >= kill_at:
                     child.kill()
                     killed = True
                     break
             if now - started > CHILD_TIMEOUT_SECONDS:
                 child.kill()
+                hung = True
                 break
             time.sleep(POLL_SECONDS)
         code = child.wait()
+        if hung:  # a child that never finished counts as crashed, with a note in its log
+            with log.open("a", encoding="utf-8") as handle:
+                handle.write(f"\n[driver] no exit after {CHILD_TIMEOUT_SECONDS:g} s: killed\n")
+            code = EXIT_CRASHED
         faults.script([], replace=True)
         return ChildRun(
             index=index,
@@ -387,7 +405,9 @@ class ScenarioDriver:
         )
 
 
-def run_scenario(spec: ChaosSpec, workdir: Path, api_url: str, launcher: Launcher | None = None) -> ScenarioResult:
+def run_scenario(
+    spec: ChaosSpec, workdir: Path, api_url: str, launcher: Launcher | None = None
+) -> ScenarioResult:
     """Run one scenario with its own emulator and journal; see the module docstring."""
     workdir.mkdir(parents=True, exist_ok=True)
     with ScenarioDriver(spec, workdir, api_url, launcher) as driver:

@@ -1,0 +1,145 @@
+"""A bounded wait for the account's rate-limit slot (`gateway.rate_limit_timeout_seconds`).
+
+When another run holds the slot too long (or the limit is stuck), the batch must fail with an error that
+names the limit, and its rows must go back to pending: nothing was sent. The pacer's spacing is unit-tested
+in tests/test_pacing.py.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from alibaba_sms import AccessKey, SmsClient
+from flows.send_campaign import CampaignFailed, send_campaign
+from globe_sms.campaign import Campaign, GatewaySettings
+from globe_sms.ledger import Ledger
+from globe_sms.pacing import Pacer, RateLimitTimeout, ensure_global_limit, take_slot_fairly
+from tasks.send import Batch, SendContext, send_one_batch
+from tests.chaos.scenario import valid_numbers
+from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+
+SLOW_RATE = 0.05  # one grant per 20 s: a slot taken by "another run" stays taken for the whole test
+
+
+def hold_slot(name: str) -> None:
+    """Create `name` as a slow one-slot bucket and take its slot, as another run on the account would."""
+    from prefect.concurrency.sync import rate_limit
+
+    ensure_global_limit(name, SLOW_RATE)
+    rate_limit(name, strict=True)
+
+
+class TestSetting:
+    def test_timeout_has_bounds_and_a_default(self) -> None:
+        """Positive, at most an hour, 300 s by default."""
+        assert GatewaySettings().rate_limit_timeout_seconds == 300
+        for bad in (0, -1, 3601):
+            with pytest.raises(ValueError, match="rate_limit_timeout_seconds"):
+                GatewaySettings(rate_limit_timeout_seconds=bad)
+
+
+class TestTakeSlot:
+    def test_denied_past_the_timeout_raises_an_error_naming_the_limit(self) -> None:
+        """A slot never granted: RateLimitTimeout with the limit's name, after the timeout and no later."""
+        now = [0.0]
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        with pytest.raises(RateLimitTimeout) as caught:
+            take_slot_fairly(
+                "sms-acct", lambda name: False, room=None, timeout_seconds=5, clock=lambda: now[0], sleep=sleep,
+            )
+        assert caught.value.limit_name == "sms-acct" and caught.value.timeout_seconds == 5
+        assert "'sms-acct'" in str(caught.value) and "prefect gcl inspect sms-acct" in str(caught.value)
+        assert 5 <= now[0] < 5.2
+
+    def test_a_slot_granted_in_time_is_taken(self) -> None:
+        """Denied twice, then granted within the timeout: no error, denials counted."""
+        answers = iter([False, False, True])
+        denials = take_slot_fairly(
+            "sms-acct", lambda name: next(answers), room=None, timeout_seconds=5,
+            clock=lambda: 0.0, sleep=lambda seconds: None,
+        )
+        assert denials == 2
+
+
+@pytest.mark.prefect
+class TestAgainstPrefect:
+    def test_pacer_gives_up_on_a_held_slot_after_the_timeout(self, prefect_server: str) -> None:
+        """The real limit, its slot held elsewhere: the pacer raises after ~1 s, naming the limit."""
+        hold_slot("globe-sms-timeout-pacer")
+        pacer = Pacer(SLOW_RATE, limit_name="globe-sms-timeout-pacer", timeout_seconds=1.0)
+        with pytest.raises(RateLimitTimeout, match="globe-sms-timeout-pacer"):
+            pacer.wait()
+
+    def test_batch_timing_out_goes_back_to_pending_and_nothing_is_sent(
+        self, prefect_server: str, start_emulator: StartEmulator, tmp_path: Path
+    ) -> None:
+        """send_one_batch: the rows were `submitting`; after the timeout they are pending, batch released."""
+        emulator = start_emulator(batch_calls_per_second=None)
+        hold_slot("globe-sms-timeout-batch")
+        campaign = Campaign.parse(
+            {
+                "campaign_id": "timeout-batch",
+                "source": {"path": str(tmp_path / "unused.csv")},
+                "template": "Hi",
+                "sender_id": "GlobeSMS",
+                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                "gateway": {"endpoint": emulator.url, "calls_per_second": SLOW_RATE},
+            }
+        )
+        phones = tuple(number.lstrip("+") for number in valid_numbers(3, seed=1))
+        pacer = Pacer(SLOW_RATE, limit_name="globe-sms-timeout-batch", timeout_seconds=1.0)
+        with Ledger(campaign.ledger) as ledger, SmsClient(AccessKey.of("testid", "testsecret"),
+                                                          endpoint=emulator.url) as client:
+            ledger.register(campaign.campaign_id, phones)
+            context = SendContext(campaign, client, ledger, pacer)
+            with pytest.raises(RateLimitTimeout):
+                send_one_batch(context, Batch(1, phones, ("Hi",) * 3))
+            assert ledger.counts(campaign.campaign_id)["pending"] == 3
+            assert ledger.batches(campaign.campaign_id)["status"].to_list() == ["released"]
+        assert emulator.state.requests() == []
+
+    def test_campaign_stops_with_the_limit_named_and_everything_pending(
+        self,
+        prefect_server: str,
+        start_emulator: StartEmulator,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The flow: CampaignFailed naming the limit and the setting, no call made, every row pending."""
+        monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
+        monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+        emulator = start_emulator(batch_calls_per_second=None)
+        hold_slot("globe-sms-timeout-flow")
+        source = tmp_path / "recipients.csv"
+        with source.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["phone"])
+            writer.writerows([number] for number in valid_numbers(6, seed=2))
+        campaign = Campaign.parse(
+            {
+                "campaign_id": "timeout-flow",
+                "source": {"path": str(source)},
+                "template": "Hi",
+                "sender_id": "GlobeSMS",
+                "batch_size": 3,
+                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                "gateway": {
+                    "endpoint": emulator.url,
+                    "calls_per_second": SLOW_RATE,
+                    "rate_limit_name": "globe-sms-timeout-flow",
+                    "rate_limit_timeout_seconds": 1,
+                },
+            }
+        )
+        with pytest.raises(CampaignFailed, match="'globe-sms-timeout-flow' within 1 s") as caught:
+            send_campaign(campaign)
+        assert "rate_limit_timeout_seconds" in str(caught.value)
+        assert emulator.state.requests() == []
+        with Ledger(campaign.ledger) as ledger:
+            assert ledger.counts(campaign.campaign_id)["pending"] == 6
