@@ -4,12 +4,12 @@ Run it on purpose, for one campaign, once its cause is fixed: a top-up after `AM
 approved after `INVALID_SENDERID`, or to resend the recipients whose outcome is unknown (they may receive the
 message twice: the request may have gone through before the answer was lost).
 
-It goes the same way as `send_campaign`: the source is loaded, validated and rendered again (the ledger keeps
-outcomes, not texts), the chosen rows move `failed`/`unknown` -> `pending` in one ledger transaction
-(`Ledger.reopen_for_resend`), and exactly those numbers go out through the same batch task, pacing, events
-and artifacts. Rows that are `pending` (never sent: a stopped run) or `accepted` are left alone, and numbers
-the source no longer renders are not reopened. Do not run it while a `send_campaign` run of the same campaign
-is sending: both would take the ledger's rows of that campaign.
+It goes the same way as `send_campaign`: the source is read, validated and rendered again into a spool (the
+ledger keeps outcomes, not texts), the chosen rows move `failed`/`unknown` -> `pending` a chunk of messages
+at a time (`Ledger.reopen_for_resend`, one transaction per chunk), and exactly those numbers go out through
+the same batch task, pacing, events and artifacts. Rows that are `pending` (never sent: a stopped run) or
+`accepted` are left alone, and numbers the source no longer renders are not reopened. Do not run it while a
+`send_campaign` run of the same campaign is sending: both would take the ledger's rows of that campaign.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.send_campaign import CampaignFailed, _send_all, render, validate
+from flows.send_campaign import CampaignFailed, _send_all
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
-from tasks.load import load_recipients
-from tasks.plan import SendPlan, chunk_batches
+from tasks.plan import Messages, SendPlan, chunk_batches, message_chunks
 from tasks.report import CampaignSummary, publish_report, unknown_recipients
+from tasks.spool import spool_campaign
 
 ResendStatus = Literal["failed", "unknown"]
 
@@ -46,19 +46,29 @@ def would_resend(
 def plan_resend(
     ledger: Ledger,
     campaign: Campaign,
-    messages: pl.DataFrame,
+    messages: Messages,
     statuses: list[ResendStatus],
     failed_codes: list[str],
 ) -> SendPlan:
-    """Reopen the chosen rows (only read them for a dry run) and cut them into batches."""
+    """Reopen the chosen rows the source still renders (a dry run only reads them); cut them into batches.
+
+    The messages are read a chunk at a time, as `plan_send` reads them; only the resent ones are kept.
+    """
     cid = campaign.campaign_id
-    texts = dict(zip(messages["phone"].to_list(), messages["message"].to_list(), strict=True))
-    if campaign.dry_run:
-        phones = would_resend(ledger.rows(cid), statuses, failed_codes, list(texts))
-        recovered = 0
-    else:
-        recovered = ledger.recover_interrupted(cid)  # a crash's leftovers become unknown first
-        phones = ledger.reopen_for_resend(cid, statuses, phones=list(texts), failed_codes=failed_codes)
+    recovered = 0 if campaign.dry_run else ledger.recover_interrupted(cid)  # a crash's leftovers: unknown
+    known = ledger.rows(cid) if campaign.dry_run else None
+    phones: list[str] = []
+    texts: dict[str, str] = {}
+    for chunk in message_chunks(messages):
+        in_chunk = chunk["phone"].to_list()
+        if known is not None:
+            chosen = would_resend(known, statuses, failed_codes, in_chunk)
+        else:
+            chosen = ledger.reopen_for_resend(cid, statuses, phones=in_chunk, failed_codes=failed_codes)
+        if chosen:
+            kept = chunk.filter(pl.col("phone").is_in(chosen))
+            texts.update(zip(kept["phone"].to_list(), kept["message"].to_list(), strict=True))
+            phones += chosen
     counts = ledger.counts(cid)
     final = {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown")}
     batches = chunk_batches(phones, texts, ledger.next_batch_no(cid), campaign.batch_size)
@@ -96,33 +106,34 @@ def resend_campaign(
         raise ValueError("choose the recipients to resend: failed, unknown, or both")
     logger = get_run_logger()
     started = time.monotonic()
-    frame = load_recipients(campaign.source)
-    validation = validate(frame, campaign)
-    rendered = render(validation.valid, campaign)
-    summary = CampaignSummary(
-        campaign_id=campaign.campaign_id,
-        dry_run=campaign.dry_run,
-        source_rows=frame.height,
-        valid=rendered.messages.height,
-        allowed_calls_per_second=campaign.gateway.calls_per_second,
-    )
-    with Ledger(campaign.ledger) as ledger:
-        plan = plan_resend(ledger, campaign, rendered.messages, list(statuses), list(failed_codes))
-        summary.planned, summary.batches = plan.recipients, len(plan.batches)
-        summary.already_sent = plan.already_final.get("accepted", 0)
-        summary.recovered_as_unknown = plan.recovered_as_unknown
-        logger.info(
-            "campaign %s: resending %s %s recipients in %s batches",
-            campaign.campaign_id, summary.planned, " and ".join(statuses), summary.batches,
+    spool = spool_campaign(campaign)  # the same reading, validation and rendering as a campaign run
+    try:
+        summary = CampaignSummary(
+            campaign_id=campaign.campaign_id,
+            dry_run=campaign.dry_run,
+            source_rows=spool.source_rows,
+            valid=spool.valid,
+            allowed_calls_per_second=campaign.gateway.calls_per_second,
         )
-        if not campaign.dry_run and plan.batches:
-            _send_all(campaign, ledger, plan, summary)
-        summary.ledger_counts = ledger.counts(campaign.campaign_id)
-        summary.pending = summary.ledger_counts.get("pending", 0)
-        if summary.ledger_counts.get("unknown"):
-            summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
-    summary.elapsed_seconds = time.monotonic() - started
-    publish_report(summary, validation.rejects.head(0), campaign.source.phone_column)
+        with Ledger(campaign.ledger) as ledger:
+            plan = plan_resend(ledger, campaign, spool.scan_messages(), list(statuses), list(failed_codes))
+            summary.planned, summary.batches = plan.recipients, len(plan.batches)
+            summary.already_sent = plan.already_final.get("accepted", 0)
+            summary.recovered_as_unknown = plan.recovered_as_unknown
+            logger.info(
+                "campaign %s: resending %s %s recipients in %s batches",
+                campaign.campaign_id, summary.planned, " and ".join(statuses), summary.batches,
+            )
+            if not campaign.dry_run and plan.batches:
+                _send_all(campaign, ledger, plan, summary)
+            summary.ledger_counts = ledger.counts(campaign.campaign_id)
+            summary.pending = summary.ledger_counts.get("pending", 0)
+            if summary.ledger_counts.get("unknown"):
+                summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
+        summary.elapsed_seconds = time.monotonic() - started
+        publish_report(summary, spool.rejects_head(0), campaign.source.phone_column)
+    finally:
+        spool.remove()  # it holds phone numbers
     if summary.error:
         raise CampaignFailed(f"resend of campaign {campaign.campaign_id} stopped: {summary.error}")
     return summary
@@ -131,4 +142,5 @@ def resend_campaign(
 if __name__ == "__main__":
     import sys
 
-    resend_campaign(Campaign.from_yaml(sys.argv[1]), statuses=sys.argv[2:] or ["failed", "unknown"])  # type: ignore[arg-type]
+    statuses = sys.argv[2:] or ["failed", "unknown"]
+    resend_campaign(Campaign.from_yaml(sys.argv[1]), statuses=statuses)  # type: ignore[arg-type]

@@ -1,10 +1,12 @@
 """The `send_campaign` flow: load → validate → render → plan → send batch by batch → report.
 
 Orchestration only: each step is a task over pure functions in `tasks/`. The whole campaign is validated and
-rendered before the first batch goes out, so bad input never leaves a campaign half-sent. Each batch is its
-own task run (`<campaign>-batch-<n>`), sent one after another under the account's shared rate limit, and
-every recipient's outcome is committed to the send ledger, which is what makes reruns, UI retries and crash
-recovery safe.
+rendered before the first batch goes out, so bad input never leaves a campaign half-sent. Recipients stream
+from their source in chunks into a Parquet spool (`tasks/spool.py`) that planning and sending read back a
+part at a time, so a list of millions runs in bounded memory; the spool is deleted when the run ends.
+Each batch is its own task run (`<campaign>-batch-<n>`), sent one after another under the account's shared
+rate limit, and every recipient's outcome is committed to the send ledger, which is what makes reruns, UI
+retries and crash recovery safe.
 """
 
 from __future__ import annotations
@@ -25,32 +27,15 @@ from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
-from tasks.load import load_recipients
 from tasks.plan import SendPlan, plan_batches
-from tasks.render import RenderResult, render_messages
 from tasks.cost import CostEstimate, check_budget, estimate_cost, load_price_table
-from tasks.preview import build_preview
-from tasks.report import CampaignSummary, publish_report, unknown_recipients, write_rejects
+from tasks.report import CampaignSummary, publish_report, unknown_recipients
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
-from tasks.validate import ValidationResult, check_reject_share, validate_recipients
+from tasks.spool import rejects_file, spool_campaign
 
 
 class CampaignFailed(RuntimeError):
     """The run stopped before every planned batch was sent; the summary says where."""
-
-
-@task(name="validate-recipients", cache_policy=NO_CACHE)
-def validate(frame: pl.DataFrame, campaign: Campaign) -> ValidationResult:
-    """Validate every row; fail before anything is sent when too many are rejected."""
-    result = validate_recipients(frame, campaign.source.phone_column, campaign.validation)
-    check_reject_share(result, campaign.validation)
-    return result
-
-
-@task(name="render-messages", cache_policy=NO_CACHE)
-def render(valid: pl.DataFrame, campaign: Campaign) -> RenderResult:
-    """Render one message per recipient, with its encoding and segments."""
-    return render_messages(valid, campaign.template)
 
 
 @task(name="estimate-cost", cache_policy=NO_CACHE)
@@ -61,19 +46,6 @@ def estimate(messages: pl.DataFrame, campaign: Campaign) -> CostEstimate | None:
     cost = estimate_cost(messages, load_price_table(campaign.price_table))
     check_budget(cost, campaign.budget)
     return cost
-
-
-def _all_rejects(validation: ValidationResult, rendered: RenderResult) -> pl.DataFrame:
-    frames = [frame for frame in (validation.rejects, rendered.rejects) if frame.height]
-    return pl.concat(frames, how="diagonal_relaxed") if frames else validation.rejects
-
-
-def _reason_counts(rejects: pl.DataFrame) -> dict[str, int]:
-    if rejects.height == 0:
-        return {}
-    reasons = rejects.select(pl.col("reasons").explode().str.split(":").list.first().alias("reason"))
-    counts = reasons.group_by("reason").len().sort("reason")
-    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
 
 def scheduled_start() -> datetime:
@@ -115,46 +87,45 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
     logger = get_run_logger()
     started = time.monotonic()
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
-    frame = load_recipients(campaign.source)
-    validation = validate(frame, campaign)
-    rendered = render(validation.valid, campaign)
-    rejects = _all_rejects(validation, rendered)
-    cost = estimate(rendered.messages, campaign)
-    summary = CampaignSummary(
-        campaign_id=campaign.campaign_id,
-        dry_run=campaign.dry_run,
-        source_rows=frame.height,
-        valid=rendered.messages.height,
-        rejected=rejects.height,
-        rejected_by_reason=_reason_counts(rejects),
-        allowed_calls_per_second=campaign.gateway.calls_per_second,
-    )
-    rejects_path = write_rejects(rejects, campaign.ledger, campaign.campaign_id)
-    summary.rejects_file = str(rejects_path) if rejects_path else None
+    spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
+    try:
+        cost = estimate(spool.cost_frame(), campaign) if campaign.price_table is not None else None
+        summary = CampaignSummary(
+            campaign_id=campaign.campaign_id,
+            dry_run=campaign.dry_run,
+            source_rows=spool.source_rows,
+            valid=spool.valid,
+            rejected=spool.rejected,
+            rejected_by_reason=spool.rejected_by_reason,
+            allowed_calls_per_second=campaign.gateway.calls_per_second,
+        )
+        rejects_path = spool.write_rejects_csv(rejects_file(campaign.ledger, campaign.campaign_id))
+        summary.rejects_file = str(rejects_path) if rejects_path else None
 
-    with Ledger(campaign.ledger) as ledger:
-        plan: SendPlan = plan_batches(ledger, campaign, rendered.messages)
-        summary.planned, summary.batches = plan.recipients, len(plan.batches)
-        summary.already_sent = plan.already_final.get("accepted", 0)
-        summary.recovered_as_unknown = plan.recovered_as_unknown
-        summary.preview = build_preview(
-            rendered.messages, rendered.ucs2_culprits, cost,
-            batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second,
-        )
-        if cost is not None:
-            summary.estimated_cost, summary.currency = float(cost.total), cost.currency
-        logger.info(
-            "campaign %s: %s valid, %s rejected, %s to send in %s batches",
-            campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
-        )
-        if not campaign.dry_run and plan.batches:
-            _send_all(campaign, ledger, plan, summary)
-        summary.ledger_counts = ledger.counts(campaign.campaign_id)
-        summary.pending = summary.ledger_counts.get("pending", 0)
-        if summary.ledger_counts.get("unknown"):
-            summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
-    summary.elapsed_seconds = time.monotonic() - started
-    publish_report(summary, rejects, campaign.source.phone_column)
+        with Ledger(campaign.ledger) as ledger:
+            plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan")
+            summary.planned, summary.batches = plan.recipients, len(plan.batches)
+            summary.already_sent = plan.already_final.get("accepted", 0)
+            summary.recovered_as_unknown = plan.recovered_as_unknown
+            summary.preview = spool.preview(
+                cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
+            )
+            if cost is not None:
+                summary.estimated_cost, summary.currency = float(cost.total), cost.currency
+            logger.info(
+                "campaign %s: %s valid, %s rejected, %s to send in %s batches",
+                campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
+            )
+            if not campaign.dry_run and plan.batches:
+                _send_all(campaign, ledger, plan, summary)
+            summary.ledger_counts = ledger.counts(campaign.campaign_id)
+            summary.pending = summary.ledger_counts.get("pending", 0)
+            if summary.ledger_counts.get("unknown"):
+                summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
+        summary.elapsed_seconds = time.monotonic() - started
+        publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
+    finally:
+        spool.remove()  # it holds phone numbers
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
     return summary

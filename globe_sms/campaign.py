@@ -21,6 +21,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from globe_sms.ledger import task_id as ledger_task_id
+from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
+    FILE_KINDS,
+    CsvSource,
+    HttpSource,
+    NdjsonSource,
+    ParquetSource,
+    PostgresSource,
+    Source,
+)
 from tasks.render import MessageTemplate
 from tasks.validate import ValidationRules
 
@@ -76,18 +85,6 @@ class CampaignFileError(ValueError):
             where = ".".join(str(part) for part in item["loc"]) or "(campaign)"
             lines.append(f"  {where}: {item['msg']}")
         return cls(f"{origin} is not a valid campaign:\n" + "\n".join(lines))
-
-
-class CsvSource(BaseModel):
-    """Recipients from a CSV file; every column is read as text, so phone numbers are never turned into floats."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["csv"] = "csv"
-    path: str = Field(description="Path to the CSV file (relative paths resolve against the campaign file).")
-    phone_column: str = Field(default="phone", min_length=1, description="The column holding phone numbers.")
-    separator: str = Field(default=",", min_length=1, max_length=1, description="Field separator.")
-    encoding: Literal["utf8", "utf8-lossy"] = Field(default="utf8", description="Text encoding of the file.")
 
 
 class GatewaySettings(BaseModel):
@@ -146,7 +143,9 @@ class Campaign(BaseModel):
         "`{date}` (UTC) or `{date:Area/City}` is replaced by the run's scheduled date, e.g. "
         "`weekly-{date:Asia/Singapore}`.",
     )
-    source: CsvSource = Field(description="Where the recipients come from.")
+    source: Source = Field(
+        description="Where the recipients come from: `kind` csv (default), parquet, ndjson, postgres or http."
+    )
     template: MessageTemplate = Field(description="Message text with {column} placeholders, or a template spec.")
     message_type: Literal["NOTIFY", "MKT"] = Field(default="NOTIFY", description="NOTIFY or MKT (marketing).")
     sender_id: str | None = Field(
@@ -242,7 +241,11 @@ class Campaign(BaseModel):
         if not isinstance(data, dict):
             raise CampaignFileError(f"{file} must hold a mapping of campaign fields")
         source = data.get("source")
-        if isinstance(source, dict) and isinstance(source.get("path"), str):
+        if (
+            isinstance(source, dict)
+            and source.get("kind", "csv") in FILE_KINDS
+            and isinstance(source.get("path"), str)
+        ):
             source_path = Path(source["path"])
             if not source_path.is_absolute():
                 data["source"] = {**source, "path": str((file.parent / source_path).resolve())}

@@ -191,12 +191,14 @@ def setup(
     ] = Path("prefect.yaml"),
 ) -> None:
     """Create the work pools, Secret blocks and account rate limits the deployments need (idempotent)."""
+    import httpx
+
     from globe_sms.setup import run_setup, targets_from_prefect_yaml
 
     try:
         targets = targets_from_prefect_yaml(prefect_yaml)
         steps = run_setup(targets)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, httpx.HTTPError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_FAILED) from None
     table = Table(title=f"globe-sms setup ({prefect_yaml})")

@@ -9,7 +9,9 @@ Two layers, as `shared/ARCHITECTURE.md` sketches:
   a second, which measured only ~0.6 calls/s. So the pacer sleeps until one interval after its previous grant
   *returned*, and only then asks for the slot. Measured from the grant's return, the server always sees at
   least one full interval (plus the request's own latency) since the last grant, so the request is granted
-  at once instead of being bounced into a second-long retry.
+  at once instead of being bounced into a second-long retry. It asks with one request to the limit's
+  increment endpoint (`try_rate_limit`, as strict as `rate_limit(strict=True)`), which never waits on the
+  server's side, and handles a denial itself (below).
 
 The caller does all per-batch work (ledger write, payload, signature) *before* `wait()`, so the gap seen by
 the gateway is the interval plus the grant's round trip, a few milliseconds.
@@ -32,13 +34,15 @@ aside is useless five times in a row (nobody took the slot: a stale room, e.g. a
 in-memory lease storage), the pacer stops yielding for 30 s.
 
 **Hand-over margin.** The server spaces *grants* one interval apart, but each process sends a little after
-its grant, and two processes do not take equally long (a loaded machine, a bigger body). When a grant may
-follow another process's (this process was denied, stepped aside, or had no grant of its own in the last
-two intervals), the pacer waits `handover_seconds` (50 ms) before returning, so that the gateway still sees
-at least one interval between the two calls. A campaign sending alone never pays it after its first call.
+its grant, and two processes do not take equally long (a loaded machine, a bigger body). So when the slot
+may pass from another process (this process was denied, stepped aside, or had no grant of its own in the
+last two intervals), the pacer asks for it only `handover_seconds` (100 ms) after the previous grant, read
+from the limit's `updated` time, has aged one interval: the gateway then sees at least one interval between
+two processes' calls even if the first one was up to 100 ms slower to send. A campaign sending alone never
+pays it after its first call.
 
-Waiting for the slot is bounded (`GatewaySettings.rate_limit_timeout_seconds`): Prefect's timeout becomes a
-`RateLimitTimeout` that names the limit. Nothing has been sent at that point, so the batch goes back to pending.
+Waiting for the slot is bounded (`GatewaySettings.rate_limit_timeout_seconds`): past it, a `RateLimitTimeout`
+names the limit. Nothing has been sent at that point, so the batch goes back to pending.
 """
 
 from __future__ import annotations
@@ -163,6 +167,28 @@ class WaitingRoom(Protocol):
     def leave(self, client: Any, ticket: UUID) -> None: ...
 
 
+def send_once(client: Any, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One request through a Prefect sync client, without the client's own retries.
+
+    Prefect's client answers a 503 (the server's "database is locked" on SQLite) by sleeping 2 s and more
+    before it tries again, which is a missed turn for a process waiting for the slot: the pacer retries
+    within ~50 ms itself instead. Falls back to the client's retrying `request` if its internals moved.
+    """
+    import httpx
+
+    http = getattr(client, "_client", None)
+    if not isinstance(http, httpx.Client):  # pragma: no cover - a future Prefect client
+        return client.request(method, path, json=body)
+    request = http.build_request(method, path, json=body)
+    return httpx.Client.send(http, request)
+
+
+def _limit_path(name: str) -> str:
+    from urllib.parse import quote
+
+    return f"/v2/concurrency_limits/{quote(name, safe='')}"
+
+
 class PrefectWaitingRoom:
     """The waiting room as the Prefect concurrency limit `<limit>-waiting`: one leased slot per waiter."""
 
@@ -172,42 +198,46 @@ class PrefectWaitingRoom:
     def others_waiting(self) -> bool:
         """Whether any process holds a slot of the room (this one holds none while it asks)."""
         from prefect.client.orchestration import get_client
-        from prefect.exceptions import ObjectNotFound
 
         with get_client(sync_client=True) as client:
-            try:
-                return client.read_global_concurrency_limit_by_name(self.name).active_slots > 0
-            except ObjectNotFound:  # a server set up before the room existed: no fairness, no error
-                return False
+            response = send_once(client, "GET", _limit_path(self.name))
+        if response.status_code == 404:  # a server set up before the room existed: no fairness, no error
+            return False
+        response.raise_for_status()
+        return bool(response.json()["active_slots"] > 0)
 
     def join(self, client: Any) -> UUID | None:
-        response = client.increment_concurrency_slots_with_lease(
-            names=[self.name], slots=1, mode="concurrency", lease_duration=WAITING_LEASE_SECONDS
-        )
+        body = {"names": [self.name], "slots": 1, "mode": "concurrency"}
+        body["lease_duration"] = WAITING_LEASE_SECONDS
+        response = send_once(client, "POST", "/v2/concurrency_limits/increment-with-lease", body)
+        response.raise_for_status()
         return UUID(response.json()["lease_id"])
 
     def renew(self, client: Any, ticket: UUID) -> None:
         client.renew_concurrency_lease(ticket, lease_duration=WAITING_LEASE_SECONDS)
 
     def leave(self, client: Any, ticket: UUID) -> None:
-        client.release_concurrency_slots_with_lease(ticket)
+        for _ in range(5):  # a lease left behind makes others step aside for nobody until it expires
+            body = {"lease_id": str(ticket)}
+            response = send_once(client, "POST", "/v2/concurrency_limits/decrement-with-lease", body)
+            if response.status_code != 503:
+                return
+            time.sleep(0.05)
 
 
 def try_rate_limit(client: Any, name: str) -> bool:
-    """One attempt at a slot of the rate limit `name`: True if granted, False if the server said 423.
+    """One attempt at a slot of the rate limit `name`: True if granted; False if denied (423) or busy (503).
 
     Raises:
         ConcurrencySlotAcquisitionError: the limit does not exist (as `rate_limit(strict=True)`).
     """
-    import httpx
     from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
-    try:
-        response = client.increment_concurrency_slots(names=[name], slots=1, mode="rate_limit")
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code == 423:
-            return False
-        raise
+    body = {"names": [name], "slots": 1, "mode": "rate_limit"}
+    response = send_once(client, "POST", "/v2/concurrency_limits/increment", body)
+    if response.status_code in (423, 503):
+        return False
+    response.raise_for_status()
     if not response.json():
         raise ConcurrencySlotAcquisitionError(
             f"Concurrency limits {[name]!r} must be created before acquiring slots"
@@ -215,28 +245,43 @@ def try_rate_limit(client: Any, name: str) -> bool:
     return True
 
 
-import os as _os
-def _trace(msg):
-    path = _os.environ.get("GLOBE_SMS_PACER_TRACE")
-    if path:
-        with open(f"{path}-{_os.getpid()}.log", "a") as f:
-            f.write(f"{time.time():.3f} {msg}\n")
+def slot_wait(client: Any, name: str, margin_seconds: float) -> float | None:
+    """How long to wait before asking for the rate limit `name` so that the previous grant, whoever took it,
+    lies at least one interval plus `margin_seconds` back; None while the slot is taken.
+
+    The server answers with the slot's decayed count and `updated`, the time of its last grant. The margin
+    is kept on the local clock against the server's: keep the machines' clocks in sync (NTP).
+    """
+    from datetime import UTC, datetime
+
+    response = send_once(client, "GET", _limit_path(name))
+    response.raise_for_status()
+    data = response.json()
+    if data["active_slots"] > 0:
+        return None
+    last_grant = datetime.fromisoformat(data["updated"].replace("Z", "+00:00"))
+    spacing = 1.0 / data["slot_decay_per_second"]
+    return max(0.0, spacing + margin_seconds - (datetime.now(UTC) - last_grant).total_seconds())
 
 
-def _courtesy(call: Callable[[], Any]) -> Any:
-    """Run a waiting-room call; on any error log it and return None (the room never fails a send)."""
+def _courtesy(call: Callable[[], Any], default: Any = None) -> Any:
+    """Run a fairness call; on any error log it and return `default` (fairness never fails a send)."""
     try:
         return call()
     except Exception as exc:  # noqa: BLE001 - fairness is best effort
-        logger.debug("waiting room: %s", exc)
-        return None
+        logger.debug("pacing: %s", exc)
+        return default
+
+
+_UNKNOWN = object()
 
 
 def take_slot_fairly(
     name: str,
     try_take: Callable[[str], bool],
     *,
-    is_free: Callable[[str], bool] | None = None,
+    slot_wait: Callable[[str], float | None] | None = None,
+    look_first: bool = False,
     room: WaitingRoom | None,
     client: Any = None,
     timeout_seconds: float | None = None,
@@ -249,7 +294,9 @@ def take_slot_fairly(
     Args:
         name: the rate limit.
         try_take: one attempt at a slot (a write on the server): True if granted.
-        is_free: whether the slot looks free (a read); `None` polls with `try_take` itself.
+        slot_wait: a read: None while the slot is taken, else how long to wait before asking (the
+            hand-over margin); `None` polls with `try_take` itself.
+        look_first: read before the first attempt too (the slot may come from another process).
         room: the waiting room, or None.
         client: passed to the room's calls.
         timeout_seconds: longest wait (`None`: no bound).
@@ -266,39 +313,40 @@ def take_slot_fairly(
     denials = 0
     ticket: UUID | None = None
     joined = started
+
+    def look() -> bool:
+        """Whether to ask now, after waiting out the margin; False while the slot is taken."""
+        if slot_wait is None:
+            return True
+        wait = _courtesy(lambda: slot_wait(name), default=_UNKNOWN)
+        if wait is None:
+            return False
+        if wait is not _UNKNOWN and wait > 0:
+            sleep(wait)
+        return True
+
     try:
-        while True:
-            _trace("try")
-            _ok = try_take(name)
-            _trace(f"try -> {_ok}")
-            if _ok:
-                break
+        if look_first:
+            look()
+        while not try_take(name):
             denials += 1
-            if room is not None and ticket is None:
-                ticket = _courtesy(lambda: room.join(client))
-                joined = clock()
             while True:
                 now = clock()
                 if timeout_seconds is not None and now - started >= timeout_seconds:
                     raise RateLimitTimeout(name, timeout_seconds)
-                if room is not None and ticket is not None and now - joined > WAITING_LEASE_SECONDS / 2:
+                if room is not None and ticket is None:  # again after a failed join: a busy server
+                    ticket = _courtesy(lambda: room.join(client))
+                    joined = clock()
+                elif room is not None and ticket is not None and now - joined > WAITING_LEASE_SECONDS / 2:
                     _courtesy(lambda: room.renew(client, ticket))
                     joined = now
                 sleep(poll_seconds * random.uniform(0.8, 1.2))
-                _trace("read")
-                _free = is_free is None or _courtesy(lambda: is_free(name)) is not False
-                _trace(f"read -> {_free}")
-                if _free:
+                if look():
                     break
         return denials
     finally:
         if room is not None and ticket is not None:
             _courtesy(lambda: room.leave(client, ticket))
-
-
-def slot_is_free(client: Any, name: str) -> bool:
-    """Whether the rate limit `name` has no active slot now (the server applies the decay when read)."""
-    return bool(client.read_global_concurrency_limit_by_name(name).active_slots == 0)
 
 
 @dataclass
@@ -327,8 +375,8 @@ class Pacer:
         waiting_room: who else waits for the slot (see the module docstring); defaults to the Prefect one
             with the default `acquire`, and to none (no yielding) with an injected one.
         yield_seconds: how long to step aside when someone else waits (at most half an interval).
-        handover_seconds: the wait after a grant that may follow another process's; defaults to 50 ms with
-            the default `acquire` and to 0 with an injected one.
+        handover_seconds: when the slot may pass from another process, it is asked for only this long after
+            the slot's previous grant has aged one interval (the default `acquire` only).
         clock, sleep: injected in tests.
     """
 
@@ -342,7 +390,7 @@ class Pacer:
         timeout_seconds: float | None = None,
         waiting_room: WaitingRoom | None = None,
         yield_seconds: float = 0.5,
-        handover_seconds: float | None = None,
+        handover_seconds: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -356,9 +404,8 @@ class Pacer:
         self.spacing = 1.0 / calls_per_second  # what the server keeps between two grants
         if waiting_room is None and acquire is None and limit_name is not None:
             waiting_room = PrefectWaitingRoom(limit_name)
-        if handover_seconds is None:
-            handover_seconds = 0.05 if acquire is None else 0.0
         self.handover_seconds = min(handover_seconds, self.spacing / 4)
+        self._handover = True  # whether the next slot may come from another process
         self._room = waiting_room
         self._acquire = acquire if acquire is not None else self._take_prefect_slot
         self._clock = clock
@@ -376,7 +423,8 @@ class Pacer:
             return take_slot_fairly(
                 name,
                 lambda limit: try_rate_limit(client, limit),
-                is_free=lambda limit: slot_is_free(client, limit),
+                slot_wait=lambda limit: slot_wait(client, limit, self.handover_seconds),
+                look_first=self._handover,
                 room=self._room,
                 client=client,
                 timeout_seconds=self.timeout_seconds,
@@ -419,7 +467,6 @@ class Pacer:
             RateLimitTimeout: the shared slot was not granted within the acquire function's timeout.
         """
         with self._lock:
-            _trace("wait")
             previous = self._last_grant
             due = None if previous is None else previous + self.interval
             courteous = False
@@ -427,31 +474,26 @@ class Pacer:
             if self.limit_name is not None and self._room is not None:
                 # Look into the waiting room a little ahead, so that the look never delays the call itself.
                 self._sleep_until(None if due is None else due - min(0.05, self.interval / 4))
-                _trace("room?")
                 courteous = self._others_waiting()
-                _trace(f"room -> {courteous}")
             self._sleep_until(due)
             if courteous:
                 self._sleep(self.yield_seconds)
                 self.stats.yields += 1
             if self.limit_name is not None:
+                # Nobody can have been granted between two of our grants less than two spacings apart: then
+                # the slot comes from this process, and needs no hand-over margin (and no extra look).
+                since = None if previous is None else self._clock() - previous
+                own_turn = since is not None and since < 2 * self.spacing - min(0.05, self.spacing / 4)
+                self._handover = courteous or not own_turn
                 started = self._clock()
                 denials = self._acquire(self.limit_name)
                 self.stats.acquire_seconds += self._clock() - started
                 self.stats.denials += denials or 0
+                self.stats.handovers += bool(self._handover or denials)
                 if courteous:
                     self._count_yield(denials)
-            self.stats.grants += 1
-            # Nobody can have had a grant between two of ours less than two spacings apart.
-            since = None if previous is None else self._clock() - previous
-            own_turn = since is not None and since < 2 * self.spacing - min(0.05, self.spacing / 4)
-            handover = self.limit_name is not None and (denials or courteous or not own_turn)
-            if self.handover_seconds and handover:
-                self._sleep(self.handover_seconds)
-                self.stats.handovers += 1
-            # From the moment the call may leave: a hand-over wait must not shorten the next interval.
             self._last_grant = self._clock()
-            _trace(f"return denials={denials} courteous={courteous} handover={handover}")
+            self.stats.grants += 1
 
 
 _pacers: dict[tuple[str | None, float, float], Pacer] = {}

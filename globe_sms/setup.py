@@ -111,7 +111,7 @@ def _secret_value(environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
     if key_id and secret:
         return {"access_key_id": key_id, "access_key_secret": secret}, f"from {ACCESS_KEY_ID_ENV}/_SECRET"
     placeholder = {"access_key_id": PLACEHOLDER, "access_key_secret": PLACEHOLDER}
-    return placeholder, "placeholder: put the AccessKey in it (Blocks page of the UI), then run setup again"
+    return placeholder, "placeholder: fill in the AccessKey (Blocks page), then run setup again"
 
 
 def ensure_secret_block(client: Any, name: str, environ: Mapping[str, str]) -> SetupStep:

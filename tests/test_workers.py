@@ -11,8 +11,11 @@ that it records every call as it arrives). At the emulator:
 * every recipient got exactly one message.
 
 The same again with the Prefect server and the ledger in PostgreSQL (127.0.0.1:5432, user postgres, throwaway
-databases created and dropped here): the multi-machine setup. Unit tests of the pacer: tests/test_pacing.py;
-the deployments themselves: tests/test_deployments.py.
+databases created and dropped here): the multi-machine setup.
+
+First, the pieces that make the sharing fair (`globe_sms.pacing`: waiting room, polling, stepping aside,
+hand-over margin), with fakes and against the session's Prefect test server. Other pacer unit tests:
+tests/test_pacing.py; the deployments themselves: tests/test_deployments.py.
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ import httpx
 import pytest
 
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
+from globe_sms.pacing import (
+    Pacer,
+    PrefectWaitingRoom,
+    RateLimitTimeout,
+    ensure_global_limit,
+    slot_wait,
+    take_slot_fairly,
+    try_rate_limit,
+    waiting_room_name,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = 15
@@ -41,6 +54,187 @@ MAX_GAP_SECONDS = 3.0
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 pytestmark = pytest.mark.timeout(420)
+
+
+class FakeTime:
+    """A clock that moves only by sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakeRoom:
+    """A waiting room that records who joined and left; `waiting` says whether others wait."""
+
+    def __init__(self, waiting: bool = False, broken: bool = False) -> None:
+        self.waiting, self.broken = waiting, broken
+        self.events: list[str] = []
+
+    def others_waiting(self) -> bool:
+        if self.broken:
+            raise RuntimeError("server busy")
+        return self.waiting
+
+    def join(self, client: Any) -> Any:
+        self.events.append("join")
+        if self.broken:
+            raise RuntimeError("server busy")
+        return "ticket"
+
+    def renew(self, client: Any, ticket: Any) -> None:
+        self.events.append("renew")
+
+    def leave(self, client: Any, ticket: Any) -> None:
+        self.events.append("leave")
+
+
+class TestTakeSlotFairly:
+    def test_a_denied_process_waits_in_the_room_and_watches_with_reads(self) -> None:
+        """Denied: it joins the room once, watches with reads, asks again when free, then leaves."""
+        fake, room = FakeTime(), FakeRoom()
+        answers, looks = iter([False, False, True]), iter([None, 0.0, 0.3])
+        tries: list[float] = []
+
+        def try_take(name: str) -> bool:
+            tries.append(fake.now)
+            return next(answers)
+
+        denials = take_slot_fairly(
+            "sms", try_take, slot_wait=lambda name: next(looks), room=room, clock=fake.clock, sleep=fake.sleep
+        )
+        assert denials == 2 and len(tries) == 3
+        assert room.events == ["join", "leave"]
+        assert 0.3 in fake.sleeps  # the hand-over margin the read asked for, before the last try
+        assert all(0.04 <= s <= 0.06 for s in fake.sleeps if s != 0.3)  # ~50 ms polls
+
+    def test_a_granted_first_try_never_enters_the_room(self) -> None:
+        """No denial, no room, no poll."""
+        fake, room = FakeTime(), FakeRoom()
+        assert take_slot_fairly("sms", lambda n: True, room=room, clock=fake.clock, sleep=fake.sleep) == 0
+        assert room.events == [] and fake.sleeps == []
+
+    def test_looking_first_waits_out_the_margin_before_the_first_try(self) -> None:
+        """A slot that may come from another process is asked for only once the margin has passed."""
+        fake = FakeTime()
+        asked: list[float] = []
+        take_slot_fairly(
+            "sms", lambda n: asked.append(fake.now) or True, slot_wait=lambda n: 0.08, look_first=True,
+            room=None, clock=fake.clock, sleep=fake.sleep,
+        )
+        assert asked == [pytest.approx(1000.08)]
+
+    def test_no_slot_in_time_raises_and_leaves_the_room(self) -> None:
+        """The wait is bounded: RateLimitTimeout, and the room is left."""
+        fake, room = FakeTime(), FakeRoom()
+        with pytest.raises(RateLimitTimeout):
+            take_slot_fairly(
+                "sms", lambda n: False, slot_wait=lambda n: None, room=room, timeout_seconds=1.0,
+                clock=fake.clock, sleep=fake.sleep,
+            )
+        assert room.events[0] == "join" and room.events[-1] == "leave"
+        assert 1.0 <= fake.now - 1000.0 < 1.2
+
+    def test_a_broken_room_never_fails_the_send(self) -> None:
+        """Fairness is best effort: a room that errors is retried, and the slot is still taken."""
+        fake, room = FakeTime(), FakeRoom(broken=True)
+        answers = iter([False, True])
+        assert take_slot_fairly(
+            "sms", lambda n: next(answers), slot_wait=lambda n: 0.0, room=room,
+            clock=fake.clock, sleep=fake.sleep,
+        ) == 1
+        assert "join" in room.events and "leave" not in room.events
+
+
+class TestPacerTakesTurns:
+    @staticmethod
+    def pacer(room: FakeRoom, fake: FakeTime, denials: list[int]) -> tuple[Pacer, list[float]]:
+        grants: list[float] = []
+
+        def acquire(name: str) -> int:
+            grants.append(fake.now)
+            return denials.pop(0) if denials else 0
+
+        pacer = Pacer(
+            1.0, limit_name="sms", acquire=acquire, waiting_room=room, clock=fake.clock, sleep=fake.sleep
+        )
+        return pacer, grants
+
+    def test_steps_aside_when_someone_else_waits(self) -> None:
+        """With a waiter in the room the pacer asks yield_seconds later; alone it asks on time."""
+        fake = FakeTime()
+        alone, grants = self.pacer(FakeRoom(waiting=False), fake, [])
+        alone.wait()
+        alone.wait()
+        assert grants[1] - grants[0] == pytest.approx(1.005) and alone.stats.yields == 0
+        fake2 = FakeTime()
+        polite, grants2 = self.pacer(FakeRoom(waiting=True), fake2, [0, 3, 3])
+        polite.wait()
+        polite.wait()
+        assert grants2[1] - grants2[0] == pytest.approx(1.005 + 0.5) and polite.stats.yields == 2
+
+    def test_stops_stepping_aside_for_nobody(self) -> None:
+        """Five useless yields in a row (nobody took the slot) pause yielding for 30 s."""
+        fake = FakeTime()
+        pacer, _ = self.pacer(FakeRoom(waiting=True), fake, [])
+        for _ in range(6):
+            pacer.wait()
+        assert pacer.stats.yields == 5
+        fake.now += 31
+        pacer.wait()
+        assert pacer.stats.yields == 6
+
+    def test_a_hand_over_is_told_apart_from_the_own_next_turn(self) -> None:
+        """The first grant and one after a long pause may follow another process's; the next in line not."""
+        fake = FakeTime()
+        pacer, _ = self.pacer(FakeRoom(waiting=False), fake, [])
+        pacer.wait()
+        assert pacer.stats.handovers == 1
+        pacer.wait()
+        assert pacer.stats.handovers == 1
+        fake.now += 5
+        pacer.wait()
+        assert pacer.stats.handovers == 2
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestAgainstAPrefectServer:
+    def test_the_limit_comes_with_its_waiting_room(self) -> None:
+        """`ensure_global_limit` creates the room too; a waiter's lease shows in it until it leaves."""
+        from prefect.client.orchestration import get_client
+
+        ensure_global_limit("globe-sms-fair-test", 1.0)
+        room = PrefectWaitingRoom("globe-sms-fair-test")
+        assert room.name == waiting_room_name("globe-sms-fair-test") and not room.others_waiting()
+        with get_client(sync_client=True) as client:
+            ticket = room.join(client)
+            assert room.others_waiting()
+            room.leave(client, ticket)
+        assert not room.others_waiting()
+
+    def test_one_try_is_granted_then_denied_and_the_read_tells_when_to_ask(self) -> None:
+        """try_rate_limit never blocks; slot_wait is None while taken, then the margin's remainder."""
+        from prefect.client.orchestration import get_client
+        from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+        ensure_global_limit("globe-sms-try-test", 1.0)
+        with get_client(sync_client=True) as client:
+            assert try_rate_limit(client, "globe-sms-try-test")
+            started = time.monotonic()
+            assert not try_rate_limit(client, "globe-sms-try-test")
+            assert time.monotonic() - started < 0.5  # no client-side retry or backoff
+            assert slot_wait(client, "globe-sms-try-test", 0.1) is None
+            time.sleep(1.05)
+            assert 0.0 <= slot_wait(client, "globe-sms-try-test", 0.2) <= 0.2
+            with pytest.raises(ConcurrencySlotAcquisitionError, match="must be created"):
+                try_rate_limit(client, "globe-sms-no-such-limit")
 
 
 def free_port() -> int:
@@ -64,7 +258,8 @@ class PrefectStack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and "PROXY" not in k.upper()}
+        inherited = os.environ.items()
+        env = {k: v for k, v in inherited if not k.startswith("PREFECT_") and "PROXY" not in k.upper()}
         env.update(
             PREFECT_HOME=str(self.home),
             PREFECT_API_URL=self.api_url,
@@ -77,7 +272,6 @@ class PrefectStack:
             PREFECT_WORKER_HEARTBEAT_SECONDS="5",
             PREFECT_RUNNER_POLL_FREQUENCY="1",
             GLOBE_SMS_HOME=str(ROOT),
-            GLOBE_SMS_PACER_TRACE="/tmp/gstrace/p",
             ALIBABA_CLOUD_ACCESS_KEY_ID="testid",
             ALIBABA_CLOUD_ACCESS_KEY_SECRET="testsecret",
             NO_PROXY="127.0.0.1,localhost",
@@ -98,16 +292,18 @@ class PrefectStack:
 
     def run(self, *args: str, timeout: float = 120) -> str:
         """Run a command to completion; its output, or an assertion error showing it."""
-        done = subprocess.run(list(args), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            list(args), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done.stdout
 
-    def start_server(self, timeout: float = 90) -> None:
-        """`prefect server start` (no UI), and wait until /api/health answers."""
+    def start_server(self, timeout: float = 90, *, ui: bool = False) -> None:
+        """`prefect server start` (without its UI unless asked), and wait until /api/health answers."""
         self.home.mkdir(parents=True, exist_ok=True)
         server = self.spawn(
             "server", sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-            "--port", str(self.port), "--no-ui",
+            "--port", str(self.port), "--ui" if ui else "--no-ui",
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -123,13 +319,14 @@ class PrefectStack:
     def start_worker(self, name: str) -> None:
         """A process worker of the globe-sms pool that runs one flow run at a time."""
         self.spawn(
-            name, sys.executable, "-m", "prefect", "worker", "start", "--pool", "globe-sms", "--type", "process",
-            "--name", name, "--limit", "1",
+            name, sys.executable, "-m", "prefect", "worker", "start", "--pool", "globe-sms",
+            "--type", "process", "--name", name, "--limit", "1",
         )
 
-    def log(self, name: str) -> str:
+    def log(self, name: str, tail: int | None = 4000) -> str:
         path = self.home / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else "(no log)"
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         """SIGINT each process group (workers stop on it), then SIGKILL what is left."""
@@ -162,7 +359,7 @@ def write_recipients(path: Path, prefix: str, count: int) -> list[str]:
 def campaign_parameters(campaign_id: str, source: Path, ledger: str, endpoint: str) -> dict[str, Any]:
     return {
         "campaign_id": campaign_id,
-        "source": {"path": str(source)},
+        "source": {"kind": "csv", "path": str(source)},
         "template": {"text": "Hi {first_name}, this is globe-sms."},
         "sender_id": "GlobeSMS",
         "batch_size": BATCH_SIZE,
@@ -191,6 +388,7 @@ def longest_gap_while_both_send(times: dict[str, list[float]]) -> dict[str, floa
 
 def run_two_campaigns(stack: PrefectStack, tmp_path: Path, ledger: str) -> dict[str, Any]:
     """Deploy, start two workers, run two campaigns at once; return what the emulator saw."""
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -209,8 +407,6 @@ def run_two_campaigns(stack: PrefectStack, tmp_path: Path, ledger: str) -> dict[
                 runs.append(run_deployment("send-campaign/send-campaign", parameters=parameters, timeout=0))
             states = {}
             deadline = time.monotonic() + 240
-            from prefect.client.orchestration import get_client
-
             with get_client(sync_client=True) as client:
                 while time.monotonic() < deadline:
                     states = {run.id: client.read_flow_run(run.id) for run in runs}
@@ -222,7 +418,9 @@ def run_two_campaigns(stack: PrefectStack, tmp_path: Path, ledger: str) -> dict[
     logs = "\n".join(stack.log(name) for name in ("worker-1", "worker-2"))
     for fr in states.values():
         assert fr.state is not None and fr.state.is_completed(), f"{fr.name}: {fr.state}\n{logs}"
-    assert len({fr.work_queue_id for fr in states.values()}) == 1
+    for worker in ("worker-1", "worker-2"):  # one campaign each (a flow run logs to its worker's output)
+        ran = [name for name in ("north", "south") if f"two-{name}-batch-" in stack.log(worker, tail=None)]
+        assert len(ran) == 1, f"{worker} ran {ran}\n{logs}"
     times: dict[str, list[float]] = {"north": [], "south": []}
     for call in calls:
         times["north" if call.task_id.startswith("two-north") else "south"].append(call.time)
@@ -246,8 +444,10 @@ def check_two_campaigns(result: dict[str, Any]) -> dict[str, float]:
         "overlap_s": overlap,
         **{f"longest_gap_{k}_s": v for k, v in starving.items()},
     }
-    timeline = " ".join(f"{call.task_id[4]}{call.time - moments[0]:.2f}" for call in sorted(calls, key=lambda c: c.time))
-    print(f"two campaigns on two workers: {figures}\n{timeline}")  # noqa: T201 - shown with -s, for the record
+    # n0.00 s1.05 n2.26 ...: which campaign called when, for the record (shown with -s)
+    in_order = sorted(calls, key=lambda c: c.time)
+    timeline = " ".join(f"{c.task_id[4]}{c.time - moments[0]:.2f}" for c in in_order)
+    print(f"two campaigns on two workers: {figures}\n{timeline}")  # noqa: T201
     assert min(gaps) >= 1.0, f"two calls {min(gaps):.3f} s apart: over one call per second ({figures})"
     assert overlap > 10, f"the campaigns barely overlapped ({figures})"
     assert max(starving.values()) <= MAX_GAP_SECONDS, f"a campaign starved ({figures})"
@@ -261,7 +461,9 @@ def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
-def test_two_campaigns_on_two_workers_share_the_rate_fairly_sqlite(tmp_path: Path, no_proxy_env: None) -> None:
+def test_two_campaigns_on_two_workers_share_the_rate_fairly_sqlite(
+    tmp_path: Path, no_proxy_env: None
+) -> None:
     """SQLite server and ledger: at most one call per second in total, and no campaign waits over 3 s."""
     stack = PrefectStack(tmp_path / "prefect")
     try:
