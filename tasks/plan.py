@@ -9,11 +9,19 @@ Before planning, the ledger is brought up to date for this run:
 
 Only `pending` rows are planned, so a rerun, a UI retry or a resumed crash never sends an accepted number again.
 Batch numbers keep increasing across runs of a campaign, so every TaskId stays unique.
+
+The messages may be a frame, a LazyFrame or Parquet files (a spool from `tasks/spool.py`): they are read
+`PLAN_CHUNK_ROWS` at a time and registered, then joined with the ledger's pending numbers in one streaming
+pass (a campaign's first run skips the lookup: everything it registered is pending). The rows to send go to
+plan parts (Parquet files in `plan_dir`, or frames in memory without one), and `PlannedBatches` cuts the
+batches from them one at a time while they are sent. So no step holds every message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 from prefect import task
@@ -30,13 +38,61 @@ TRANSIENT_CODES = frozenset(
     | THROTTLING_BUSINESS_CODES
     | {"Throttling", "Throttling.User", "Throttling.Api", "Throttling.Resource"}
 )
+PLAN_CHUNK_ROWS = 50_000
+"""Messages read, registered and looked up in the ledger at a time."""
+
+Messages = pl.DataFrame | pl.LazyFrame | Path
+"""Rendered messages (`phone`, `country`, `message`): a frame, a LazyFrame, a Parquet file, glob or folder."""
+PlanPart = pl.DataFrame | Path
+
+
+class PlannedBatches:
+    """A run's batches, cut from the plan parts (`phone`, `message`) only while they are iterated.
+
+    `len()` is known without reading anything; iterating reads one part at a time, so a 10,000-batch run never
+    holds more than a part and a batch.
+    """
+
+    def __init__(
+        self, parts: Sequence[PlanPart], batch_size: int, first_batch_no: int, recipients: int
+    ) -> None:
+        self.parts = list(parts)
+        self.batch_size = batch_size
+        self.first_batch_no = first_batch_no
+        self.recipients = recipients
+
+    def __len__(self) -> int:
+        return -(-self.recipients // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        phones: list[str] = []
+        texts: list[str] = []
+        batch_no = self.first_batch_no
+        for part in self.parts:
+            if not isinstance(part, pl.DataFrame):
+                part = pl.read_parquet(part, columns=["phone", "message"])
+            frame = part
+            phones += frame["phone"].to_list()
+            texts += frame["message"].to_list()
+            while len(phones) >= self.batch_size:
+                yield Batch(batch_no, tuple(phones[: self.batch_size]), tuple(texts[: self.batch_size]))
+                del phones[: self.batch_size], texts[: self.batch_size]
+                batch_no += 1
+        if phones:
+            yield Batch(batch_no, tuple(phones), tuple(texts))
+
+    def __repr__(self) -> str:
+        return (
+            f"PlannedBatches({len(self)} batches of up to {self.batch_size}, {self.recipients} recipients, "
+            f"from batch {self.first_batch_no})"
+        )
 
 
 @dataclass(frozen=True)
 class SendPlan:
     """The batches of one run and what the ledger looked like before it."""
 
-    batches: list[Batch]
+    batches: Sequence[Batch] | PlannedBatches
     registered: int = 0
     recovered_as_unknown: int = 0
     reopened: int = 0
@@ -44,10 +100,14 @@ class SendPlan:
 
     @property
     def recipients(self) -> int:
+        if isinstance(self.batches, PlannedBatches):
+            return self.batches.recipients
         return sum(len(batch) for batch in self.batches)
 
 
-def chunk_batches(phones: list[str], texts: dict[str, str], first_batch_no: int, batch_size: int) -> list[Batch]:
+def chunk_batches(
+    phones: list[str], texts: dict[str, str], first_batch_no: int, batch_size: int
+) -> list[Batch]:
     """Cut the pending numbers into batches of at most `batch_size`, numbered from `first_batch_no`."""
     batches = []
     for offset in range(0, len(phones), batch_size):
@@ -56,41 +116,116 @@ def chunk_batches(phones: list[str], texts: dict[str, str], first_batch_no: int,
     return batches
 
 
-def plan_send(ledger: Ledger, campaign: Campaign, messages: pl.DataFrame) -> SendPlan:
-    """Update the ledger for this run and plan the batches (writes to the ledger)."""
+def message_chunks(
+    messages: Messages,
+    rows: int | None = None,
+    *,
+    only: pl.DataFrame | None = None,
+    without: pl.DataFrame | None = None,
+) -> Iterator[pl.DataFrame]:
+    """`phone`, `country` and `message` of every message in order, `rows` (`PLAN_CHUNK_ROWS`) at a time.
+
+    Args:
+        messages: see `Messages`.
+        rows: rows per chunk.
+        only: keep only the numbers in this frame's `phone` column (one streaming semi-join).
+        without: drop the numbers in this frame's `phone` column (one streaming anti-join).
+    """
+    rows = rows or PLAN_CHUNK_ROWS
+    columns = ["phone", "country", "message"]
+    if isinstance(messages, pl.DataFrame) and only is None and without is None:
+        yield from messages.select(columns).iter_slices(rows)
+        return
+    if isinstance(messages, Path):
+        messages = pl.scan_parquet(str(messages / "*.parquet") if messages.is_dir() else str(messages))
+    lazy = messages.lazy().select(columns)
+    if only is not None:
+        lazy = lazy.join(only.lazy().select("phone"), on="phone", how="semi", maintain_order="left")
+    if without is not None:
+        lazy = lazy.join(without.lazy().select("phone"), on="phone", how="anti", maintain_order="left")
+    yield from lazy.collect_batches(chunk_size=rows, maintain_order=True)
+
+
+def _keep(frame: pl.DataFrame, plan_dir: Path | None, index: int) -> PlanPart:
+    """A plan part: in memory without `plan_dir`, else written there."""
+    if plan_dir is None:
+        return frame
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    path = plan_dir / f"part-{index:05d}.parquet"
+    frame.write_parquet(path, compression="lz4")
+    return path
+
+
+def _final_counts(ledger: Ledger, campaign_id: str) -> dict[str, int]:
+    counts = ledger.counts(campaign_id)
+    return {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown")}
+
+
+def _plan_parts(
+    messages: Messages, plan_dir: Path | None, **keep: pl.DataFrame | None
+) -> tuple[list[PlanPart], int]:
+    """The plan parts (`phone`, `message` of the messages kept) and how many rows they hold."""
+    parts: list[PlanPart] = []
+    recipients = 0
+    for index, chunk in enumerate(message_chunks(messages, **keep)):
+        if chunk.height:
+            parts.append(_keep(chunk.select("phone", "message"), plan_dir, index))
+            recipients += chunk.height
+    return parts, recipients
+
+
+def plan_send(
+    ledger: Ledger, campaign: Campaign, messages: Messages, plan_dir: Path | None = None
+) -> SendPlan:
+    """Update the ledger for this run and plan the batches (writes to the ledger).
+
+    A campaign's first run registers every number as `pending` and plans them all, in the messages' order,
+    without reading them back. A later run plans the numbers the ledger lists as `pending` (read once, then
+    joined with the messages in one streaming pass); new numbers of the source are registered first.
+
+    Args:
+        ledger: the send ledger.
+        campaign: the campaign (its id, batch size and resend options).
+        messages: the rendered messages; see `Messages`.
+        plan_dir: where to write the plan parts; None keeps them in memory (small campaigns, tests).
+    """
     cid = campaign.campaign_id
+    first_run = sum(ledger.counts(cid).values()) == 0
     recovered = ledger.recover_interrupted(cid)
-    registered = ledger.register(cid, messages["phone"].to_list(), messages["country"].to_list())
+    registered = rows = 0
+    for chunk in message_chunks(messages):
+        registered += ledger.register(cid, chunk["phone"].to_list(), chunk["country"].to_list())
+        rows += chunk.height
     reopened = ledger.resend_unknown(cid) if campaign.resend_unknown else 0
     reopened += ledger.reopen_retryable_failures(cid, TRANSIENT_CODES | set(campaign.retry_failed_codes))
-    texts = dict(zip(messages["phone"].to_list(), messages["message"].to_list(), strict=True))
-    pending = [phone for phone in ledger.pending(cid) if phone in texts]
-    counts = ledger.counts(cid)
-    final = {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown")}
-    batches = chunk_batches(pending, texts, ledger.next_batch_no(cid), campaign.batch_size)
-    return SendPlan(batches, registered, recovered, reopened, final)
+    pending = None
+    if not (first_run and registered == rows):  # else every message's number was just registered pending
+        pending = pl.DataFrame({"phone": ledger.pending(cid)}, schema={"phone": pl.String})
+    parts, recipients = _plan_parts(messages, plan_dir, only=pending)
+    batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
+    return SendPlan(batches, registered, recovered, reopened, _final_counts(ledger, cid))
 
 
-def preview_plan(ledger: Ledger, campaign: Campaign, messages: pl.DataFrame) -> SendPlan:
+def preview_plan(
+    ledger: Ledger, campaign: Campaign, messages: Messages, plan_dir: Path | None = None
+) -> SendPlan:
     """What `plan_send` would plan, read-only (for dry runs)."""
     cid = campaign.campaign_id
-    rows = ledger.rows(cid)
-    known = dict(zip(rows["phone"].to_list(), rows["status"].to_list(), strict=True)) if rows.height else {}
-    # Rows left `submitting` by a crash would become unknown, so only pending (and asked-for unknown) rows count.
-    sendable = {"pending"} | ({"unknown", "submitting"} if campaign.resend_unknown else set())
-    texts = dict(zip(messages["phone"].to_list(), messages["message"].to_list(), strict=True))
-    phones = [phone for phone in texts if known.get(phone, "pending") in sendable]
-    counts: dict[str, int] = {}
-    for status in known.values():
-        counts[status] = counts.get(status, 0) + 1
-    final = {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown")}
-    first = (max(rows["batch_no"].drop_nulls().to_list(), default=0) + 1) if rows.height else 1
-    return SendPlan(chunk_batches(phones, texts, first, campaign.batch_size), already_final=final)
+    blocked = None
+    if sum(ledger.counts(cid).values()):  # a new campaign needs no lookup: every number would be pending
+        # Rows left `submitting` by a crash would become unknown: only pending (and asked-for unknown) count.
+        sendable = ["pending", *(["unknown", "submitting"] if campaign.resend_unknown else [])]
+        blocked = ledger.rows(cid).filter(~pl.col("status").is_in(sendable)).select("phone")
+    parts, recipients = _plan_parts(messages, plan_dir, without=blocked)
+    batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
+    return SendPlan(batches, already_final=_final_counts(ledger, cid))
 
 
 @task(name="plan-batches", cache_policy=NO_CACHE)
-def plan_batches(ledger: Ledger, campaign: Campaign, messages: pl.DataFrame) -> SendPlan:
+def plan_batches(
+    ledger: Ledger, campaign: Campaign, messages: Messages, plan_dir: Path | None = None
+) -> SendPlan:
     """Plan this run's batches from the ledger (read-only for a dry run)."""
     if campaign.dry_run:
-        return preview_plan(ledger, campaign, messages)
-    return plan_send(ledger, campaign, messages)
+        return preview_plan(ledger, campaign, messages, plan_dir)
+    return plan_send(ledger, campaign, messages, plan_dir)

@@ -1,0 +1,527 @@
+"""Streaming: chunked validation and rendering into the Parquet spool, planning from it, and the flow over
+every source kind.
+
+The spool must give the same result whatever the chunk size: the same messages and the same rejects with the
+same reasons as validating and rendering the whole list in one frame (the reference below). The flow tests run
+on the real Prefect test server, the emulator, PostgreSQL and the local recipients API; the readers alone are
+tested in tests/test_sources.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from globe_sms.campaign import Campaign
+from globe_sms.ledger import Ledger
+from tasks.cost import PriceTable, estimate_cost, load_price_table
+from tasks.plan import PlannedBatches, plan_send, preview_plan
+from tasks.preview import build_preview
+from tasks.render import MessageTemplate, TemplateError, render_messages
+from tasks.spool import Spool, check_reject_share, reason_counts, spool_recipients, stream_campaign
+from tasks.validate import TooManyRejects, ValidationRules, validate_recipients
+
+TEMPLATE = MessageTemplate(text="Hi {first_name}, code {code} – welcome")
+HK, SG, GB = "+85291234567", "+6591234567", "+447911123456"
+# Row numbers are 1-based. Repeats across any chunking: row 7 repeats row 1 (valid), row 9 repeats row 3
+# (whose name is missing: rendering rejects row 3, and row 9 is still a duplicate of it), row 10 is in
+# another format of row 2, row 12 repeats the suppressed row 11, row 8 repeats an invalid number.
+ROWS = [
+    (HK, "Ann", "1"),
+    (SG, "Bo", "2"),
+    ("+85261234567", "", "3"),
+    ("+8613800138000", "Cy", "4"),
+    ("hello", "Di", "5"),
+    (GB, "Ed", "6"),
+    (HK, "Fay", "7"),
+    ("+8613800138000", "Gus", "8"),
+    ("+852 6123 4567", "Hal", "9"),
+    ("0065 9123 4567", "Ida", "10"),
+    ("+61412345678", "Jo", "11"),
+    ("+61 412 345 678", "Kay", "12"),
+    ("+60123456789", "Lu", "13"),
+]
+
+
+def recipients() -> pl.DataFrame:
+    return pl.DataFrame(
+        ROWS, schema={"phone": pl.String, "first_name": pl.String, "code": pl.String}, orient="row"
+    )
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> ValidationRules:
+    opt_out = tmp_path / "opt-out.txt"
+    opt_out.write_text("+61412345678\n")
+    return ValidationRules(suppression_file=str(opt_out))
+
+
+def chunks(frame: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
+    yield from frame.iter_slices(rows)
+
+
+def spool(tmp_path: Path, rules: ValidationRules, rows: int, frame: pl.DataFrame | None = None) -> Spool:
+    frame = recipients() if frame is None else frame
+    return spool_recipients(
+        chunks(frame, rows), tmp_path / f"spool-{rows}", phone_column="phone", template=TEMPLATE, rules=rules
+    )
+
+
+def reference(rules: ValidationRules) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The whole list validated and rendered in one frame: messages, and rejects by row."""
+    validation = validate_recipients(recipients(), "phone", rules)
+    rendered = render_messages(validation.valid, TEMPLATE)
+    rejects = pl.concat([validation.rejects, rendered.rejects], how="diagonal_relaxed").sort("source_row")
+    return rendered.messages, rejects
+
+
+class TestSpool:
+    @pytest.mark.parametrize("rows", [1, 2, 3, 5, 7, 100])
+    def test_any_chunk_size_gives_the_one_frame_result(
+        self, tmp_path: Path, rules: ValidationRules, rows: int
+    ) -> None:
+        """The same messages, the same rejected rows for the same reasons, the same counts.
+
+        One difference is by design: a row rejected for another reason (mainland, suppressed) that repeats
+        a number of an earlier chunk does not get `duplicate` added (only rows that could be sent are
+        de-duplicated across chunks); within a chunk it does, as in one frame.
+        """
+        messages, rejects = reference(rules)
+        result = spool(tmp_path, rules, rows)
+        assert result.scan_messages().collect().equals(messages)
+        got = result.scan_rejects().collect()
+        assert got["source_row"].to_list() == rejects["source_row"].to_list()
+        for mine, theirs in zip(got["reasons"].to_list(), rejects["reasons"].to_list(), strict=True):
+            assert mine == theirs or (len(theirs) > 1 and mine == [r for r in theirs if r != "duplicate"])
+        assert (result.source_rows, result.valid, result.rejected) == (13, messages.height, rejects.height)
+        assert result.rejected_by_reason == dict(reason_counts(got))
+        assert result.chunks == -(-13 // rows)
+        if rows >= 13:
+            assert got.select("source_row", "reasons", "reason_text").equals(
+                rejects.select("source_row", "reasons", "reason_text")
+            )
+
+    def test_first_occurrence_wins_across_chunks(self, tmp_path: Path, rules: ValidationRules) -> None:
+        """Chunks of 2: rows 7, 9 and 10 are rejected as duplicates of rows 1, 3 and 2 in earlier chunks.
+
+        Row 3 itself was rejected by rendering (no name), and still wins over row 9, as in one frame.
+        """
+        result = spool(tmp_path, rules, 2)
+        got = result.scan_rejects().collect()
+        duplicates = got.filter(pl.col("reasons") == ["duplicate"]).select("source_row", "reason_text")
+        assert duplicates.rows() == [
+            (7, "duplicate of row 1"),
+            (9, "duplicate of row 3"),
+            (10, "duplicate of row 2"),
+        ]
+        assert result.scan_messages().collect()["source_row"].to_list() == [1, 2, 6, 13]
+
+    def test_source_rows_keep_counting_across_chunks(self, tmp_path: Path) -> None:
+        """`source_row` is the row's place in the whole source, not in its chunk."""
+        frame = pl.DataFrame(
+            {"phone": [f"+659123{i:04d}" for i in range(10)], "first_name": "A", "code": "1"}
+        )
+        result = spool(tmp_path, ValidationRules(), 3, frame)
+        assert result.scan_messages().collect()["source_row"].to_list() == list(range(1, 11))
+
+    def test_the_reject_share_is_checked_on_the_totals(self, tmp_path: Path) -> None:
+        """Chunk 1 is all invalid, chunk 2 all valid: 50% invalid overall, over a 40% limit."""
+        frame = pl.DataFrame(
+            {"phone": ["bad", "worse", "+6591234567", "+6591234568"], "first_name": "A", "code": "1"}
+        )
+        strict = ValidationRules(max_reject_share=0.4)
+        result = spool(tmp_path, strict, 2, frame)
+        assert result.invalid == 2
+        with pytest.raises(TooManyRejects, match=r"50\.00% of the recipients are invalid \(2 of 4 rows\)"):
+            check_reject_share(result, strict)
+        check_reject_share(result, ValidationRules(max_reject_share=0.5))
+
+    def test_a_failure_removes_the_spool_and_closes_the_source(self, tmp_path: Path) -> None:
+        """A template naming a missing column fails on the first chunk: no folder left, the reader closed."""
+        closed: list[bool] = []
+
+        def source() -> Iterator[pl.DataFrame]:
+            try:
+                yield from chunks(recipients(), 4)
+            finally:
+                closed.append(True)
+
+        folder = tmp_path / "spool"
+        with pytest.raises(TemplateError, match="nickname"):
+            stream_campaign(
+                source(), folder, phone_column="phone", template="Hi {nickname}", rules=ValidationRules()
+            )
+        assert not folder.exists() and closed == [True]
+
+    def test_the_rejects_csv_has_every_rejected_row_by_row_number(
+        self, tmp_path: Path, rules: ValidationRules
+    ) -> None:
+        result = spool(tmp_path, rules, 3)
+        path = result.write_rejects_csv(tmp_path / "rejects.csv")
+        assert path is not None
+        written = pl.read_csv(path, infer_schema=False)
+        assert written["source_row"].to_list() == [str(r) for r in (3, 4, 5, 7, 8, 9, 10, 11, 12)]
+        assert written.filter(pl.col("source_row") == "3")["reasons"].item() == "missing_value:first_name"
+
+    def test_preview_and_cost_match_the_whole_frame(self, tmp_path: Path, rules: ValidationRules) -> None:
+        """Counts come from aggregating the spool, samples from its first rows: as if built from one frame."""
+        messages, _ = reference(rules)
+        result = spool(tmp_path, rules, 2)
+        prices = load_price_table(Path(__file__).parents[1] / "examples" / "prices.csv")
+        cost = result.estimate_cost(prices)
+        whole = estimate_cost(messages, prices)
+        assert cost.total == whole.total and cost.per_country.equals(whole.per_country)
+        assert (cost.messages, cost.segments, cost.unpriced) == (whole.messages, whole.segments, whole.unpriced)
+        culprits = render_messages(
+            validate_recipients(recipients(), "phone", rules).valid, TEMPLATE
+        ).ucs2_culprits
+        assert result.ucs2_culprits == culprits
+        expected = build_preview(messages, culprits, whole, batches=2, calls_per_second=1.0)
+        assert result.preview(cost, batches=2, calls_per_second=1.0) == expected
+
+    def test_cost_by_part_keeps_unpriced_regions_apart(self, tmp_path: Path, rules: ValidationRules) -> None:
+        """Without a default price, unpriced regions have null prices and costs, and are listed, as in one frame."""
+        messages, _ = reference(rules)
+        prices = PriceTable.from_mapping({"HK": "0.05", "SG": "0.012345"})
+        cost = spool(tmp_path, rules, 2).estimate_cost(prices)
+        whole = estimate_cost(messages, prices)
+        assert cost.per_country.equals(whole.per_country) and cost.total == whole.total
+        assert cost.unpriced == whole.unpriced and "MY" in cost.unpriced and "SG" not in cost.unpriced
+
+    def test_an_empty_source_gives_an_empty_spool(self, tmp_path: Path) -> None:
+        result = spool_recipients(iter([]), tmp_path / "s", phone_column="phone", template=TEMPLATE)
+        assert (result.source_rows, result.valid, result.rejected) == (0, 0, 0)
+        assert (
+            result.scan_messages().collect().height == 0
+            and result.write_rejects_csv(tmp_path / "r.csv") is None
+        )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Planning from the spool
+# ------------------------------------------------------------------------------------------------------------
+
+
+def campaign(tmp_path: Path, **overrides: Any) -> Campaign:
+    data = {
+        "campaign_id": "plan-test",
+        "source": {"path": "x.csv"},
+        "template": "Hi",
+        "batch_size": 4,
+        "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+        **overrides,
+    }
+    return Campaign.parse(data)
+
+
+def messages(n: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "phone": [f"659123{i:04d}" for i in range(n)],
+            "country": "SG",
+            "message": [f"m{i}" for i in range(n)],
+        }
+    )
+
+
+class TestPlanFromSpool:
+    def test_frames_lazy_frames_and_parquet_files_plan_the_same_batches(self, tmp_path: Path) -> None:
+        """Batches of 4 across plan parts of 50,000 rows or fewer: numbered, complete, in order."""
+        frame = messages(11)
+        frame.head(5).write_parquet(tmp_path / "part-0.parquet")
+        frame.tail(6).write_parquet(tmp_path / "part-1.parquet")
+        plans = []
+        for source in (frame, frame.lazy(), tmp_path):
+            with Ledger("sqlite://") as ledger:
+                plans.append(plan_send(ledger, campaign(tmp_path), source))
+        for plan in plans:
+            batches = list(plan.batches)
+            assert (
+                [b.batch_no for b in batches] == [1, 2, 3]
+                and len(plan.batches) == 3
+                and plan.recipients == 11
+            )
+            assert [p for b in batches for p in b.phones] == frame["phone"].to_list()
+            assert [m for b in batches for m in b.messages] == frame["message"].to_list()
+
+    def test_batches_span_plan_parts(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Plan parts of 3 rows still give full batches of 4; the parts are files read one at a time."""
+        monkeypatch.setattr("tasks.plan.PLAN_CHUNK_ROWS", 3)
+        with Ledger("sqlite://") as ledger:
+            plan = plan_send(ledger, campaign(tmp_path), messages(10).lazy(), tmp_path / "plan")
+        assert isinstance(plan.batches, PlannedBatches)
+        assert all(isinstance(part, Path) for part in plan.batches.parts) and len(plan.batches.parts) == 4
+        assert [len(b) for b in plan.batches] == [4, 4, 2]
+
+    def test_a_first_run_plans_without_reading_the_numbers_back(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A new campaign: all it registered is pending, so the ledger is not asked for its pending list."""
+
+        def no_lookup(*args: object, **kwargs: object) -> list[str]:
+            raise AssertionError("a first run must not read the pending numbers back")
+
+        with Ledger("sqlite://") as ledger:
+            monkeypatch.setattr(ledger, "pending", no_lookup)
+            plan = plan_send(ledger, campaign(tmp_path), messages(9).lazy())
+        assert plan.registered == 9 and plan.recipients == 9
+
+    def test_a_rerun_plans_only_what_is_still_pending(self, tmp_path: Path) -> None:
+        """Rows accepted by an earlier run are registered but not planned again; batch numbers go on."""
+        c = campaign(tmp_path)
+        with Ledger(c.ledger) as ledger:
+            first = list(plan_send(ledger, c, messages(6)).batches)[0]
+            ledger.mark_submitting(c.campaign_id, first.batch_no, list(first.phones))
+            ledger.record_accepted(
+                c.campaign_id, first.batch_no, {p: f"id-{p}" for p in first.phones}, {}, "r1"
+            )
+            again = plan_send(ledger, c, messages(9))
+        assert again.registered == 3 and again.recipients == 5 and again.already_final["accepted"] == 4
+        assert [b.batch_no for b in again.batches] == [2, 3]
+        assert not set(first.phones) & {p for b in again.batches for p in b.phones}
+
+    def test_a_dry_run_plan_reads_the_ledger_without_writing(self, tmp_path: Path) -> None:
+        """Accepted rows are left out, unknown rows only with resend_unknown; the ledger is not changed."""
+        c = campaign(tmp_path)
+        phones = messages(6)["phone"].to_list()
+        with Ledger(c.ledger) as ledger:
+            ledger.register(c.campaign_id, phones[:3])
+            ledger.mark_submitting(c.campaign_id, 1, phones[:1])
+            ledger.record_accepted(c.campaign_id, 1, {phones[0]: "m0"}, {}, "r")
+            ledger.mark_submitting(c.campaign_id, 2, phones[1:2])
+            ledger.mark_unknown(c.campaign_id, 2, [phones[1]], "ReadTimeout", None)
+            before = ledger.counts(c.campaign_id)
+            plain = preview_plan(ledger, c, messages(6))
+            resend = preview_plan(ledger, c.model_copy(update={"resend_unknown": True}), messages(6))
+            assert ledger.counts(c.campaign_id) == before
+        assert [p for b in plain.batches for p in b.phones] == phones[2:]
+        assert [p for b in resend.batches for p in b.phones] == phones[1:]
+        assert plain.batches.first_batch_no == 3  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The flow over every source kind
+# ------------------------------------------------------------------------------------------------------------
+
+from alibaba_sms.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
+from flows.send_campaign import send_campaign  # noqa: E402
+from tests.recipients_api import ApiServer, RecipientsApi, serve  # noqa: E402
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+RATE = 50.0
+FLOW_ROWS = [(phone, name, code) for phone, name, code in ROWS if name]  # rendering needs every name
+VALID_SENT = {"85291234567", "6591234567", "447911123456", "85261234567", "61412345678", "60123456789"}
+
+MakeCampaign = Callable[..., Campaign]
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    """An emulator at a fast rate, credentials in the environment, and chunks of 3 rows."""
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("GLOBE_SMS_CHUNK_ROWS", "3")  # several chunks, duplicates across them
+    server = EmulatorServer(EmulatorConfig(batch_calls_per_second=RATE)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def recipients_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
+    """The recipients API, 3 records a page; tests set its records."""
+    with serve(RecipientsApi([]), monkeypatch) as server:
+        yield server
+
+
+@pytest.fixture
+def make_campaign(tmp_path: Path, gateway: EmulatorServer, request: pytest.FixtureRequest) -> MakeCampaign:
+    name = request.node.name.lower().replace("_", "-")[:50].strip("-") + "-" + uuid.uuid4().hex[:6]
+
+    def make(source: dict[str, Any], **overrides: Any) -> Campaign:
+        return Campaign.parse(
+            {
+                "campaign_id": name,
+                "source": source,
+                "template": "Hi {first_name}, code {code}",
+                "sender_id": "GlobeSMS",
+                "batch_size": 2,
+                "ledger": f"sqlite:///{tmp_path / 'data' / 'ledger.db'}",
+                "validation": {"max_reject_share": 0.5},
+                "gateway": {
+                    "endpoint": gateway.url,
+                    "calls_per_second": RATE,
+                    "rate_limit_name": f"test-{name}",
+                },
+                **overrides,
+            }
+        )
+
+    return make
+
+
+def sent_numbers(server: EmulatorServer) -> dict[str, int]:
+    return dict(server.state.accepted_numbers())
+
+
+def no_spool_left(campaign: Campaign) -> bool:
+    data = Path(campaign.ledger.removeprefix("sqlite:///")).parent
+    return data.is_dir() and not (data / "spool").exists()
+
+
+def write_flow_rows(path: Path, header: tuple[str, ...] = ("phone", "first_name", "code")) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(FLOW_ROWS)
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestFlowOverSources:
+    def test_a_parquet_glob_in_chunks_sends_each_valid_number_once(
+        self, make_campaign: MakeCampaign, gateway: EmulatorServer, tmp_path: Path
+    ) -> None:
+        """Two Parquet files, chunks of 3: every valid number gets one message, repeats are rejected."""
+        frame = pl.DataFrame(FLOW_ROWS, schema=["phone", "first_name", "code"], orient="row")
+        frame.head(5).write_parquet(tmp_path / "a.parquet")
+        frame.tail(-5).write_parquet(tmp_path / "b.parquet")
+        c = make_campaign({"kind": "parquet", "path": str(tmp_path / "*.parquet")})
+        summary = send_campaign(c)
+        assert sent_numbers(gateway) == dict.fromkeys(VALID_SENT, 1)
+        assert summary.source_rows == len(FLOW_ROWS) and summary.accepted == len(VALID_SENT)
+        assert summary.rejected_by_reason["duplicate"] == 3 and summary.rejects_file is not None
+        assert pl.read_csv(summary.rejects_file).height == summary.rejected
+        assert no_spool_left(c)
+
+    def test_an_ndjson_source_dry_run_plans_and_sends_nothing(
+        self, make_campaign: MakeCampaign, gateway: EmulatorServer, tmp_path: Path
+    ) -> None:
+        frame = pl.DataFrame(FLOW_ROWS, schema=["phone", "first_name", "code"], orient="row")
+        frame.write_ndjson(tmp_path / "r.ndjson")
+        summary = send_campaign(
+            make_campaign({"kind": "ndjson", "path": str(tmp_path / "r.ndjson")}, dry_run=True)
+        )
+        assert summary.planned == len(VALID_SENT) and summary.batches == 3
+        assert summary.preview is not None and summary.preview.messages == len(VALID_SENT)
+        assert gateway.state.requests() == []
+
+    @pytest.mark.postgres
+    def test_a_postgres_source_sends_each_valid_number_once(
+        self, make_campaign: MakeCampaign, gateway: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        with pg_rows() as table:
+            monkeypatch.setenv("TEST_FLOW_DB_URL", PG_URL)
+            c = make_campaign(
+                {
+                    "kind": "postgres",
+                    "query": f"SELECT * FROM {table} ORDER BY n",
+                    "connection": {"env": "TEST_FLOW_DB_URL"},
+                }
+            )
+            summary = send_campaign(c)
+        assert sent_numbers(gateway) == dict.fromkeys(VALID_SENT, 1) and summary.accepted == len(VALID_SENT)
+        assert no_spool_left(c)
+
+    def test_an_http_source_sends_each_valid_number_once(
+        self, make_campaign: MakeCampaign, gateway: EmulatorServer, recipients_api: ApiServer
+    ) -> None:
+        recipients_api.api.records = [{"phone": p, "first_name": n, "code": int(c)} for p, n, c in FLOW_ROWS]
+        summary = send_campaign(make_campaign(http_campaign_source(recipients_api)))
+        assert sent_numbers(gateway) == dict.fromkeys(VALID_SENT, 1) and summary.accepted == len(VALID_SENT)
+        assert all(r.authorized for r in recipients_api.api.requests)
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestBadInputSendsNothing:
+    def test_a_missing_phone_column(
+        self, make_campaign: MakeCampaign, gateway: EmulatorServer, tmp_path: Path
+    ) -> None:
+        from tasks.sources import MissingPhoneColumn
+
+        write_flow_rows(tmp_path / "r.csv", header=("mobile", "first_name", "code"))
+        c = make_campaign({"path": str(tmp_path / "r.csv")})
+        with pytest.raises(MissingPhoneColumn, match="column 'phone' not in .*r.csv; columns are mobile"):
+            send_campaign(c)
+        assert_nothing_sent(gateway, c)
+
+    @pytest.mark.postgres
+    def test_a_failing_query(
+        self, make_campaign: MakeCampaign, gateway: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from tasks.sources import SourceQueryError
+
+        monkeypatch.setenv("TEST_FLOW_DB_URL", PG_URL)
+        c = make_campaign(
+            {
+                "kind": "postgres",
+                "query": "SELECT phone FROM recipients_that_do_not_exist",
+                "connection": {"env": "TEST_FLOW_DB_URL"},
+            }
+        )
+        with pytest.raises(SourceQueryError, match="recipients_that_do_not_exist"):
+            send_campaign(c)
+        assert_nothing_sent(gateway, c)
+
+    def test_an_http_error_mid_pagination(
+        self, make_campaign: MakeCampaign, gateway: EmulatorServer, recipients_api: ApiServer
+    ) -> None:
+        """Pages 1-2 spooled (chunks of 3), page 3 keeps failing: nothing sent, no spool left."""
+        from tasks.sources import SourceHttpError
+
+        recipients_api.api.records = [{"phone": p, "first_name": n, "code": c} for p, n, c in FLOW_ROWS]
+        recipients_api.api.faults[("cursor", 2)] = [502] * 10
+        c = make_campaign(http_campaign_source(recipients_api, max_retries=1))
+        with pytest.raises(SourceHttpError, match=r"HTTP 502 .*\(page 3; 6 records read before it\)"):
+            send_campaign(c)
+        assert_nothing_sent(gateway, c)
+
+
+def assert_nothing_sent(gateway: EmulatorServer, c: Campaign) -> None:
+    assert gateway.state.requests() == []
+    with Ledger(c.ledger) as ledger:
+        assert sum(ledger.counts(c.campaign_id).values()) == 0
+    assert no_spool_left(c)
+
+
+def http_campaign_source(server: ApiServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "http",
+        "url": f"{server.url}/cursor",
+        "records_path": "/data",
+        "pagination": {"type": "next_link", "next_pointer": "/links/next"},
+        "auth": {"token": {"env": "RECIPIENTS_API_TOKEN"}},
+        "backoff_seconds": 0.01,
+        "max_backoff_seconds": 0.02,
+        **extra,
+    }
+
+
+class pg_rows:  # noqa: N801 - used as a context manager, like a function
+    """FLOW_ROWS in a fresh table with a row number `n`; dropped on exit."""
+
+    def __enter__(self) -> str:
+        import psycopg
+
+        self.table = f"test_flow_recipients_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {self.table} (n int, phone text, first_name text, code int)")
+            with conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {self.table} VALUES (%s, %s, %s, %s)",
+                    [(i, p, name, int(code)) for i, (p, name, code) in enumerate(FLOW_ROWS)],
+                )
+        return self.table
+
+    def __exit__(self, *exc: object) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {self.table}")
