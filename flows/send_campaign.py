@@ -15,7 +15,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -28,10 +27,10 @@ from globe_sms.ledger import Ledger
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
 from tasks.plan import SendPlan, plan_batches
-from tasks.cost import CostEstimate, check_budget, estimate_cost, load_price_table
+from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.report import CampaignSummary, publish_report, unknown_recipients
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
-from tasks.spool import rejects_file, spool_campaign
+from tasks.spool import Spool, rejects_file, spool_campaign
 
 
 class CampaignFailed(RuntimeError):
@@ -39,11 +38,11 @@ class CampaignFailed(RuntimeError):
 
 
 @task(name="estimate-cost", cache_policy=NO_CACHE)
-def estimate(messages: pl.DataFrame, campaign: Campaign) -> CostEstimate | None:
+def estimate(spool: Spool, campaign: Campaign) -> CostEstimate | None:
     """Price every message from the campaign's price table; stop before sending if over the budget."""
     if campaign.price_table is None:
         return None
-    cost = estimate_cost(messages, load_price_table(campaign.price_table))
+    cost = spool.estimate_cost(load_price_table(campaign.price_table))
     check_budget(cost, campaign.budget)
     return cost
 
@@ -89,7 +88,7 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
     try:
-        cost = estimate(spool.cost_frame(), campaign) if campaign.price_table is not None else None
+        cost = estimate(spool, campaign)
         summary = CampaignSummary(
             campaign_id=campaign.campaign_id,
             dry_run=campaign.dry_run,

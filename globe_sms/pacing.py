@@ -496,6 +496,18 @@ class Pacer:
             self.stats.grants += 1
 
 
+    def connection_opened(self) -> None:
+        """Time the next call from now: call it when the previous call's answer arrives, if that call opened a connection.
+
+        A call that opens a connection (a TLS handshake with the real gateway) reaches the gateway well after
+        its grant, so timing the next call from the grant could put two calls less than an interval apart
+        at the gateway. Timing it from the answer costs one round trip, once per connection.
+        """
+        with self._lock:
+            if self._last_grant is not None:
+                self._last_grant = max(self._last_grant, self._clock())
+
+
 _pacers: dict[tuple[str | None, float, float], Pacer] = {}
 _pacers_lock = threading.Lock()
 

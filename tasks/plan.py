@@ -109,7 +109,7 @@ def chunk_batches(
     phones: list[str], texts: dict[str, str], first_batch_no: int, batch_size: int
 ) -> list[Batch]:
     """Cut the pending numbers into batches of at most `batch_size`, numbered from `first_batch_no`."""
-    batches = []
+    batches: list[Batch] = []
     for offset in range(0, len(phones), batch_size):
         chunk = tuple(phones[offset : offset + batch_size])
         batches.append(Batch(first_batch_no + len(batches), chunk, tuple(texts[phone] for phone in chunk)))
@@ -162,12 +162,16 @@ def _final_counts(ledger: Ledger, campaign_id: str) -> dict[str, int]:
 
 
 def _plan_parts(
-    messages: Messages, plan_dir: Path | None, **keep: pl.DataFrame | None
+    messages: Messages,
+    plan_dir: Path | None,
+    *,
+    only: pl.DataFrame | None = None,
+    without: pl.DataFrame | None = None,
 ) -> tuple[list[PlanPart], int]:
     """The plan parts (`phone`, `message` of the messages kept) and how many rows they hold."""
     parts: list[PlanPart] = []
     recipients = 0
-    for index, chunk in enumerate(message_chunks(messages, **keep)):
+    for index, chunk in enumerate(message_chunks(messages, only=only, without=without)):
         if chunk.height:
             parts.append(_keep(chunk.select("phone", "message"), plan_dir, index))
             recipients += chunk.height

@@ -28,7 +28,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from alibaba_sms import SmsClient
+from alibaba_sms import BatchSendResult, PreparedBatch, SmsClient
 from alibaba_sms.errors import AmbiguousOutcomeError, BusinessError, RetryableError, SmsApiError
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import INTERRUPTED, Ledger, task_id
@@ -75,6 +75,17 @@ class SendContext:
     client: SmsClient
     ledger: Ledger
     pacer: Pacer
+    fresh_connection: bool = True
+
+
+def _transmit(context: SendContext, prepared: PreparedBatch) -> BatchSendResult:
+    """Send a prepared batch; after the call that opened the connection, re-time the pacer from its answer."""
+    try:
+        return context.client.send_prepared(prepared)
+    finally:
+        if context.fresh_connection:
+            context.fresh_connection = False
+            context.pacer.connection_opened()
 
 
 def send_one_batch(context: SendContext, batch: Batch) -> BatchOutcome:
@@ -105,7 +116,7 @@ def send_one_batch(context: SendContext, batch: Batch) -> BatchOutcome:
         ledger.release(cid, no, batch.phones, None)
         raise
     try:
-        result = context.client.send_prepared(prepared)
+        result = _transmit(context, prepared)
     except AmbiguousOutcomeError as exc:
         ledger.mark_unknown(cid, no, batch.phones, exc.code or type(exc).__name__, exc.request_id)
         logger.warning("batch %s: outcome unknown (%s); %s recipients marked unknown", no, exc, len(batch))

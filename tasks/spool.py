@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Final
 
 import polars as pl
 from prefect import get_run_logger, task
@@ -52,8 +53,8 @@ from tasks.validate import TooManyRejects, ValidationRules, load_suppression_fil
 
 CHUNK_ROWS_ENV = "GLOBE_SMS_CHUNK_ROWS"
 PARTS = "part-*.parquet"
-COMPRESSION = "lz4"  # the spool lives for one run: fast beats small
-MESSAGE_SCHEMA = {
+COMPRESSION: Final = "lz4"  # the spool lives for one run: fast beats small
+MESSAGE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "phone": pl.String,
     "country": pl.String,
     "dialing_code": pl.String,
@@ -67,7 +68,7 @@ MESSAGE_SCHEMA = {
 """The columns every message part has (besides the source's own), and an empty spool's schema."""
 DEDUPE_PARTITION_ROWS = 2_000_000
 DEDUPE_SEED = 20261125
-REJECT_SCHEMA = {"source_row": pl.Int64, "reasons": pl.List(pl.String), "reason_text": pl.String}
+REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"source_row": pl.Int64, "reasons": pl.List(pl.String), "reason_text": pl.String}
 REPORT_REJECTS_LIMIT = 100_000
 """Up to this many rejects publish_report gets all (its artifact says "first 200 of N"); past it, 200."""
 

@@ -85,3 +85,16 @@ class TestPrefectLimit:
             limit = client.read_global_concurrency_limit_by_name("globe-sms-test-bucket")
         assert limit.limit == 1 and limit.slot_decay_per_second == 2.0 and limit.active
         prefect_rate_limit("globe-sms-test-bucket")  # and it can be taken
+
+
+def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> None:
+    """A slow first call (TLS handshake) cannot squeeze the second call under one interval at the gateway."""
+    fake = FakeTime()
+    pacer = Pacer(1.0, limit_name=None, margin_seconds=0.0, acquire=lambda name: None, clock=fake.clock,
+                  sleep=fake.sleep)
+    pacer.wait()
+    fake.now += 0.400  # connect + TLS + answer
+    pacer.connection_opened()
+    answered = fake.now
+    pacer.wait()
+    assert fake.now == pytest.approx(answered + 1.0)

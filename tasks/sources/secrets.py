@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
@@ -32,8 +33,10 @@ def resolve_secret(ref: SecretRef, field: str, environ: Mapping[str, str] | None
         return SecretStr(value)
     from prefect.blocks.system import Secret
 
+    assert ref.block is not None  # a SecretRef names exactly one of block and env
     try:
-        value = Secret.load(ref.block).get()
+        block = cast("Secret[Any]", Secret.load(ref.block))  # sync outside an event loop
+        value = block.get()
     except ValueError as exc:  # Prefect: "Unable to find block document named ..."
         raise SourceSecretError(f"{field}: cannot load Secret block {ref.block!r}: {exc}") from None
     if not value or not isinstance(value, str):
