@@ -197,5 +197,8 @@ def publish_report(summary: CampaignSummary, rejects: pl.DataFrame, phone_column
         create_table_artifact(
             table.to_dicts(),
             key=f"{key}-rejects",
-            description=f"Rejected rows (first {table.height} of {rejects.height:,}; numbers masked)",
+            description=(
+                f"Rejected rows (first {table.height} of {max(summary.rejected, rejects.height):,}; "
+                "numbers masked; every row is in the rejects file)"
+            ),
         )
