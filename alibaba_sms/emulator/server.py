@@ -18,6 +18,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -67,6 +68,64 @@ def quiet_dropped_connections() -> None:
         uvicorn_logger.addFilter(_DroppedConnectionFilter())
 
 
+class ThreadedUvicorn:
+    """Any ASGI app served by uvicorn from a daemon thread, on a socket bound before the thread starts.
+
+    Binding first gives the caller the port at once (0 picks a free one). The socket names TCP as its
+    protocol: asyncio only disables Nagle (TCP_NODELAY) on sockets that do, and without it every keep-alive
+    response waits ~40 ms for the client's delayed ACK.
+    """
+
+    def __init__(self, app: Any, *, host: str, port: int, startup_timeout: float, name: str) -> None:
+        self.app, self.host, self.name = app, host, name
+        self._requested_port = port
+        self._startup_timeout = startup_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> int:
+        """Bind, start uvicorn, wait until it serves, and return the port.
+
+        Raises:
+            RuntimeError: uvicorn did not come up within `startup_timeout`.
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._requested_port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        config = uvicorn_config(self.app, self.host, self.port, log_level="warning", quiet=True)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"{self.name}-{self.port}", daemon=True
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop(timeout=5)
+                sock.close()
+                raise RuntimeError(f"the {self.name} did not start on {self.host}:{self.port}")
+            time.sleep(0.005)
+        return self.port
+
+    def stop(self, *, timeout: float) -> None:
+        """Ask uvicorn to exit and wait for the thread; safe to call twice."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                logger.warning("%s thread %s did not stop in time", self.name, self._thread.name)
+        self._server = self._thread = None
+
+
 class EmulatorServer:
     """The emulator served by uvicorn from a daemon thread, on a free loopback port by default.
 
@@ -87,11 +146,14 @@ class EmulatorServer:
     ) -> None:
         self.app = create_app(config or EmulatorConfig())
         self.host = host
-        self._requested_port = port
-        self._startup_timeout = startup_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        self._runner = ThreadedUvicorn(
+            self.app, host=host, port=port, startup_timeout=startup_timeout, name="emulator"
+        )
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (0 before `start`)."""
+        return self._runner.port
 
     @property
     def state(self) -> EmulatorState:
@@ -117,41 +179,16 @@ class EmulatorServer:
         Raises:
             RuntimeError: uvicorn did not come up within `startup_timeout`.
         """
-        if self._thread is not None:
+        if self._runner.running:
             return self
         quiet_dropped_connections()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # proto must say TCP: asyncio only disables Nagle (TCP_NODELAY) on sockets that do, and without it
-        # every keep-alive response waits ~40 ms for the client's delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn_config(self.app, self.host, self.port, log_level="warning", quiet=True)
-        )
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=repr(self), daemon=True)
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + self._startup_timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                sock.close()
-                raise RuntimeError(f"the emulator did not start on {self.host}:{self.port}")
-            time.sleep(0.005)
+        self._runner.start()
         logger.info("emulator serving at %s", self.url)
         return self
 
     def stop(self) -> None:
         """Ask uvicorn to exit, wait for the thread, close the journal; safe to call twice."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=GRACEFUL_SHUTDOWN_SECONDS + 5)
-            if self._thread.is_alive():
-                logger.warning("emulator thread %s did not stop in time", self._thread.name)
-        self._server = self._thread = None
+        self._runner.stop(timeout=GRACEFUL_SHUTDOWN_SECONDS + 5)
         self.state.close()
 
     def __enter__(self) -> EmulatorServer:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
-import time
 from dataclasses import asdict
 
 import uvicorn
@@ -33,7 +31,7 @@ from starlette.routing import Route
 
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
 from alibaba_sms.emulator.receipts import ReceiptSettings
-from alibaba_sms.emulator.server import uvicorn_config
+from alibaba_sms.emulator.server import ThreadedUvicorn, uvicorn_config
 from globe_sms.receipts.model import ReceiptFormatError, parse_receipts
 from globe_sms.receipts.store import ApplyResult, ReceiptStore
 
@@ -130,11 +128,14 @@ class ReceiverServer:
         self.store = ReceiptStore(ledger_url)
         self.app = create_receiver_app(self.store)
         self.host = host
-        self._requested_port = port
-        self._startup_timeout = startup_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        self._runner = ThreadedUvicorn(
+            self.app, host=host, port=port, startup_timeout=startup_timeout, name="receipt receiver"
+        )
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (0 before `start`)."""
+        return self._runner.port
 
     @property
     def receiver(self) -> Receiver:
@@ -156,37 +157,13 @@ class ReceiverServer:
         Raises:
             RuntimeError: uvicorn did not come up within `startup_timeout`.
         """
-        if self._thread is not None:
-            return self
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn_config(self.app, self.host, self.port, log_level="warning", quiet=True)
-        )
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name=f"receipts-{self.port}", daemon=True
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + self._startup_timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                sock.close()
-                raise RuntimeError(f"the receipt receiver did not start on {self.host}:{self.port}")
-            time.sleep(0.005)
+        if not self._runner.running:
+            self._runner.start()
         return self
 
     def stop(self) -> None:
         """Ask uvicorn to exit, wait for the thread, close the store; safe to call twice."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+        self._runner.stop(timeout=10)
         self.store.close()
 
     def __enter__(self) -> ReceiverServer:
