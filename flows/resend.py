@@ -25,7 +25,7 @@ from flows.send_campaign import CampaignFailed, _send_all
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from tasks.plan import Messages, SendPlan, chunk_batches, message_chunks
-from tasks.report import CampaignSummary, publish_report, unknown_recipients
+from tasks.report import CampaignSummary, publish_report
 from tasks.spool import spool_campaign
 
 ResendStatus = Literal["failed", "unknown"]
@@ -117,19 +117,14 @@ def resend_campaign(
         )
         with Ledger(campaign.ledger) as ledger:
             plan = plan_resend(ledger, campaign, spool.scan_messages(), list(statuses), list(failed_codes))
-            summary.planned, summary.batches = plan.recipients, len(plan.batches)
-            summary.already_sent = plan.already_final.get("accepted", 0)
-            summary.recovered_as_unknown = plan.recovered_as_unknown
+            summary.record_plan(plan)
             logger.info(
                 "campaign %s: resending %s %s recipients in %s batches",
                 campaign.campaign_id, summary.planned, " and ".join(statuses), summary.batches,
             )
             if not campaign.dry_run and plan.batches:
                 _send_all(campaign, ledger, plan, summary)
-            summary.ledger_counts = ledger.counts(campaign.campaign_id)
-            summary.pending = summary.ledger_counts.get("pending", 0)
-            if summary.ledger_counts.get("unknown"):
-                summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
+            summary.record_ledger(ledger, campaign.campaign_id)
         summary.elapsed_seconds = time.monotonic() - started
         publish_report(summary, spool.rejects_head(0), campaign.source.phone_column)
     finally:

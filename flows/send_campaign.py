@@ -26,9 +26,9 @@ from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
-from tasks.plan import SendPlan, plan_batches
 from tasks.cost import CostEstimate, check_budget, load_price_table
-from tasks.report import CampaignSummary, publish_report, unknown_recipients
+from tasks.plan import SendPlan, plan_batches
+from tasks.report import CampaignSummary, publish_report
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
 from tasks.spool import Spool, rejects_file, spool_campaign
 
@@ -103,9 +103,7 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
 
         with Ledger(campaign.ledger) as ledger:
             plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan")
-            summary.planned, summary.batches = plan.recipients, len(plan.batches)
-            summary.already_sent = plan.already_final.get("accepted", 0)
-            summary.recovered_as_unknown = plan.recovered_as_unknown
+            summary.record_plan(plan)
             summary.preview = spool.preview(
                 cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
             )
@@ -117,10 +115,7 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
             )
             if not campaign.dry_run and plan.batches:
                 _send_all(campaign, ledger, plan, summary)
-            summary.ledger_counts = ledger.counts(campaign.campaign_id)
-            summary.pending = summary.ledger_counts.get("pending", 0)
-            if summary.ledger_counts.get("unknown"):
-                summary.unknown_recipients = unknown_recipients(ledger.rows(campaign.campaign_id))
+            summary.record_ledger(ledger, campaign.campaign_id)
         summary.elapsed_seconds = time.monotonic() - started
         publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
     finally:

@@ -26,8 +26,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 def _bad_input_errors() -> tuple[type[BaseException], ...]:
     from globe_sms.campaign import CampaignFileError
-    from tasks.load import SourceError
     from tasks.render import TemplateError
+    from tasks.sources import SourceError
     from tasks.validate import RecipientSchemaError, TooManyRejects
 
     errors: list[type[BaseException]] = [CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects]

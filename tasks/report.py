@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from prefect import task
@@ -87,6 +88,19 @@ class CampaignSummary(BaseModel):
     def rate_fraction(self) -> float:
         """Achieved calls per second as a fraction of the allowed rate."""
         return self.calls_per_second / self.allowed_calls_per_second if self.allowed_calls_per_second else 0.0
+
+    def record_plan(self, plan: Any) -> None:
+        """Take the planned batches and the ledger's state before sending from a `SendPlan`."""
+        self.planned, self.batches = plan.recipients, len(plan.batches)
+        self.already_sent = plan.already_final.get("accepted", 0)
+        self.recovered_as_unknown = plan.recovered_as_unknown
+
+    def record_ledger(self, ledger: Any, campaign_id: str) -> None:
+        """Take the ledger's counts after sending; list (masked) the recipients whose outcome is unknown."""
+        self.ledger_counts = ledger.counts(campaign_id)
+        self.pending = self.ledger_counts.get("pending", 0)
+        if self.ledger_counts.get("unknown"):
+            self.unknown_recipients = unknown_recipients(ledger.rows(campaign_id))
 
     def to_markdown(self) -> str:
         """A markdown report with counts only: no number appears in it."""
