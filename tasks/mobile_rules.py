@@ -156,34 +156,97 @@ def _scatter(column: pl.Series, updates: pl.DataFrame, name: str) -> pl.Series:
 def _code_tables() -> dict[str, Any]:
     """Whole-column lookups derived from the metadata tables (built once)."""
     tables = dialing_tables()
-    lengths = {code: cc.mobile_lengths for code, cc in tables.codes.items()}
     trunk = [
         f"{code}(?:{_ascii(cc.main.national_prefix_for_parsing)})"
         for code, cc in tables.codes.items()
         if cc.main.national_prefix_for_parsing and cc.main.general is not None
     ]
     return {
-        "single": {code: cc.main.region for code, cc in tables.codes.items() if len(cc.regions) == 1},
         "main": {code: cc.main.region for code, cc in tables.codes.items()},
-        "shared": [code for code, cc in tables.codes.items() if len(cc.regions) > 1],
-        "length_keys": [int(code) * 100 + n for code, ns in lengths.items() for n in ns],
-        "shortest": {code: min(ns, default=0) for code, ns in lengths.items()},
-        "longest": {code: max(ns, default=0) for code, ns in lengths.items()},
         "trunk": "^(?:" + "|".join(trunk) + ")",
     }
 
 
+@cache
+def _code_facts() -> pl.DataFrame:
+    """One row per calling code (geographic, then non-geographic): what a whole-column pass needs to know.
+
+    Row `i` is what `_code_index` points at, so every fact is a `gather`, never a hash lookup.
+    """
+    tables = dialing_tables()
+    codes = [*tables.codes, *sorted(tables.non_geographic)]
+    geographic = [tables.codes.get(code) for code in codes]
+    lengths = [cc.mobile_lengths if cc else () for cc in geographic]
+    return pl.DataFrame(
+        {
+            "code": codes,
+            "single_region": [cc.main.region if cc and len(cc.regions) == 1 else None for cc in geographic],
+            "shared": [cc is not None and len(cc.regions) > 1 for cc in geographic],
+            "non_geographic": [cc is None for cc in geographic],
+            "shortest": [min(ns, default=0) for ns in lengths],
+            "longest": [max(ns, default=0) for ns in lengths],
+        },
+        schema_overrides={"shortest": pl.Int32, "longest": pl.Int32},
+    )
+
+
+_LENGTH_SLOTS = 16  # national lengths 0..15 (E.164 allows at most 14 after a code); longer counts as 15
+
+
+@cache
+def _mobile_lengths() -> pl.Series:
+    """Entry `_LENGTH_SLOTS * code index + length`: True when that many national digits is a mobile length."""
+    tables = dialing_tables()
+    codes = _code_facts().get_column("code").to_list()
+    return pl.Series(
+        [
+            code in tables.codes and n in tables.codes[code].mobile_lengths
+            for code in codes
+            for n in range(_LENGTH_SLOTS)
+        ],
+        dtype=pl.Boolean,
+    )
+
+
+@cache
+def _prefix_to_code() -> pl.Series:
+    """`_code_index` by a number's first three digits: entry `1000 * len + int(digits)` for 1 to 3 digits.
+
+    Calling codes are prefix-free, so the first three digits (or fewer, for a shorter string) decide the code.
+    """
+    codes = _code_facts().get_column("code").to_list()
+    index: list[int | None] = [None] * 4000
+    for size in (1, 2, 3):
+        for value in range(10**size):
+            head = f"{value:0{size}d}"
+            index[1000 * size + value] = next(
+                (i for i, code in enumerate(codes) if head.startswith(code)), None
+            )
+    return pl.Series("_code_index", index, dtype=pl.UInt16)
+
+
+def _code_index(digits: pl.Expr) -> pl.Expr:
+    """Row of `_code_facts` for the calling code that starts `digits` (null when none does)."""
+    head = digits.str.head(3)
+    return pl.lit(_prefix_to_code()).gather(head.str.len_bytes() * 1000 + head.cast(pl.UInt32, strict=False))
+
+
+def _fact(name: str) -> pl.Expr:
+    """A `_code_facts` column for each row's calling code."""
+    return pl.lit(_code_facts().get_column(name)).gather(pl.col("_code_index"))
+
+
 def _vectorised_part(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Everything that is one expression over the whole column: code, NSN, single-region region."""
-    tables, lookups = dialing_tables(), _code_tables()
     digits, cc = pl.col("_digits"), pl.col("_cc")
-    return frame.with_columns(digits.str.extract(tables.code_pattern, 1).alias("_cc")).with_columns(
+    indexed = frame.with_columns(_code_index(digits).alias("_code_index"))
+    return indexed.with_columns(_fact("code").alias("_cc")).with_columns(
         digits.str.slice(cc.str.len_bytes().fill_null(0)).alias("_nsn"),
         (digits.is_not_null() & cc.is_null()).alias("_unknown_code"),
-        cc.is_in(list(tables.non_geographic)).fill_null(False).alias("_non_geographic"),
-        cc.replace_strict(lookups["single"], default=None, return_dtype=pl.String).alias("_region"),
-        digits.str.contains(lookups["trunk"]).fill_null(False).alias("_trunk"),
-        cc.is_in(lookups["shared"]).fill_null(False).alias("_shared"),
+        _fact("non_geographic").fill_null(False).alias("_non_geographic"),
+        _fact("single_region").alias("_region"),
+        digits.str.contains(_code_tables()["trunk"]).fill_null(False).alias("_trunk"),
+        _fact("shared").fill_null(False).alias("_shared"),
     )
 
 
@@ -217,15 +280,14 @@ def _shared_code_regions(frame: pl.DataFrame) -> pl.Series:
 
 def _length_flags(frame: pl.DataFrame) -> pl.DataFrame:
     """`_length_ok` for every row; too short / too long / in-between only computed on the rows that fail."""
-    lookups = _code_tables()
-    cc, length = pl.col("_cc"), _LEN.cast(pl.Int64)
-    key = cc.cast(pl.Int64, strict=False) * 100 + length
-    frame = frame.with_columns(key.is_in(lookups["length_keys"]).fill_null(False).alias("_length_ok"))
-    wrong = frame.filter(~pl.col("_length_ok") & cc.is_in(list(lookups["main"])).fill_null(False))
+    length = _LEN.cast(pl.Int32)
+    slot = pl.col("_code_index").cast(pl.Int32) * _LENGTH_SLOTS + length.clip(0, _LENGTH_SLOTS - 1)
+    frame = frame.with_columns(pl.lit(_mobile_lengths()).gather(slot).fill_null(False).alias("_length_ok"))
+    wrong = frame.filter(~pl.col("_length_ok") & ~_fact("non_geographic").fill_null(True))
     wrong = wrong.select(
         "_row",
-        (length < cc.replace_strict(lookups["shortest"], return_dtype=pl.Int64)).alias("_too_short"),
-        (length > cc.replace_strict(lookups["longest"], return_dtype=pl.Int64)).alias("_too_long"),
+        (length < _fact("shortest")).alias("_too_short"),
+        (length > _fact("longest")).alias("_too_long"),
     ).with_columns((~pl.col("_too_short") & ~pl.col("_too_long")).alias("_invalid_length"))
     none = pl.Series(values=[False], dtype=pl.Boolean).extend_constant(False, frame.height - 1)
     return frame.with_columns(
@@ -266,7 +328,7 @@ def check_mobile_numbers(frame: pl.DataFrame | pl.LazyFrame, *, strict: bool = T
     if out.height == 0:
         return out.with_columns(
             pl.lit(False).alias(c) for c in ("_too_short", "_too_long", "_invalid_length", "_bad_pattern")
-        ).drop("_trunk", "_shared", "_row")
+        ).drop("_trunk", "_shared", "_row", "_code_index")
     out = _strip_trunk_prefixes(out)
     out = out.with_columns(_shared_code_regions(out).alias("_region"))
     out = _length_flags(out)
@@ -279,4 +341,4 @@ def check_mobile_numbers(frame: pl.DataFrame | pl.LazyFrame, *, strict: bool = T
         main = pl.col("_cc").replace_strict(_code_tables()["main"], default=None, return_dtype=pl.String)
         out = out.with_columns(pl.col("_region").fill_null(main))
         bad = pl.lit(False)
-    return out.with_columns(bad.alias("_bad_pattern")).drop("_length_ok", "_trunk", "_shared", "_row")
+    return out.with_columns(bad.alias("_bad_pattern")).drop("_length_ok", "_trunk", "_shared", "_row", "_code_index")
