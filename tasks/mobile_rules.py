@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Any
-
 import polars as pl
 
-from schemas.dialing_codes import CallingCode, Desc, RegionRules, claim_plan, dialing_tables, mobile_plan
+from schemas.dialing_codes import (
+    CallingCode,
+    Desc,
+    RegionRules,
+    claim_plan,
+    dialing_tables,
+    known_regions,
+    mobile_plan,
+)
 
 MOBILE_COLUMNS = (
     "_cc",
@@ -37,6 +43,12 @@ MOBILE_COLUMNS = (
     "_bad_pattern",
 )
 """The columns `check_mobile_numbers` adds."""
+
+REGION = pl.Enum(sorted(known_regions()))
+"""`_region`'s dtype: an ISO region as a small integer, so scatters and partitions move no strings."""
+
+CALLING_CODE = pl.Enum(dialing_tables().all_codes)
+"""`_cc`'s dtype: every geographic and non-geographic calling code."""
 
 _MIN_NSN_DIGITS = 2  # phonenumbers' _MIN_LENGTH_FOR_NSN
 _NSN = pl.col("_nsn")
@@ -120,11 +132,11 @@ def _assign_regions(frame: pl.DataFrame, code: CallingCode) -> pl.DataFrame:
     remaining = frame
     for region in code.regions:
         claimed = remaining.select(_claim(region)).to_series()
-        parts.append(remaining.filter(claimed).with_columns(pl.lit(region.region).alias("_region")))
+        parts.append(remaining.filter(claimed).with_columns(pl.lit(region.region, REGION).alias("_region")))
         remaining = remaining.filter(~claimed)
         if remaining.is_empty():
             break
-    parts.append(remaining.with_columns(pl.lit(None, pl.String).alias("_region")))
+    parts.append(remaining.with_columns(pl.lit(None, REGION).alias("_region")))
     return pl.concat(parts, how="vertical")
 
 
@@ -153,18 +165,14 @@ def _scatter(column: pl.Series, updates: pl.DataFrame, name: str) -> pl.Series:
 
 
 @cache
-def _code_tables() -> dict[str, Any]:
-    """Whole-column lookups derived from the metadata tables (built once)."""
-    tables = dialing_tables()
+def _trunk_pattern() -> str:
+    """One anchored regex for "calling code, then that code's trunk prefix" (`440...`, `7 8...`)."""
     trunk = [
         f"{code}(?:{_ascii(cc.main.national_prefix_for_parsing)})"
-        for code, cc in tables.codes.items()
+        for code, cc in dialing_tables().codes.items()
         if cc.main.national_prefix_for_parsing and cc.main.general is not None
     ]
-    return {
-        "main": {code: cc.main.region for code, cc in tables.codes.items()},
-        "trunk": "^(?:" + "|".join(trunk) + ")",
-    }
+    return "^(?:" + "|".join(trunk) + ")"
 
 
 @cache
@@ -180,13 +188,22 @@ def _code_facts() -> pl.DataFrame:
     return pl.DataFrame(
         {
             "code": codes,
+            "code_length": [len(code) for code in codes],
             "single_region": [cc.main.region if cc and len(cc.regions) == 1 else None for cc in geographic],
+            "main_region": [cc.main.region if cc else None for cc in geographic],
             "shared": [cc is not None and len(cc.regions) > 1 for cc in geographic],
             "non_geographic": [cc is None for cc in geographic],
             "shortest": [min(ns, default=0) for ns in lengths],
             "longest": [max(ns, default=0) for ns in lengths],
         },
-        schema_overrides={"shortest": pl.Int32, "longest": pl.Int32},
+        schema_overrides={
+            "code": CALLING_CODE,
+            "code_length": pl.Int64,
+            "single_region": REGION,
+            "main_region": REGION,
+            "shortest": pl.Int32,
+            "longest": pl.Int32,
+        },
     )
 
 
@@ -238,14 +255,14 @@ def _fact(name: str) -> pl.Expr:
 
 def _vectorised_part(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Everything that is one expression over the whole column: code, NSN, single-region region."""
-    digits, cc = pl.col("_digits"), pl.col("_cc")
+    digits = pl.col("_digits")
     indexed = frame.with_columns(_code_index(digits).alias("_code_index"))
     return indexed.with_columns(_fact("code").alias("_cc")).with_columns(
-        digits.str.slice(cc.str.len_bytes().fill_null(0)).alias("_nsn"),
-        (digits.is_not_null() & cc.is_null()).alias("_unknown_code"),
+        digits.str.slice(_fact("code_length").fill_null(0)).alias("_nsn"),
+        (digits.is_not_null() & pl.col("_code_index").is_null()).alias("_unknown_code"),
         _fact("non_geographic").fill_null(False).alias("_non_geographic"),
         _fact("single_region").alias("_region"),
-        digits.str.contains(_code_tables()["trunk"]).fill_null(False).alias("_trunk"),
+        digits.str.contains(_trunk_pattern()).fill_null(False).alias("_trunk"),
         _fact("shared").fill_null(False).alias("_shared"),
     )
 
@@ -260,7 +277,7 @@ def _strip_trunk_prefixes(frame: pl.DataFrame) -> pl.DataFrame:
         _strip_national_prefix(part, codes[str(cc)].main)
         for (cc,), part in candidates.partition_by("_cc", as_dict=True).items()
     ]
-    updates = pl.concat(parts).with_columns((pl.col("_cc") + _NSN).alias("_digits"))
+    updates = pl.concat(parts).with_columns((pl.col("_cc").cast(pl.String) + _NSN).alias("_digits"))
     return frame.with_columns(_scatter(frame.get_column(c), updates, c) for c in ("_nsn", "_digits"))
 
 
@@ -334,11 +351,10 @@ def check_mobile_numbers(frame: pl.DataFrame | pl.LazyFrame, *, strict: bool = T
     out = _length_flags(out)
     if strict:
         failures = _pattern_failures(out)
-        in_code = pl.col("_cc").is_in(list(_code_tables()["main"])).fill_null(False)
-        unclaimed = out.select(pl.col("_length_ok") & in_code & pl.col("_region").is_null()).to_series()
+        geographic = ~_fact("non_geographic").fill_null(True)
+        unclaimed = out.select(pl.col("_length_ok") & geographic & pl.col("_region").is_null()).to_series()
         bad = pl.lit(unclaimed.scatter(failures, True))
     else:
-        main = pl.col("_cc").replace_strict(_code_tables()["main"], default=None, return_dtype=pl.String)
-        out = out.with_columns(pl.col("_region").fill_null(main))
+        out = out.with_columns(pl.col("_region").fill_null(_fact("main_region")))
         bad = pl.lit(False)
     return out.with_columns(bad.alias("_bad_pattern")).drop("_length_ok", "_trunk", "_shared", "_row", "_code_index")

@@ -83,7 +83,7 @@ def reason_flags(allow_countries: list[str], deny_countries: list[str]) -> dict[
     The helper frame has the normalisation flags (`tasks/normalise.py`), the mobile-rule columns
     (`tasks/mobile_rules.py`), `_duplicate`, `_first_row` and `_suppressed`.
     """
-    cc, nsn, region = pl.col("_cc"), pl.col("_nsn"), pl.col("_region")
+    cc, nsn, region = pl.col("_cc").cast(pl.String), pl.col("_nsn"), pl.col("_region").cast(pl.String)
     expected = cc.replace_strict(_length_text(), default="no", return_dtype=pl.String)
     length_text = pl.format(
         "{} digits after +{}; mobile numbers there have {}", nsn.str.len_bytes().cast(pl.String), cc, expected

@@ -237,8 +237,8 @@ def validate_recipients(
 
     added = helper.filter(keep).select(
         pl.col("_phone").alias("phone"),
-        pl.col("_region").alias("country"),
-        pl.col("_cc").alias("dialing_code"),
+        pl.col("_region").cast(pl.String).alias("country"),
+        pl.col("_cc").cast(pl.String).alias("dialing_code"),
         "source_row",
     )
     valid = source.filter(keep).with_columns(added.get_columns())
