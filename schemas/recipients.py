@@ -28,10 +28,9 @@ def each_value_once(data: PolarsData, key: pl.Expr) -> pl.LazyFrame | bool:
     numbers in source order) needs no hashing at all, and otherwise one `n_unique` settles the usual case;
     only a column with repeats pays for `is_first_distinct`, which makes each repeat a failure case.
     """
-    if data.lazyframe.select((key.diff() > 0).all()).collect().item():
-        return True
-    distinct, rows = data.lazyframe.select(key.n_unique().alias("distinct"), pl.len()).collect().row(0)
-    if distinct == rows:
+    values = data.lazyframe.select(key).collect().to_series()
+    increasing = values.null_count() == 0 and bool((values.diff() > 0).all())
+    if increasing or values.n_unique() == values.len():
         return True
     return data.lazyframe.select(key.is_first_distinct())
 

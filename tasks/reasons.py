@@ -159,13 +159,23 @@ def reason_lists(masks: pl.Series) -> pl.DataFrame:
     )
 
 
-def reason_text(flags: dict[str, tuple[pl.Expr, pl.Expr]], lists: pl.DataFrame) -> pl.Expr:
-    """All of a row's reasons as one sentence, joined with `; ` (meant for the rejected rows only).
+def reason_text(rejected: pl.DataFrame, flags: dict[str, tuple[pl.Expr, pl.Expr]], lists: pl.DataFrame) -> pl.Series:
+    """All of each rejected row's reasons as one sentence, joined with `; `, in `REASON_CODES` order.
 
-    `lists` is the `reason_lists` table of those rows: only the reasons that occur get a text expression.
+    `lists` is the `reason_lists` table of those rows: only the reasons that occur get a text. A sentence that
+    depends on the row (`duplicate of row 3`, a length) is formatted for the rows with that reason only.
     """
     present = set(lists.get_column("reasons").explode().drop_nulls().to_list())
-    texts = [pl.when(flag).then(text) for code, (flag, text) in flags.items() if code in present]
+    texts: list[pl.Expr | pl.Series] = []
+    for code, (flag, text) in flags.items():
+        if code not in present:
+            continue
+        if text.meta.is_literal():
+            texts.append(pl.when(flag).then(text))
+            continue
+        at = rejected.select(flag.fill_null(False)).to_series().arg_true()
+        formatted = rejected[at].select(text).to_series()
+        texts.append(pl.repeat(None, rejected.height, dtype=pl.String, eager=True).scatter(at, formatted))
     if not texts:
-        return pl.lit("", dtype=pl.String).alias("reason_text")
-    return pl.concat_str(texts, separator="; ", ignore_nulls=True).alias("reason_text")
+        return pl.repeat("", rejected.height, dtype=pl.String, eager=True).alias("reason_text")
+    return rejected.select(pl.concat_str(texts, separator="; ", ignore_nulls=True).alias("reason_text")).to_series()

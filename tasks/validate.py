@@ -171,9 +171,8 @@ def _rejects(
     """The rejected rows: original columns, `source_row`, `reasons` (codes) and `reason_text`."""
     rejected = _with_first_rows(helper.filter(~keep), helper)
     lists = reason_lists(rejected.get_column("_mask"))
-    details = rejected.join(lists, on="_mask", maintain_order="left").select(
-        "source_row", "reasons", reason_text(flags, lists)
-    )
+    rejected = rejected.join(lists, on="_mask", maintain_order="left")
+    details = rejected.select("source_row", "reasons", reason_text(rejected, flags, lists))
     return source.filter(~keep).with_columns(details.get_columns())
 
 
