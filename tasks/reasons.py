@@ -83,13 +83,15 @@ def reason_flags(allow_countries: list[str], deny_countries: list[str]) -> dict[
     The helper frame has the normalisation flags (`tasks/normalise.py`), the mobile-rule columns
     (`tasks/mobile_rules.py`), `_duplicate`, `_first_row` and `_suppressed`.
     """
-    cc, nsn, region = pl.col("_cc").cast(pl.String), pl.col("_nsn"), pl.col("_region").cast(pl.String)
+    # Flags compare the Enum columns as they are; only the sentences need them as text.
+    code, country = pl.col("_cc"), pl.col("_region")
+    cc, nsn, region = code.cast(pl.String), pl.col("_nsn"), country.cast(pl.String)
     expected = cc.replace_strict(_length_text(), default="no", return_dtype=pl.String)
     length_text = pl.format(
         "{} digits after +{}; mobile numbers there have {}", nsn.str.len_bytes().cast(pl.String), cc, expected
     )
-    allowed = (~region.is_in(allow_countries)).fill_null(False) if allow_countries else pl.lit(False)
-    denied = region.is_in(deny_countries).fill_null(False) if deny_countries else pl.lit(False)
+    allowed = (~country.is_in(allow_countries)).fill_null(False) if allow_countries else pl.lit(False)
+    denied = country.is_in(deny_countries).fill_null(False) if deny_countries else pl.lit(False)
     flags = {
         EMPTY: (pl.col("_empty"), pl.lit("the phone cell is empty")),
         LETTERS: (pl.col("_letters"), pl.lit("the phone contains letters")),
@@ -117,7 +119,7 @@ def reason_flags(allow_countries: list[str], deny_countries: list[str]) -> dict[
             pl.format("+{} is a non-geographic code (satellite, freephone or IoT), not a country", cc),
         ),
         MAINLAND_CHINA: (
-            (cc == MAINLAND_CHINA_CODE).fill_null(False),
+            (code == MAINLAND_CHINA_CODE).fill_null(False),
             pl.lit(
                 "+86 is mainland China, which BatchSendMessageToGlobe does not serve (852, 853, 886 are fine)"
             ),
@@ -142,6 +144,11 @@ def reason_flags(allow_countries: list[str], deny_countries: list[str]) -> dict[
     }
     assert tuple(flags) == REASON_CODES
     return flags
+
+
+def rejected(flags: dict[str, tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
+    """True for a row with at least one reason (cheaper than `reason_mask` on the whole list)."""
+    return pl.any_horizontal([flag.fill_null(False) for flag, _ in flags.values()]).alias("_rejected")
 
 
 def reason_mask(flags: dict[str, tuple[pl.Expr, pl.Expr]]) -> pl.Expr:

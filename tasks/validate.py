@@ -35,6 +35,7 @@ from tasks.reasons import (
     reason_flags,
     reason_lists,
     reason_mask,
+    rejected,
     reason_text,
 )
 from tasks.suppression import load_suppression_file, normalise_numbers
@@ -167,13 +168,13 @@ def _with_first_rows(rejected: pl.DataFrame, helper: pl.DataFrame) -> pl.DataFra
 
 def _rejects(
     source: pl.DataFrame, helper: pl.DataFrame, keep: pl.Series, flags: dict[str, tuple[pl.Expr, pl.Expr]]
-) -> pl.DataFrame:
-    """The rejected rows: original columns, `source_row`, `reasons` (codes) and `reason_text`."""
-    rejected = _with_first_rows(helper.filter(~keep), helper)
-    lists = reason_lists(rejected.get_column("_mask"))
-    rejected = rejected.join(lists, on="_mask", maintain_order="left")
-    details = rejected.select("source_row", "reasons", reason_text(rejected, flags, lists))
-    return source.filter(~keep).with_columns(details.get_columns())
+) -> tuple[pl.DataFrame, pl.Series]:
+    """The rejected rows (original columns, `source_row`, `reasons` and `reason_text`) and their bitmasks."""
+    refused = _with_first_rows(helper.filter(~keep).with_columns(reason_mask(flags)), helper)
+    lists = reason_lists(refused.get_column("_mask"))
+    refused = refused.join(lists, on="_mask", maintain_order="left")
+    details = refused.select("source_row", "reasons", reason_text(refused, flags, lists))
+    return source.filter(~keep).with_columns(details.get_columns()), refused.get_column("_mask")
 
 
 def _count_reasons(masks: pl.Series) -> dict[str, int]:
@@ -230,8 +231,7 @@ def validate_recipients(
     numeric = _schema_check(frame, phone_column)
     helper = _helper_frame(frame, phone_column, numeric, rules, _suppression_keys(rules, suppression))
     flags = reason_flags(rules.allow_countries, rules.deny_countries)
-    helper = helper.with_columns(reason_mask(flags))
-    keep = helper.get_column("_mask") == 0
+    keep = helper.select(rejected(flags).not_()).to_series()
     source = frame.drop("source_row", strict=False)
 
     added = helper.filter(keep).select(
@@ -245,10 +245,10 @@ def validate_recipients(
     # The valid frame's contract (the costliest pandera run) overlaps with building the rejects.
     with ThreadPoolExecutor(max_workers=1) as pool:
         valid_checked = pool.submit(_contract, ValidRecipients, valid)
-        rejects = _rejects(source, helper, keep, flags)
+        rejects, masks = _rejects(source, helper, keep, flags)
         _contract(RejectedRecipients, rejects)
         valid_checked.result()
-    by_reason = _count_reasons(helper.get_column("_mask").filter(~keep))
+    by_reason = _count_reasons(masks)
     return ValidationResult(
         valid=valid,
         rejects=rejects,
