@@ -112,9 +112,9 @@ def national_prefix_stripped(nsn: pl.Expr, main: RegionRules) -> pl.Expr:
     return pl.when(use).then(candidate).otherwise(nsn)
 
 
-def _strip_national_prefix(frame: pl.DataFrame, main: RegionRules) -> pl.DataFrame:
+def _strip_national_prefix(frame: pl.DataFrame, main: RegionRules) -> pl.LazyFrame:
     """`national_prefix_stripped` on the rows of one calling code."""
-    return frame.with_columns(national_prefix_stripped(_NSN, main).alias("_nsn"))
+    return frame.lazy().with_columns(national_prefix_stripped(_NSN, main).alias("_nsn"))
 
 
 def _claim(region: RegionRules) -> pl.Expr:
@@ -126,18 +126,10 @@ def _claim(region: RegionRules) -> pl.Expr:
     return claim & _matches(plan.general) if plan.general is not None else claim
 
 
-def _assign_regions(frame: pl.DataFrame, code: CallingCode) -> pl.DataFrame:
+def _assign_regions(frame: pl.DataFrame, code: CallingCode) -> pl.LazyFrame:
     """`_region` for the rows of a shared calling code: the first region (metadata order) that claims them."""
-    parts: list[pl.DataFrame] = []
-    remaining = frame
-    for region in code.regions:
-        claimed = remaining.select(_claim(region)).to_series()
-        parts.append(remaining.filter(claimed).with_columns(pl.lit(region.region, REGION).alias("_region")))
-        remaining = remaining.filter(~claimed)
-        if remaining.is_empty():
-            break
-    parts.append(remaining.with_columns(pl.lit(None, REGION).alias("_region")))
-    return pl.concat(parts, how="vertical")
+    claims = [pl.when(_claim(region)).then(pl.lit(region.region, REGION)) for region in code.regions]
+    return frame.lazy().with_columns(pl.coalesce(claims).alias("_region"))
 
 
 def _strict_mobile(region: str) -> pl.Expr:
@@ -270,14 +262,14 @@ def _vectorised_part(frame: pl.LazyFrame) -> pl.LazyFrame:
 def _strip_trunk_prefixes(frame: pl.DataFrame) -> pl.DataFrame:
     """Drop trunk prefixes (`_nsn` and `_digits`), computing only on the rows that start with one."""
     codes = dialing_tables().codes
-    candidates = frame.filter(pl.col("_trunk"))
+    candidates = frame.select("_row", "_cc", "_nsn", "_trunk").filter(pl.col("_trunk"))
     if candidates.is_empty():
         return frame
     parts = [
         _strip_national_prefix(part, codes[str(cc)].main)
         for (cc,), part in candidates.partition_by("_cc", as_dict=True).items()
     ]
-    updates = pl.concat(parts).with_columns((pl.col("_cc").cast(pl.String) + _NSN).alias("_digits"))
+    updates = pl.concat(parts).with_columns((pl.col("_cc").cast(pl.String) + _NSN).alias("_digits")).collect()
     return frame.with_columns(_scatter(frame.get_column(c), updates, c) for c in ("_nsn", "_digits"))
 
 
@@ -285,14 +277,14 @@ def _shared_code_regions(frame: pl.DataFrame) -> pl.Series:
     """`_region` with the rows of shared calling codes (+1, +7, +44, ...) filled in by claim order."""
     codes = dialing_tables().codes
     region = frame.get_column("_region")
-    rows = frame.filter(pl.col("_shared")).select("_row", "_cc", "_nsn")
+    rows = frame.select("_row", "_cc", "_nsn", "_shared").filter(pl.col("_shared"))
     if rows.is_empty():
         return region
     parts = [
         _assign_regions(part, codes[str(cc)])
         for (cc,), part in rows.partition_by("_cc", as_dict=True).items()
     ]
-    return _scatter(region, pl.concat(parts), "_region")
+    return _scatter(region, pl.concat(parts).collect(), "_region")
 
 
 def _length_flags(frame: pl.DataFrame) -> pl.DataFrame:
@@ -314,8 +306,8 @@ def _length_flags(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _pattern_failures(frame: pl.DataFrame) -> pl.Series:
     """Positions of the rows of a right length whose number is not a mobile number of their region."""
-    rows = frame.filter(pl.col("_region").is_not_null() & pl.col("_length_ok")).select(
-        "_row", "_nsn", "_region"
+    rows = frame.select("_row", "_nsn", "_region", "_length_ok").filter(
+        pl.col("_region").is_not_null() & pl.col("_length_ok")
     )
     queries = [
         part.lazy().filter(~_strict_mobile(str(region))).select("_row")
