@@ -158,8 +158,10 @@ def _with_first_rows(rejected: pl.DataFrame, helper: pl.DataFrame) -> pl.DataFra
     repeated = rejected.filter(pl.col("_duplicate")).get_column("_key").unique()
     if repeated.is_empty():
         return rejected.with_columns(pl.lit(None, pl.Int64).alias("_first_row"))
-    firsts = helper.filter(pl.col("_key").is_in(repeated.implode()) & ~pl.col("_duplicate")).select(
-        "_key", pl.col("source_row").alias("_first_row")
+    firsts = (
+        helper.select("_key", pl.col("source_row").alias("_first_row"), "_duplicate")
+        .filter(pl.col("_key").is_in(repeated.implode()) & ~pl.col("_duplicate"))
+        .drop("_duplicate")
     )
     return rejected.join(firsts, on="_key", how="left", maintain_order="left")
 
