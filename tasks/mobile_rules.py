@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+
 import polars as pl
 
 from schemas.dialing_codes import (
@@ -349,4 +350,6 @@ def check_mobile_numbers(frame: pl.DataFrame | pl.LazyFrame, *, strict: bool = T
     else:
         out = out.with_columns(pl.col("_region").fill_null(_fact("main_region")))
         bad = pl.lit(False)
-    return out.with_columns(bad.alias("_bad_pattern")).drop("_length_ok", "_trunk", "_shared", "_row", "_code_index")
+    return out.with_columns(bad.alias("_bad_pattern")).drop(
+        "_length_ok", "_trunk", "_shared", "_row", "_code_index"
+    )

@@ -166,7 +166,9 @@ def reason_lists(masks: pl.Series) -> pl.DataFrame:
     )
 
 
-def reason_text(rejected: pl.DataFrame, flags: dict[str, tuple[pl.Expr, pl.Expr]], lists: pl.DataFrame) -> pl.Series:
+def reason_text(
+    rejected: pl.DataFrame, flags: dict[str, tuple[pl.Expr, pl.Expr]], lists: pl.DataFrame
+) -> pl.Series:
     """All of each rejected row's reasons as one sentence, joined with `; `, in `REASON_CODES` order.
 
     `lists` is the `reason_lists` table of those rows: only the reasons that occur get a text. A sentence that
@@ -185,4 +187,6 @@ def reason_text(rejected: pl.DataFrame, flags: dict[str, tuple[pl.Expr, pl.Expr]
         texts.append(pl.repeat(None, rejected.height, dtype=pl.String, eager=True).scatter(at, formatted))
     if not texts:
         return pl.repeat("", rejected.height, dtype=pl.String, eager=True).alias("reason_text")
-    return rejected.select(pl.concat_str(texts, separator="; ", ignore_nulls=True).alias("reason_text")).to_series()
+    return rejected.select(
+        pl.concat_str(texts, separator="; ", ignore_nulls=True).alias("reason_text")
+    ).to_series()

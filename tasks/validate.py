@@ -35,8 +35,8 @@ from tasks.reasons import (
     reason_flags,
     reason_lists,
     reason_mask,
-    rejected,
     reason_text,
+    rejected,
 )
 from tasks.suppression import load_suppression_file, normalise_numbers
 from tasks.validation_rules import (

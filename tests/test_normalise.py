@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from schemas.dialing_codes import dialing_tables
 from tasks.mobile_rules import check_mobile_numbers
 from tasks.normalise import NORMALISED_COLUMNS, normalise_phones, read_csv_as_strings, scan_csv_as_strings
 
@@ -225,3 +226,19 @@ class TestMobileRules:
     def test_an_empty_frame_is_fine(self) -> None:
         """No rows, no errors."""
         assert mobile([]) == []
+
+    def test_calling_code_of_every_prefix_matches_a_longest_code_search(self) -> None:
+        """The prefix index finds the code a regex over every known code finds, for 1- to 16-digit strings."""
+        codes = dialing_tables().all_codes
+        digits = [f"{n:0{size}d}" for size in (1, 2, 3) for n in range(10**size)]
+        digits += [head + "5123456789012"[: 13 - len(head)] for head in digits[-1000:]]
+        found = check_mobile_numbers(pl.DataFrame({"_digits": digits}))["_cc"].cast(pl.String).to_list()
+        expected = [next((c for c in codes if d.startswith(c)), None) for d in digits]
+        assert found == expected
+        assert {"1", "7", "852", "853", "886", "86", "882"} <= set(found)
+
+    def test_short_digit_strings_do_not_borrow_a_longer_code(self) -> None:
+        """`8` is not +86 or +852, `85` is neither: only a whole code at the start counts."""
+        rows = check_mobile_numbers(pl.DataFrame({"_digits": ["8", "85", "852", "1"]})).to_dicts()
+        assert [r["_cc"] for r in rows] == [None, None, "852", "1"]
+        assert [r["_unknown_code"] for r in rows] == [True, True, False, False]

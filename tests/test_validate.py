@@ -435,6 +435,31 @@ class TestValidRecipientsModel:
         with pytest.raises(pa.errors.SchemaErrors, match="one_row_per_number"):
             ValidRecipients.validate(frame, lazy=True)
 
+    def test_duplicate_numbers_are_the_failure_cases(self) -> None:
+        """Only the repeats are reported, not the first occurrence of each number."""
+        phones = ["85251234567", "85251234568", "85251234567", "85251234567"]
+        frame = pl.DataFrame(
+            {"phone": phones, "country": ["HK"] * 4, "dialing_code": ["852"] * 4, "source_row": [1, 2, 3, 4]}
+        )
+        with pytest.raises(pa.errors.SchemaErrors) as info:
+            ValidRecipients.validate(frame, lazy=True)
+        cases = info.value.failure_cases.filter(pl.col("check") == "one_row_per_number")
+        assert cases["failure_case"].to_list() == ["85251234567", "85251234567"]
+
+    def test_source_rows_out_of_order_pass_when_distinct(self) -> None:
+        """Row numbers from a pre-split source need not increase; only repeats break the contract."""
+        frame = pl.DataFrame(
+            {
+                "phone": ["85251234567", "85251234568", "85251234569"],
+                "country": ["HK"] * 3,
+                "dialing_code": ["852"] * 3,
+                "source_row": [7, 3, 5],
+            }
+        )
+        ValidRecipients.validate(frame, lazy=True)
+        with pytest.raises(pa.errors.SchemaErrors, match="one_row_per_source_row"):
+            ValidRecipients.validate(frame.with_columns(source_row=pl.Series([7, 3, 7])), lazy=True)
+
     def test_lazy_frame_passes_schema_only(self) -> None:
         """Why outputs are validated collected: a LazyFrame with a +86 row slips through pandera."""
         bad = pl.DataFrame({**self.GOOD, "phone": ["8613123456789"], "dialing_code": ["86"]})
