@@ -13,8 +13,10 @@ Two layers, as `shared/ARCHITECTURE.md` sketches:
   increment endpoint (`try_rate_limit`, as strict as `rate_limit(strict=True)`), which never waits on the
   server's side, and handles a denial itself (below).
 
-The caller does all per-batch work (ledger write, payload, signature) *before* `wait()`, so the gap seen by
-the gateway is the interval plus the grant's round trip, a few milliseconds.
+The caller builds and signs the payload *before* `wait()`. After the grant it commits the batch as `submitting`
+(the write-ahead record that makes a crash safe) and calls `departing()` right before the request leaves: the
+next call is timed from that moment, so the gap seen by the gateway is the interval plus the grant's round
+trip and the commit, a few milliseconds, and never less than the interval whatever the commit's jitter.
 
 **Fairness between processes.** The server grants the slot to whichever request arrives first after it
 frees, and the process that just sent knows best when that is: measured with two campaigns on two workers,
@@ -495,6 +497,18 @@ class Pacer:
             self._last_grant = self._clock()
             self.stats.grants += 1
 
+
+    def departing(self) -> None:
+        """Time the next call from now: call it when the request is about to leave, after the slot was granted.
+
+        The caller commits the batch to the ledger between `wait()` and the request (so that a crash during the
+        wait leaves nothing `submitting`). That commit takes a few milliseconds and not always the same, so
+        the next call is timed from the departure, not from the grant: two departures are then always at least
+        an interval apart, however long each commit took.
+        """
+        with self._lock:
+            if self._last_grant is not None:
+                self._last_grant = max(self._last_grant, self._clock())
 
     def connection_opened(self) -> None:
         """Time the next call from now: call it when the previous call's answer arrives, if that call opened a connection.

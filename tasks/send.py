@@ -2,10 +2,13 @@
 
 The order of writes is what makes "never twice" hold across crashes and retries:
 
-1. the batch's rows become `submitting`, committed, before anything leaves;
-2. the payload is built and signed;
-3. the pacer waits for the account's slot (all per-batch work is already done, so the gap stays tight);
-4. the request goes out, and the outcome is committed right after the response:
+1. the payload is built and signed;
+2. the pacer waits for the account's slot (nothing is written yet: a crash while waiting leaves the rows
+   `pending`, and the next run sends them);
+3. the batch's rows become `submitting`, committed, before anything leaves (the write-ahead record: a crash
+   from here on leaves them `submitting`, which the next run turns into `unknown`);
+4. the request goes out, the next call timed from its departure, and the outcome is committed right after
+   the response:
 
    ======================================  =============================================================
    answer                                  ledger
@@ -100,21 +103,18 @@ def send_one_batch(context: SendContext, batch: Batch) -> BatchOutcome:
     """
     campaign, ledger = context.campaign, context.ledger
     cid, no = campaign.campaign_id, batch.batch_no
+    prepared = context.client.prepare_batch(
+        batch.phones,
+        batch.messages,
+        sender=campaign.sender_id,
+        message_type=campaign.message_type,
+        task_id=campaign.task_id(no),
+        validity_period=campaign.validity_period,
+    )
+    context.pacer.wait()
+    # From this commit on, the batch may have left: a crash leaves it `submitting`, never `pending`.
     ledger.mark_submitting(cid, no, batch.phones)
-    try:
-        prepared = context.client.prepare_batch(
-            batch.phones,
-            batch.messages,
-            sender=campaign.sender_id,
-            message_type=campaign.message_type,
-            task_id=campaign.task_id(no),
-            validity_period=campaign.validity_period,
-        )
-        context.pacer.wait()
-    except BaseException:
-        # Nothing left this process: the rows can go out later.
-        ledger.release(cid, no, batch.phones, None)
-        raise
+    context.pacer.departing()
     try:
         result = _transmit(context, prepared)
     except AmbiguousOutcomeError as exc:

@@ -98,3 +98,21 @@ def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> N
     answered = fake.now
     pacer.wait()
     assert fake.now == pytest.approx(answered + 1.0)
+
+
+def test_departures_stay_an_interval_apart_whatever_the_commit_between_grant_and_request_takes() -> None:
+    """The ledger commit after the grant varies (5 ms, then 40 ms, then 1 ms): departures never get closer."""
+    fake = FakeTime()
+    pacer = Pacer(1.0, limit_name=None, margin_seconds=0.0, acquire=lambda name: None, clock=fake.clock,
+                  sleep=fake.sleep)
+    departures: list[float] = []
+    for commit in (0.005, 0.040, 0.001, 0.020):
+        pacer.wait()
+        fake.now += commit
+        pacer.departing()
+        departures.append(fake.now)
+        fake.now += 0.030  # the request and its answer
+    gaps = [b - a for a, b in zip(departures, departures[1:], strict=False)]
+    assert min(gaps) >= 1.0 - 1e-9
+    # Timed from the grant instead, the 40 ms commit followed by a 1 ms one would give 0.961 s.
+    assert max(gaps) == pytest.approx(1.040)

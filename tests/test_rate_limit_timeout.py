@@ -1,7 +1,7 @@
 """A bounded wait for the account's rate-limit slot (`gateway.rate_limit_timeout_seconds`).
 
 When another run holds the slot too long (or the limit is stuck), the batch must fail with an error that
-names the limit, and its rows must go back to pending: nothing was sent. The pacer's spacing is unit-tested
+names the limit, and its rows must stay pending: nothing was sent. The pacer's spacing is unit-tested
 in tests/test_pacing.py.
 """
 
@@ -79,7 +79,7 @@ class TestAgainstPrefect:
     def test_batch_timing_out_goes_back_to_pending_and_nothing_is_sent(
         self, prefect_server: str, start_emulator: StartEmulator, tmp_path: Path
     ) -> None:
-        """send_one_batch: the rows were `submitting`; after the timeout they are pending, batch released."""
+        """send_one_batch: rows are marked `submitting` only once the slot is granted; they stay pending."""
         emulator = start_emulator(batch_calls_per_second=None)
         hold_slot("globe-sms-timeout-batch")
         campaign = Campaign.parse(
@@ -101,8 +101,40 @@ class TestAgainstPrefect:
             with pytest.raises(RateLimitTimeout):
                 send_one_batch(context, Batch(1, phones, ("Hi",) * 3))
             assert ledger.counts(campaign.campaign_id)["pending"] == 3
-            assert ledger.batches(campaign.campaign_id)["status"].to_list() == ["released"]
+            assert ledger.batches(campaign.campaign_id).is_empty()  # nothing was written, nothing to undo
         assert emulator.state.requests() == []
+
+    def test_rows_stay_pending_while_the_batch_waits_for_its_slot(
+        self, start_emulator: StartEmulator, tmp_path: Path
+    ) -> None:
+        """A crash during the wait (the longest part of a batch) must leave nothing `submitting`.
+
+        The pacer's acquire looks into the ledger while it "waits": the rows are still pending, so a process
+        killed at that moment leaves them to be sent by the next run, not marked unknown. They become
+        `submitting` before the request leaves, and the gateway accepts them once.
+        """
+        emulator = start_emulator(batch_calls_per_second=None)
+        campaign = Campaign.parse(
+            {
+                "campaign_id": "wait-pending",
+                "source": {"path": str(tmp_path / "unused.csv")},
+                "template": "Hi",
+                "sender_id": "GlobeSMS",
+                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                "gateway": {"endpoint": emulator.url},
+            }
+        )
+        phones = tuple(number.lstrip("+") for number in valid_numbers(3, seed=3))
+        seen_while_waiting: list[dict[str, int]] = []
+        with Ledger(campaign.ledger) as ledger, SmsClient(AccessKey.of("testid", "testsecret"),
+                                                          endpoint=emulator.url) as client:
+            ledger.register(campaign.campaign_id, phones)
+            pacer = Pacer(1.0, limit_name="sms", acquire=lambda name: seen_while_waiting.append(
+                ledger.counts(campaign.campaign_id)))
+            outcome = send_one_batch(SendContext(campaign, client, ledger, pacer), Batch(1, phones, ("Hi",) * 3))
+            assert seen_while_waiting[0].get("pending") == 3 and not seen_while_waiting[0].get("submitting")
+            assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 3
+        assert len(emulator.state.requests()) == 1
 
     def test_campaign_stops_with_the_limit_named_and_everything_pending(
         self,
