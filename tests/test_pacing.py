@@ -8,21 +8,7 @@ from __future__ import annotations
 import pytest
 
 from globe_sms.pacing import Pacer, ensure_global_limit, prefect_rate_limit
-
-
-class FakeTime:
-    """A monotonic clock that moves only by sleeps and by the simulated cost of acquiring a slot."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.fake_time import FakeTime
 
 
 class TestPacer:

@@ -32,6 +32,25 @@ def hold_slot(name: str) -> None:
     rate_limit(name, strict=True)
 
 
+def one_batch_campaign(tmp_path: Path, campaign_id: str, endpoint: str, **gateway: object) -> Campaign:
+    """A campaign whose batches a test sends one by one with `send_one_batch` (its source is never read)."""
+    return Campaign.parse(
+        {
+            "campaign_id": campaign_id,
+            "source": {"path": str(tmp_path / "unused.csv")},
+            "template": "Hi",
+            "sender_id": "GlobeSMS",
+            "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "gateway": {"endpoint": endpoint, **gateway},
+        }
+    )
+
+
+def emulator_client(endpoint: str) -> SmsClient:
+    """Our client with the emulator's test key."""
+    return SmsClient(AccessKey.of("testid", "testsecret"), endpoint=endpoint)
+
+
 class TestSetting:
     def test_timeout_has_bounds_and_a_default(self) -> None:
         """Positive, at most an hour, 300 s by default."""
@@ -51,7 +70,8 @@ class TestTakeSlot:
 
         with pytest.raises(RateLimitTimeout) as caught:
             take_slot_fairly(
-                "sms-acct", lambda name: False, room=None, timeout_seconds=5, clock=lambda: now[0], sleep=sleep,
+                "sms-acct", lambda name: False, room=None, timeout_seconds=5,
+                clock=lambda: now[0], sleep=sleep,
             )
         assert caught.value.limit_name == "sms-acct" and caught.value.timeout_seconds == 5
         assert "'sms-acct'" in str(caught.value) and "prefect gcl inspect sms-acct" in str(caught.value)
@@ -82,20 +102,10 @@ class TestAgainstPrefect:
         """send_one_batch: rows are marked `submitting` only once the slot is granted; they stay pending."""
         emulator = start_emulator(batch_calls_per_second=None)
         hold_slot("globe-sms-timeout-batch")
-        campaign = Campaign.parse(
-            {
-                "campaign_id": "timeout-batch",
-                "source": {"path": str(tmp_path / "unused.csv")},
-                "template": "Hi",
-                "sender_id": "GlobeSMS",
-                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
-                "gateway": {"endpoint": emulator.url, "calls_per_second": SLOW_RATE},
-            }
-        )
+        campaign = one_batch_campaign(tmp_path, "timeout-batch", emulator.url, calls_per_second=SLOW_RATE)
         phones = tuple(number.lstrip("+") for number in valid_numbers(3, seed=1))
         pacer = Pacer(SLOW_RATE, limit_name="globe-sms-timeout-batch", timeout_seconds=1.0)
-        with Ledger(campaign.ledger) as ledger, SmsClient(AccessKey.of("testid", "testsecret"),
-                                                          endpoint=emulator.url) as client:
+        with Ledger(campaign.ledger) as ledger, emulator_client(emulator.url) as client:
             ledger.register(campaign.campaign_id, phones)
             context = SendContext(campaign, client, ledger, pacer)
             with pytest.raises(RateLimitTimeout):
@@ -114,24 +124,18 @@ class TestAgainstPrefect:
         `submitting` before the request leaves, and the gateway accepts them once.
         """
         emulator = start_emulator(batch_calls_per_second=None)
-        campaign = Campaign.parse(
-            {
-                "campaign_id": "wait-pending",
-                "source": {"path": str(tmp_path / "unused.csv")},
-                "template": "Hi",
-                "sender_id": "GlobeSMS",
-                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
-                "gateway": {"endpoint": emulator.url},
-            }
-        )
+        campaign = one_batch_campaign(tmp_path, "wait-pending", emulator.url)
         phones = tuple(number.lstrip("+") for number in valid_numbers(3, seed=3))
         seen_while_waiting: list[dict[str, int]] = []
-        with Ledger(campaign.ledger) as ledger, SmsClient(AccessKey.of("testid", "testsecret"),
-                                                          endpoint=emulator.url) as client:
+        with Ledger(campaign.ledger) as ledger, emulator_client(emulator.url) as client:
             ledger.register(campaign.campaign_id, phones)
-            pacer = Pacer(1.0, limit_name="sms", acquire=lambda name: seen_while_waiting.append(
-                ledger.counts(campaign.campaign_id)))
-            outcome = send_one_batch(SendContext(campaign, client, ledger, pacer), Batch(1, phones, ("Hi",) * 3))
+
+            def acquire(name: str) -> None:
+                seen_while_waiting.append(ledger.counts(campaign.campaign_id))
+
+            pacer = Pacer(1.0, limit_name="sms", acquire=acquire)
+            context = SendContext(campaign, client, ledger, pacer)
+            outcome = send_one_batch(context, Batch(1, phones, ("Hi",) * 3))
             assert seen_while_waiting[0].get("pending") == 3 and not seen_while_waiting[0].get("submitting")
             assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 3
         assert len(emulator.state.requests()) == 1

@@ -46,6 +46,7 @@ from globe_sms.pacing import (
     try_rate_limit,
     waiting_room_name,
 )
+from tests.fake_time import FakeTime
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = 15
@@ -54,21 +55,6 @@ MAX_GAP_SECONDS = 3.0
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 pytestmark = pytest.mark.timeout(420)
-
-
-class FakeTime:
-    """A clock that moves only by sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FakeRoom:
@@ -99,7 +85,7 @@ class FakeRoom:
 class TestTakeSlotFairly:
     def test_a_denied_process_waits_in_the_room_and_watches_with_reads(self) -> None:
         """Denied: it joins the room once, watches with reads, asks again when free, then leaves."""
-        fake, room = FakeTime(), FakeRoom()
+        fake, room = FakeTime(start=1000.0), FakeRoom()
         answers, looks = iter([False, False, True]), iter([None, 0.0, 0.3])
         tries: list[float] = []
 
@@ -117,13 +103,13 @@ class TestTakeSlotFairly:
 
     def test_a_granted_first_try_never_enters_the_room(self) -> None:
         """No denial, no room, no poll."""
-        fake, room = FakeTime(), FakeRoom()
+        fake, room = FakeTime(start=1000.0), FakeRoom()
         assert take_slot_fairly("sms", lambda n: True, room=room, clock=fake.clock, sleep=fake.sleep) == 0
         assert room.events == [] and fake.sleeps == []
 
     def test_looking_first_waits_out_the_margin_before_the_first_try(self) -> None:
         """A slot that may come from another process is asked for only once the margin has passed."""
-        fake = FakeTime()
+        fake = FakeTime(start=1000.0)
         asked: list[float] = []
         take_slot_fairly(
             "sms", lambda n: asked.append(fake.now) or True, slot_wait=lambda n: 0.08, look_first=True,
@@ -133,7 +119,7 @@ class TestTakeSlotFairly:
 
     def test_no_slot_in_time_raises_and_leaves_the_room(self) -> None:
         """The wait is bounded: RateLimitTimeout, and the room is left."""
-        fake, room = FakeTime(), FakeRoom()
+        fake, room = FakeTime(start=1000.0), FakeRoom()
         with pytest.raises(RateLimitTimeout):
             take_slot_fairly(
                 "sms", lambda n: False, slot_wait=lambda n: None, room=room, timeout_seconds=1.0,
@@ -144,7 +130,7 @@ class TestTakeSlotFairly:
 
     def test_a_broken_room_never_fails_the_send(self) -> None:
         """Fairness is best effort: a room that errors is retried, and the slot is still taken."""
-        fake, room = FakeTime(), FakeRoom(broken=True)
+        fake, room = FakeTime(start=1000.0), FakeRoom(broken=True)
         answers = iter([False, True])
         assert take_slot_fairly(
             "sms", lambda n: next(answers), slot_wait=lambda n: 0.0, room=room,
@@ -169,12 +155,12 @@ class TestPacerTakesTurns:
 
     def test_steps_aside_when_someone_else_waits(self) -> None:
         """With a waiter in the room the pacer asks yield_seconds later; alone it asks on time."""
-        fake = FakeTime()
+        fake = FakeTime(start=1000.0)
         alone, grants = self.pacer(FakeRoom(waiting=False), fake, [])
         alone.wait()
         alone.wait()
         assert grants[1] - grants[0] == pytest.approx(1.005) and alone.stats.yields == 0
-        fake2 = FakeTime()
+        fake2 = FakeTime(start=1000.0)
         polite, grants2 = self.pacer(FakeRoom(waiting=True), fake2, [0, 3, 3])
         polite.wait()
         polite.wait()
@@ -182,7 +168,7 @@ class TestPacerTakesTurns:
 
     def test_stops_stepping_aside_for_nobody(self) -> None:
         """Five useless yields in a row (nobody took the slot) pause yielding for 30 s."""
-        fake = FakeTime()
+        fake = FakeTime(start=1000.0)
         pacer, _ = self.pacer(FakeRoom(waiting=True), fake, [])
         for _ in range(6):
             pacer.wait()
@@ -193,7 +179,7 @@ class TestPacerTakesTurns:
 
     def test_a_hand_over_is_told_apart_from_the_own_next_turn(self) -> None:
         """The first grant and one after a long pause may follow another process's; the next in line not."""
-        fake = FakeTime()
+        fake = FakeTime(start=1000.0)
         pacer, _ = self.pacer(FakeRoom(waiting=False), fake, [])
         pacer.wait()
         assert pacer.stats.handovers == 1
