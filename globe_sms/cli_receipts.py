@@ -32,13 +32,79 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 18766,
     ledger: LedgerOption = DEFAULT_LEDGER,
+    token_block: Annotated[
+        str | None,
+        typer.Option(
+            "--token-block",
+            envvar="GLOBE_SMS_RECEIPTS_TOKEN_BLOCK",
+            help="Prefect Secret block holding the push token (default: GLOBE_SMS_RECEIPTS_TOKEN).",
+        ),
+    ] = None,
+    require_token: Annotated[
+        bool,
+        typer.Option(
+            "--require-token/--no-require-token",
+            help="Refuse to start without a token (set GLOBE_SMS_RECEIPTS_TOKEN or --token-block).",
+        ),
+    ] = False,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            help="The base URL Alibaba reaches (e.g. your HTTPS proxy), for the URL printed at start.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the receipt endpoint (POST / with a JSON array) until interrupted; receipts go to the ledger."""
+    """Serve the receipt endpoint (POST /receipts/<token> with a JSON array) until interrupted.
+
+    The token is never taken on the command line (it would show in `ps` and shell history): it comes from
+    GLOBE_SMS_RECEIPTS_TOKEN or a Prefect Secret block. Without one, any push is accepted, with a warning.
+    """
+    from globe_sms.receipts.auth import TOKEN_ENV, InvalidReceiverToken, masked_push_url, resolve_token
     from globe_sms.receipts.receiver import serve_forever
 
+    try:
+        token = resolve_token(token_block)
+    except InvalidReceiverToken as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable Secret block, reported plainly
+        console.print(f"[red]error:[/red] cannot load Secret block {token_block!r}: {type(exc).__name__}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if token is None and require_token:
+        console.print(
+            f"[red]error:[/red] --require-token, but no token: set {TOKEN_ENV} or name a Secret block "
+            "with --token-block"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
     logging.basicConfig(level=logging.INFO)
-    console.print(f"receipt endpoint listening on http://{host}:{port}/ (ledger {ledger})")
-    serve_forever(host, port, ledger)
+    shown_host = f"[{host}]" if ":" in host else host
+    base = public_url or f"http://{shown_host}:{port}"
+    console.print(f"receipt endpoint listening on http://{shown_host}:{port}/ (ledger {_masked(ledger)})")
+    if token is None:
+        console.print(
+            "[yellow]warning:[/yellow] no token: anyone who can reach this endpoint can forge delivery "
+            f"receipts. Set {TOKEN_ENV} (or --token-block) for anything but local tests."
+        )
+        console.print(f"push URL: {masked_push_url(base, None)}")
+    else:
+        source = f"Secret block {token_block!r}" if token_block else TOKEN_ENV
+        console.print(
+            f"push URL to enter in the Alibaba SMS console (HTTP batch push): {masked_push_url(base, token)}"
+            f"\n  where **** is the token from {source}"
+        )
+    serve_forever(host, port, ledger, token=token)
+
+
+def _masked(ledger: str) -> str:
+    """The ledger URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(ledger).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unreadable URL)"
 
 
 @receipts_app.command()

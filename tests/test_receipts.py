@@ -2,7 +2,7 @@
 over real sockets, and the emulator pushing receipts to it.
 
 Reconciliation through QueryMessage and "retry failed only" run flows under the Prefect server: see
-tests/test_reconcile.py.
+tests/test_reconcile.py. The receiver's token (refused pushes, redacted logs): tests/test_receipts_auth.py.
 """
 
 # ruff: noqa: F811

@@ -22,8 +22,11 @@ Alibaba's camelCase spelling (`MessageId`, `To`, `Status`, ...) or the China sit
 * `lost_rate`: the outcome is decided (QueryMessage tells it) but its receipt is never pushed.
 
 A POST that is not answered HTTP 200 with `{"code": 0}` is retried `retry_seconds` later, up to
-`max_attempts` times (Alibaba: after 1, 5 and 10 minutes, then it gives up). With no receipt settings the
-emulator behaves as before: QueryMessage reports every accepted message delivered 3 seconds after sending.
+`max_attempts` times (Alibaba: after 1, 5 and 10 minutes, then it gives up). The callback URL is used as
+given, so it may carry the receiver's token (`http://host:port/receipts/<token>`); logs (httpx's request
+lines included) and the admin endpoint show it with everything after its first path segment masked. With
+no receipt settings the emulator behaves as before: QueryMessage reports every accepted message delivered 3
+seconds after sending.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -329,6 +334,14 @@ class ReceiptEngine:
         return batch
 
     def _run(self) -> None:
+        url = str(self.callback_url)
+        _HTTPX_MASK.add(url)
+        try:
+            self._push_loop()
+        finally:
+            _HTTPX_MASK.discard(url)
+
+    def _push_loop(self) -> None:
         with httpx.Client(timeout=self.settings.timeout_seconds, trust_env=False) as http:
             while True:
                 with self._lock:
@@ -360,7 +373,9 @@ class ReceiptEngine:
             )
             accepted = response.status_code == 200 and _code_zero(response)
         except httpx.HTTPError as exc:
-            logger.info("receipt push to %s failed: %s", self.callback_url, exc)
+            shown = masked_url(self.callback_url) or ""
+            reason = str(exc).replace(str(self.callback_url), shown)  # some httpx errors quote the URL
+            logger.info("receipt push to %s failed: %s: %s", shown, type(exc).__name__, reason)
         with self._lock:
             if accepted:
                 self.stats.posts += 1
@@ -416,7 +431,7 @@ class ReceiptEngine:
                 outcomes[plan.outcome] = outcomes.get(plan.outcome, 0) + 1
             return {
                 "enabled": self.enabled,
-                "callback_url": self.callback_url,
+                "callback_url": masked_url(self.callback_url),
                 "outcomes": outcomes,
                 "queued": len(self._queue) + self._in_flight,
                 "posts": self.stats.posts,
@@ -424,6 +439,51 @@ class ReceiptEngine:
                 "refused_posts": self.stats.refused_posts,
                 "dropped_receipts": self.stats.dropped_receipts,
             }
+
+
+def masked_url(url: str | None) -> str | None:
+    """The callback URL fit for a log: scheme, host and first path segment; the rest and any query `****`."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    first, _, rest = parts.path.lstrip("/").partition("/")
+    path = "/" + first + ("/****" if rest else "")
+    return urlunsplit((parts.scheme, parts.netloc, path, "****" if parts.query else "", ""))
+
+
+class _MaskCallbackUrls(logging.Filter):
+    """httpx logs each request's full URL at INFO (`HTTP Request: POST http://...`); mask ours there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._urls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, url: str) -> None:
+        if masked_url(url) == url:
+            return  # nothing secret-looking to hide
+        with self._lock:
+            self._urls[url] += 1
+        httpx_logger = logging.getLogger("httpx")
+        if self not in httpx_logger.filters:
+            httpx_logger.addFilter(self)
+
+    def discard(self, url: str) -> None:
+        with self._lock:
+            self._urls[url] -= 1
+            if self._urls[url] <= 0:
+                del self._urls[url]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and self._urls:
+            record.args = tuple(
+                masked_url(str(arg)) if isinstance(arg, httpx.URL) and str(arg) in self._urls else arg
+                for arg in record.args
+            )
+        return True
+
+
+_HTTPX_MASK = _MaskCallbackUrls()
 
 
 def _code_zero(response: httpx.Response) -> bool:

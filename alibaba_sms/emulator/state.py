@@ -62,7 +62,9 @@ class EmulatorConfig(BaseModel):
         default="dysmsapi.ap-southeast-1.aliyuncs.com", description="`HostId` in error bodies."
     )
     receipt_callback_url: str | None = Field(
-        default=None, description="POST delivery receipts of accepted messages here (see `receipts.py`)."
+        default=None,
+        repr=False,  # it may carry the receiver's push token
+        description="POST delivery receipts of accepted messages here (see `receipts.py`).",
     )
     receipts: ReceiptSettings = Field(
         default_factory=ReceiptSettings, description="Outcome mix, delays, duplicates, reordering."

@@ -16,6 +16,7 @@ QueryMessage ◄── reconcile (overdue, ≤300/s) ─────────
 | `model` | `Receipt` (both spellings), `DeliveryStatus` (`sending` < `unknown` < final) and `merge` |
 | `store` | the `delivery_receipts` table and `ReceiptStore`: idempotent upserts, orphans, reads |
 | `receiver` | the Starlette endpoint (`globe-sms receipts serve`), `ReceiverServer` for threads |
+| `auth` | `ReceiverToken`, the push URL's shared secret (`/receipts/<token>`), and log redaction |
 | `reconcile` | QueryMessage for overdue messages; final `unknown` after 72 h |
 | `report` | `DeliveryReport` by country and error code |
 | `retry` | the retryable receipt codes, and `reopen_failed_deliveries` |
@@ -23,6 +24,7 @@ QueryMessage ◄── reconcile (overdue, ≤300/s) ─────────
 
 from __future__ import annotations
 
+from globe_sms.receipts.auth import ReceiverToken
 from globe_sms.receipts.model import (
     DeliveryStatus,
     Receipt,
@@ -49,6 +51,7 @@ __all__ = [
     "Receipt",
     "ReceiptFormatError",
     "ReceiptStore",
+    "ReceiverToken",
     "build_report",
     "delivery_receipts",
     "delivery_status",
