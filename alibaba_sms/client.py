@@ -141,12 +141,15 @@ class SmsClient:
             raise gateway_error(response.status_code, code, str(message), request_id, action)
         if not isinstance(body, dict):
             raise InvalidResponse(
-                f"HTTP {response.status_code} with a body that is not a JSON object", status=response.status_code,
+                f"HTTP {response.status_code} with a body that is not a JSON object",
+                status=response.status_code,
                 action=action,
             )
         code = body.get("ResponseCode")
         if code != "OK":
-            raise business_error(code, str(body.get("ResponseDescription", "")), body.get("RequestId"), action)
+            raise business_error(
+                code, str(body.get("ResponseDescription", "")), body.get("RequestId"), action
+            )
         return body
 
     # --- operations ---------------------------------------------------------------------------------------

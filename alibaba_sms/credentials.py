@@ -55,9 +55,10 @@ class AccessKey(BaseModel):
 
     @classmethod
     def from_secret_block(cls, block_name: str) -> AccessKey:
-        """Load a key from a Prefect `Secret` block whose value is `{"access_key_id": ..., "access_key_secret": ...}`.
+        """Load a key from a Prefect `Secret` block.
 
-        A plain-string block value is read as the secret, with the id taken from `ALIBABA_CLOUD_ACCESS_KEY_ID`.
+        The block's value is `{"access_key_id": ..., "access_key_secret": ...}`. A plain-string block
+        value is read as the secret, with the id taken from `ALIBABA_CLOUD_ACCESS_KEY_ID`.
         """
         from prefect.blocks.system import Secret
 

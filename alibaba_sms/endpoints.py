@@ -12,7 +12,8 @@ import httpx
 
 DEFAULT_REGION = "ap-southeast-1"
 
-# From alibabacloud_dysmsapi20180501/client.py (`_endpoint_rule = 'central'`); unmapped regions use the central host.
+# From alibabacloud_dysmsapi20180501/client.py (`_endpoint_rule = 'central'`); unmapped regions use the
+# central host.
 REGION_HOSTS = {
     "ap-southeast-1": "dysmsapi.ap-southeast-1.aliyuncs.com",
     "ap-southeast-5": "dysmsapi.ap-southeast-5.aliyuncs.com",
@@ -56,6 +57,7 @@ def resolve_endpoint(endpoint: str | None = None, region: str | None = None) -> 
         raise ValueError(f"endpoint scheme must be https (or http for loopback), got {url.scheme!r}")
     if url.scheme == "http" and not is_loopback(url.host):
         raise InsecureEndpoint(
-            f"refusing plain http:// to {url.host}: signed requests must use https (http is allowed for loopback only)"
+            f"refusing plain http:// to {url.host}: signed requests must use https "
+            "(http is allowed for loopback only)"
         )
     return url.copy_with(path="/", query=None)

@@ -169,7 +169,9 @@ def is_throttling_code(code: str | None) -> bool:
 def is_retryable_code(code: str | None) -> bool:
     """True for codes that mean "not processed, try again later" (used for failed rows on a rerun)."""
     normal = normalise_code(code)
-    return is_throttling_code(normal) or normal in RETRYABLE_BUSINESS_CODES or normal in RETRYABLE_GATEWAY_CODES
+    return (
+        is_throttling_code(normal) or normal in RETRYABLE_BUSINESS_CODES or normal in RETRYABLE_GATEWAY_CODES
+    )
 
 
 def gateway_error(
@@ -207,6 +209,8 @@ def business_error(
 def transport_error(exc: httpx.TransportError, action: str | None = None) -> TransportError:
     """Tell a failure before sending (retryable) from one after sending (ambiguous)."""
     name = type(exc).__name__
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol):
+    if isinstance(
+        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol
+    ):
         return ConnectionFailed(f"{name}: the request was not sent ({exc})", code=name, action=action)
     return ResponseLost(f"{name}: the request may have been processed ({exc})", code=name, action=action)

@@ -197,7 +197,9 @@ class _AcsAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, credentials: AccessKey, *, clock: Clock = utc_now, nonce: Nonce = random_nonce) -> None:
+    def __init__(
+        self, credentials: AccessKey, *, clock: Clock = utc_now, nonce: Nonce = random_nonce
+    ) -> None:
         self._credentials = credentials
         self._clock = clock
         self._nonce = nonce

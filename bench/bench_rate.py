@@ -57,11 +57,17 @@ def make_recipients(count: int, path: Path) -> None:
 
 
 def run_campaign(
-    recipients: Path, ledger_dir: Path, rate: float, emulator_rate: float | None, name: str, *, lift_limit: bool = False
+    recipients: Path,
+    ledger_dir: Path,
+    rate: float,
+    emulator_rate: float | None,
+    name: str,
+    *,
+    lift_limit: bool = False,
 ) -> dict:
     from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
-    from globe_sms import pacing
     from flows.send_campaign import send_campaign
+    from globe_sms import pacing
     from globe_sms.campaign import Campaign
 
     with EmulatorServer(EmulatorConfig(batch_calls_per_second=emulator_rate)) as emulator:
@@ -75,12 +81,19 @@ def run_campaign(
                 "sender_id": "GlobeSMS",
                 "batch_size": 1000,
                 "ledger": f"sqlite:///{ledger_dir / (name + '.db')}",
-                "gateway": {"endpoint": emulator.url, "calls_per_second": rate, "rate_limit_name": f"bench-{name}"},
+                "gateway": {
+                    "endpoint": emulator.url,
+                    "calls_per_second": rate,
+                    "rate_limit_name": f"bench-{name}",
+                },
             }
         )
         if lift_limit:
-            # No account limit at all: neither Prefect's limit nor client pacing, to see the pipeline's own pace.
-            pacer = pacing.shared_pacer(rate, limit_name=campaign.gateway.rate_limit_name, margin_seconds=0.005)
+            # No account limit at all: neither Prefect's limit nor client pacing, to see the pipeline's
+            # own pace.
+            pacer = pacing.shared_pacer(
+                rate, limit_name=campaign.gateway.rate_limit_name, margin_seconds=0.005
+            )
             pacer._acquire = lambda name: None
             pacer.interval = 0.0
         started = time.monotonic()
@@ -121,7 +134,9 @@ def run_baseline(calls: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipients", type=int, default=60_000)
     parser.add_argument("--baseline-calls", type=int, default=20)
     parser.add_argument("--unlimited-recipients", type=int, default=60_000)

@@ -18,7 +18,21 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 REGIONS = ["HK", "MO", "TW", "SG", "MY", "TH", "ID", "PH", "VN", "GB", "DE", "AU", "AE"]
 PER_REGION = 200
-FIRST_NAMES = ["Ada", "Wing", "Mei", "Arjun", "Siti", "Nok", "Budi", "Maria", "Linh", "Oliver", "Lena", "Jack", "Omar"]
+FIRST_NAMES = [
+    "Ada",
+    "Wing",
+    "Mei",
+    "Arjun",
+    "Siti",
+    "Nok",
+    "Budi",
+    "Maria",
+    "Linh",
+    "Oliver",
+    "Lena",
+    "Jack",
+    "Omar",
+]
 LANG = {"HK": "zh", "MO": "zh", "TW": "zh"}
 
 
@@ -28,8 +42,13 @@ def mobiles(region: str, count: int, rng: random.Random) -> list[str]:
     found: set[str] = set()
     while len(found) < count:
         tail = "".join(rng.choice("0123456789") for _ in range(4))
-        candidate = phonenumbers.PhoneNumber(country_code=example.country_code, national_number=int(national[:-4] + tail))
-        if phonenumbers.is_valid_number(candidate) and phonenumbers.number_type(candidate) == PhoneNumberType.MOBILE:
+        candidate = phonenumbers.PhoneNumber(
+            country_code=example.country_code, national_number=int(national[:-4] + tail)
+        )
+        if (
+            phonenumbers.is_valid_number(candidate)
+            and phonenumbers.number_type(candidate) == PhoneNumberType.MOBILE
+        ):
             found.add(phonenumbers.format_number(candidate, PhoneNumberFormat.E164))
     return sorted(found)
 
@@ -40,8 +59,12 @@ def main() -> None:
     for region in REGIONS:
         for number in mobiles(region, PER_REGION, rng):
             rows.append(
-                {"phone": number, "first_name": rng.choice(FIRST_NAMES), "code": f"{rng.randrange(10**5, 10**6)}",
-                 "lang": LANG.get(region, "en")}
+                {
+                    "phone": number,
+                    "first_name": rng.choice(FIRST_NAMES),
+                    "code": f"{rng.randrange(10**5, 10**6)}",
+                    "lang": LANG.get(region, "en"),
+                }
             )
     rng.shuffle(rows)
     bad = [

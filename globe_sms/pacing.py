@@ -13,10 +13,11 @@ Two layers, as `shared/ARCHITECTURE.md` sketches:
   increment endpoint (`try_rate_limit`, as strict as `rate_limit(strict=True)`), which never waits on the
   server's side, and handles a denial itself (below).
 
-The caller builds and signs the payload *before* `wait()`. After the grant it commits the batch as `submitting`
-(the write-ahead record that makes a crash safe) and calls `departing()` right before the request leaves: the
-next call is timed from that moment, so the gap seen by the gateway is the interval plus the grant's round
-trip and the commit, a few milliseconds, and never less than the interval whatever the commit's jitter.
+The caller builds and signs the payload *before* `wait()`. After the grant it commits the batch as
+`submitting` (the write-ahead record that makes a crash safe) and calls `departing()` right before the
+request leaves: the next call is timed from that moment, so the gap seen by the gateway is the interval plus
+the grant's round trip and the commit, a few milliseconds, and never less than the interval whatever the
+commit's jitter.
 
 **Fairness between processes.** The server grants the slot to whichever request arrives first after it
 frees, and the process that just sent knows best when that is: measured with two campaigns on two workers,
@@ -49,6 +50,7 @@ names the limit. Nothing has been sent at that point, so the batch goes back to 
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -337,10 +339,10 @@ def take_slot_fairly(
                 if timeout_seconds is not None and now - started >= timeout_seconds:
                     raise RateLimitTimeout(name, timeout_seconds)
                 if room is not None and ticket is None:  # again after a failed join: a busy server
-                    ticket = _courtesy(lambda: room.join(client))
+                    ticket = _courtesy(functools.partial(room.join, client))
                     joined = clock()
                 elif room is not None and ticket is not None and now - joined > WAITING_LEASE_SECONDS / 2:
-                    _courtesy(lambda: room.renew(client, ticket))
+                    _courtesy(functools.partial(room.renew, client, ticket))
                     joined = now
                 sleep(poll_seconds * random.uniform(0.8, 1.2))
                 if look():
@@ -348,7 +350,7 @@ def take_slot_fairly(
         return denials
     finally:
         if room is not None and ticket is not None:
-            _courtesy(lambda: room.leave(client, ticket))
+            _courtesy(functools.partial(room.leave, client, ticket))
 
 
 @dataclass
@@ -499,19 +501,19 @@ class Pacer:
 
 
     def departing(self) -> None:
-        """Time the next call from now: call it when the request is about to leave, after the slot was granted.
+        """Time the next call from now: call it as the request is about to leave, once the slot is granted.
 
-        The caller commits the batch to the ledger between `wait()` and the request (so that a crash during the
-        wait leaves nothing `submitting`). That commit takes a few milliseconds and not always the same, so
-        the next call is timed from the departure, not from the grant: two departures are then always at least
-        an interval apart, however long each commit took.
+        The caller commits the batch to the ledger between `wait()` and the request (so that a crash during
+        the wait leaves nothing `submitting`). That commit takes a few milliseconds and not always the same,
+        so the next call is timed from the departure, not from the grant: two departures are then always at
+        least an interval apart, however long each commit took.
         """
         with self._lock:
             if self._last_grant is not None:
                 self._last_grant = max(self._last_grant, self._clock())
 
     def connection_opened(self) -> None:
-        """Time the next call from now: call it when the previous call's answer arrives, if that call opened a connection.
+        """Time the next call from now: call it when the answer arrives to a call that opened a connection.
 
         A call that opens a connection (a TLS handshake with the real gateway) reaches the gateway well after
         its grant, so timing the next call from the grant could put two calls less than an interval apart

@@ -66,7 +66,12 @@ class Preview(BaseModel):
             *[f"| {segments} | {count:,} |" for segments, count in sorted(self.segment_distribution.items())],
         ]
         if self.ucs2_culprits:
-            lines += ["", "**Characters forcing UCS-2:**", "", *[f"- {line}" for line in self.culprit_lines()]]
+            lines += [
+                "",
+                "**Characters forcing UCS-2:**",
+                "",
+                *[f"- {line}" for line in self.culprit_lines()],
+            ]
         if self.cost_by_country:
             lines += [
                 "",
@@ -84,7 +89,8 @@ class Preview(BaseModel):
             for sample in self.samples:
                 text = str(sample["message"]).replace("|", "\\|")
                 lines.append(
-                    f"| {sample['to']} | {sample['country']} | {sample['encoding']} | {sample['segments']} | {text} |"
+                    f"| {sample['to']} | {sample['country']} | {sample['encoding']} | "
+                    f"{sample['segments']} | {text} |"
                 )
         return "\n".join(lines)
 
@@ -127,7 +133,9 @@ def build_preview(
                 country=row["country"],
                 messages=row["messages"],
                 segments=row["segments"],
-                price_per_segment=None if row["price_per_segment"] is None else float(row["price_per_segment"]),
+                price_per_segment=(
+                    None if row["price_per_segment"] is None else float(row["price_per_segment"])
+                ),
                 cost=None if row["cost"] is None else float(row["cost"]),
             )
             for row in cost.per_country.to_dicts()

@@ -120,13 +120,16 @@ class CampaignSummary(BaseModel):
             f"| sent by earlier runs | {self.already_sent:,} |",
             f"| left submitting by a crashed run, now unknown | {self.recovered_as_unknown:,} |",
             f"| sending time | {self.sending_seconds:.1f} s |",
-            f"| calls per second | {self.calls_per_second:.3f} of {self.allowed_calls_per_second:g} allowed |",
+            f"| calls per second | {self.calls_per_second:.3f} of "
+            f"{self.allowed_calls_per_second:g} allowed |",
         ]
         if self.estimated_cost is not None:
             lines.append(f"| estimated cost | {self.estimated_cost:,.2f} {self.currency or ''} |")
         if self.rejected_by_reason:
             lines += ["", "## Rejected rows by reason", "", "| reason | rows |", "|---|---|"]
-            lines += [f"| {reason} | {count:,} |" for reason, count in sorted(self.rejected_by_reason.items())]
+            lines += [
+                f"| {reason} | {count:,} |" for reason, count in sorted(self.rejected_by_reason.items())
+            ]
         lines += self._unknown_markdown()
         if self.preview is not None:
             lines += ["", self.preview.to_markdown()]
@@ -183,7 +186,9 @@ def write_rejects(rejects: pl.DataFrame, ledger_url: str, campaign_id: str) -> P
     return path
 
 
-def masked_rejects(rejects: pl.DataFrame, phone_column: str, limit: int = ARTIFACT_TABLE_ROWS) -> pl.DataFrame:
+def masked_rejects(
+    rejects: pl.DataFrame, phone_column: str, limit: int = ARTIFACT_TABLE_ROWS
+) -> pl.DataFrame:
     """The first rejected rows for display: row number, masked number and reasons only."""
     columns = [pl.col("source_row")] if "source_row" in rejects.columns else []
     if phone_column in rejects.columns:

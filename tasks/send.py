@@ -139,7 +139,9 @@ def send_one_batch(context: SendContext, batch: Batch) -> BatchOutcome:
     failed = {phone: "FAILED_LIST" for phone in result.failed if phone in in_batch}
     ledger.record_accepted(cid, no, result.accepted, failed, result.request_id)
     if failed:
-        logger.info("batch %s: %s numbers in FailedList, e.g. %s", no, len(failed), mask_number(next(iter(failed))))
+        logger.info(
+            "batch %s: %s numbers in FailedList, e.g. %s", no, len(failed), mask_number(next(iter(failed)))
+        )
     sample = tuple(mask_number(phone) for phone in list(failed)[:FAILED_SAMPLE])
     return BatchOutcome(no, len(batch), len(result.accepted), len(failed), 0, result.request_id, None, sample)
 

@@ -68,7 +68,11 @@ MESSAGE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 """The columns every message part has (besides the source's own), and an empty spool's schema."""
 DEDUPE_PARTITION_ROWS = 2_000_000
 DEDUPE_SEED = 20261125
-REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"source_row": pl.Int64, "reasons": pl.List(pl.String), "reason_text": pl.String}
+REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "source_row": pl.Int64,
+    "reasons": pl.List(pl.String),
+    "reason_text": pl.String,
+}
 REPORT_REJECTS_LIMIT = 100_000
 """Up to this many rejects publish_report gets all (its artifact says "first 200 of N"); past it, 200."""
 

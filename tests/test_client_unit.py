@@ -80,7 +80,9 @@ class TestBatchParsing:
         """A full batch does not fit in a URL, so To and Message go in the body."""
         api = RecordingApi(body=ok_body([], ["m1"]))
         with client_for(api) as client:
-            client.batch_send(["85212345678"], ["Hi"], sender="Alicloud", message_type="NOTIFY", task_id="c-b1")
+            client.batch_send(
+                ["85212345678"], ["Hi"], sender="Alicloud", message_type="NOTIFY", task_id="c-b1"
+            )
         sent = api.requests[0]
         assert "To" not in str(sent.url)
         form = dict(parse_qsl(sent.content.decode()))
@@ -99,7 +101,9 @@ class TestBatchParsing:
         ("to", "messages", "match"),
         [([], [], "at least one"), (["1"] * 1001, "x", "at most 1000"), (["1", "2"], ["a"], "parallel")],
     )
-    def test_bad_batches_are_refused_before_sending(self, to: list[str], messages: object, match: str) -> None:
+    def test_bad_batches_are_refused_before_sending(
+        self, to: list[str], messages: object, match: str
+    ) -> None:
         """Nothing leaves for an empty, oversized or misaligned batch."""
         api = RecordingApi(body=ok_body([], []))
         with client_for(api) as client, pytest.raises(ValueError, match=match):
@@ -131,7 +135,10 @@ class TestErrorMapping:
 
     def test_plain_text_503_is_retryable(self) -> None:
         """A 503 with a non-JSON body (as the SDK meets it) is still a retryable gateway error."""
-        with client_for(RecordingApi(503, text="Service Unavailable")) as client, pytest.raises(GatewayUnavailable):
+        with (
+            client_for(RecordingApi(503, text="Service Unavailable")) as client,
+            pytest.raises(GatewayUnavailable),
+        ):
             client.batch_send(["85212345678"], "x")
 
     @pytest.mark.parametrize(

@@ -12,9 +12,15 @@ class TestFromEnvironment:
         env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIexample", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "shh-1234"}
         key = AccessKey.from_env(env)
         assert key.access_key_id == "LTAIexample" and key.secret() == "shh-1234"
-        assert "shh-1234" not in repr(key) and "shh-1234" not in str(key) and "shh-1234" not in key.model_dump_json()
+        assert (
+            "shh-1234" not in repr(key)
+            and "shh-1234" not in str(key)
+            and "shh-1234" not in key.model_dump_json()
+        )
 
-    @pytest.mark.parametrize("env", [{}, {"ALIBABA_CLOUD_ACCESS_KEY_ID": "x"}, {"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "y"}])
+    @pytest.mark.parametrize(
+        "env", [{}, {"ALIBABA_CLOUD_ACCESS_KEY_ID": "x"}, {"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "y"}]
+    )
     def test_missing_variables_are_a_clear_error(self, env: dict[str, str]) -> None:
         with pytest.raises(MissingCredentials, match="ALIBABA_CLOUD_ACCESS_KEY_ID"):
             AccessKey.from_env(env)

@@ -99,8 +99,8 @@ class TestSetup:
         """Work pool (process), Secret block and the account's limit; a second run only finds them."""
         from prefect.client.orchestration import get_client
 
-        from globe_sms.setup import SetupTargets, run_setup
         from globe_sms.campaign import GatewaySettings
+        from globe_sms.setup import SetupTargets, run_setup
 
         suffix = uuid.uuid4().hex[:8]
         targets = SetupTargets(
@@ -131,8 +131,8 @@ class TestSetup:
         """Setup keeps the block someone filled in; without a key it leaves a placeholder, and no limit."""
         from prefect.blocks.system import Secret
 
-        from globe_sms.setup import PLACEHOLDER, SetupTargets, run_setup
         from globe_sms.campaign import GatewaySettings
+        from globe_sms.setup import PLACEHOLDER, SetupTargets, run_setup
 
         name = f"kept-{uuid.uuid4().hex[:8]}"
         Secret(value={"access_key_id": "LTAIkept", "access_key_secret": "original"}).save(name)
@@ -309,8 +309,8 @@ class TestBatchEventsAndArtifacts:
         gateway = start_emulator(batch_calls_per_second=None)
         gateway.state.faults.script(["ok", "drop_after_accept", "business:AMOUNT_NOT_ENOUGH"])
         cid = f"events-{uuid.uuid4().hex[:8]}"
-        campaign = Campaign.parse(campaign_data(cid, tmp_path, endpoint=gateway.url, **{
-            "gateway": {"endpoint": gateway.url, "calls_per_second": 20.0, "rate_limit_name": f"test-{cid}"}
+        campaign = Campaign.parse(campaign_data(cid, tmp_path, endpoint=gateway.url, gateway={
+            "endpoint": gateway.url, "calls_per_second": 20.0, "rate_limit_name": f"test-{cid}"
         }))
         with pytest.raises(CampaignFailed):
             send_campaign(campaign)
@@ -347,8 +347,8 @@ class TestResend:
         gateway = start_emulator(batch_calls_per_second=None)
         gateway.state.faults.script(["drop_after_accept", "ok", "business:AMOUNT_NOT_ENOUGH"])
         cid = f"resend-{uuid.uuid4().hex[:8]}"
-        campaign = Campaign.parse(campaign_data(cid, tmp_path, **{
-            "gateway": {"endpoint": gateway.url, "calls_per_second": 20.0, "rate_limit_name": f"test-{cid}"}
+        campaign = Campaign.parse(campaign_data(cid, tmp_path, gateway={
+            "endpoint": gateway.url, "calls_per_second": 20.0, "rate_limit_name": f"test-{cid}"
         }))
         with pytest.raises(CampaignFailed):
             send_campaign(campaign)

@@ -21,7 +21,9 @@ class TestPacer:
             fake.now += 0.008  # the limit's round trip
             grants.append(fake.now)
 
-        pacer = Pacer(1.0, limit_name="sms", margin_seconds=0.005, acquire=acquire, clock=fake.clock, sleep=fake.sleep)
+        pacer = Pacer(
+            1.0, limit_name="sms", margin_seconds=0.005, acquire=acquire, clock=fake.clock, sleep=fake.sleep
+        )
         for _ in range(4):
             pacer.wait()
             fake.now += 0.050  # the send itself, then the next batch's preparation

@@ -69,13 +69,17 @@ class TestV1Vectors:
 
     def test_same_parameters_with_post(self) -> None:
         """The derived POST variant."""
-        assert v1_signature("testsecret", v1_string_to_sign("POST", self.GENERIC)) == "MxbnVAM4w6sft9xjVpe/GCKueuk="
+        assert v1_signature("testsecret", v1_string_to_sign("POST", self.GENERIC)) == (
+            "MxbnVAM4w6sft9xjVpe/GCKueuk="
+        )
 
     def test_old_doc_timestamp_spelling(self) -> None:
         """The old Chinese doc spelled the key `TimeStamp`; sorting is case-sensitive."""
         params = dict(self.GENERIC)
         params["TimeStamp"] = params.pop("Timestamp")
-        assert v1_signature("testsecret", v1_string_to_sign("GET", params)) == "CT9X0VtwR86fNWSnsc6v8YGOjuE="
+        assert v1_signature("testsecret", v1_string_to_sign("GET", params)) == (
+            "CT9X0VtwR86fNWSnsc6v8YGOjuE="
+        )
 
     def test_sms_batch_vector(self) -> None:
         """The SDK's V1 capture of BatchSendMessageToGlobe (§10.2)."""
@@ -134,11 +138,17 @@ class TestV3Vectors:
 
     def test_sms_batch_vector(self) -> None:
         """The SDK's deterministic V3 run (§5): canonical request, string-to-sign hash and signature."""
-        creq = canonical_request("POST", "/", SMS_PARAMS, self.SMS_HEADERS, self.SMS_HEADERS, EMPTY_BODY_SHA256)
+        creq = canonical_request(
+            "POST", "/", SMS_PARAMS, self.SMS_HEADERS, self.SMS_HEADERS, EMPTY_BODY_SHA256
+        )
         assert creq == fixture("v3_sms_batch.creq")
         sts = v3_string_to_sign(creq)
-        assert sts == "ACS3-HMAC-SHA256\n86570cce58467198dfefdb7a1b9539b18b7a2fc4a55cf17c9fdff2a4af83cb15"
-        assert v3_signature("testsecret", sts) == "6b5b440d6f867e083c2a07f3bc3b13f5da72eca409be5aa0960c980a516f8fbc"
+        assert sts == (
+            "ACS3-HMAC-SHA256\n86570cce58467198dfefdb7a1b9539b18b7a2fc4a55cf17c9fdff2a4af83cb15"
+        )
+        assert v3_signature("testsecret", sts) == (
+            "6b5b440d6f867e083c2a07f3bc3b13f5da72eca409be5aa0960c980a516f8fbc"
+        )
 
     def test_sms_natural_capture(self) -> None:
         """The SDK's natural run (§10.1), with its real user-agent, date and nonce."""
@@ -175,14 +185,19 @@ def _run_auth(auth: httpx.Auth, request: httpx.Request) -> httpx.Request:
 
 class TestAuthFlows:
     def test_v3_auth_signs_the_form_body_and_its_content_type(self) -> None:
-        """The body hash and content-type are signed; the signature checks out against the canonical request."""
+        """The body hash and content-type are signed.
+
+        The signature checks out against the canonical request.
+        """
         signed = _run_auth(AcsV3Auth(KEY, clock=lambda: FIXED, nonce=lambda: NONCE), _form_request())
         algorithm, key_id, names, signature = parse_v3_authorization(signed.headers["Authorization"])
         assert (algorithm, key_id) == ("ACS3-HMAC-SHA256", "testid")
         assert "content-type" in names and "x-acs-content-sha256" in names and "host" in names
         assert signed.headers["x-acs-content-sha256"] == hashlib.sha256(signed.content).hexdigest()
         assert signed.headers["x-acs-date"] == "2024-01-01T00:00:00Z"
-        creq = canonical_request("POST", "/", [], dict(signed.headers), names, signed.headers["x-acs-content-sha256"])
+        creq = canonical_request(
+            "POST", "/", [], dict(signed.headers), names, signed.headers["x-acs-content-sha256"]
+        )
         assert signature == v3_signature("testsecret", v3_string_to_sign(creq))
 
     def test_v3_resigning_uses_a_fresh_nonce_and_replaces_the_header(self) -> None:
@@ -197,7 +212,10 @@ class TestAuthFlows:
         assert again.headers["Authorization"] != first_auth
 
     def test_v1_auth_matches_the_sdk_vector_with_parameters_in_the_body(self) -> None:
-        """V1 signs query and form together: the same signature as the all-in-query SDK capture, modulo Format."""
+        """V1 signs query and form together.
+
+        It gives the same signature as the all-in-query SDK capture, modulo Format.
+        """
         signed = _run_auth(AcsV1Auth(KEY, clock=lambda: FIXED, nonce=lambda: NONCE), _form_request())
         query = dict(signed.url.params.multi_items())
         assert query["Action"] == "BatchSendMessageToGlobe" and query["Format"] == "JSON"
@@ -206,7 +224,9 @@ class TestAuthFlows:
         assert query["Signature"] == expected
         # With the SDK's lowercase Format the algorithm reproduces the published vector exactly.
         everything["Format"] = "json"
-        assert v1_signature("testsecret", v1_string_to_sign("POST", everything)) == "O9AyDwiCpFIjKRVH+J1NGsJnQg4="
+        assert v1_signature("testsecret", v1_string_to_sign("POST", everything)) == (
+            "O9AyDwiCpFIjKRVH+J1NGsJnQg4="
+        )
 
     def test_v1_resigning_replaces_common_parameters(self) -> None:
         """Re-signing does not duplicate Signature, Timestamp or SignatureNonce."""
