@@ -8,8 +8,9 @@ It goes the same way as `send_campaign`: the source is read, validated and rende
 ledger keeps outcomes, not texts), the chosen rows move `failed`/`unknown` -> `pending` a chunk of messages
 at a time (`Ledger.reopen_for_resend`, one transaction per chunk), and exactly those numbers go out through
 the same batch task, pacing, events and artifacts. Rows that are `pending` (never sent: a stopped run) or
-`accepted` are left alone, and numbers the source no longer renders are not reopened. Do not run it while a
-`send_campaign` run of the same campaign is sending: both would take the ledger's rows of that campaign.
+`accepted` are left alone, and numbers the source no longer renders are not reopened. It holds the
+campaign's run lease as `send_campaign` does, so it stops at once with `CampaignBusy` while another run of
+the campaign is sending (and a run of the campaign started while it resends stops the same way).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.send_campaign import CampaignFailed, _send_all
+from flows.send_campaign import CampaignFailed, _send_all, campaign_lease
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from tasks.plan import Messages, SendPlan, chunk_batches, message_chunks
@@ -95,8 +96,9 @@ def resend_campaign(
 
     Raises:
         ValueError: a `{date}` placeholder in the campaign id, or no status chosen.
-        CampaignFailed: a permanent error or exhausted retries stopped the resend; the rows not sent yet
-            stay pending (the next run of the campaign sends them).
+        CampaignFailed: a permanent error, exhausted retries or a lost run lease stopped the resend; the
+            rows not sent yet stay pending (the next run of the campaign sends them).
+        CampaignBusy: another run of the campaign is sending it; nothing was reopened or sent.
     """
     if campaign.is_template:
         raise ValueError(
@@ -106,16 +108,16 @@ def resend_campaign(
         raise ValueError("choose the recipients to resend: failed, unknown, or both")
     logger = get_run_logger()
     started = time.monotonic()
-    spool = spool_campaign(campaign)  # the same reading, validation and rendering as a campaign run
-    try:
-        summary = CampaignSummary(
-            campaign_id=campaign.campaign_id,
-            dry_run=campaign.dry_run,
-            source_rows=spool.source_rows,
-            valid=spool.valid,
-            allowed_calls_per_second=campaign.gateway.calls_per_second,
-        )
-        with Ledger(campaign.ledger) as ledger:
+    with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):  # before reading anything
+        spool = spool_campaign(campaign)  # the same reading, validation and rendering as a campaign run
+        try:
+            summary = CampaignSummary(
+                campaign_id=campaign.campaign_id,
+                dry_run=campaign.dry_run,
+                source_rows=spool.source_rows,
+                valid=spool.valid,
+                allowed_calls_per_second=campaign.gateway.calls_per_second,
+            )
             plan = plan_resend(ledger, campaign, spool.scan_messages(), list(statuses), list(failed_codes))
             summary.record_plan(plan)
             logger.info(
@@ -125,10 +127,10 @@ def resend_campaign(
             if not campaign.dry_run and plan.batches:
                 _send_all(campaign, ledger, plan, summary)
             summary.record_ledger(ledger, campaign.campaign_id)
-        summary.elapsed_seconds = time.monotonic() - started
-        publish_report(summary, spool.rejects_head(0), campaign.source.phone_column)
-    finally:
-        spool.remove()  # it holds phone numbers
+            summary.elapsed_seconds = time.monotonic() - started
+            publish_report(summary, spool.rejects_head(0), campaign.source.phone_column)
+        finally:
+            spool.remove()  # it holds phone numbers
     if summary.error:
         raise CampaignFailed(f"resend of campaign {campaign.campaign_id} stopped: {summary.error}")
     return summary

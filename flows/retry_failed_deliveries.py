@@ -8,6 +8,8 @@ failed or unknown recipient is not sent again. Rows still `pending` from an inte
 on any rerun: they were never sent.
 
 A second run right after does nothing: a resent row carries a new MessageId, which has no failed receipt.
+While another run of the campaign is sending, it stops at once with `CampaignBusy` and reopens nothing: it
+holds the campaign's run lease while it reopens, then `send_campaign` takes the lease for itself.
 
 For failed or unknown *send* outcomes (FailedList, timeouts), see `flows/resend.py` instead.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from flows.send_campaign import send_campaign
+from flows.send_campaign import campaign_lease, send_campaign
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from globe_sms.receipts.retry import reopen_failed_deliveries
@@ -55,9 +57,16 @@ def retry_failed_deliveries(
 
     Returns:
         How many failed, how many were reopened and the send run's summary.
+
+    Raises:
+        CampaignBusy: another run of the campaign is sending it; nothing was reopened.
     """
     logger = get_run_logger()
-    with ReceiptStore(campaign.ledger) as store, Ledger(campaign.ledger) as ledger:
+    with (
+        ReceiptStore(campaign.ledger) as store,
+        Ledger(campaign.ledger) as ledger,
+        campaign_lease(ledger, campaign),  # released before send_campaign, a flow run of its own, takes it
+    ):
         reopened = reopen_failed_deliveries(
             store,
             ledger,

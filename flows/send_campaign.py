@@ -6,12 +6,15 @@ from their source in chunks into a Parquet spool (`tasks/spool.py`) that plannin
 part at a time, so a list of millions runs in bounded memory; the spool is deleted when the run ends.
 Each batch is its own task run (`<campaign>-batch-<n>`), sent one after another under the account's shared
 rate limit, and every recipient's outcome is committed to the send ledger, which is what makes reruns, UI
-retries and crash recovery safe.
+retries and crash recovery safe. A run holds the campaign's run lease from its start to its end (not a dry
+run: it writes nothing), so a second run of the same campaign stops at once with `CampaignBusy`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +26,7 @@ from prefect.utilities.annotations import quote
 from alibaba_sms.errors import PermanentError, RetryableError
 from globe_sms.campaign import Campaign
 from globe_sms.gateway import open_gateway
-from globe_sms.ledger import Ledger
+from globe_sms.ledger import Ledger, RunLeaseLost, RunOwner
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
 from tasks.cost import CostEstimate, check_budget, load_price_table
@@ -69,6 +72,29 @@ def run_name() -> str:
         return str(campaign_id)
 
 
+def run_owner() -> RunOwner:
+    """This flow run as the holder of a campaign's run lease (a UI Retry keeps its id, so gets it back)."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    label = f"flow run {flow_run.name!r} ({run_id}) of {flow_run.flow_name}" if run_id else None
+    return RunOwner.this_process(run_id, label)
+
+
+@contextmanager
+def campaign_lease(ledger: Ledger, campaign: Campaign) -> Iterator[None]:
+    """Hold the campaign's run lease for the block; a dry run changes no ledger row and needs none.
+
+    Raises:
+        CampaignBusy: another run of the campaign holds it; nothing was read, sent or changed.
+    """
+    if campaign.dry_run:
+        yield
+        return
+    with ledger.run_lease_held(campaign.campaign_id, run_owner(), campaign.gateway.run_lease_seconds):
+        yield
+
+
 @flow(name="send-campaign", flow_run_name=run_name, log_prints=False)
 def send_campaign(campaign: Campaign) -> CampaignSummary:
     """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
@@ -80,12 +106,23 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
         The run's summary. Rejected, failed and unknown recipients are reported there, not raised.
 
     Raises:
-        CampaignFailed: a permanent error (balance, sender ID, credentials) or exhausted retries stopped
-            the run; the batches not sent stay pending in the ledger for the next run.
+        CampaignFailed: a permanent error (balance, sender ID, credentials), exhausted retries or a lost run
+            lease stopped the run; the batches not sent stay pending in the ledger for the next run.
+        CampaignBusy: another run of the same campaign is sending it; this one did nothing.
     """
-    logger = get_run_logger()
     started = time.monotonic()
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
+    # The lease first, so that a second run of the campaign stops before reading anything.
+    with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):
+        summary = _run_campaign(campaign, ledger, started)
+    if summary.error:
+        raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
+    return summary
+
+
+def _run_campaign(campaign: Campaign, ledger: Ledger, started: float) -> CampaignSummary:
+    """Spool, estimate, plan, send and report: the run's work once it holds the campaign (or is a dry run)."""
+    logger = get_run_logger()
     spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
     try:
         cost = estimate(spool, campaign)
@@ -101,27 +138,24 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
         rejects_path = spool.write_rejects_csv(rejects_file(campaign.ledger, campaign.campaign_id))
         summary.rejects_file = str(rejects_path) if rejects_path else None
 
-        with Ledger(campaign.ledger) as ledger:
-            plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan")
-            summary.record_plan(plan)
-            summary.preview = spool.preview(
-                cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
-            )
-            if cost is not None:
-                summary.estimated_cost, summary.currency = float(cost.total), cost.currency
-            logger.info(
-                "campaign %s: %s valid, %s rejected, %s to send in %s batches",
-                campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
-            )
-            if not campaign.dry_run and plan.batches:
-                _send_all(campaign, ledger, plan, summary)
-            summary.record_ledger(ledger, campaign.campaign_id)
+        plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan")
+        summary.record_plan(plan)
+        summary.preview = spool.preview(
+            cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
+        )
+        if cost is not None:
+            summary.estimated_cost, summary.currency = float(cost.total), cost.currency
+        logger.info(
+            "campaign %s: %s valid, %s rejected, %s to send in %s batches",
+            campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
+        )
+        if not campaign.dry_run and plan.batches:
+            _send_all(campaign, ledger, plan, summary)
+        summary.record_ledger(ledger, campaign.campaign_id)
         summary.elapsed_seconds = time.monotonic() - started
         publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
     finally:
         spool.remove()  # it holds phone numbers
-    if summary.error:
-        raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
     return summary
 
 
@@ -140,7 +174,7 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
             try:
                 # quote(): Prefect need not walk a thousand numbers to find task dependencies.
                 outcome = send_with_retries(quote(context), quote(batch), campaign.campaign_id, batch.batch_no)
-            except (PermanentError, RetryableError, RateLimitTimeout) as exc:
+            except (PermanentError, RetryableError, RateLimitTimeout, RunLeaseLost) as exc:
                 summary.error = f"batch {batch.batch_no}: {exc}"
                 reports.append(batch_report(campaign.campaign_id, batch, None, exc))
                 emit_batch_event(campaign.campaign_id, reports[-1])

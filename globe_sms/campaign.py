@@ -40,6 +40,8 @@ _SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")
 _DATE_PLACEHOLDER = re.compile(r"\{date(?::(?P<zone>[A-Za-z0-9_+/-]+))?\}")
 CAMPAIGN_ID_PATTERN = r"^(?:[a-z0-9-]|\{date(?::[A-Za-z0-9_+/-]+)?\})+$"
 _RESOLVED_ID = re.compile(r"^[a-z0-9-]+$")
+_CONNECT_SECONDS = 5.0  # the connect timeout of globe_sms.gateway's client
+_BACKOFF_FACTOR, _BACKOFF_JITTER = 2.0, 0.2  # the send-batch task's retry delays: 2, 4, 8 ... s, +-20%
 
 
 def _zone(name: str | None) -> tzinfo:
@@ -124,10 +126,38 @@ class GatewaySettings(BaseModel):
         description="With the endpoint 'emulator': it pushes delivery receipts (mostly delivered, some failed or "
         "expired, with duplicates and reordering) to a receiver that stores them in the campaign's ledger.",
     )
+    run_lease_seconds: float = Field(
+        default=1200.0,
+        ge=30,
+        le=86400,
+        description="How long a run's hold on its campaign lasts unless renewed (at every batch attempt); a "
+        "crashed run's hold expires after it. Must exceed the longest wait between two batch attempts.",
+    )
 
     @property
     def is_emulator(self) -> bool:
         return self.endpoint == EMULATOR
+
+    @property
+    def longest_lease_gap_seconds(self) -> float:
+        """The longest a run goes without renewing its lease: a batch attempt's call, the retry back-off, and
+        the next attempt's wait for the rate-limit slot (the lease is renewed right before each call)."""
+        backoff = _BACKOFF_FACTOR * 2 ** (self.max_attempts - 2) * (1 + _BACKOFF_JITTER)
+        longest_backoff = backoff if self.max_attempts > 1 else 0.0
+        call = _CONNECT_SECONDS + self.read_timeout_seconds
+        return call + longest_backoff + self.rate_limit_timeout_seconds
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_batch_attempt(self) -> GatewaySettings:
+        gap = self.longest_lease_gap_seconds
+        if self.run_lease_seconds <= gap:
+            raise ValueError(
+                f"run_lease_seconds ({self.run_lease_seconds:g}) must exceed {gap:g}, the longest a run "
+                "can go without renewing its lease with these settings (rate_limit_timeout_seconds, plus "
+                "one call's connect and read timeouts, plus the longest retry back-off for max_attempts); "
+                "raise it"
+            )
+        return self
 
 
 class Campaign(BaseModel):

@@ -1,7 +1,8 @@
 """The `globe-sms` command: send a campaign, run the emulator, set up a Prefect server for the deployments.
 
 Exit status of `send`: 0 when every recipient reached a final state (rejected, failed and unknown recipients
-are in the summary, not errors); 1 when the run failed; 2 for a bad campaign file or bad input.
+are in the summary, not errors); 1 when the run failed; 2 when it stopped before sending anything: a bad
+campaign file or bad input, too many rejects, over budget, or another run of the campaign still sending.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ console = Console()
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _bad_input_errors() -> tuple[type[BaseException], ...]:
+def _before_sending_errors() -> tuple[type[BaseException], ...]:
+    """The errors that stop `send` before anything is sent (exit status 2)."""
     from globe_sms.campaign import CampaignFileError
+    from globe_sms.ledger import CampaignBusy
     from tasks.render import TemplateError
     from tasks.sources import SourceError
     from tasks.validate import RecipientSchemaError, TooManyRejects
 
     errors: list[type[BaseException]] = [CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects]
+    errors.append(CampaignBusy)  # another run of the campaign holds its run lease: nothing was touched
     try:
         from tasks.cost import BudgetExceeded
 
@@ -52,14 +56,14 @@ def send(
     from globe_sms.campaign import Campaign
     from globe_sms.progress import SendProgress, listening
 
-    bad_input = _bad_input_errors()
+    before_sending = _before_sending_errors()
     try:
         campaign = Campaign.from_yaml(campaign_file)
         if dry_run or resend_unknown:
             campaign = campaign.model_copy(
                 update={"dry_run": dry_run or campaign.dry_run, "resend_unknown": resend_unknown or campaign.resend_unknown}
             )
-    except bad_input as exc:
+    except before_sending as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
@@ -87,7 +91,7 @@ def send(
         try:
             with listening(show):
                 summary = send_campaign(campaign)
-        except bad_input as exc:
+        except before_sending as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except CampaignFailed as exc:

@@ -2,7 +2,8 @@
 
 Before planning, the ledger is brought up to date for this run:
 
-* rows left `submitting` by a crashed run become `unknown` (they may have gone out);
+* rows left `submitting` by a crashed run become `unknown` (they may have gone out). The run holds the
+  campaign's run lease (`Ledger.acquire_run_lease`), so these are no other live run's batch in flight;
 * new recipients are registered as `pending`;
 * `unknown` rows go back to `pending` only when the campaign says `resend_unknown`;
 * `failed` rows go back to `pending` when their code is transient, or listed in `retry_failed_codes`.
@@ -192,6 +193,10 @@ def plan_send(
         campaign: the campaign (its id, batch size and resend options).
         messages: the rendered messages; see `Messages`.
         plan_dir: where to write the plan parts; None keeps them in memory (small campaigns, tests).
+
+    Raises:
+        CampaignBusy: `ledger` holds no run lease for the campaign and another run does; nothing changed.
+        RunLeaseLost: `ledger`'s run lease for the campaign was taken over; nothing changed.
     """
     cid = campaign.campaign_id
     first_run = sum(ledger.counts(cid).values()) == 0

@@ -1,23 +1,32 @@
 """The send_campaign flow end to end: a real Prefect server, the emulator on loopback, a real SQLite ledger.
 
 Stages are unit-tested in their own modules (test_validate, test_render, test_ledger, test_pacing); this
-module proves they are wired so that every valid recipient gets exactly one message.
+module proves they are wired so that every valid recipient gets exactly one message, also when two runs of
+one campaign start at once (the run lease; at ledger level in test_run_lease).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from alibaba_sms.emulator import EmulatorServer
+from flows.resend import resend_campaign
+from flows.retry_failed_deliveries import retry_failed_deliveries
 from flows.send_campaign import CampaignFailed, send_campaign
 from globe_sms.campaign import Campaign
-from globe_sms.ledger import Ledger
+from globe_sms.cli import EXIT_BAD_INPUT, app
+from globe_sms.ledger import CampaignBusy, Ledger, RunOwner
 from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -250,3 +259,135 @@ def test_logs_and_artifacts_hold_no_secret_and_no_full_number(
     assert not [t for t in texts if "testsecret" in t]
     full_numbers = {e164_digits(n) for n in VALID}
     assert not [t for t in texts for number in full_numbers if number in t]
+
+
+# -- two runs of one campaign at once: the run lease (at ledger level: tests/test_run_lease.py) -----------
+# "Another run" is played by the test: it takes the lease through its own Ledger, as a flow run would, and
+# may have a batch in flight (`submitting`).
+
+OTHER = RunOwner.this_process("other-run-id", "flow run 'other-run' (other-run-id) of send-campaign")
+PHONES = [e164_digits(number) for number in VALID]
+
+
+def shifted_clock(seconds: float) -> Callable[[], datetime]:
+    """A ledger clock `seconds` away from now: in the past, a lease taken with it has already expired."""
+    return lambda: datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def other_run(make_campaign: MakeCampaign) -> Iterator[Ledger]:
+    """Another run of the test's campaign, holding its lease with its first batch in flight."""
+    campaign = make_campaign()
+    with Ledger(campaign.ledger) as ledger:
+        ledger.acquire_run_lease(campaign.campaign_id, OTHER, 600)
+        ledger.register(campaign.campaign_id, PHONES)
+        ledger.mark_submitting(campaign.campaign_id, 1, PHONES[:5])
+        yield ledger
+
+
+def test_a_second_run_stops_at_once_and_leaves_the_first_runs_batch_in_flight(
+    make_campaign: MakeCampaign, gateway: EmulatorServer, other_run: Ledger
+) -> None:
+    """CampaignBusy naming the other run; nothing sent; its submitting rows are not recovered as unknown."""
+    campaign = make_campaign()
+    cid = campaign.campaign_id
+    started = time.monotonic()
+    with pytest.raises(CampaignBusy) as caught:
+        send_campaign(campaign)
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert cid in message and "flow run 'other-run'" in message and "expires by itself at" in message
+    assert not [phone for phone in PHONES if phone in message]
+    assert gateway.state.requests() == []
+    assert other_run.counts(cid)["submitting"] == 5
+    # So the other run's answer still lands, instead of a LedgerStateError and five unknown rows.
+    other_run.record_accepted(cid, 1, dict.fromkeys(PHONES[:5], "m"), {}, "r")
+    assert other_run.release_run_lease(cid)
+
+    summary = send_campaign(campaign)  # released: the campaign sends the rest, and only the rest
+    assert summary.accepted == len(VALID) - 5 and summary.recovered_as_unknown == 0
+    assert set(gateway.state.accepted_numbers()) == set(PHONES[5:])
+    assert other_run.run_lease(cid) is None
+
+
+def test_after_a_crashed_runs_lease_expires_the_campaign_sends_and_recovers(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
+    """An expired lease (its run crashed on another machine) no longer blocks; its leftovers go unknown."""
+    campaign = make_campaign()
+    with Ledger(campaign.ledger, clock=shifted_clock(-3600)) as crashed:
+        crashed.acquire_run_lease(campaign.campaign_id, OTHER, 600)
+        crashed.register(campaign.campaign_id, PHONES)
+        crashed.mark_submitting(campaign.campaign_id, 1, PHONES[:5])
+    summary = send_campaign(campaign)
+    assert summary.recovered_as_unknown == 5 and summary.accepted == len(VALID) - 5
+    assert set(gateway.state.accepted_numbers()) == set(PHONES[5:])
+    with Ledger(campaign.ledger) as ledger:
+        assert ledger.run_lease(campaign.campaign_id) is None
+
+
+def test_a_dry_run_needs_no_lease(
+    make_campaign: MakeCampaign, gateway: EmulatorServer, other_run: Ledger
+) -> None:
+    """A dry run writes nothing to the ledger, so it plans while another run holds the campaign."""
+    summary = send_campaign(make_campaign(dry_run=True))
+    assert summary.dry_run and summary.planned == len(VALID) - 5
+    assert gateway.state.requests() == []
+    assert other_run.run_lease(summary.campaign_id).owner == OTHER.id
+
+
+def test_resend_and_retry_of_failed_deliveries_stop_at_once_too(
+    make_campaign: MakeCampaign, gateway: EmulatorServer, other_run: Ledger
+) -> None:
+    """The other flows that change the campaign's rows stop the same way, having reopened nothing."""
+    campaign = make_campaign()
+    for run in (
+        lambda: resend_campaign(campaign, statuses=["failed", "unknown"]),
+        lambda: retry_failed_deliveries(campaign),
+    ):
+        with pytest.raises(CampaignBusy, match="other-run"):
+            run()
+    assert gateway.state.requests() == []
+    assert other_run.counts(campaign.campaign_id)["submitting"] == 5
+
+
+def test_a_run_whose_lease_was_taken_over_stops_before_its_next_batch(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
+    """Taken over while a batch is in flight: that answer is recorded, no further batch leaves."""
+    campaign = make_campaign()
+    gateway.state.faults.script(["timeout_after_accept:1"])  # batch 1 is answered a second later
+
+    def take_over_while_batch_1_is_in_flight() -> None:
+        deadline = time.monotonic() + 30
+        while not batch_requests(gateway) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        # From a clock past the run's lease: to this ledger the lease has expired.
+        with Ledger(campaign.ledger, clock=shifted_clock(86400)) as taker:
+            taker.acquire_run_lease(campaign.campaign_id, OTHER, 600)
+
+    thread = threading.Thread(target=take_over_while_batch_1_is_in_flight)
+    thread.start()
+    with pytest.raises(CampaignFailed, match="lease expired and was taken over"):
+        send_campaign(campaign)
+    thread.join()
+    assert len(batch_requests(gateway)) == 1
+    with Ledger(campaign.ledger) as ledger:
+        counts = ledger.counts(campaign.campaign_id)
+        assert counts["accepted"] == 5 and counts["pending"] == len(VALID) - 5 and counts["unknown"] == 0
+        assert ledger.run_lease(campaign.campaign_id).owner == OTHER.id
+
+
+def test_cli_send_prints_the_busy_campaign_and_exits_2(make_campaign: MakeCampaign, tmp_path: Path) -> None:
+    """`globe-sms send` while another run holds the campaign: the message, and exit status 2."""
+    campaign = make_campaign()
+    file = tmp_path / "campaign.yaml"
+    file.write_text(yaml.safe_dump(campaign.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "testid", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "testsecret"}
+    with Ledger(campaign.ledger) as other:
+        other.acquire_run_lease(campaign.campaign_id, OTHER, 600)
+        result = CliRunner().invoke(app, ["send", str(file)], env=env)
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "is being sent by another run" in output and "flow run 'other-run'" in output
+    assert "testsecret" not in output

@@ -25,6 +25,11 @@ all-or-nothing and raise `LedgerStateError` on any mismatch:
 `unknown`) for summaries, and for joining delivery receipts through `task_id(campaign_id, batch_no)`.
 A batch number is used once; only a `released` batch (nothing was processed) may be submitted again.
 
+One run at a time changes a campaign's rows: a run takes the campaign's run lease (`campaign_runs`,
+`acquire_run_lease`) before it recovers or registers anything, and releases it at the end. Another run then
+fails at once with `CampaignBusy` instead of turning the first run's batch in flight into `unknown`; a
+crashed run's lease expires by itself (`globe_sms.ledger.lease` tells the whole story).
+
 Backends: SQLite (WAL, busy_timeout, `BEGIN IMMEDIATE` for writes) and PostgreSQL (psycopg 3).
 Typical use by the send task::
 
@@ -41,7 +46,8 @@ Typical use by the send task::
 
 from __future__ import annotations
 
-from globe_sms.ledger.errors import LedgerError, LedgerStateError
+from globe_sms.ledger.errors import CampaignBusy, LedgerError, LedgerStateError, RunLeaseLost
+from globe_sms.ledger.lease import RunLease, RunOwner
 from globe_sms.ledger.schema import (
     BATCH_SCHEMA,
     INTERRUPTED,
@@ -49,6 +55,7 @@ from globe_sms.ledger.schema import (
     BatchStatus,
     Status,
     campaign_batches,
+    campaign_runs,
     metadata,
     parse_task_id,
     send_ledger,
@@ -61,11 +68,16 @@ __all__ = [
     "INTERRUPTED",
     "ROW_SCHEMA",
     "BatchStatus",
+    "CampaignBusy",
     "Ledger",
     "LedgerError",
     "LedgerStateError",
+    "RunLease",
+    "RunLeaseLost",
+    "RunOwner",
     "Status",
     "campaign_batches",
+    "campaign_runs",
     "metadata",
     "parse_task_id",
     "send_ledger",

@@ -2,7 +2,9 @@
 
 ```
 LedgerError
-└── LedgerStateError   a transition named rows that were not in the expected state; nothing was changed
+├── LedgerStateError   a transition named rows that were not in the expected state; nothing was changed
+├── CampaignBusy       another run holds the campaign's run lease; nothing was changed
+└── RunLeaseLost       this run's lease was taken over (it had expired); the write was refused
 ```
 Bad arguments (a malformed number, a repeated number in one batch) raise the built-in `ValueError`.
 """
@@ -10,6 +12,7 @@ Bad arguments (a malformed number, a repeated number in one batch) raise the bui
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from itertools import islice
 
 from globe_sms.masking import mask_number
@@ -51,3 +54,57 @@ class LedgerStateError(LedgerError):
             examples = ", ".join(mask_number(phone) for phone in islice(self.offenders, 5))
             message = f"{message} ({detail}; e.g. {examples})"
         super().__init__(message)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class CampaignBusy(LedgerError):
+    """Another run holds the campaign's run lease (`globe_sms.ledger.lease`); this one changed nothing.
+
+    The message names the other run and when its lease expires, never a number or a secret.
+
+    Attributes:
+        campaign_id: the campaign.
+        holder: the other run, as it described itself (flow run name and id, host, pid).
+        acquired_at: since when it holds the lease.
+        expires_at: when the lease expires unless that run renews it.
+    """
+
+    def __init__(self, campaign_id: str, holder: str, acquired_at: datetime, expires_at: datetime) -> None:
+        self.campaign_id = campaign_id
+        self.holder = holder
+        self.acquired_at = acquired_at
+        self.expires_at = expires_at
+        super().__init__(
+            f"campaign {campaign_id!r} is being sent by another run: {holder}, since {_utc(acquired_at)}. "
+            "Nothing was sent and the ledger was not changed. Wait for that run to finish, then run again; "
+            f"if it crashed, its lease expires by itself at {_utc(expires_at)} (a Retry of that same flow "
+            "run in the Prefect UI takes it back at once)."
+        )
+
+
+class RunLeaseLost(LedgerError):
+    """This run's lease on the campaign expired and another run took it over: the write was refused.
+
+    Attributes:
+        campaign_id: the campaign.
+        holder: the run that holds the lease now, as it described itself; None if nobody does.
+        expires_at: when that run's lease expires; None if nobody holds it.
+    """
+
+    def __init__(self, campaign_id: str, holder: str | None, expires_at: datetime | None) -> None:
+        self.campaign_id = campaign_id
+        self.holder = holder
+        self.expires_at = expires_at
+        now = (
+            "nobody holds it now"
+            if holder is None or expires_at is None
+            else (f"{holder} holds it until {_utc(expires_at)}")
+        )
+        super().__init__(
+            f"campaign {campaign_id!r}: this run's lease expired and was taken over ({now}); this run stops "
+            "before sending another batch, and what it did not send stays pending for the next run. If this "
+            "run was only slow, raise gateway.run_lease_seconds."
+        )

@@ -145,6 +145,20 @@ campaign_batches = Table(
     CheckConstraint(_one_of(BatchStatus), name="ck_campaign_batches_status"),
 )
 
+campaign_runs = Table(
+    "campaign_runs",
+    metadata,
+    # One row per campaign being sent: the run lease (`globe_sms.ledger.lease`). No row: nobody holds it.
+    Column("campaign_id", String, primary_key=True),
+    Column("owner", String, nullable=False),  # the Prefect flow run id, else a uuid4
+    Column("owner_description", String, nullable=False),  # flow run name, host, pid: for people
+    Column("token", String(32), nullable=False),  # one per acquisition: renew and release match on it
+    Column("pid", Integer, nullable=False),
+    Column("pid_scope", String),  # where `pid` means something (Linux boot id / pid namespace), else NULL
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
 _TS = pl.Datetime("us", "UTC")
 
 ROW_SCHEMA: dict[str, Any] = {

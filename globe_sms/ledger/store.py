@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -27,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from globe_sms.ledger import lease
 from globe_sms.ledger._sql import (
     Outcome,
     apply_outcomes,
@@ -36,6 +38,7 @@ from globe_sms.ledger._sql import (
     where_they_are,
 )
 from globe_sms.ledger.errors import LedgerStateError
+from globe_sms.ledger.lease import HeldLease, RunLease, RunOwner
 from globe_sms.ledger.schema import (
     BATCH_SCHEMA,
     INTERRUPTED,
@@ -76,7 +79,8 @@ def _in_state(campaign_id: str, status: Status) -> ColumnElement[bool]:
 class Ledger:
     """The send ledger over SQLite or PostgreSQL; the module docstring draws the state machine.
 
-    Safe to share between threads (each method checks a connection out of the pool).
+    Safe to share between threads (each method checks a connection out of the pool). The run leases it
+    acquires (`acquire_run_lease`) are its own: its `recover_interrupted` and `mark_submitting` renew them.
 
     Example:
         >>> with Ledger.open("sqlite:///.data/ledger.db") as ledger:  # doctest: +SKIP
@@ -95,6 +99,7 @@ class Ledger:
             clock: returns the current aware datetime; tests inject a fixed one.
         """
         self._clock = clock
+        self._held: dict[str, HeldLease] = {}  # campaign id -> the run lease this ledger acquired for it
         self._engine = make_engine(url)
         self._dialect = self._engine.dialect.name
         with self._write() as conn:
@@ -135,6 +140,72 @@ class Ledger:
         if now.tzinfo is None:
             raise ValueError("the ledger clock returned a naive datetime")
         return now.astimezone(UTC)
+
+    # -- the run lease (globe_sms.ledger.lease) --------------------------------------------------
+
+    def acquire_run_lease(self, campaign_id: str, owner: RunOwner, ttl_seconds: float) -> RunLease:
+        """Take the campaign's run lease for `ttl_seconds`, before changing any of its rows.
+
+        Succeeds when nobody holds it, its lease has expired, its holder is `owner` itself (a UI Retry of the
+        same flow run) or a process on this machine that is gone. From then on this ledger's
+        `recover_interrupted` and `mark_submitting` renew it for another `ttl_seconds` each time.
+
+        Raises:
+            CampaignBusy: another run holds it; nothing was changed.
+            ValueError: `ttl_seconds` is not positive.
+        """
+        if not ttl_seconds > 0:
+            raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds!r}")
+        now = self._now()
+        token = uuid.uuid4().hex
+        with self._write() as conn:
+            taken = lease.acquire(
+                conn, self._dialect, campaign_id, owner, token, now, now + timedelta(seconds=ttl_seconds)
+            )
+        self._held[campaign_id] = HeldLease(token, ttl_seconds)
+        return taken
+
+    def renew_run_lease(self, campaign_id: str) -> None:
+        """Extend the lease this ledger acquired for the campaign by its `ttl_seconds`, from now.
+
+        Raises:
+            RunLeaseLost: it expired and another run took it over (or released it since); nothing changed.
+            ValueError: this ledger did not acquire the campaign's lease.
+        """
+        held = self._held.get(campaign_id)
+        if held is None:
+            raise ValueError(f"this ledger holds no run lease for campaign {campaign_id!r}")
+        with self._write() as conn:
+            lease.renew(conn, campaign_id, held, self._now())
+
+    def release_run_lease(self, campaign_id: str) -> bool:
+        """Give the campaign's lease back if this ledger still holds it; True if it did (idempotent)."""
+        held = self._held.pop(campaign_id, None)
+        if held is None:
+            return False
+        with self._write() as conn:
+            return lease.release(conn, campaign_id, held)
+
+    def run_lease(self, campaign_id: str) -> RunLease | None:
+        """Who holds the campaign's run lease (possibly expired); None when nobody does."""
+        with self._engine.connect() as conn:
+            return lease.current(conn, campaign_id)
+
+    @contextmanager
+    def run_lease_held(self, campaign_id: str, owner: RunOwner, ttl_seconds: float) -> Iterator[RunLease]:
+        """`acquire_run_lease` for the block, released when it ends, also on an error.
+
+        A process killed inside the block cannot release it: the lease then expires by itself.
+        """
+        taken = self.acquire_run_lease(campaign_id, owner, ttl_seconds)
+        try:
+            yield taken
+        finally:
+            self.release_run_lease(campaign_id)
+
+    def _fence(self, conn: Connection, campaign_id: str, now: datetime) -> None:
+        """Inside a write that must not race with another run: renew our lease, or check nobody holds one."""
+        lease.fence(conn, campaign_id, self._held.get(campaign_id), now)
 
     # -- campaign-wide moves ---------------------------------------------------------------------
 
@@ -196,13 +267,19 @@ class Ledger:
     def recover_interrupted(self, campaign_id: str) -> int:
         """Turn what a crashed run left in `submitting` into `unknown` (error_code `INTERRUPTED`).
 
-        Call it only while no other run sends this campaign: a batch in flight is `submitting` too.
+        A batch in flight is `submitting` too, so it must not run while another run sends this campaign: it
+        renews the run lease this ledger holds, or checks that no other run holds one (`_fence`).
 
         Returns:
             How many rows moved (their batches move to `unknown` as well).
+
+        Raises:
+            CampaignBusy: this ledger holds no lease for the campaign and another run does; nothing moved.
+            RunLeaseLost: this ledger's lease was taken over; nothing moved.
         """
         now = self._now()
         with self._write() as conn:
+            self._fence(conn, campaign_id, now)
             moved = conn.execute(
                 update(send_ledger)
                 .where(_in_state(campaign_id, Status.SUBMITTING))
@@ -334,7 +411,9 @@ class Ledger:
     def mark_submitting(self, campaign_id: str, batch_no: int, phones: Sequence[str]) -> None:
         """Move a batch `pending` -> `submitting`, committed before returning: send the request after.
 
-        Sets `batch_no`, `submitted_at` and `attempts + 1` on the rows and writes the batch row.
+        Sets `batch_no`, `submitted_at` and `attempts + 1` on the rows and writes the batch row. In the same
+        transaction it renews the campaign's run lease this ledger holds (see `_fence`), so a run that lost
+        its lease never puts another batch in flight.
 
         Args:
             campaign_id: the campaign.
@@ -343,12 +422,15 @@ class Ledger:
 
         Raises:
             LedgerStateError: a number is not `pending`, or the batch number is taken; nothing changed.
+            RunLeaseLost: this ledger's lease on the campaign was taken over; nothing changed.
+            CampaignBusy: this ledger holds no lease for the campaign and another run does; nothing changed.
             ValueError: no numbers, or a number twice.
         """
         batch = _distinct(phones, "mark_submitting")
         now = self._now()
         key = (_b.campaign_id == campaign_id) & (_b.batch_no == batch_no)
         with self._write() as conn:
+            self._fence(conn, campaign_id, now)
             taken = conn.execute(select(_b.status).where(key).with_for_update()).scalar()
             if taken is not None and taken != BatchStatus.RELEASED:
                 raise LedgerStateError(
