@@ -245,9 +245,13 @@ def retry(
     if dry_run:
         campaign = campaign.model_copy(update={"dry_run": True})
     from flows.retry_failed_deliveries import retry_failed_deliveries
+    from globe_sms.ledger import CampaignBusy
 
     try:
         summary = retry_failed_deliveries(campaign, code or None, include_expired=expired)
+    except CampaignBusy as exc:  # another run of the campaign is sending: nothing was touched
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:  # noqa: BLE001 - a failed run, reported plainly
         console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_FAILED) from None

@@ -378,15 +378,18 @@ def test_a_run_whose_lease_was_taken_over_stops_before_its_next_batch(
         assert ledger.run_lease(campaign.campaign_id).owner == OTHER.id
 
 
-def test_cli_send_prints_the_busy_campaign_and_exits_2(make_campaign: MakeCampaign, tmp_path: Path) -> None:
-    """`globe-sms send` while another run holds the campaign: the message, and exit status 2."""
-    campaign = make_campaign()
+@pytest.mark.parametrize("command", [["send"], ["receipts", "retry"]])
+def test_cli_prints_the_busy_campaign_and_exits_2(
+    make_campaign: MakeCampaign, tmp_path: Path, command: list[str]
+) -> None:
+    """`globe-sms send` / `receipts retry` while another run holds the campaign: the message, exit status 2."""
+    campaign = make_campaign(campaign_id=f"busy-cli-{command[-1]}")
     file = tmp_path / "campaign.yaml"
     file.write_text(yaml.safe_dump(campaign.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
     env = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "testid", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "testsecret"}
     with Ledger(campaign.ledger) as other:
         other.acquire_run_lease(campaign.campaign_id, OTHER, 600)
-        result = CliRunner().invoke(app, ["send", str(file)], env=env)
+        result = CliRunner().invoke(app, [*command, str(file)], env=env)
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     output = " ".join(result.output.split())  # rich wraps long lines
     assert "is being sent by another run" in output and "flow run 'other-run'" in output
