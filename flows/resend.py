@@ -57,7 +57,7 @@ def plan_resend(
     """
     cid = campaign.campaign_id
     recovered = 0 if campaign.dry_run else ledger.recover_interrupted(cid)  # a crash's leftovers: unknown
-    known = ledger.rows(cid) if campaign.dry_run else None
+    known = ledger.rows(cid, statuses=["unknown", "failed"]) if campaign.dry_run else None
     phones: list[str] = []
     texts: dict[str, str] = {}
     for chunk in message_chunks(messages):

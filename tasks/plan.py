@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from alibaba_sms.errors import RETRYABLE_BUSINESS_CODES, RETRYABLE_GATEWAY_CODES, THROTTLING_BUSINESS_CODES
 from globe_sms.campaign import Campaign
-from globe_sms.ledger import Ledger
+from globe_sms.ledger import Ledger, Status
 from tasks.send import Batch
 
 TRANSIENT_CODES = frozenset(
@@ -223,8 +223,8 @@ def preview_plan(
     blocked = None
     if sum(ledger.counts(cid).values()):  # a new campaign needs no lookup: every number would be pending
         # Rows left `submitting` by a crash would become unknown: only pending (and asked-for unknown) count.
-        sendable = ["pending", *(["unknown", "submitting"] if campaign.resend_unknown else [])]
-        blocked = ledger.rows(cid).filter(~pl.col("status").is_in(sendable)).select("phone")
+        sendable = {"pending", *(["unknown", "submitting"] if campaign.resend_unknown else [])}
+        blocked = ledger.rows(cid, statuses=[s for s in Status if s not in sendable], columns=["phone"])
     parts, recipients = _plan_parts(messages, plan_dir, without=blocked)
     batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
     return SendPlan(batches, already_final=_final_counts(ledger, cid))

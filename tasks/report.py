@@ -100,7 +100,8 @@ class CampaignSummary(BaseModel):
         self.ledger_counts = ledger.counts(campaign_id)
         self.pending = self.ledger_counts.get("pending", 0)
         if self.ledger_counts.get("unknown"):
-            self.unknown_recipients = unknown_recipients(ledger.rows(campaign_id))
+            unknown = ledger.rows(campaign_id, statuses=["unknown"], limit=ARTIFACT_TABLE_ROWS)
+            self.unknown_recipients = unknown_recipients(unknown)
 
     def to_markdown(self) -> str:
         """A markdown report with counts only: no number appears in it."""

@@ -646,6 +646,22 @@ class TestReads:
         assert ledger.batches(campaign).schema["started_at"] == pl.Datetime("us", "UTC")
 
 
+    def test_rows_filter_status_columns_and_count_in_the_database(self, ledger: Ledger, campaign: str) -> None:
+        """Only the asked statuses and columns, in registration order, at most `limit` of them."""
+        ledger.register(campaign, numbers(6))
+        ledger.mark_submitting(campaign, 1, numbers(6)[1:4])
+        ledger.mark_unknown(campaign, 1, numbers(6)[1:4], "ReadTimeout", None)
+        unknown = ledger.rows(campaign, statuses=["unknown"], columns=["phone", "error_code"])
+        assert unknown.schema == pl.Schema({"phone": pl.String, "error_code": pl.String})
+        assert unknown.rows() == [(n, "ReadTimeout") for n in numbers(6)[1:4]]
+        assert ledger.rows(campaign, statuses=[Status.UNKNOWN], limit=2)["phone"].to_list() == numbers(6)[1:3]
+        pending = ledger.rows(campaign, statuses=["pending", "accepted"], columns=["phone"])
+        assert pending["phone"].to_list() == [numbers(6)[0], *numbers(6)[4:]]
+        assert ledger.rows(campaign, statuses=[]).is_empty()
+        with pytest.raises(ValueError):
+            ledger.rows(campaign, statuses=["sent"])
+
+
 class TestSpeed:
     def test_register_60k_and_record_1000(self, ledger: Ledger, campaign: str, url: str) -> None:
         """register(60,000) well under 2 s on SQLite; a 1,000-number batch is settled in milliseconds."""
