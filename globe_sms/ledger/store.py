@@ -6,9 +6,7 @@ import re
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
+from datetime import datetime, timedelta
 
 import polars as pl
 from sqlalchemy import (
@@ -20,7 +18,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     true,
     update,
 )
@@ -32,11 +29,11 @@ from globe_sms.ledger import lease
 from globe_sms.ledger._sql import (
     Outcome,
     apply_outcomes,
-    make_engine,
     phone_list,
     values_table,
     where_they_are,
 )
+from globe_sms.ledger.database import LedgerDatabase, utcnow
 from globe_sms.ledger.errors import LedgerStateError
 from globe_sms.ledger.lease import HeldLease, RunLease, RunOwner
 from globe_sms.ledger.schema import (
@@ -54,12 +51,7 @@ from globe_sms.masking import mask_number
 
 _E164_DIGITS = re.compile(r"[1-9][0-9]{1,14}")  # E.164 without '+': no leading zero, at most 15 digits
 _REGISTER_CHUNK = 50_000
-_PG_DDL_LOCK = 0x6C6564676572  # advisory lock key ("ledger"): one create_all at a time across processes
 _b, _c = campaign_batches.c, send_ledger.c
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _distinct(phones: Sequence[str], what: str) -> list[str]:
@@ -76,7 +68,7 @@ def _in_state(campaign_id: str, status: Status) -> ColumnElement[bool]:
     return (_c.campaign_id == campaign_id) & (_c.status == status)
 
 
-class Ledger:
+class Ledger(LedgerDatabase):
     """The send ledger over SQLite or PostgreSQL; the module docstring draws the state machine.
 
     Safe to share between threads (each method checks a connection out of the pool). The run leases it
@@ -90,7 +82,7 @@ class Ledger:
         ...     ledger.record_accepted("spring-sale", batch_no, {"85212345678": "1008"}, {}, "req-1")
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
         """Connect, and create the tables and indexes that are missing (idempotent).
 
         Args:
@@ -98,48 +90,11 @@ class Ledger:
                 `sqlite://` (in memory, one shared connection) or `postgresql+psycopg://user@host/db`.
             clock: returns the current aware datetime; tests inject a fixed one.
         """
-        self._clock = clock
         self._held: dict[str, HeldLease] = {}  # campaign id -> the run lease this ledger acquired for it
-        self._engine = make_engine(url)
-        self._dialect = self._engine.dialect.name
-        with self._write() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
-            metadata.create_all(conn)
+        super().__init__(url, clock=clock)
 
-    @classmethod
-    def open(cls, url: str, *, clock: Callable[[], datetime] = _utcnow) -> Self:
-        """Open the ledger at `url`; same as the constructor."""
-        return cls(url, clock=clock)
-
-    def close(self) -> None:
-        """Dispose of the engine and its pooled connections."""
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Ledger({self._engine.url.render_as_string(hide_password=True)!r})"
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """One write transaction: committed when the block ends, rolled back if it raises."""
-        with self._engine.connect() as conn:
-            conn.execution_options(ledger_write=True)
-            with conn.begin():
-                yield conn
-
-    def _now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is None:
-            raise ValueError("the ledger clock returned a naive datetime")
-        return now.astimezone(UTC)
+    def _create_schema(self, conn: Connection) -> None:
+        metadata.create_all(conn)
 
     # -- the run lease (globe_sms.ledger.lease) --------------------------------------------------
 
@@ -156,7 +111,7 @@ class Ledger:
         """
         if not ttl_seconds > 0:
             raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds!r}")
-        now = self._now()
+        now = self.now()
         token = uuid.uuid4().hex
         with self._write() as conn:
             taken = lease.acquire(
@@ -176,7 +131,7 @@ class Ledger:
         if held is None:
             raise ValueError(f"this ledger holds no run lease for campaign {campaign_id!r}")
         with self._write() as conn:
-            lease.renew(conn, campaign_id, held, self._now())
+            lease.renew(conn, campaign_id, held, self.now())
 
     def release_run_lease(self, campaign_id: str) -> bool:
         """Give the campaign's lease back if this ledger still holds it; True if it did (idempotent)."""
@@ -240,7 +195,7 @@ class Ledger:
             examples = ", ".join(mask_number(p) for p in bad[:5])
             raise ValueError(f"{len(bad)} number(s) are not E.164 digits without '+' (e.g. {examples})")
         rows = list(wanted.items())
-        now = literal(self._now(), UtcDateTime())
+        now = literal(self.now(), UtcDateTime())
         insert = sqlite_insert if self._dialect == "sqlite" else pg_insert
         columns = ["campaign_id", "phone", "country", "status", "attempts", "created_at", "updated_at"]
         inserted = 0
@@ -277,7 +232,7 @@ class Ledger:
             CampaignBusy: this ledger holds no lease for the campaign and another run does; nothing moved.
             RunLeaseLost: this ledger's lease was taken over; nothing moved.
         """
-        now = self._now()
+        now = self.now()
         with self._write() as conn:
             self._fence(conn, campaign_id, now)
             moved = conn.execute(
@@ -353,7 +308,7 @@ class Ledger:
         statement = (
             update(send_ledger)
             .where(condition)
-            .values(status=Status.PENDING, updated_at=self._now())
+            .values(status=Status.PENDING, updated_at=self.now())
             .returning(_c.id, _c.phone)  # exactly the rows moved (SQLite 3.35+, PostgreSQL)
         )
         with self._write() as conn:
@@ -379,7 +334,7 @@ class Ledger:
         statement = (
             update(send_ledger)
             .where(condition)
-            .values(status=Status.PENDING, updated_at=self._now())
+            .values(status=Status.PENDING, updated_at=self.now())
             .returning(_c.id, _c.phone)
         )
         with self._write() as conn:
@@ -393,7 +348,7 @@ class Ledger:
             condition = condition & _c.error_code.in_(codes)
         with self._write() as conn:
             statement = (
-                update(send_ledger).where(condition).values(status=Status.PENDING, updated_at=self._now())
+                update(send_ledger).where(condition).values(status=Status.PENDING, updated_at=self.now())
             )
             return conn.execute(statement).rowcount
 
@@ -427,7 +382,7 @@ class Ledger:
             ValueError: no numbers, or a number twice.
         """
         batch = _distinct(phones, "mark_submitting")
-        now = self._now()
+        now = self.now()
         key = (_b.campaign_id == campaign_id) & (_b.batch_no == batch_no)
         with self._write() as conn:
             self._fence(conn, campaign_id, now)
@@ -576,7 +531,7 @@ class Ledger:
         """Move exactly the batch's `submitting` rows to their (status, message_id, error_code)."""
         if not outcome:
             raise ValueError(f"campaign {campaign_id!r} batch {batch_no}: no numbers given")
-        now = self._now()
+        now = self.now()
         in_batch = _in_state(campaign_id, Status.SUBMITTING) & (_c.batch_no == batch_no)
         with self._write() as conn:
             in_flight = set(conn.execute(select(_c.phone).where(in_batch).with_for_update()).scalars())

@@ -16,12 +16,10 @@ on the primary key and is replayed, and then sees the winner's row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from datetime import datetime
+from typing import Any
 
 import polars as pl
 from sqlalchemy import (
@@ -47,11 +45,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from globe_sms.ledger import Status, metadata, parse_task_id, send_ledger
-from globe_sms.ledger._sql import make_engine, values_table
+from globe_sms.ledger._sql import values_table
+from globe_sms.ledger.database import LedgerDatabase
 from globe_sms.ledger.schema import StatusType, UtcDateTime
 from globe_sms.receipts.model import FINAL_STATUSES, DeliveryStatus, Receipt, merge
 
-_PG_DDL_LOCK = 0x6C6564676572  # the ledger's advisory lock key: one create_all at a time across processes
 _ATTEMPTS = 3
 _LOOKUP_CHUNK = 5_000
 
@@ -93,10 +91,6 @@ _r, _l = delivery_receipts.c, send_ledger.c
 _FOLDED = ("receipts", "duplicates", "stale", "conflicts")
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass
 class ApplyResult:
     """What one `record` call did, receipt by receipt."""
@@ -134,7 +128,7 @@ class _Match:
     batch_no: int | None
 
 
-class ReceiptStore:
+class ReceiptStore(LedgerDatabase):
     """Delivery states by MessageId in the ledger's database; thread-safe (one pooled connection per call).
 
     Args:
@@ -142,53 +136,11 @@ class ReceiptStore:
         clock: returns the current aware datetime; tests inject a fixed one.
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utcnow) -> None:
-        self._clock = clock
-        self._engine = make_engine(url)
-        self._dialect = self._engine.dialect.name
-        with self._write() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
-            metadata.create_all(conn)  # the receiver may start before the first send created the ledger
-            delivery_metadata.create_all(conn)
-            # Receipts look their ledger row up by MessageId: index it, without touching the ledger's schema.
-            conn.execute(
-                text("CREATE INDEX IF NOT EXISTS ix_send_ledger_message_id ON send_ledger (message_id)")
-            )
-
-    @classmethod
-    def open(cls, url: str, *, clock: Callable[[], datetime] = _utcnow) -> Self:
-        """Open the store at `url`; same as the constructor."""
-        return cls(url, clock=clock)
-
-    def close(self) -> None:
-        """Dispose of the engine and its pooled connections."""
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ReceiptStore({self._engine.url.render_as_string(hide_password=True)!r})"
-
-    def now(self) -> datetime:
-        """The store's clock, as aware UTC."""
-        now = self._clock()
-        if now.tzinfo is None:
-            raise ValueError("the receipt store clock returned a naive datetime")
-        return now.astimezone(UTC)
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            conn.execution_options(ledger_write=True)
-            with conn.begin():
-                yield conn
+    def _create_schema(self, conn: Connection) -> None:
+        metadata.create_all(conn)  # the receiver may start before the first send created the ledger
+        delivery_metadata.create_all(conn)
+        # Receipts look their ledger row up by MessageId: index it, without touching the ledger's schema.
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_send_ledger_message_id ON send_ledger (message_id)"))
 
     # -- writes ----------------------------------------------------------------------------------
 

@@ -1,0 +1,87 @@
+"""`LedgerDatabase`: the plumbing `Ledger` and `ReceiptStore` share over the one ledger database.
+
+Both open the same SQLAlchemy URL, create their missing tables under one PostgreSQL advisory lock (so that
+processes starting together do not race on DDL), write in one transaction per method, and stamp rows with an
+injected clock that must be timezone-aware. A subclass only says which tables it needs (`_create_schema`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Connection, text
+
+from globe_sms.ledger._sql import make_engine
+
+_PG_DDL_LOCK = 0x6C6564676572  # advisory lock key ("ledger"): one create_all at a time across processes
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC (the default clock)."""
+    return datetime.now(UTC)
+
+
+class LedgerDatabase:
+    """An engine over the ledger database, its schema created on open; close it or use it in a `with`.
+
+    Args:
+        url: SQLAlchemy URL: `sqlite:///.data/ledger.db` (parent directories are created), `sqlite://` (in
+            memory, one shared connection) or `postgresql+psycopg://user@host/db`.
+        clock: returns the current aware datetime; tests inject a fixed one.
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._clock = clock
+        self._engine = make_engine(url)
+        self._dialect = self._engine.dialect.name
+        with self._write() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
+            self._create_schema(conn)
+
+    def _create_schema(self, conn: Connection) -> None:
+        """Create the tables and indexes this store needs that are missing (idempotent)."""
+        raise NotImplementedError
+
+    @classmethod
+    def open(cls, url: str, *, clock: Callable[[], datetime] = utcnow) -> Self:
+        """Open the store at `url`; same as the constructor."""
+        return cls(url, clock=clock)
+
+    def close(self) -> None:
+        """Dispose of the engine and its pooled connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    def now(self) -> datetime:
+        """The store's clock, as aware UTC.
+
+        Raises:
+            ValueError: the clock returned a naive datetime (it would be stored as local time).
+        """
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError(f"the {type(self).__name__} clock returned a naive datetime")
+        return now.astimezone(UTC)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._engine.connect() as conn:
+            conn.execution_options(ledger_write=True)
+            with conn.begin():
+                yield conn
