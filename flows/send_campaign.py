@@ -173,7 +173,9 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
         for batch in plan.batches:
             try:
                 # quote(): Prefect need not walk a thousand numbers to find task dependencies.
-                outcome = send_with_retries(quote(context), quote(batch), campaign.campaign_id, batch.batch_no)
+                outcome = send_with_retries(
+                    quote(context), quote(batch), campaign.campaign_id, batch.batch_no
+                )
             except (PermanentError, RetryableError, RateLimitTimeout, RunLeaseLost) as exc:
                 summary.error = f"batch {batch.batch_no}: {exc}"
                 reports.append(batch_report(campaign.campaign_id, batch, None, exc))
@@ -197,7 +199,9 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
                 )
             )
     publish_batch_table(campaign.campaign_id, reports, len(plan.batches))
-    summary.sending_seconds = (last_call - first_call) if first_call is not None and last_call is not None else 0.0
+    summary.sending_seconds = (
+        (last_call - first_call) if first_call is not None and last_call is not None else 0.0
+    )
     # Rate over the gaps between calls: n calls span n - 1 intervals.
     if done > 1 and summary.sending_seconds > 0:
         summary.calls_per_second = (done - 1) / summary.sending_seconds

@@ -96,35 +96,49 @@ class GatewaySettings(BaseModel):
 
     endpoint: str = Field(
         default=EMULATOR,
-        description="'emulator' starts the embedded emulator; otherwise an https URL, or empty for the region's host.",
+        description="'emulator' starts the embedded emulator; otherwise an https URL, or empty for the "
+        "region's host.",
     )
-    region: str | None = Field(default=None, description="Region id, e.g. ap-southeast-1, when no endpoint is given.")
-    signature_version: Literal["v3", "v1"] = Field(default="v3", description="ACS3-HMAC-SHA256 (v3) or HMAC-SHA1 (v1).")
+    region: str | None = Field(
+        default=None, description="Region id, e.g. ap-southeast-1, when no endpoint is given."
+    )
+    signature_version: Literal["v3", "v1"] = Field(
+        default="v3", description="ACS3-HMAC-SHA256 (v3) or HMAC-SHA1 (v1)."
+    )
     calls_per_second: float = Field(
-        default=1.0, gt=0, le=50, description="BatchSendMessageToGlobe calls per second allowed for the account."
+        default=1.0,
+        gt=0,
+        le=50,
+        description="BatchSendMessageToGlobe calls per second allowed for the account.",
     )
     credentials_block: str | None = Field(
         default=None,
-        description="Name of a Prefect Secret block holding the AccessKey; else ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET.",
+        description="Name of a Prefect Secret block holding the AccessKey; else "
+        "ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET.",
     )
     rate_limit_name: str | None = Field(
         default=None,
         pattern=r"^[^/%&<>]+$",
-        description="Prefect global concurrency limit shared by every run of the account (default: per AccessKeyId).",
+        description="Prefect global concurrency limit shared by every run of the account (default: per "
+        "AccessKeyId).",
     )
-    pacing_margin_ms: float = Field(default=5.0, ge=0, le=500, description="Extra spacing between calls, in ms.")
+    pacing_margin_ms: float = Field(
+        default=5.0, ge=0, le=500, description="Extra spacing between calls, in ms."
+    )
     read_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Read timeout of one call.")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per batch on transient errors.")
     rate_limit_timeout_seconds: float = Field(
         default=300.0,
         gt=0,
         le=3600,
-        description="Longest wait for the account's rate-limit slot; then the batch fails, unsent and still pending.",
+        description="Longest wait for the account's rate-limit slot; then the batch fails, unsent and still "
+        "pending.",
     )
     emulator_receipts: bool = Field(
         default=False,
-        description="With the endpoint 'emulator': it pushes delivery receipts (mostly delivered, some failed or "
-        "expired, with duplicates and reordering) to a receiver that stores them in the campaign's ledger.",
+        description="With the endpoint 'emulator': it pushes delivery receipts (mostly delivered, some "
+        "failed or expired, with duplicates and reordering) to a receiver that stores them in the "
+        "campaign's ledger.",
     )
     run_lease_seconds: float = Field(
         default=1200.0,
@@ -169,33 +183,47 @@ class Campaign(BaseModel):
         pattern=CAMPAIGN_ID_PATTERN,
         min_length=1,
         max_length=100,
-        description="Lowercase letters, digits and dashes; within one campaign id no number is messaged twice. "
-        "`{date}` (UTC) or `{date:Area/City}` is replaced by the run's scheduled date, e.g. "
+        description="Lowercase letters, digits and dashes; within one campaign id no number is messaged "
+        "twice. `{date}` (UTC) or `{date:Area/City}` is replaced by the run's scheduled date, e.g. "
         "`weekly-{date:Asia/Singapore}`.",
     )
     source: Source = Field(
         description="Where the recipients come from: `kind` csv (default), parquet, ndjson, postgres or http."
     )
-    template: MessageTemplate = Field(description="Message text with {column} placeholders, or a template spec.")
+    template: MessageTemplate = Field(
+        description="Message text with {column} placeholders, or a template spec."
+    )
     message_type: Literal["NOTIFY", "MKT"] = Field(default="NOTIFY", description="NOTIFY or MKT (marketing).")
     sender_id: str | None = Field(
         default=None,
-        description="Approved sender ID: letters and digits; at most 11 if it has a letter, 15 if all digits.",
+        description="Approved sender ID: letters and digits; at most 11 if it has a letter, 15 if all "
+        "digits.",
     )
     validity_period: int | None = Field(
         default=None, ge=1, le=14400, description="Seconds a message may wait before it is dropped uncharged."
     )
-    batch_size: int = Field(default=1000, ge=1, le=1000, description="Numbers per BatchSendMessageToGlobe call.")
-    gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="Endpoint, signature and rate.")
-    ledger: str = Field(
-        default=DEFAULT_LEDGER_URL, min_length=1, description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL)."
+    batch_size: int = Field(
+        default=1000, ge=1, le=1000, description="Numbers per BatchSendMessageToGlobe call."
     )
-    validation: ValidationRules = Field(default_factory=ValidationRules, description="Recipient validation rules.")
+    gateway: GatewaySettings = Field(
+        default_factory=GatewaySettings, description="Endpoint, signature and rate."
+    )
+    ledger: str = Field(
+        default=DEFAULT_LEDGER_URL,
+        min_length=1,
+        description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL).",
+    )
+    validation: ValidationRules = Field(
+        default_factory=ValidationRules, description="Recipient validation rules."
+    )
     price_table: str | None = Field(default=None, description="CSV of per-country prices per segment.")
-    budget: float | None = Field(default=None, ge=0, description="Stop before sending if the estimated cost exceeds it.")
+    budget: float | None = Field(
+        default=None, ge=0, description="Stop before sending if the estimated cost exceeds it."
+    )
     dry_run: bool = Field(default=False, description="Validate, render and plan, but send nothing.")
     resend_unknown: bool = Field(
-        default=False, description="Resend recipients whose outcome is unknown (they may receive the message twice)."
+        default=False,
+        description="Resend recipients whose outcome is unknown (they may receive the message twice).",
     )
     retry_failed_codes: list[str] = Field(
         default_factory=list,

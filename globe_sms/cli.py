@@ -18,7 +18,9 @@ from rich.table import Table
 
 from globe_sms.cli_receipts import receipts_app
 
-app = typer.Typer(help="SMS campaigns through Alibaba Cloud's BatchSendMessageToGlobe, orchestrated with Prefect.")
+app = typer.Typer(
+    help="SMS campaigns through Alibaba Cloud's BatchSendMessageToGlobe, orchestrated with Prefect."
+)
 app.add_typer(receipts_app, name="receipts")  # serve, report, reconcile, retry: globe_sms/cli_receipts.py
 console = Console()
 
@@ -33,7 +35,9 @@ def _before_sending_errors() -> tuple[type[BaseException], ...]:
     from tasks.sources import SourceError
     from tasks.validate import RecipientSchemaError, TooManyRejects
 
-    errors: list[type[BaseException]] = [CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects]
+    errors: list[type[BaseException]] = [
+        CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects
+    ]
     errors.append(CampaignBusy)  # another run of the campaign holds its run lease: nothing was touched
     try:
         from tasks.cost import BudgetExceeded
@@ -47,7 +51,9 @@ def _before_sending_errors() -> tuple[type[BaseException], ...]:
 @app.command()
 def send(
     campaign_file: Annotated[Path, typer.Argument(help="The campaign YAML file.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, render and plan; send nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate, render and plan; send nothing.")
+    ] = False,
     resend_unknown: Annotated[
         bool, typer.Option("--resend-unknown", help="Also resend recipients whose outcome is unknown.")
     ] = False,
@@ -61,7 +67,10 @@ def send(
         campaign = Campaign.from_yaml(campaign_file)
         if dry_run or resend_unknown:
             campaign = campaign.model_copy(
-                update={"dry_run": dry_run or campaign.dry_run, "resend_unknown": resend_unknown or campaign.resend_unknown}
+                update={
+                    "dry_run": dry_run or campaign.dry_run,
+                    "resend_unknown": resend_unknown or campaign.resend_unknown,
+                }
             )
     except before_sending as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -117,7 +126,9 @@ def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.prev
             f"{preview.batches} batches, ETA {preview.eta_seconds:,.0f} s at the account's rate"
         )
         encodings = ", ".join(f"{name} {count:,}" for name, count in preview.encodings.items())
-        segments = ", ".join(f"{n} segment(s): {count:,}" for n, count in preview.segment_distribution.items())
+        segments = ", ".join(
+            f"{n} segment(s): {count:,}" for n, count in preview.segment_distribution.items()
+        )
         console.print(f"  encodings: {encodings}")
         console.print(f"  segments per message: {segments}")
         for line in preview.culprit_lines():
@@ -126,7 +137,9 @@ def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.prev
         for column in ("to", "country", "encoding", "segments", "message"):
             samples.add_column(column)
         for sample in preview.samples:
-            samples.add_row(*(str(sample[key]) for key in ("to", "country", "encoding", "segments", "message")))
+            samples.add_row(
+                *(str(sample[key]) for key in ("to", "country", "encoding", "segments", "message"))
+            )
         console.print(samples)
     if preview.cost_by_country:
         costs = Table(title=f"estimated cost: {preview.cost_total:,.4f} {preview.currency}")
@@ -142,7 +155,9 @@ def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.prev
 
 
 def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported lazily
-    table = Table(title=f"campaign {summary.campaign_id}{' (dry run)' if summary.dry_run else ''}", show_header=False)
+    table = Table(
+        title=f"campaign {summary.campaign_id}{' (dry run)' if summary.dry_run else ''}", show_header=False
+    )
     rows = [
         ("source rows", f"{summary.source_rows:,}"),
         ("valid", f"{summary.valid:,}"),
@@ -153,7 +168,10 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
         ("unknown", f"{summary.unknown:,}"),
         ("already sent earlier", f"{summary.already_sent:,}"),
         ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
-        ("calls per second", f"{summary.calls_per_second:.3f} (allowed {summary.allowed_calls_per_second:g})"),
+        (
+            "calls per second",
+            f"{summary.calls_per_second:.3f} (allowed {summary.allowed_calls_per_second:g})",
+        ),
     ]
     for reason, count in sorted(summary.rejected_by_reason.items()):
         rows.append((f"  rejected: {reason}", f"{count:,}"))
@@ -164,18 +182,25 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
     console.print(table)
 
 
-@app.command()
+# The help is given here, not as the docstring, so that it stays one line in `globe-sms --help`.
+@app.command(
+    help="Serve the Alibaba SMS API emulator until interrupted (credentials from the environment, else "
+    "testid/testsecret)."
+)
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 18765,
-    rate: Annotated[float, typer.Option(help="BatchSendMessageToGlobe calls per second per AccessKeyId (0 = unlimited).")] = 1.0,
-    journal: Annotated[Path | None, typer.Option(help="Append every request and message to this JSON-lines file.")] = None,
+    rate: Annotated[
+        float, typer.Option(help="BatchSendMessageToGlobe calls per second per AccessKeyId (0 = unlimited).")
+    ] = 1.0,
+    journal: Annotated[
+        Path | None, typer.Option(help="Append every request and message to this JSON-lines file.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for deterministic fault injection.")] = None,
     receipt_callback: Annotated[
         str | None, typer.Option(help="POST delivery receipts here, e.g. a `globe-sms receipts serve` URL.")
     ] = None,
 ) -> None:
-    """Serve the Alibaba SMS API emulator until interrupted (credentials from the environment, else testid/testsecret)."""
     from alibaba_sms.emulator import EmulatorConfig
     from alibaba_sms.emulator.server import serve_forever
 

@@ -8,7 +8,8 @@ Before planning, the ledger is brought up to date for this run:
 * `unknown` rows go back to `pending` only when the campaign says `resend_unknown`;
 * `failed` rows go back to `pending` when their code is transient, or listed in `retry_failed_codes`.
 
-Only `pending` rows are planned, so a rerun, a UI retry or a resumed crash never sends an accepted number again.
+Only `pending` rows are planned, so a rerun, a UI retry or a resumed crash never sends an accepted number
+again.
 Batch numbers keep increasing across runs of a campaign, so every TaskId stays unique.
 
 The messages may be a frame, a LazyFrame or Parquet files (a spool from `tasks/spool.py`): they are read

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated Prefect home, and one real Prefect test server for the whole session.
+"""Shared fixtures: an isolated Prefect home, one real Prefect test server for the whole session, and the
+emulator fixtures of tests/emulator_fixtures.py for every test module.
 
 Prefect reads its settings at import, so the environment is set here, before anything imports prefect.
 """
@@ -15,13 +16,24 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_TASKS_REFRESH_CACHE", "true")
-os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
+os.environ.setdefault(
+    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem"
+)
 # A secret in the environment must never leak: the secret-hygiene tests look for it everywhere.
 for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "HTTP_PROXY", "HTTPS_PROXY",
              "http_proxy", "https_proxy"):
     os.environ.pop(name, None)
 
 import pytest  # noqa: E402
+
+# The emulator fixtures, imported here (not in each test module) so that pytest offers them to every test
+# module under tests/ and each is registered once. Test modules import only the helpers and types.
+from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
+    emulator,
+    no_proxy,
+    shared_emulator,
+    start_emulator,
+)
 
 
 @pytest.fixture(scope="session")

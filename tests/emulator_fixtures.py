@@ -1,8 +1,8 @@
-"""Shared fixtures and helpers for the emulator tests (tests/test_emulator.py, tests/test_emulator_sdk.py).
+"""Shared fixtures and helpers for the tests that run the emulator.
 
-Import the fixtures into a test module by name (`from tests.emulator_fixtures import start_emulator`); pytest
-then finds them there. Every server runs on a free loopback port in a daemon thread and is stopped after
-the test.
+`tests/conftest.py` imports the fixtures (`emulator`, `shared_emulator`, `start_emulator`, `no_proxy`), so
+every test module can ask for them by name; modules import only the helpers and types from here. Every server runs
+on a free loopback port in a daemon thread and is stopped after the test.
 """
 
 from __future__ import annotations

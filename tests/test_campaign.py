@@ -92,4 +92,5 @@ class TestCampaignFile:
         file.write_text("campaign_id: BAD ID\nsource: {path: r.csv}\ntemplate: hi\nbatch_size: 5000\n")
         with pytest.raises(CampaignFileError) as info:
             Campaign.from_yaml(file)
-        assert "campaign_id" in str(info.value) and "batch_size" in str(info.value) and str(file) in str(info.value)
+        message = str(info.value)
+        assert "campaign_id" in message and "batch_size" in message and str(file) in message

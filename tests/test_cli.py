@@ -1,4 +1,5 @@
-"""The `globe-sms` command: exit statuses, dry run, and the summary it prints (in-process, real Prefect server)."""
+"""The `globe-sms` command: exit statuses, dry run, and the summary it prints
+(in-process, real Prefect server)."""
 
 from __future__ import annotations
 

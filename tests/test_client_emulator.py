@@ -19,7 +19,7 @@ from alibaba_sms.errors import (
     GatewayUnavailable,
     ResponseLost,
 )
-from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+from tests.emulator_fixtures import StartEmulator
 
 KEY = AccessKey.of("testid", "testsecret")
 UCS2_TEXT = ("您好，這是一則測試訊息。" * 14)[:160]
@@ -32,7 +32,9 @@ def test_full_batch_of_1000_ucs2_messages_is_accepted(start_emulator: StartEmula
     numbers = [f"65912{i:05d}" for i in range(1000)]
     texts = [UCS2_TEXT[:-4] + f"{i:04d}" for i in range(1000)]
     with SmsClient(KEY, endpoint=server.url, signature_version=version) as client:  # type: ignore[arg-type]
-        prepared = client.prepare_batch(numbers, texts, sender="GlobeSMS", message_type="NOTIFY", task_id="c-b00001")
+        prepared = client.prepare_batch(
+            numbers, texts, sender="GlobeSMS", message_type="NOTIFY", task_id="c-b00001"
+        )
         assert len(prepared.request.content) > 65_536  # would not fit in a URL
         result = client.send_prepared(prepared)
     assert result.success_count == 1000 and result.failed == ()

@@ -25,7 +25,7 @@ import pytest
 from alibaba_sms.emulator import EmulatorServer
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
-from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+from tests.emulator_fixtures import StartEmulator
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

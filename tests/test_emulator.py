@@ -1,11 +1,9 @@
 """The gateway emulator over real loopback sockets, driven by plain httpx with our signing Auths.
 
-Fixtures are imported from tests/emulator_fixtures.py, hence the file-wide F811 exemption below.
+The fixtures (tests/emulator_fixtures.py) come through tests/conftest.py.
 
 The official SDK against the same emulator: tests/test_emulator_sdk.py. Signing: tests/test_signing.py.
 """
-
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -33,12 +31,8 @@ from tests.emulator_fixtures import (
     StartEmulator,
     batch_params,
     call,
-    emulator,  # noqa: F401  (fixture)
-    no_proxy,  # noqa: F401  (fixture)
     send_batch,
-    shared_emulator,  # noqa: F401  (fixture)
     signed_client,
-    start_emulator,  # noqa: F401  (fixture)
 )
 
 HK, SG, TW = "85212345678", "6591234567", "886912345678"

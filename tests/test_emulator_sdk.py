@@ -2,10 +2,8 @@
 
 The SDK puts every parameter in the URL query with an empty body, and signs V3 (its default) or, with
 `signature_algorithm='v2'`, V1. Our own signing over the same emulator: tests/test_emulator.py.
-Fixtures are imported from tests/emulator_fixtures.py, hence the file-wide F811 exemption below.
+The fixtures (tests/emulator_fixtures.py) come through tests/conftest.py.
 """
-
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -20,13 +18,7 @@ from alibabacloud_tea_openapi import models as open_api_models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
 from alibaba_sms.emulator import EmulatorServer
-from tests.emulator_fixtures import (
-    StartEmulator,
-    emulator,  # noqa: F401  (fixture)
-    no_proxy,  # noqa: F401  (fixture)
-    shared_emulator,  # noqa: F401  (fixture)
-    start_emulator,  # noqa: F401  (fixture)
-)
+from tests.emulator_fixtures import StartEmulator
 
 MODES = ["v3", "v1"]
 HK, SG = "85212345678", "6591234567"

@@ -27,7 +27,7 @@ from flows.send_campaign import CampaignFailed, send_campaign
 from globe_sms.campaign import Campaign
 from globe_sms.cli import EXIT_BAD_INPUT, app
 from globe_sms.ledger import CampaignBusy, Ledger, RunOwner
-from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+from tests.emulator_fixtures import StartEmulator
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -90,7 +90,9 @@ def batch_requests(server: EmulatorServer) -> list[Any]:
     return server.state.requests("BatchSendMessageToGlobe")
 
 
-def test_full_campaign_is_accepted_once_per_valid_number(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+def test_full_campaign_is_accepted_once_per_valid_number(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
     """Every valid number gets exactly one message; mainland and malformed numbers never reach the gateway."""
     summary = send_campaign(make_campaign())
     expected = {e164_digits(n) for n in VALID}
@@ -117,7 +119,9 @@ def test_rerun_with_the_same_campaign_id_sends_nothing_new(
     assert max(gateway.state.accepted_numbers().values()) == 1
 
 
-def test_permanent_error_fails_the_run_without_retries(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+def test_permanent_error_fails_the_run_without_retries(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
     """AMOUNT_NOT_ENOUGH stops the run after one call; later batches stay pending for the next run."""
     gateway.state.faults.script(["business:AMOUNT_NOT_ENOUGH"])
     campaign = make_campaign()
@@ -129,7 +133,9 @@ def test_permanent_error_fails_the_run_without_retries(make_campaign: MakeCampai
     assert counts["failed"] == 5 and counts["pending"] == len(VALID) - 5 and counts["accepted"] == 0
 
 
-def test_transient_error_is_retried_and_succeeds(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+def test_transient_error_is_retried_and_succeeds(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
     """A throttled batch goes back to pending, Prefect retries the task, and every number is sent once."""
     gateway.state.faults.script(["throttle"])
     summary = send_campaign(make_campaign())
@@ -233,7 +239,12 @@ def test_logs_and_artifacts_hold_no_secret_and_no_full_number(
 ) -> None:
     """Everything the run left on the Prefect server is free of the secret and of unmasked numbers."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.logging.handlers import APILogHandler
 
     from flows.send_campaign import send_campaign as flow
@@ -252,7 +263,9 @@ def test_logs_and_artifacts_hold_no_secret_and_no_full_number(
     with get_client(sync_client=True) as client:
         run_id = state.state_details.flow_run_id
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
         run = client.read_flow_run(run_id)
     texts = [log.message for log in logs] + [str(a.data) for a in artifacts] + [str(run.parameters)]
     assert len(artifacts) >= 2 and any("accepted" in log.message for log in logs)
@@ -382,7 +395,8 @@ def test_a_run_whose_lease_was_taken_over_stops_before_its_next_batch(
 def test_cli_prints_the_busy_campaign_and_exits_2(
     make_campaign: MakeCampaign, tmp_path: Path, command: list[str]
 ) -> None:
-    """`globe-sms send` / `receipts retry` while another run holds the campaign: the message, exit status 2."""
+    """`globe-sms send` / `receipts retry` while another run holds the campaign: the message, exit
+    status 2."""
     campaign = make_campaign(campaign_id=f"busy-cli-{command[-1]}")
     file = tmp_path / "campaign.yaml"
     file.write_text(yaml.safe_dump(campaign.model_dump(mode="json", exclude_none=True)), encoding="utf-8")

@@ -586,7 +586,8 @@ class TestRecovery:
         ledger.mark_submitting(campaign, 3, batch[5:6])
         ledger.record_failed(campaign, 3, batch[5:6], "AMOUNT_NOT_ENOUGH", "r3")
         assert ledger.reopen_for_resend(campaign, ["unknown"]) == batch[3:5]
-        assert ledger.reopen_for_resend(campaign, ["failed"], failed_codes={"AMOUNT_NOT_ENOUGH"}) == [batch[5]]
+        reopened = ledger.reopen_for_resend(campaign, ["failed"], failed_codes={"AMOUNT_NOT_ENOUGH"})
+        assert reopened == [batch[5]]
         assert statuses(ledger, campaign)[batch[1]] == "failed"
         assert ledger.reopen_for_resend(campaign, ["failed", "unknown"]) == [batch[1]]
         assert ledger.reopen_for_resend(campaign, ["failed", "unknown"]) == []
@@ -646,7 +647,9 @@ class TestReads:
         assert ledger.batches(campaign).schema["started_at"] == pl.Datetime("us", "UTC")
 
 
-    def test_rows_filter_status_columns_and_count_in_the_database(self, ledger: Ledger, campaign: str) -> None:
+    def test_rows_filter_status_columns_and_count_in_the_database(
+        self, ledger: Ledger, campaign: str
+    ) -> None:
         """Only the asked statuses and columns, in registration order, at most `limit` of them."""
         ledger.register(campaign, numbers(6))
         ledger.mark_submitting(campaign, 1, numbers(6)[1:4])

@@ -27,7 +27,6 @@ from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from tests.chaos.check import check_campaign, journal_messages
 from tests.chaos.scenario import valid_numbers
-from tests.emulator_fixtures import no_proxy  # noqa: F401 - fixture
 
 BATCHES, BATCH_SIZE, RATE = 200, 5, 50.0
 RESTART_AFTER_CALLS = BATCHES // 2

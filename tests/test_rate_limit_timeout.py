@@ -19,7 +19,7 @@ from globe_sms.ledger import Ledger
 from globe_sms.pacing import Pacer, RateLimitTimeout, ensure_global_limit, take_slot_fairly
 from tasks.send import Batch, SendContext, send_one_batch
 from tests.chaos.scenario import valid_numbers
-from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+from tests.emulator_fixtures import StartEmulator
 
 SLOW_RATE = 0.05  # one grant per 20 s: a slot taken by "another run" stays taken for the whole test
 

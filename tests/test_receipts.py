@@ -5,8 +5,6 @@ Reconciliation through QueryMessage and "retry failed only" run flows under the 
 tests/test_reconcile.py. The receiver's token (refused pushes, redacted logs): tests/test_receipts_auth.py.
 """
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -43,8 +41,6 @@ from tests.emulator_fixtures import (
     KEY,
     FakeClock,
     StartEmulator,
-    no_proxy,  # noqa: F401  (fixture)
-    start_emulator,  # noqa: F401  (fixture)
 )
 
 PG_URL = os.environ.get("GLOBE_SMS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

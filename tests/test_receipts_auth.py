@@ -6,8 +6,6 @@ emulator pushing to a token URL, the embedded receiver of a run, and `globe-sms 
 process. The receipts themselves (parsing, merging, the store) are tested in tests/test_receipts.py.
 """
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -45,8 +43,6 @@ from globe_sms.receipts.receiver import EmulatorWithReceipts, ReceiverServer
 from tests.emulator_fixtures import (
     KEY,
     StartEmulator,
-    no_proxy,  # noqa: F401  (fixture)
-    start_emulator,  # noqa: F401  (fixture)
 )
 
 SECRET = "s3cr3t-Receipts-Token_0123456789"

@@ -34,7 +34,7 @@ from globe_sms.receipts import DeliveryStatus, Receipt, ReceiptStore
 from globe_sms.receipts.receiver import ReceiverServer
 from globe_sms.receipts.reconcile import QueryPacer, query_pacer, reconcile
 from globe_sms.receipts.retry import reopen_failed_deliveries
-from tests.emulator_fixtures import KEY, StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+from tests.emulator_fixtures import KEY, StartEmulator
 from tests.test_receipts import WEBHOOK_STATE, send_and_record
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

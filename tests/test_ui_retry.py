@@ -26,7 +26,7 @@ from alibaba_sms.emulator import EmulatorServer
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from tests.chaos.scenario import valid_numbers
-from tests.emulator_fixtures import StartEmulator, no_proxy, start_emulator  # noqa: F401 - fixtures
+from tests.emulator_fixtures import StartEmulator
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 20.0
