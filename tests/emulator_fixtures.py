@@ -1,8 +1,8 @@
 """Shared fixtures and helpers for the tests that run the emulator.
 
 `tests/conftest.py` imports the fixtures (`emulator`, `shared_emulator`, `start_emulator`, `no_proxy`), so
-every test module can ask for them by name; modules import only the helpers and types from here. Every server runs
-on a free loopback port in a daemon thread and is stopped after the test.
+every test module can ask for them by name; modules import only the helpers and types from here. Every
+server runs on a free loopback port in a daemon thread and is stopped after the test.
 """
 
 from __future__ import annotations
