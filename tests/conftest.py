@@ -26,14 +26,15 @@ for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "
 
 import pytest  # noqa: E402
 
-# The emulator fixtures, imported here (not in each test module) so that pytest offers them to every test
-# module under tests/ and each is registered once. Test modules import only the helpers and types.
+# The emulator and ledger fixtures, imported here (not in each test module) so that pytest offers them to
+# every test module under tests/ and each is registered once. Test modules import only helpers and types.
 from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
     emulator,
     no_proxy,
     shared_emulator,
     start_emulator,
 )
+from tests.ledger_fixtures import clock, ledger, pg_url, url  # noqa: E402, F401 - fixtures
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,29 +20,10 @@ import pytest
 from globe_sms.campaign import GatewaySettings
 from globe_sms.ledger import CampaignBusy, Ledger, RunLease, RunLeaseLost, RunOwner
 from globe_sms.ledger.lease import pid_scope
-from tests.test_ledger import T0, Clock, numbers, pg_url  # noqa: F401 - pg_url: a fixture
+from tests.ledger_fixtures import T0, Clock, numbers
 
 TTL = 60.0
 RACERS = 8
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh SQLite file, or the session's throwaway PostgreSQL schema (see tests/test_ledger.py)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.db"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def ledger(url: str, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(url, clock=clock) as opened:
-        yield opened
 
 
 @pytest.fixture
