@@ -180,37 +180,7 @@ class TestMerge:
 # --- the store, on both backends ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A throwaway schema of the test PostgreSQL database; skip if the server is unreachable."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    try:
-        admin = psycopg.connect(
-            url.set(drivername="postgresql").render_as_string(hide_password=False),
-            connect_timeout=3,
-            autocommit=True,
-        )
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    schema = f"receipts_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-                hide_password=False
-            )
-        finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return request.getfixturevalue("pg_url")
+# `url` (SQLite, or the session's throwaway PostgreSQL schema) comes from tests/ledger_fixtures.py.
 
 
 @pytest.fixture
