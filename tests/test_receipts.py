@@ -8,7 +8,6 @@ tests/test_reconcile.py. The receiver's token (refused pushes, redacted logs): t
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import uuid
@@ -43,7 +42,6 @@ from tests.emulator_fixtures import (
     StartEmulator,
 )
 
-PG_URL = os.environ.get("GLOBE_SMS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 D, U, E, S, X = (
     DeliveryStatus.DELIVERED,
