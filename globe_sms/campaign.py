@@ -116,11 +116,19 @@ class GatewaySettings(BaseModel):
         description="Name of a Prefect Secret block holding the AccessKey; else "
         "ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET.",
     )
+    account: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="The Alibaba Cloud account the AccessKey belongs to (its UID, or any stable alias). "
+        "Alibaba counts the call rate per account, so every campaign naming the same account shares one "
+        "rate limit, globe-sms-account-<account>, whichever AccessKey it uses. Unset: one limit per "
+        "AccessKeyId.",
+    )
     rate_limit_name: str | None = Field(
         default=None,
         pattern=r"^[^/%&<>]+$",
-        description="Prefect global concurrency limit shared by every run of the account (default: per "
-        "AccessKeyId).",
+        description="Prefect global concurrency limit shared by every run of the account; wins over "
+        "`account` (default: from `account`, else per AccessKeyId).",
     )
     pacing_margin_ms: float = Field(
         default=5.0, ge=0, le=500, description="Extra spacing between calls, in ms."

@@ -38,11 +38,29 @@ def credentials_for(settings: GatewaySettings) -> AccessKey:
 
 
 def limit_name_for(settings: GatewaySettings, credentials: AccessKey) -> str:
-    """One Prefect global limit per account (approximated by its AccessKeyId) unless named explicitly."""
+    """The Prefect global limit of the account: named explicitly, else by `account`, else by AccessKeyId.
+
+    Alibaba counts BatchSendMessageToGlobe calls per account, and an account may have several AccessKeys:
+    campaigns that name the same `account` share one limit whichever key they use. Without it the AccessKeyId
+    stands in for the account, which is right as long as each account sends with one key.
+    """
+    named = named_limit(settings)
+    if named is not None:
+        return named
+    return f"{_limit_prefix(settings)}-{credentials.access_key_id.lower()}"
+
+
+def named_limit(settings: GatewaySettings) -> str | None:
+    """The limit's name when the settings alone decide it (`rate_limit_name` or `account`), else None."""
     if settings.rate_limit_name:
         return settings.rate_limit_name
-    prefix = "globe-sms-emulator" if settings.is_emulator else "globe-sms"
-    return f"{prefix}-{credentials.access_key_id.lower()}"
+    if settings.account:
+        return f"{_limit_prefix(settings)}-account-{settings.account.lower()}"
+    return None
+
+
+def _limit_prefix(settings: GatewaySettings) -> str:
+    return "globe-sms-emulator" if settings.is_emulator else "globe-sms"
 
 
 @contextmanager

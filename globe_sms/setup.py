@@ -153,10 +153,11 @@ def _account_key(gateway: GatewaySettings, environ: Mapping[str, str]) -> Access
 
 def limit_name(gateway: GatewaySettings, environ: Mapping[str, str]) -> str | None:
     """The name the flow gives this gateway's limit, or None while the account's AccessKey is unknown."""
-    from globe_sms.gateway import limit_name_for
+    from globe_sms.gateway import limit_name_for, named_limit
 
-    if gateway.rate_limit_name:
-        return gateway.rate_limit_name
+    named = named_limit(gateway)
+    if named is not None:
+        return named
     key = _account_key(gateway, environ)
     return None if key is None else limit_name_for(gateway, key)
 

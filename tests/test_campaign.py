@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from globe_sms.campaign import Campaign, CampaignFileError
+from alibaba_sms.credentials import AccessKey
+from globe_sms.campaign import Campaign, CampaignFileError, GatewaySettings
+from globe_sms.gateway import limit_name_for, named_limit
 
 BASE = {
     "campaign_id": "spring-sale",
@@ -40,6 +42,7 @@ class TestCampaignFields:
             ({"validity_period": 0}, "validity_period"),
             ({"gateway": {"signature_version": "v2"}}, "gateway.signature_version"),
             ({"gateway": {"calls_per_second": 0}}, "gateway.calls_per_second"),
+            ({"gateway": {"account": "acme/prod"}}, "gateway.account"),
             ({"surprise": 1}, "surprise"),
         ],
     )
@@ -94,3 +97,28 @@ class TestCampaignFile:
             Campaign.from_yaml(file)
         message = str(info.value)
         assert "campaign_id" in message and "batch_size" in message and str(file) in message
+
+
+class TestAccountRateLimit:
+    """Alibaba counts the call rate per account: campaigns of one account share one Prefect limit."""
+
+    KEY_A, KEY_B = AccessKey.of("LTAIkeyA", "secret-a"), AccessKey.of("LTAIkeyB", "secret-b")
+
+    def gateway(self, **settings: object) -> GatewaySettings:
+        return GatewaySettings(endpoint="https://dysmsapi.ap-southeast-1.aliyuncs.com", **settings)
+
+    def test_two_keys_of_one_account_share_the_limit(self) -> None:
+        settings = self.gateway(account="Acme-Prod")
+        names = {limit_name_for(settings, key) for key in (self.KEY_A, self.KEY_B)}
+        assert names == {"globe-sms-account-acme-prod"}
+        assert named_limit(settings) == "globe-sms-account-acme-prod"
+
+    def test_without_an_account_each_key_has_its_own_limit(self) -> None:
+        settings = self.gateway()
+        assert limit_name_for(settings, self.KEY_A) == "globe-sms-ltaikeya"
+        assert limit_name_for(settings, self.KEY_B) == "globe-sms-ltaikeyb"
+        assert named_limit(settings) is None
+
+    def test_an_explicit_limit_name_wins(self) -> None:
+        settings = self.gateway(account="acme", rate_limit_name="shared-acme")
+        assert limit_name_for(settings, self.KEY_A) == named_limit(settings) == "shared-acme"
