@@ -11,11 +11,16 @@ the same batch task, pacing, events and artifacts. Rows that are `pending` (neve
 `accepted` are left alone, and numbers the source no longer renders are not reopened. It holds the
 campaign's run lease as `send_campaign` does, so it stops at once with `CampaignBusy` while another run of
 the campaign is sending (and a run of the campaign started while it resends stops the same way).
+
+With a send window (quiet hours), the chosen rows are reopened all the same, but only those inside their
+window go out now; the others stay `pending`, counted as deferred, and the next run of the campaign sends
+them when their window opens.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Literal
 
 import polars as pl
@@ -25,7 +30,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.send_campaign import CampaignFailed, _send_all, campaign_lease
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
-from tasks.plan import Messages, SendPlan, chunk_batches, message_chunks
+from globe_sms.send_window import Clock, fixed_clock, utc_now
+from tasks.plan import Messages, SendPlan, chunk_batches, deferral_fields, message_chunks, window_check
 from tasks.report import CampaignSummary, publish_report
 from tasks.spool import spool_campaign
 
@@ -50,30 +56,43 @@ def plan_resend(
     messages: Messages,
     statuses: list[ResendStatus],
     failed_codes: list[str],
+    clock: Clock = utc_now,
 ) -> SendPlan:
     """Reopen the chosen rows the source still renders (a dry run only reads them); cut them into batches.
 
-    The messages are read a chunk at a time, as `plan_send` reads them; only the resent ones are kept.
+    The messages are read a chunk at a time, as `plan_send` reads them; only the resent ones are kept, and of
+    those, with a send window, only the ones inside it as of `clock()` (the others stay reopened: pending).
     """
+    window = window_check(campaign, messages, clock)
     cid = campaign.campaign_id
     recovered = 0 if campaign.dry_run else ledger.recover_interrupted(cid)  # a crash's leftovers: unknown
     known = ledger.rows(cid, statuses=["unknown", "failed"]) if campaign.dry_run else None
+    reopened = 0
     phones: list[str] = []
     texts: dict[str, str] = {}
-    for chunk in message_chunks(messages):
+    extra = [window.window.timezone_column] if window and window.window.timezone_column else []
+    for chunk in message_chunks(messages, extra_columns=extra):
         in_chunk = chunk["phone"].to_list()
         if known is not None:
             chosen = would_resend(known, statuses, failed_codes, in_chunk)
         else:
             chosen = ledger.reopen_for_resend(cid, statuses, phones=in_chunk, failed_codes=failed_codes)
-        if chosen:
-            kept = chunk.filter(pl.col("phone").is_in(chosen))
-            texts.update(zip(kept["phone"].to_list(), kept["message"].to_list(), strict=True))
-            phones += chosen
+        reopened += len(chosen)
+        kept = chunk.filter(pl.col("phone").is_in(chosen)) if chosen else chunk.clear()
+        if window is not None and kept.height:
+            kept = window.sendable(kept)
+        texts.update(zip(kept["phone"].to_list(), kept["message"].to_list(), strict=True))
+        phones += kept["phone"].to_list()
     counts = ledger.counts(cid)
     final = {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown")}
     batches = chunk_batches(phones, texts, ledger.next_batch_no(cid), campaign.batch_size)
-    return SendPlan(batches, recovered_as_unknown=recovered, reopened=len(phones), already_final=final)
+    return SendPlan(
+        batches,
+        recovered_as_unknown=recovered,
+        reopened=reopened,
+        already_final=final,
+        **deferral_fields(window),
+    )
 
 
 @flow(name="resend-campaign", flow_run_name="resend-{campaign.campaign_id}", log_prints=False)
@@ -81,6 +100,7 @@ def resend_campaign(
     campaign: Campaign,
     statuses: list[ResendStatus] = ["failed", "unknown"],  # noqa: B006 - read only; shown in the UI form
     failed_codes: list[str] = [],  # noqa: B006
+    window_checked_at: datetime | None = None,
 ) -> CampaignSummary:
     """Resend the failed and/or unknown recipients of a campaign through the same send path.
 
@@ -90,6 +110,8 @@ def resend_campaign(
         statuses: which recipients: `failed`, `unknown` (may receive the message twice), or both.
         failed_codes: only failed recipients with one of these error codes (e.g. `AMOUNT_NOT_ENOUGH`);
             empty: every failed recipient.
+        window_checked_at: check the campaign's send window as if it were this moment (UTC), not the real
+            clock: for tests and what-if dry runs. Leave it unset for real sends.
 
     Returns:
         The run's summary: `planned` is how many recipients were resent.
@@ -118,7 +140,10 @@ def resend_campaign(
                 valid=spool.valid,
                 allowed_calls_per_second=campaign.gateway.calls_per_second,
             )
-            plan = plan_resend(ledger, campaign, spool.scan_messages(), list(statuses), list(failed_codes))
+            clock = utc_now if window_checked_at is None else fixed_clock(window_checked_at)
+            plan = plan_resend(
+                ledger, campaign, spool.scan_messages(), list(statuses), list(failed_codes), clock
+            )
             summary.record_plan(plan)
             logger.info(
                 "campaign %s: resending %s %s recipients in %s batches",

@@ -6,7 +6,9 @@ from their source in chunks into a Parquet spool (`tasks/spool.py`) that plannin
 part at a time, so a list of millions runs in bounded memory; the spool is deleted when the run ends.
 Each batch is its own task run (`<campaign>-batch-<n>`), sent one after another under the account's shared
 rate limit, and every recipient's outcome is committed to the send ledger, which is what makes reruns, UI
-retries and crash recovery safe. A run holds the campaign's run lease from its start to its end (not a dry
+retries and crash recovery safe. With a send window (quiet hours), recipients whose local time is outside it
+stay pending and are counted as deferred (`tasks/deferral.py`); a later or hourly scheduled run sends them.
+A run holds the campaign's run lease from its start to its end (not a dry
 run: it writes nothing), so a second run of the same campaign stops at once with `CampaignBusy`.
 """
 
@@ -29,6 +31,7 @@ from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger, RunLeaseLost, RunOwner
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
+from globe_sms.send_window import Clock, fixed_clock, utc_now
 from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
 from tasks.report import CampaignSummary, publish_report
@@ -96,11 +99,13 @@ def campaign_lease(ledger: Ledger, campaign: Campaign) -> Iterator[None]:
 
 
 @flow(name="send-campaign", flow_run_name=run_name, log_prints=False)
-def send_campaign(campaign: Campaign) -> CampaignSummary:
+def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None) -> CampaignSummary:
     """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
 
     Args:
         campaign: the campaign; see `globe_sms.campaign.Campaign` (or an example in `examples/`).
+        window_checked_at: check the campaign's send window as if it were this moment (UTC), not the real
+            clock: for tests and what-if dry runs. Leave it unset for real sends.
 
     Returns:
         The run's summary. Rejected, failed and unknown recipients are reported there, not raised.
@@ -114,13 +119,16 @@ def send_campaign(campaign: Campaign) -> CampaignSummary:
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):
-        summary = _run_campaign(campaign, ledger, started)
+        clock = utc_now if window_checked_at is None else fixed_clock(window_checked_at)
+        summary = _run_campaign(campaign, ledger, started, clock)
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
     return summary
 
 
-def _run_campaign(campaign: Campaign, ledger: Ledger, started: float) -> CampaignSummary:
+def _run_campaign(
+    campaign: Campaign, ledger: Ledger, started: float, clock: Clock = utc_now
+) -> CampaignSummary:
     """Spool, estimate, plan, send and report: the run's work once it holds the campaign (or is a dry run)."""
     logger = get_run_logger()
     spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
@@ -138,7 +146,7 @@ def _run_campaign(campaign: Campaign, ledger: Ledger, started: float) -> Campaig
         rejects_path = spool.write_rejects_csv(rejects_file(campaign.ledger, campaign.campaign_id))
         summary.rejects_file = str(rejects_path) if rejects_path else None
 
-        plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan")
+        plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan", clock)
         summary.record_plan(plan)
         summary.preview = spool.preview(
             cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
@@ -149,6 +157,9 @@ def _run_campaign(campaign: Campaign, ledger: Ledger, started: float) -> Campaig
             "campaign %s: %s valid, %s rejected, %s to send in %s batches",
             campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
         )
+        if summary.deferral_text:
+            logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,
+                        summary.deferral_text)
         if not campaign.dry_run and plan.batches:
             _send_all(campaign, ledger, plan, summary)
         summary.record_ledger(ledger, campaign.campaign_id)

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from globe_sms.ledger import task_id as ledger_task_id
+from globe_sms.send_window import SendWindow
 from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
     FILE_KINDS,
     CsvSource,
@@ -236,6 +237,11 @@ class Campaign(BaseModel):
     retry_failed_codes: list[str] = Field(
         default_factory=list,
         description="Also resend rows that failed with these codes (e.g. AMOUNT_NOT_ENOUGH after a top-up).",
+    )
+    send_window: SendWindow | None = Field(
+        default=None,
+        description="Quiet hours: send only between `start` and `end` in each recipient's local time (in "
+        "every zone their number may be in). Recipients outside it stay pending for a later run.",
     )
 
     @field_validator("template", mode="before")

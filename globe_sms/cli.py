@@ -1,7 +1,9 @@
 """The `globe-sms` command: send a campaign, run the emulator, set up a Prefect server for the deployments.
 
 Exit status of `send`: 0 when every recipient reached a final state (rejected, failed and unknown recipients
-are in the summary, not errors); 1 when the run failed; 2 when it stopped before sending anything: a bad
+are in the summary, not errors), and also when the only rows left pending are deferred ones, outside
+their send window (nothing failed: the summary says `deferred N until <time> UTC`, when to run again);
+1 when the run failed; 2 when it stopped before sending anything: a bad
 campaign file or bad input, too many rejects, over budget, or another run of the campaign still sending.
 """
 
@@ -167,6 +169,7 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
         ("failed", f"{summary.failed:,}"),
         ("unknown", f"{summary.unknown:,}"),
         ("already sent earlier", f"{summary.already_sent:,}"),
+        *([("deferred (send window)", summary.deferral_text)] if summary.deferral_text else []),
         ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
         (
             "calls per second",

@@ -9,7 +9,9 @@ Before planning, the ledger is brought up to date for this run:
 * `failed` rows go back to `pending` when their code is transient, or listed in `retry_failed_codes`.
 
 Only `pending` rows are planned, so a rerun, a UI retry or a resumed crash never sends an accepted number
-again.
+again. With a `send_window` (quiet hours), pending rows whose window is closed in their local time are
+deferred (`tasks/deferral.py`): not planned, left `pending`, counted in the plan with the earliest moment
+one of their windows opens. The window is checked at `clock()` (injected; default the real clock).
 Batch numbers keep increasing across runs of a campaign, so every TaskId stays unique.
 
 The messages may be a frame, a LazyFrame or Parquet files (a spool from `tasks/spool.py`): they are read
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -32,6 +35,8 @@ from prefect.cache_policies import NO_CACHE
 from alibaba_sms.errors import RETRYABLE_BUSINESS_CODES, RETRYABLE_GATEWAY_CODES, THROTTLING_BUSINESS_CODES
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger, Status
+from globe_sms.send_window import Clock, as_utc, utc_now
+from tasks.deferral import WindowCheck
 from tasks.send import Batch
 
 TRANSIENT_CODES = frozenset(
@@ -99,6 +104,13 @@ class SendPlan:
     recovered_as_unknown: int = 0
     reopened: int = 0
     already_final: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0
+    """Pending rows left for a later run: their send window is closed (or closes before their batch)."""
+    next_opening: datetime | None = None
+    """The earliest moment (UTC) a deferred row's window opens; None without deferred rows, or when none
+    opens in all its zones within `globe_sms.send_window.HORIZON_DAYS`."""
+    window_checked_at: datetime | None = None
+    """The moment the send window was checked at (None without a window)."""
 
     @property
     def recipients(self) -> int:
@@ -124,6 +136,7 @@ def message_chunks(
     *,
     only: pl.DataFrame | None = None,
     without: pl.DataFrame | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> Iterator[pl.DataFrame]:
     """`phone`, `country` and `message` of every message in order, `rows` (`PLAN_CHUNK_ROWS`) at a time.
 
@@ -132,9 +145,11 @@ def message_chunks(
         rows: rows per chunk.
         only: keep only the numbers in this frame's `phone` column (one streaming semi-join).
         without: drop the numbers in this frame's `phone` column (one streaming anti-join).
+        extra_columns: more columns of the messages to include (e.g. a send window's `timezone_column`).
     """
     rows = rows or PLAN_CHUNK_ROWS
-    columns = ["phone", "country", "message"]
+    base = ["phone", "country", "message"]
+    columns = base + [column for column in extra_columns if column not in base]
     if isinstance(messages, pl.DataFrame) and only is None and without is None:
         yield from messages.select(columns).iter_slices(rows)
         return
@@ -169,11 +184,18 @@ def _plan_parts(
     *,
     only: pl.DataFrame | None = None,
     without: pl.DataFrame | None = None,
+    window: WindowCheck | None = None,
 ) -> tuple[list[PlanPart], int]:
-    """The plan parts (`phone`, `message` of the messages kept) and how many rows they hold."""
+    """The plan parts (`phone`, `message` of the messages kept) and how many rows they hold.
+
+    With a `window`, only the rows it finds inside their send window are kept (it counts the others).
+    """
     parts: list[PlanPart] = []
     recipients = 0
-    for index, chunk in enumerate(message_chunks(messages, only=only, without=without)):
+    extra = [window.window.timezone_column] if window and window.window.timezone_column else []
+    for index, chunk in enumerate(message_chunks(messages, only=only, without=without, extra_columns=extra)):
+        if window is not None and chunk.height:
+            chunk = window.sendable(chunk)
         if chunk.height:
             parts.append(_keep(chunk.select("phone", "message"), plan_dir, index))
             recipients += chunk.height
@@ -181,7 +203,11 @@ def _plan_parts(
 
 
 def plan_send(
-    ledger: Ledger, campaign: Campaign, messages: Messages, plan_dir: Path | None = None
+    ledger: Ledger,
+    campaign: Campaign,
+    messages: Messages,
+    plan_dir: Path | None = None,
+    clock: Clock = utc_now,
 ) -> SendPlan:
     """Update the ledger for this run and plan the batches (writes to the ledger).
 
@@ -194,11 +220,14 @@ def plan_send(
         campaign: the campaign (its id, batch size and resend options).
         messages: the rendered messages; see `Messages`.
         plan_dir: where to write the plan parts; None keeps them in memory (small campaigns, tests).
+        clock: the moment the campaign's send window is checked at.
 
     Raises:
+        ValueError: the send window's `timezone_column` is not a column of the messages; nothing changed.
         CampaignBusy: `ledger` holds no run lease for the campaign and another run does; nothing changed.
         RunLeaseLost: `ledger`'s run lease for the campaign was taken over; nothing changed.
     """
+    window = window_check(campaign, messages, clock)
     cid = campaign.campaign_id
     first_run = sum(ledger.counts(cid).values()) == 0
     recovered = ledger.recover_interrupted(cid)
@@ -211,31 +240,71 @@ def plan_send(
     pending = None
     if not (first_run and registered == rows):  # else every message's number was just registered pending
         pending = pl.DataFrame({"phone": ledger.pending(cid)}, schema={"phone": pl.String})
-    parts, recipients = _plan_parts(messages, plan_dir, only=pending)
+    parts, recipients = _plan_parts(messages, plan_dir, only=pending, window=window)
     batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
-    return SendPlan(batches, registered, recovered, reopened, _final_counts(ledger, cid))
+    final = _final_counts(ledger, cid)
+    return SendPlan(batches, registered, recovered, reopened, final, **deferral_fields(window))
 
 
 def preview_plan(
-    ledger: Ledger, campaign: Campaign, messages: Messages, plan_dir: Path | None = None
+    ledger: Ledger,
+    campaign: Campaign,
+    messages: Messages,
+    plan_dir: Path | None = None,
+    clock: Clock = utc_now,
 ) -> SendPlan:
-    """What `plan_send` would plan, read-only (for dry runs)."""
+    """What `plan_send` would plan, read-only (for dry runs), deferrals included."""
+    window = window_check(campaign, messages, clock)
     cid = campaign.campaign_id
     blocked = None
     if sum(ledger.counts(cid).values()):  # a new campaign needs no lookup: every number would be pending
         # Rows left `submitting` by a crash would become unknown: only pending (and asked-for unknown) count.
         sendable = {"pending", *(["unknown", "submitting"] if campaign.resend_unknown else [])}
         blocked = ledger.rows(cid, statuses=[s for s in Status if s not in sendable], columns=["phone"])
-    parts, recipients = _plan_parts(messages, plan_dir, without=blocked)
+    parts, recipients = _plan_parts(messages, plan_dir, without=blocked, window=window)
     batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
-    return SendPlan(batches, already_final=_final_counts(ledger, cid))
+    return SendPlan(batches, already_final=_final_counts(ledger, cid), **deferral_fields(window))
+
+
+def window_check(campaign: Campaign, messages: Messages, clock: Clock) -> WindowCheck | None:
+    """The campaign's send-window check as of `clock()`, or None without a window.
+
+    Raises:
+        ValueError: the window's `timezone_column` is not a column of the messages.
+    """
+    window = campaign.send_window
+    if window is None:
+        return None
+    column = window.timezone_column
+    if column is not None and column not in _columns(messages):
+        raise ValueError(
+            f"send_window.timezone_column: the recipients have no column {column!r} (name a source column)"
+        )
+    return WindowCheck(window, as_utc(clock()), campaign.batch_size, campaign.gateway.calls_per_second)
+
+
+def _columns(messages: Messages) -> list[str]:
+    if isinstance(messages, Path):
+        messages = pl.scan_parquet(str(messages / "*.parquet") if messages.is_dir() else str(messages))
+    return messages.collect_schema().names()
+
+
+def deferral_fields(window: WindowCheck | None) -> dict[str, object]:
+    """The `SendPlan` fields a window check fills."""
+    if window is None:
+        return {}
+    return {"deferred": window.deferred, "next_opening": window.next_opening, "window_checked_at": window.now}
 
 
 @task(name="plan-batches", cache_policy=NO_CACHE)
 def plan_batches(
-    ledger: Ledger, campaign: Campaign, messages: Messages, plan_dir: Path | None = None
+    ledger: Ledger,
+    campaign: Campaign,
+    messages: Messages,
+    plan_dir: Path | None = None,
+    clock: Clock = utc_now,
 ) -> SendPlan:
-    """Plan this run's batches from the ledger (read-only for a dry run)."""
+    """Plan this run's batches from the ledger (read-only for a dry run); `clock` checks the send window."""
     if campaign.dry_run:
-        return preview_plan(ledger, campaign, messages, plan_dir)
-    return plan_send(ledger, campaign, messages, plan_dir)
+        return preview_plan(ledger, campaign, messages, plan_dir, clock)
+    return plan_send(ledger, campaign, messages, plan_dir, clock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,14 @@ class CampaignSummary(BaseModel):
     pending: int = 0
     already_sent: int = 0
     recovered_as_unknown: int = 0
+    deferred: int = Field(
+        default=0,
+        description="Pending recipients left for a later run: outside their send window (quiet hours).",
+    )
+    next_window_opening: datetime | None = Field(
+        default=None,
+        description="The earliest moment (UTC) a deferred recipient's send window opens: run again then.",
+    )
     elapsed_seconds: float = 0.0
     sending_seconds: float = 0.0
     calls_per_second: float = 0.0
@@ -94,6 +103,16 @@ class CampaignSummary(BaseModel):
         self.planned, self.batches = plan.recipients, len(plan.batches)
         self.already_sent = plan.already_final.get("accepted", 0)
         self.recovered_as_unknown = plan.recovered_as_unknown
+        self.deferred, self.next_window_opening = plan.deferred, plan.next_opening
+
+    @property
+    def deferral_text(self) -> str | None:
+        """`deferred 40 until 2026-06-15 13:00 UTC`, or None when no recipient was deferred."""
+        if not self.deferred:
+            return None
+        if self.next_window_opening is None:
+            return f"deferred {self.deferred:,}: their send window does not open in all their zones this week"
+        return f"deferred {self.deferred:,} until {self.next_window_opening:%Y-%m-%d %H:%M} UTC"
 
     def record_ledger(self, ledger: Any, campaign_id: str) -> None:
         """Take the ledger's counts after sending; list (masked) the recipients whose outcome is unknown."""
@@ -118,6 +137,7 @@ class CampaignSummary(BaseModel):
             f"| failed | {self.failed:,} |",
             f"| unknown | {self.unknown:,} |",
             f"| still pending | {self.pending:,} |",
+            f"| deferred (outside their send window) | {self.deferral_text or 0} |",
             f"| sent by earlier runs | {self.already_sent:,} |",
             f"| left submitting by a crashed run, now unknown | {self.recovered_as_unknown:,} |",
             f"| sending time | {self.sending_seconds:.1f} s |",
