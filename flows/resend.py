@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.send_campaign import CampaignFailed, _send_all, campaign_lease
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
-from globe_sms.send_window import Clock, fixed_clock, utc_now
+from globe_sms.send_window import Clock, clock_at, utc_now
 from tasks.plan import Messages, SendPlan, chunk_batches, deferral_fields, message_chunks, window_check
 from tasks.report import CampaignSummary, publish_report
 from tasks.spool import spool_campaign
@@ -70,8 +70,7 @@ def plan_resend(
     reopened = 0
     phones: list[str] = []
     texts: dict[str, str] = {}
-    extra = [window.window.timezone_column] if window and window.window.timezone_column else []
-    for chunk in message_chunks(messages, extra_columns=extra):
+    for chunk in message_chunks(messages, extra_columns=window.columns if window else ()):
         in_chunk = chunk["phone"].to_list()
         if known is not None:
             chosen = would_resend(known, statuses, failed_codes, in_chunk)
@@ -140,9 +139,13 @@ def resend_campaign(
                 valid=spool.valid,
                 allowed_calls_per_second=campaign.gateway.calls_per_second,
             )
-            clock = utc_now if window_checked_at is None else fixed_clock(window_checked_at)
             plan = plan_resend(
-                ledger, campaign, spool.scan_messages(), list(statuses), list(failed_codes), clock
+                ledger,
+                campaign,
+                spool.scan_messages(),
+                list(statuses),
+                list(failed_codes),
+                clock_at(window_checked_at),
             )
             summary.record_plan(plan)
             logger.info(

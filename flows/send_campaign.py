@@ -31,7 +31,7 @@ from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger, RunLeaseLost, RunOwner
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
-from globe_sms.send_window import Clock, fixed_clock, utc_now
+from globe_sms.send_window import Clock, clock_at, utc_now
 from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
 from tasks.report import CampaignSummary, publish_report
@@ -119,8 +119,7 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):
-        clock = utc_now if window_checked_at is None else fixed_clock(window_checked_at)
-        summary = _run_campaign(campaign, ledger, started, clock)
+        summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
     return summary

@@ -38,6 +38,11 @@ def fixed_clock(moment: datetime) -> Clock:
     return lambda: at
 
 
+def clock_at(moment: datetime | None) -> Clock:
+    """The real clock, or one stopped at `moment` (a flow's `window_checked_at`: tests, what-if dry runs)."""
+    return utc_now if moment is None else fixed_clock(moment)
+
+
 def as_utc(moment: datetime) -> datetime:
     """`moment` in UTC; a naive datetime is taken as UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

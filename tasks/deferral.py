@@ -50,6 +50,12 @@ class WindowCheck:
         self.next_opening: datetime | None = None
         self._schedules: dict[str, WindowSchedule] = {}
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The message columns `sendable` needs besides `phone`: the window's `timezone_column`, if any."""
+        column = self.window.timezone_column
+        return (column,) if column else ()
+
     def sendable(self, chunk: pl.DataFrame) -> pl.DataFrame:
         """The rows of `chunk` to send in this run; the others are counted as deferred.
 

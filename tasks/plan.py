@@ -192,7 +192,7 @@ def _plan_parts(
     """
     parts: list[PlanPart] = []
     recipients = 0
-    extra = [window.window.timezone_column] if window and window.window.timezone_column else []
+    extra = window.columns if window else ()
     for index, chunk in enumerate(message_chunks(messages, only=only, without=without, extra_columns=extra)):
         if window is not None and chunk.height:
             chunk = window.sendable(chunk)

@@ -30,6 +30,7 @@ import pytest  # noqa: E402
 # every test module under tests/ and each is registered once. Test modules import only helpers and types.
 from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
     emulator,
+    gateway,
     no_proxy,
     shared_emulator,
     start_emulator,

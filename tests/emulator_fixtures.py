@@ -1,8 +1,8 @@
 """Shared fixtures and helpers for the tests that run the emulator.
 
-`tests/conftest.py` imports the fixtures (`emulator`, `shared_emulator`, `start_emulator`, `no_proxy`), so
-every test module can ask for them by name; modules import only the helpers and types from here. Every
-server runs on a free loopback port in a daemon thread and is stopped after the test.
+`tests/conftest.py` imports the fixtures (`emulator`, `shared_emulator`, `start_emulator`, `no_proxy`,
+`gateway`), so every test module can ask for them by name; modules import only the helpers and types from
+here. Every server runs on a free loopback port in a daemon thread and is stopped after the test.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from alibaba_sms.signing import API_VERSION, AcsV1Auth, AcsV3Auth, Clock, Nonce
 
 KEY = AccessKey.of("testid", "testsecret")
 BATCH = "BatchSendMessageToGlobe"
+FLOW_RATE = 20.0
+"""Calls per second of the `gateway` fixture: fast enough that a flow test never waits long."""
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 StartEmulator = Callable[..., EmulatorServer]
@@ -120,3 +122,11 @@ def send_batch(
 ) -> httpx.Response:
     """Send one batch with a form body."""
     return call(client, BATCH, batch_params(numbers, messages))
+
+
+@pytest.fixture
+def gateway(start_emulator: StartEmulator, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+    """An emulator at `FLOW_RATE` for flow tests, with the environment credentials a real endpoint needs."""
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+    return start_emulator(batch_calls_per_second=FLOW_RATE)

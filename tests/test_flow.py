@@ -27,7 +27,7 @@ from flows.send_campaign import CampaignFailed, send_campaign
 from globe_sms.campaign import Campaign
 from globe_sms.cli import EXIT_BAD_INPUT, app
 from globe_sms.ledger import CampaignBusy, Ledger, RunOwner
-from tests.emulator_fixtures import StartEmulator
+from tests.emulator_fixtures import FLOW_RATE
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -36,21 +36,12 @@ VALID = [
     "+447911123456", "+4915123456789", "+61412345678", "+60123456789", "+66812345678", "+639171234567",
 ]
 INVALID = ["+8613800138000", "008613912345678", "4.47911E+11", "hello", "", "+852 12"]
-RATE = 20.0
 
 MakeCampaign = Callable[..., Campaign]
 
 
 def e164_digits(number: str) -> str:
     return number.lstrip("+")
-
-
-@pytest.fixture
-def gateway(start_emulator: StartEmulator, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
-    """An emulator at a fast rate, and the environment credentials a real endpoint would need."""
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
-    return start_emulator(batch_calls_per_second=RATE)
 
 
 @pytest.fixture
@@ -73,8 +64,12 @@ def make_campaign(tmp_path: Path, gateway: EmulatorServer, request: pytest.Fixtu
             "batch_size": 5,
             "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
             "validation": {"max_reject_share": 0.5},
-            "gateway": {"endpoint": gateway.url, "calls_per_second": RATE, "rate_limit_name": f"test-{name}",
-                        "max_attempts": 3},
+            "gateway": {
+                "endpoint": gateway.url,
+                "calls_per_second": FLOW_RATE,
+                "rate_limit_name": f"test-{name}",
+                "max_attempts": 3,
+            },
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -231,7 +226,7 @@ def test_dry_run_summary_carries_the_preview(make_campaign: MakeCampaign, tmp_pa
     assert set(preview.ucs2_culprits) == {"’", "–"}
     assert preview.cost_total == pytest.approx(0.04 * 2 + 0.05 * 10)
     assert all(str(sample["to"]).endswith("****") for sample in preview.samples)
-    assert preview.eta_seconds == pytest.approx(2 / RATE)
+    assert preview.eta_seconds == pytest.approx(2 / FLOW_RATE)
 
 
 def test_logs_and_artifacts_hold_no_secret_and_no_full_number(

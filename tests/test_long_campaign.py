@@ -74,7 +74,7 @@ class RestartingGateway:
 
 @pytest.fixture
 def gateway(
-    tmp_path: Path, no_proxy: None, monkeypatch: pytest.MonkeyPatch  # noqa: F811 - the fixture
+    tmp_path: Path, no_proxy: None, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RestartingGateway]:
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")

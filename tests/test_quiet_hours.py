@@ -20,7 +20,8 @@ from flows.send_campaign import send_campaign
 from globe_sms.campaign import Campaign
 from globe_sms.cli import EXIT_OK, app
 from globe_sms.ledger import Ledger
-from tests.test_flow import RATE, batch_requests, e164_digits, gateway  # noqa: F401 - gateway is a fixture
+from tests.emulator_fixtures import FLOW_RATE
+from tests.test_flow import batch_requests, e164_digits
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -32,7 +33,7 @@ US_AFTERNOON = datetime(2026, 6, 15, 17, tzinfo=UTC)  # 01:00 in Hong Kong, 13:0
 
 
 @pytest.fixture
-def campaign(tmp_path: Path, gateway: EmulatorServer) -> Campaign:  # noqa: F811 - the imported fixture
+def campaign(tmp_path: Path, gateway: EmulatorServer) -> Campaign:
     """Recipients in Hong Kong, Macau, New York and Los Angeles; a 09:00-20:00 send window."""
     source = tmp_path / "recipients.csv"
     with source.open("w", newline="") as handle:
@@ -47,7 +48,9 @@ def campaign(tmp_path: Path, gateway: EmulatorServer) -> Campaign:  # noqa: F811
         "batch_size": 2,
         "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
         "send_window": {"start": "09:00", "end": "20:00"},
-        "gateway": {"endpoint": gateway.url, "calls_per_second": RATE, "rate_limit_name": "test-quiet-hours"},
+        "gateway": {
+            "endpoint": gateway.url, "calls_per_second": FLOW_RATE, "rate_limit_name": "test-quiet-hours"
+        },
     }
     return Campaign.parse(data)
 
@@ -57,7 +60,7 @@ def digits(numbers: list[str]) -> set[str]:
 
 
 def test_recipients_outside_their_window_stay_pending_until_a_later_run(
-    campaign: Campaign, gateway: EmulatorServer  # noqa: F811
+    campaign: Campaign, gateway: EmulatorServer
 ) -> None:
     """Hong Kong morning: Asia is sent, the US is deferred; US afternoon: only the deferred ones go out."""
     first = send_campaign(campaign, window_checked_at=HK_MORNING)
@@ -81,7 +84,7 @@ def test_recipients_outside_their_window_stay_pending_until_a_later_run(
 
 
 def test_a_dry_run_reports_the_deferral_and_writes_nothing(
-    campaign: Campaign, gateway: EmulatorServer  # noqa: F811
+    campaign: Campaign, gateway: EmulatorServer
 ) -> None:
     summary = send_campaign(campaign.model_copy(update={"dry_run": True}), window_checked_at=HK_MORNING)
     assert summary.planned == 3 and summary.deferred == 3
@@ -93,7 +96,7 @@ def test_a_dry_run_reports_the_deferral_and_writes_nothing(
 
 
 def test_the_cli_exits_0_and_says_until_when_when_everyone_is_deferred(
-    campaign: Campaign, gateway: EmulatorServer, tmp_path: Path  # noqa: F811
+    campaign: Campaign, gateway: EmulatorServer, tmp_path: Path
 ) -> None:
     """Nothing failed: exit status 0, and the summary says when the window opens. The CLI uses the real
     clock, so the window is a minute that starts two hours from now in Hong Kong (closed in every zone)."""
@@ -111,7 +114,7 @@ def test_the_cli_exits_0_and_says_until_when_when_everyone_is_deferred(
 
 
 def test_a_timezone_column_from_the_source_decides_over_the_number(
-    campaign: Campaign, gateway: EmulatorServer, tmp_path: Path  # noqa: F811
+    campaign: Campaign, gateway: EmulatorServer, tmp_path: Path
 ) -> None:
     """A Hong Kong number whose row says America/New_York (a customer living there) waits for New York."""
     source = tmp_path / "with-zones.csv"
@@ -131,7 +134,7 @@ def test_a_timezone_column_from_the_source_decides_over_the_number(
 
 
 def test_a_resend_reopens_the_chosen_rows_but_sends_only_those_inside_their_window(
-    campaign: Campaign, gateway: EmulatorServer  # noqa: F811
+    campaign: Campaign, gateway: EmulatorServer
 ) -> None:
     """Every answer of a windowless first run is lost (unknown). A resend in Hong Kong's morning reopens all
     six, sends Asia and leaves the US pending; the campaign's next run in the US afternoon sends those."""

@@ -4,8 +4,6 @@ flows on the real Prefect test server, the emulator and the receipt receiver ove
 Parsing, merging, the store and the receiver alone: tests/test_receipts.py.
 """
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import csv
