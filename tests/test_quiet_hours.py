@@ -32,16 +32,21 @@ HK_MORNING = datetime(2026, 6, 15, 3, tzinfo=UTC)  # 11:00 in Hong Kong, 23:00 N
 US_AFTERNOON = datetime(2026, 6, 15, 17, tzinfo=UTC)  # 01:00 in Hong Kong, 13:00 New York, 10:00 LA
 
 
-@pytest.fixture
-def campaign(tmp_path: Path, gateway: EmulatorServer) -> Campaign:
-    """Recipients in Hong Kong, Macau, New York and Los Angeles; a 09:00-20:00 send window."""
+AUSTRALIAN_MOBILES = ["+61412345678", "+61412345679", "+61491570156", "+61438123456"]
+NEW_ZEALAND_MOBILES = ["+64211234567"]  # Auckland 11:30 and Chatham 12:15 at SYDNEY_0930
+SYDNEY_0930 = datetime(2026, 6, 14, 23, 30, tzinfo=UTC)  # Sydney 09:30, Perth 07:30, Cocos 06:00 (June 15)
+AUSTRALIA_OPEN = datetime(2026, 6, 15, 2, 30, tzinfo=UTC)  # 09:00 on Cocos, the last +61 zone to open
+
+
+def a_campaign(tmp_path: Path, gateway: EmulatorServer, numbers: list[str], campaign_id: str) -> Campaign:
+    """A campaign of `numbers` with a 09:00-20:00 send window, sending to the emulator."""
     source = tmp_path / "recipients.csv"
     with source.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["phone", "first_name"])
-        writer.writerows([number, f"Name{i}"] for i, number in enumerate(HONG_KONG + NEW_YORK + LOS_ANGELES))
+        writer.writerows([number, f"Name{i}"] for i, number in enumerate(numbers))
     data: dict[str, Any] = {
-        "campaign_id": "quiet-hours",
+        "campaign_id": campaign_id,
         "source": {"path": str(source)},
         "template": "Hi {first_name}!",
         "sender_id": "GlobeSMS",
@@ -49,10 +54,18 @@ def campaign(tmp_path: Path, gateway: EmulatorServer) -> Campaign:
         "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
         "send_window": {"start": "09:00", "end": "20:00"},
         "gateway": {
-            "endpoint": gateway.url, "calls_per_second": FLOW_RATE, "rate_limit_name": "test-quiet-hours"
+            "endpoint": gateway.url,
+            "calls_per_second": FLOW_RATE,
+            "rate_limit_name": "test-quiet-hours",
         },
     }
     return Campaign.parse(data)
+
+
+@pytest.fixture
+def campaign(tmp_path: Path, gateway: EmulatorServer) -> Campaign:
+    """Recipients in Hong Kong, Macau, New York and Los Angeles; a 09:00-20:00 send window."""
+    return a_campaign(tmp_path, gateway, HONG_KONG + NEW_YORK + LOS_ANGELES, "quiet-hours")
 
 
 def digits(numbers: list[str]) -> set[str]:
@@ -148,3 +161,39 @@ def test_a_resend_reopens_the_chosen_rows_but_sends_only_those_inside_their_wind
         assert set(ledger.pending(campaign.campaign_id)) == digits(NEW_YORK + LOS_ANGELES)
     later = send_campaign(campaign, window_checked_at=US_AFTERNOON)
     assert later.planned == 3 and later.accepted == 3 and later.pending == 0
+
+
+def test_an_australian_mobile_waits_until_the_window_is_open_in_perth_too(
+    tmp_path: Path, gateway: EmulatorServer
+) -> None:
+    """A `+61 4...` mobile may be anywhere in Australia: at 09:30 in Sydney (07:30 in Perth) none is sent,
+    they stay pending and the summary says until when; once the window is open in every Australian zone
+    (Perth, Eucla, Lord Howe, Christmas and Cocos Islands), the next run sends them all."""
+    campaign = a_campaign(tmp_path, gateway, AUSTRALIAN_MOBILES + NEW_ZEALAND_MOBILES, "quiet-australia")
+    early = send_campaign(campaign, window_checked_at=SYDNEY_0930)
+    assert early.valid == 5 and early.deferred == 4 and early.accepted == 1
+    assert set(gateway.state.accepted_numbers()) == digits(NEW_ZEALAND_MOBILES)
+    assert early.next_window_opening == AUSTRALIA_OPEN
+    assert early.deferral_text == "deferred 4 until 2026-06-15 02:30 UTC"
+    assert "deferred 4 until 2026-06-15 02:30 UTC" in early.to_markdown()
+    with Ledger(campaign.ledger) as ledger:
+        assert set(ledger.pending(campaign.campaign_id)) == digits(AUSTRALIAN_MOBILES)
+
+    still_early = send_campaign(campaign, window_checked_at=AUSTRALIA_OPEN - timedelta(minutes=1))
+    assert still_early.accepted == 0 and still_early.deferred == 4  # 08:59 on Cocos, 13:29 in Sydney
+
+    opened = send_campaign(campaign, window_checked_at=AUSTRALIA_OPEN)
+    assert opened.planned == 4 and opened.accepted == 4 and opened.deferred == 0 and opened.pending == 0
+    everyone = digits(AUSTRALIAN_MOBILES + NEW_ZEALAND_MOBILES)
+    assert dict(gateway.state.accepted_numbers()) == dict.fromkeys(everyone, 1)
+
+
+def test_a_dry_run_at_sydney_breakfast_plans_no_australian_mobile(
+    tmp_path: Path, gateway: EmulatorServer
+) -> None:
+    """What-if at 09:30 Sydney time: the dry run reports all four deferred and calls nobody."""
+    campaign = a_campaign(tmp_path, gateway, AUSTRALIAN_MOBILES, "quiet-australia-dry")
+    summary = send_campaign(campaign.model_copy(update={"dry_run": True}), window_checked_at=SYDNEY_0930)
+    assert summary.planned == 0 and summary.deferred == 4
+    assert summary.next_window_opening == AUSTRALIA_OPEN
+    assert gateway.state.requests() == []
