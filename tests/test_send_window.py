@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from phonenumbers import tzdata
 
 from globe_sms.campaign import Campaign, CampaignFileError
 from globe_sms.send_window import SendWindow, fixed_clock
@@ -44,6 +45,29 @@ class TestZonesFromNumbers:
 
     def test_an_unknown_prefix_has_no_zone(self) -> None:
         assert zones_of("999123") == [None]
+
+    def test_a_mobile_of_a_multi_zone_country_gets_every_zone_of_its_code(self) -> None:
+        """Mobiles are not geographical in Australia: `+61 4...` may be Perth as well as Sydney."""
+        [mobile, perth_landline] = zones_of("61412345678", "61892345678")
+        assert mobile is not None
+        assert {"Australia/Perth", "Australia/Sydney", "Australia/Lord_Howe"} <= set(mobile)
+        assert perth_landline is not None and "Australia/Sydney" not in perth_landline
+
+    def test_shared_codes_give_every_region_of_the_code(self) -> None:
+        """A Jersey or Manx mobile (+44 7...) gets the zones of all of +44; Réunion's those of Mayotte too."""
+        [uk_mobile, jersey_mobile, reunion_mobile] = zones_of("447911123456", "447797123456", "262692123456")
+        british_isles = ["Europe/Guernsey", "Europe/Isle_of_Man", "Europe/Jersey", "Europe/London"]
+        assert uk_mobile == jersey_mobile == british_isles
+        assert reunion_mobile == ["Indian/Mayotte", "Indian/Reunion"]
+
+    def test_a_number_shorter_than_a_prefix_it_pads_into_is_looked_up_by_its_own_digits(self) -> None:
+        """A prefix ending in 0, less that 0, gets (at least) the zones of its own longest prefix."""
+        data = tzdata.TIMEZONE_DATA
+        shorts = [key[:-1] for key in data if key.endswith("0") and key[:-1] not in data]
+        assert shorts
+        for short, zones in zip(shorts, zones_of(*shorts), strict=True):
+            own = next((short[:n] for n in range(len(short), 0, -1) if short[:n] in data), None)
+            assert (zones is None) if own is None else set(data[own]) <= set(zones or ()), short
 
     def test_a_timezone_column_wins_and_a_bad_value_falls_back_to_the_number(self) -> None:
         zones = zones_of(
@@ -110,6 +134,15 @@ class TestDeferral:
         assert kept["phone"].to_list() == [f"8529123{n:04d}" for n in range(20)]  # the first ones
         assert check.deferred == 40 - kept.height
         assert check.next_opening == JUNE_15.replace(hour=1) + timedelta(days=1)
+
+    def test_an_australian_mobile_is_deferred_while_it_is_early_in_perth(self) -> None:
+        """09:30 in Sydney is 07:30 in Perth: the mobile waits for 09:00 on Cocos, the last +61 zone."""
+        sydney_0930 = datetime(2026, 6, 14, 23, 30, tzinfo=UTC)
+        check = WindowCheck(DAY, sydney_0930, batch_size=10, calls_per_second=1.0)
+        mobile, sydney_landline = "61412345678", "61292345678"
+        kept = check.sendable(pl.DataFrame({"phone": [mobile, sydney_landline]}))
+        assert kept["phone"].to_list() == [sydney_landline]
+        assert check.deferred == 1 and check.next_opening == datetime(2026, 6, 15, 2, 30, tzinfo=UTC)
 
     def test_positions_run_on_across_chunks(self) -> None:
         now = JUNE_15.replace(hour=12) - DEPARTURE_MARGIN - timedelta(seconds=30)
