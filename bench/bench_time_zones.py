@@ -44,7 +44,7 @@ from tasks.validate import ValidationRules, validate_recipients  # noqa: E402
 
 MULTI_ZONE = ("US", "CA", "RU", "KZ", "AU", "BR", "MX", "NZ", "ES")
 WINDOW = SendWindow(start=clock_time(9), end=clock_time(20))
-MOMENT = datetime(2026, 6, 15, 3, tzinfo=UTC)
+MOMENT = datetime(2026, 6, 14, 23, 30, tzinfo=UTC)  # 09:30 in Sydney, 07:30 in Perth
 
 
 def _baseline(revision: str) -> ModuleType:
@@ -124,7 +124,7 @@ def run(phones: pl.Series, runs: int, baseline: ModuleType) -> dict[str, object]
             "zones": round(medians["zones_after"] / medians["zones_before"], 2),
             "window_check": round(medians["window_check_after"] / medians["window_check_before"], 2),
         },
-        "sendable_at_03_00_utc": sent,
+        "sendable_at_sydney_0930": sent,
         "runs_s": {name: [round(t, 3) for t in values] for name, values in times.items()},
     }
 

@@ -17,7 +17,9 @@ So a number is geographical when it matches the general description, none of tho
 fixed-line description (or the mobile one, where mobiles are geographical). `geographic_plan` drops the
 descriptions that provably never change that answer (`schemas.digit_languages`), as `mobile_plan` does for
 validation. A number no region claims is not geographical (phonenumbers' type is UNKNOWN, its zones unknown):
-giving it the whole country errs on the side of quiet.
+giving it the whole country errs on the side of quiet. For speed, claims and excluding types are matched
+loosely (one regex for several descriptions, any of their lengths); that can only call a number not
+geographical, so give it more zones, never fewer. The positive descriptions are matched exactly.
 """
 
 from __future__ import annotations
@@ -76,9 +78,10 @@ def geographic_plan(region: str) -> GeographicPlan:
     """
     rules = region_rules(region)
     code = dialing_tables().region_to_code[region]
-    for kind in _EARLIER_TYPES:
-        if phonenumbers.is_number_type_geographical(kind, int(code)):  # pragma: no cover - metadata guard
-            raise RuntimeError(f"phonenumbers now calls {kind} numbers of +{code} geographical")
+    fixed_kinds = (PhoneNumberType.FIXED_LINE, PhoneNumberType.FIXED_LINE_OR_MOBILE)
+    for kind in _EARLIER_TYPES + fixed_kinds:  # the assumptions below, checked against the installed release
+        if phonenumbers.is_number_type_geographical(kind, int(code)) != (kind in fixed_kinds):
+            raise RuntimeError(f"phonenumbers changed whether type {kind} of +{code} is geographical")
     md = phonenumbers.PhoneMetadata.metadata_for_region(region)
     fixed = _desc_of(md.fixed_line if md else None)
     mobile = rules.mobile if mobiles_are_geographical(code) else None

@@ -36,8 +36,6 @@ TIME_ZONES = "time_zones"
 """The column `with_time_zones` adds: a row's zones, `|`-separated and sorted; null when unknown."""
 ZONE_SEPARATOR = "|"
 _UNKNOWN_ZONE = "Etc/Unknown"
-
-
 _WIDTH = 15
 """E.164 numbers have at most 15 digits: padded with zeros to 15, every number is a UInt64."""
 
@@ -139,8 +137,8 @@ def _longest_prefixes(phone: pl.Series) -> pl.Series:
     found = pl.select(
         pl.when(value.is_not_null()).then(pl.lit(table.segment_prefix).gather(segment.clip(0))).alias("p")
     ).to_series()
-    # A number shorter than the prefix its zero padding lands in (`+290 12345` padded into a longer prefix)
-    # is looked up by its own digits; rare, so done on those rows only.
+    # A number shorter than the prefix its zero padding lands in (`134` padded is in `1340`'s range) is
+    # looked up by its own digits; valid numbers are rarely that short, so only those rows pay for it.
     too_long = found.is_not_null() & (table.facts.get_column("length").gather(found) > size)
     if not too_long.any():
         return found
