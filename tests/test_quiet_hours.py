@@ -197,3 +197,29 @@ def test_a_dry_run_at_sydney_breakfast_plans_no_australian_mobile(
     assert summary.planned == 0 and summary.deferred == 4
     assert summary.next_window_opening == AUSTRALIA_OPEN
     assert gateway.state.requests() == []
+
+
+def test_a_caribbean_mobile_waits_for_all_of_plus_1_unless_its_zone_is_given(
+    tmp_path: Path, gateway: EmulatorServer
+) -> None:
+    """phonenumbers places a Jamaican mobile anywhere under +1 (Guam to Newfoundland), where a 09:00-20:00
+    window never opens everywhere at once: it stays deferred and the summary says so. A `timezone_column`
+    naming America/Jamaica lets it go out in Jamaica's morning."""
+    jamaica = "+18762101234"
+    campaign = a_campaign(tmp_path, gateway, [jamaica], "quiet-jamaica")
+    jamaica_morning = datetime(2026, 6, 15, 15, tzinfo=UTC)  # 10:00 in Kingston
+    never = send_campaign(campaign, window_checked_at=jamaica_morning)
+    assert never.deferred == 1 and never.accepted == 0 and never.next_window_opening is None
+    assert never.deferral_text == "deferred 1: their send window does not open in all their zones this week"
+
+    source = tmp_path / "with-zone.csv"
+    source.write_text(f"phone,first_name,tz\n{jamaica},Ann,America/Jamaica\n", encoding="utf-8")
+    zoned = campaign.model_copy(
+        update={
+            "source": campaign.source.model_copy(update={"path": str(source)}),
+            "send_window": campaign.send_window.model_copy(update={"timezone_column": "tz"}),
+        }
+    )
+    sent = send_campaign(zoned, window_checked_at=jamaica_morning)
+    assert sent.accepted == 1 and sent.deferred == 0
+    assert set(gateway.state.accepted_numbers()) == digits([jamaica])
