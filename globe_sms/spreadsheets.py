@@ -46,7 +46,8 @@ def neutralise_expr(column: str | pl.Expr) -> pl.Expr:
     """The vectorised twin of `neutralise_cell` over a String column (nulls stay null; its name kept)."""
     expr = pl.col(column) if isinstance(column, str) else column
     dangerous = expr.str.contains(_FORMULA_START) & expr.str.contains(_PLAIN_NUMBER).not_()
-    return pl.when(dangerous).then(pl.lit(TEXT_PREFIX) + expr).otherwise(expr).name.keep()
+    # `str.replace` at `^` rather than `lit + expr`: the result keeps the column's name.
+    return pl.when(dangerous).then(expr.str.replace("^", TEXT_PREFIX)).otherwise(expr)
 
 
 def neutralise_for_spreadsheets(frame: Frame) -> Frame:
