@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from globe_sms.cli_receipts import receipts_app
+from globe_sms.terminal import plain, problem
 
 app = typer.Typer(
     help="SMS campaigns through Alibaba Cloud's BatchSendMessageToGlobe, orchestrated with Prefect."
@@ -75,7 +76,7 @@ def send(
                 }
             )
     except before_sending as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
     from flows.send_campaign import CampaignFailed, send_campaign
@@ -103,13 +104,13 @@ def send(
             with listening(show):
                 summary = send_campaign(campaign)
         except before_sending as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(problem("error:", exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except CampaignFailed as exc:
-            console.print(f"[red]failed:[/red] {exc}")
+            console.print(problem("failed:", exc))
             raise typer.Exit(EXIT_FAILED) from None
         except Exception as exc:  # noqa: BLE001 - any other failure is a failed run, reported plainly
-            console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
+            console.print(problem("failed:", f"{type(exc).__name__}: {exc}"))
             raise typer.Exit(EXIT_FAILED) from None
     if summary.preview is not None and (summary.dry_run or summary.preview.cost_total is not None):
         _print_preview(summary.preview, full=summary.dry_run)
@@ -131,25 +132,25 @@ def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.prev
         segments = ", ".join(
             f"{n} segment(s): {count:,}" for n, count in preview.segment_distribution.items()
         )
-        console.print(f"  encodings: {encodings}")
-        console.print(f"  segments per message: {segments}")
+        console.print(plain(f"  encodings: {encodings}"))
+        console.print(plain(f"  segments per message: {segments}"))
         for line in preview.culprit_lines():
-            console.print(f"  [yellow]{line}[/yellow]")
+            console.print(plain(f"  {line}", style="yellow"))
         samples = Table(title="sample messages (numbers masked)")
         for column in ("to", "country", "encoding", "segments", "message"):
             samples.add_column(column)
         for sample in preview.samples:
             samples.add_row(
-                *(str(sample[key]) for key in ("to", "country", "encoding", "segments", "message"))
+                *(plain(sample[key]) for key in ("to", "country", "encoding", "segments", "message"))
             )
         console.print(samples)
     if preview.cost_by_country:
-        costs = Table(title=f"estimated cost: {preview.cost_total:,.4f} {preview.currency}")
+        costs = Table(title=plain(f"estimated cost: {preview.cost_total:,.4f} {preview.currency}"))
         for column in ("country", "messages", "segments", "price/segment", "cost"):
             costs.add_column(column, justify="right")
         for row in preview.cost_by_country:
             costs.add_row(
-                row.country, f"{row.messages:,}", f"{row.segments:,}",
+                plain(row.country), f"{row.messages:,}", f"{row.segments:,}",
                 "-" if row.price_per_segment is None else f"{row.price_per_segment:g}",
                 "unpriced" if row.cost is None else f"{row.cost:,.4f}",
             )
@@ -157,9 +158,8 @@ def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.prev
 
 
 def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported lazily
-    table = Table(
-        title=f"campaign {summary.campaign_id}{' (dry run)' if summary.dry_run else ''}", show_header=False
-    )
+    title = f"campaign {summary.campaign_id}{' (dry run)' if summary.dry_run else ''}"
+    table = Table(title=plain(title), show_header=False)
     rows = [
         ("source rows", f"{summary.source_rows:,}"),
         ("valid", f"{summary.valid:,}"),
@@ -181,7 +181,7 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
     if summary.rejects_file:
         rows.append(("rejects file", summary.rejects_file))
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(plain(key), plain(value))  # reasons and paths are data
     console.print(table)
 
 
@@ -212,7 +212,7 @@ def emulator(
         update={"batch_calls_per_second": rate or None, "journal_path": journal, "seed": seed,
                 "receipt_callback_url": receipt_callback}
     )
-    console.print(f"emulator listening on http://{host}:{port}/")
+    console.print(plain(f"emulator listening on http://{host}:{port}/"))
     serve_forever(host, port, config)
 
 
@@ -231,13 +231,13 @@ def setup(
         targets = targets_from_prefect_yaml(prefect_yaml)
         steps = run_setup(targets)
     except (OSError, ValueError, RuntimeError, httpx.HTTPError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(problem("error:", exc))
         raise typer.Exit(EXIT_FAILED) from None
-    table = Table(title=f"globe-sms setup ({prefect_yaml})")
+    table = Table(title=plain(f"globe-sms setup ({prefect_yaml})"))
     for column in ("kind", "name", "outcome", "detail"):
         table.add_column(column)
     for step in steps:
-        table.add_row(step.kind, step.name, step.outcome, step.detail)
+        table.add_row(*(plain(text) for text in (step.kind, step.name, step.outcome, step.detail)))
     console.print(table)
 
 

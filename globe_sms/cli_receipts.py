@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from globe_sms.terminal import plain, problem
+
 DEFAULT_LEDGER = "sqlite:///.data/ledger.db"  # = globe_sms.campaign.DEFAULT_LEDGER_URL (checked by a test)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -66,10 +68,10 @@ def serve(
     try:
         token = resolve_token(token_block)
     except InvalidReceiverToken as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:  # noqa: BLE001 - a missing or unreadable Secret block, reported plainly
-        console.print(f"[red]error:[/red] cannot load Secret block {token_block!r}: {type(exc).__name__}")
+        console.print(problem("error:", f"cannot load Secret block {token_block!r}: {type(exc).__name__}"))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if token is None and require_token:
         console.print(
@@ -80,18 +82,22 @@ def serve(
     logging.basicConfig(level=logging.INFO)
     shown_host = f"[{host}]" if ":" in host else host
     base = public_url or f"http://{shown_host}:{port}"
-    console.print(f"receipt endpoint listening on http://{shown_host}:{port}/ (ledger {_masked(ledger)})")
+    console.print(
+        plain(f"receipt endpoint listening on http://{shown_host}:{port}/ (ledger {_masked(ledger)})")
+    )
     if token is None:
         console.print(
             "[yellow]warning:[/yellow] no token: anyone who can reach this endpoint can forge delivery "
             f"receipts. Set {TOKEN_ENV} (or --token-block) for anything but local tests."
         )
-        console.print(f"push URL: {masked_push_url(base, None)}")
+        console.print(plain(f"push URL: {masked_push_url(base, None)}"))
     else:
         source = f"Secret block {token_block!r}" if token_block else TOKEN_ENV
         console.print(
-            f"push URL to enter in the Alibaba SMS console (HTTP batch push): {masked_push_url(base, token)}"
-            f"\n  where **** is the token from {source}"
+            plain(
+                "push URL to enter in the Alibaba SMS console (HTTP batch push): "
+                f"{masked_push_url(base, token)}\n  where **** is the token from {source}"
+            )
         )
     serve_forever(host, port, ledger, token=token)
 
@@ -127,7 +133,7 @@ def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = Fals
     if as_json:
         typer.echo(json.dumps(delivery.model_dump(), indent=2))
         return
-    totals = Table(title=f"delivery of {campaign_id}", show_header=False)
+    totals = Table(title=plain(f"delivery of {campaign_id}"), show_header=False)
     share = f" ({delivery.delivered / delivery.accepted:.1%})" if delivery.accepted else ""
     for key, value in (
         ("accepted by the gateway", f"{delivery.accepted:,}"),
@@ -145,7 +151,7 @@ def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = Fals
             f"{delivery.conflicts:,} conflicting, {delivery.orphans:,} orphans",
         ),
     ):
-        totals.add_row(key, value)
+        totals.add_row(plain(key), plain(value))  # statuses come from the ledger and receipts: data
     console.print(totals)
     if delivery.by_country:
         countries = Table(title="by country")
@@ -153,7 +159,7 @@ def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = Fals
             countries.add_column(column, justify="right")
         for row in delivery.by_country:
             countries.add_row(
-                row.country,
+                plain(row.country),
                 *(
                     f"{getattr(row, name):,}"
                     for name in ("accepted", "delivered", "failed", "pending", "unknown")
@@ -166,12 +172,18 @@ def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = Fals
             failures.add_column(column, no_wrap=True)
         failures.add_column("by country")
         for group in delivery.failures_by_code():
-            failures.add_row(
-                group.error_code, group.status, f"{group.recipients:,}", group.retry, group.countries_text()
+            failures.add_row(  # error codes come from Alibaba's receipts: data
+                *(
+                    plain(text)
+                    for text in (
+                        group.error_code, group.status, f"{group.recipients:,}", group.retry,
+                        group.countries_text(),
+                    )
+                )
             )
         console.print(failures)
     if delivery.accepted == 0:
-        console.print(f"no accepted message in campaign {campaign_id!r} of {ledger}")
+        console.print(plain(f"no accepted message in campaign {campaign_id!r} of {_masked(ledger)}"))
 
 
 def _campaign(campaign_file: Path):  # noqa: ANN202 - globe_sms.campaign.Campaign, imported lazily
@@ -180,7 +192,7 @@ def _campaign(campaign_file: Path):  # noqa: ANN202 - globe_sms.campaign.Campaig
     try:
         return Campaign.from_yaml(campaign_file)
     except CampaignFileError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
@@ -211,15 +223,18 @@ def reconcile(
             queries_per_second=qps,
         )
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:  # noqa: BLE001 - a failed run, reported plainly
-        console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
+        console.print(problem("failed:", f"{type(exc).__name__}: {exc}"))
         raise typer.Exit(EXIT_FAILED) from None
     console.print(
-        f"{summary.candidates:,} overdue, {summary.queried:,} queried ({summary.queries_per_second:,.0f}/s), "
-        f"settled {summary.settled}, {summary.still_sending:,} still sending, "
-        f"{summary.timed_out:,} now unknown" + (f", errors {summary.errors}" if summary.errors else "")
+        plain(
+            f"{summary.candidates:,} overdue, {summary.queried:,} queried "
+            f"({summary.queries_per_second:,.0f}/s), settled {summary.settled}, "
+            f"{summary.still_sending:,} still sending, {summary.timed_out:,} now unknown"
+            + (f", errors {summary.errors}" if summary.errors else "")
+        )
     )
     print_delivery_report(campaign.campaign_id, campaign.ledger)
 
@@ -250,15 +265,15 @@ def retry(
     try:
         summary = retry_failed_deliveries(campaign, code or None, include_expired=expired)
     except CampaignBusy as exc:  # another run of the campaign is sending: nothing was touched
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:  # noqa: BLE001 - a failed run, reported plainly
-        console.print(f"[red]failed:[/red] {type(exc).__name__}: {exc}")
+        console.print(problem("failed:", f"{type(exc).__name__}: {exc}"))
         raise typer.Exit(EXIT_FAILED) from None
     verb = "would be resent" if summary.dry_run else "reopened and sent again"
     console.print(f"{summary.failed:,} failed deliveries; {summary.reopened:,} {verb}")
     for error_code, count in sorted(summary.not_retried.items()):
-        console.print(f"  not retried: {error_code}: {count:,}")
+        console.print(plain(f"  not retried: {error_code}: {count:,}"))
     if summary.send is not None:
         console.print(
             f"resend: {summary.send.accepted:,} accepted, {summary.send.failed:,} failed, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import BaseModel, Field
 
-from globe_sms.masking import mask_number_expr
+from globe_sms.masking import mask_number, mask_number_expr
 from tasks.cost import CostEstimate
 
 SAMPLE_SIZE = 5
@@ -107,13 +107,7 @@ def build_preview(
     encodings = dict(messages.group_by("encoding").len().sort("encoding").iter_rows())
     distribution = dict(messages.group_by("segments").len().sort("segments").iter_rows())
     top = dict(sorted(ucs2_culprits.items(), key=lambda item: (-item[1], item[0]))[:TOP_CULPRITS])
-    samples = (
-        messages.head(SAMPLE_SIZE)
-        .select(
-            mask_number_expr("phone").alias("to"), "country", "encoding", "segments", "message"
-        )
-        .to_dicts()
-    )
+    samples = _masked_samples(messages.head(SAMPLE_SIZE))
     preview = Preview(
         messages=messages.height,
         encodings={str(k): int(v) for k, v in encodings.items()},
@@ -141,3 +135,15 @@ def build_preview(
             for row in cost.per_country.to_dicts()
         ]
     return preview
+
+
+def _masked_samples(head: pl.DataFrame) -> list[dict[str, str | int]]:
+    """The sample rows, number masked, and masked inside the message too (a template may say `{phone}`)."""
+    samples = head.select(
+        "phone", mask_number_expr("phone").alias("to"), "country", "encoding", "segments", "message"
+    ).to_dicts()
+    for sample in samples:
+        phone = sample.pop("phone")
+        if phone:
+            sample["message"] = str(sample["message"]).replace(phone, mask_number(phone))
+    return samples

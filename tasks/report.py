@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from globe_sms.ledger import task_id
 from globe_sms.masking import mask_number_expr
+from globe_sms.spreadsheets import neutralise_for_spreadsheets
 from tasks.preview import Preview
 
 ARTIFACT_TABLE_ROWS = 200
@@ -203,7 +204,7 @@ def write_rejects(rejects: pl.DataFrame, ledger_url: str, campaign_id: str) -> P
     flat = rejects.with_columns(
         [pl.col(name).list.join("; ") for name, dtype in rejects.schema.items() if isinstance(dtype, pl.List)]
     )
-    flat.write_csv(path)
+    neutralise_for_spreadsheets(flat).write_csv(path)  # no cell becomes a live formula
     return path
 
 

@@ -42,6 +42,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from globe_sms.campaign import Campaign
+from globe_sms.spreadsheets import neutralise_for_spreadsheets
 from tasks.cost import COST_DTYPE, PRICE_SCALE, CostEstimate, PriceTable, estimate_cost
 from tasks.preview import SAMPLE_SIZE, Preview, build_preview
 from tasks.reasons import DUPLICATE
@@ -150,13 +151,17 @@ class Spool:
         return self.scan_rejects().collect()
 
     def write_rejects_csv(self, path: Path) -> Path | None:
-        """Write every rejected row (lists joined with `; `) as CSV, streaming; None when there is none."""
+        """Write every rejected row (lists joined with `; `) as CSV, streaming; None when there is none.
+
+        Cells and headers are neutralised for spreadsheets (`globe_sms.spreadsheets`): people open it in one.
+        """
         if self.rejected == 0:
             return None
         scan = self.scan_rejects()
         lists = [name for name, dtype in scan.collect_schema().items() if isinstance(dtype, pl.List)]
         path.parent.mkdir(parents=True, exist_ok=True)
-        scan.with_columns(pl.col(name).list.join("; ") for name in lists).sink_csv(path)
+        joined = scan.with_columns(pl.col(name).list.join("; ") for name in lists)
+        neutralise_for_spreadsheets(joined).sink_csv(path)  # no cell becomes a live formula
         return path
 
     def estimate_cost(self, prices: PriceTable) -> CostEstimate:

@@ -1,0 +1,222 @@
+"""Files meant for spreadsheets are inert (globe_sms/spreadsheets.py): unit tests of the neutraliser, a real
+`globe-sms send` whose rejects file is checked cell by cell, and (where LibreOffice is installed) the rejects
+file opened by a real spreadsheet with formula evaluation on. Masking is tested in tests/test_masking.py."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from globe_sms.cli import app
+from globe_sms.spreadsheets import (
+    FORMULA_STARTS,
+    neutralise_cell,
+    neutralise_expr,
+    neutralise_for_spreadsheets,
+)
+from tasks.report import write_rejects
+
+runner = CliRunner()
+
+HYPERLINK = '=HYPERLINK("http://x","y")'
+ATTACKS = [HYPERLINK, "@SUM(1+1)", "-cmd|' /C calc'!A0", "+1+1", "\t=1+1", "\r=1+1"]
+PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
+def is_inert(cell: str) -> bool:
+    """A CSV cell no spreadsheet reads as a formula: no formula start, or a plain number."""
+    return not cell.startswith(FORMULA_STARTS) or PLAIN_NUMBER.fullmatch(cell) is not None
+
+
+class TestNeutraliseForSpreadsheets:
+    def test_formula_cells_get_a_leading_quote_and_keep_their_text(self) -> None:
+        """Every OWASP formula start is prefixed with `'`; the rest of the cell is untouched."""
+        frame = pl.DataFrame({"note": [*ATTACKS, "Ann", "[/oops]", "'already", "", None]})
+        out = neutralise_for_spreadsheets(frame)["note"].to_list()
+        assert out == [*("'" + attack for attack in ATTACKS), "Ann", "[/oops]", "'already", "", None]
+
+    def test_plain_numbers_and_phones_stay_readable(self) -> None:
+        """`+85212345678`, `-5`, `+0.5` are numbers to a spreadsheet, never formulas: left as they are."""
+        cells = ["+85212345678", "-5", "+0.5", "85212345678", "0085212345678"]
+        assert neutralise_for_spreadsheets(pl.DataFrame({"phone": cells}))["phone"].to_list() == cells
+
+    def test_a_phone_with_separators_is_neutralised(self) -> None:
+        """`+852 1234 5678` is no number to Excel, which would read it as a formula: it gets its `'`."""
+        out = neutralise_for_spreadsheets(pl.DataFrame({"phone": ["+852 1234 5678", "+1-415-555-2671"]}))
+        assert out["phone"].to_list() == ["'+852 1234 5678", "'+1-415-555-2671"]
+
+    def test_headers_are_cells_too(self) -> None:
+        """A header `=cmd` is written `'=cmd`; ordinary headers keep their names and order."""
+        frame = pl.DataFrame({"phone": ["1"], "=cmd": ["x"], "@SUM(1)": ["y"], "[/oops]": ["z"]})
+        assert neutralise_for_spreadsheets(frame).columns == ["phone", "'=cmd", "'@SUM(1)", "[/oops]"]
+
+    def test_only_text_columns_change_and_lazy_frames_work(self) -> None:
+        """Numbers, dates and booleans stay typed; categoricals are text; a LazyFrame stays lazy."""
+        frame = pl.DataFrame(
+            {
+                "n": [-1, 2],
+                "f": [-1.5, 2.0],
+                "ok": [True, False],
+                "cat": pl.Series(["=1", "a"], dtype=pl.Categorical),
+                "s": ["@x", "b"],
+            }
+        )
+        lazy = neutralise_for_spreadsheets(frame.lazy())
+        assert isinstance(lazy, pl.LazyFrame)
+        out = lazy.collect()
+        assert out.schema == pl.Schema(
+            {"n": pl.Int64, "f": pl.Float64, "ok": pl.Boolean, "cat": pl.String, "s": pl.String}
+        )
+        assert out.to_dict(as_series=False) == {
+            "n": [-1, 2], "f": [-1.5, 2.0], "ok": [True, False], "cat": ["'=1", "a"], "s": ["'@x", "b"]
+        }
+
+    def test_write_rejects_writes_inert_cells(self, tmp_path: Path) -> None:
+        """`tasks.report.write_rejects` (the one-frame writer) neutralises cells, headers and joined lists."""
+        rejects = pl.DataFrame(
+            {"phone": ATTACKS, "=h": ATTACKS, "source_row": range(1, 7), "reasons": [["letters"]] * 6}
+        )
+        path = write_rejects(rejects, f"sqlite:///{tmp_path}/ledger.db", "c1")
+        assert path is not None
+        rows = list(csv.reader(path.open(newline="")))
+        assert rows[0] == ["phone", "'=h", "source_row", "reasons"]
+        assert all(is_inert(cell) for row in rows for cell in row)
+        assert [row[0] for row in rows[1:]] == ["'" + attack for attack in ATTACKS]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="=+-@\t\r\n0123456789.a '", max_size=12), min_size=1, max_size=20))
+def test_the_scalar_and_vectorised_rules_agree_and_leave_nothing_live(cells: list[str]) -> None:
+    """`neutralise_cell` (headers) and `neutralise_expr` (cells) agree, and every result is inert."""
+    vectorised = pl.DataFrame({"c": cells}).select(neutralise_expr("c"))["c"].to_list()
+    assert vectorised == [neutralise_cell(cell) for cell in cells]
+    assert all(is_inert(cell) for cell in vectorised)
+
+
+# --- a real campaign -------------------------------------------------------------------------------------
+
+CAMPAIGN = """\
+campaign_id: inert-rejects
+source:
+  path: people.csv
+  phone_column: phone
+template: "Hi {first_name}, {note}"
+gateway:
+  endpoint: emulator
+  calls_per_second: 20
+validation:
+  max_reject_share: 1.0
+"""
+
+
+def write_campaign(folder: Path) -> Path:
+    """A campaign whose list holds formula cells in the phone column, in other columns and in the header."""
+    rows = [
+        ["phone", "first_name", "note", "=cmd", "@SUM(1)"],
+        ["+85261234567", "Ann", "hello", "a", "b"],
+        ["+85261234568", "Bo", "hello", "a", "b"],
+        *([attack, "Eve", attack, attack, "x"] for attack in ATTACKS),
+        ["[/oops]", "[/oops]", "[/oops]", "[/oops]", "x"],
+        ["+8613800138000", "Hu", "-2+3", "+1+1", "x"],  # mainland China: rejected, its phone a plain number
+        ["+85261234567", "Dup", HYPERLINK, "@SUM(1+1)", "x"],  # duplicate of row 1
+    ]
+    with (folder / "people.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    (folder / "campaign.yaml").write_text(CAMPAIGN)
+    return folder / "campaign.yaml"
+
+
+@pytest.fixture
+def rejects_of_a_real_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str
+) -> tuple[Path, str]:
+    """Send the campaign through the embedded emulator with `globe-sms send`; its rejects file and output."""
+    monkeypatch.chdir(tmp_path)
+    campaign = write_campaign(tmp_path)
+    result = runner.invoke(app, ["send", str(campaign)])
+    assert result.exit_code == 0, result.output
+    files = list(tmp_path.rglob("inert-rejects-rejects.csv"))
+    assert len(files) == 1, result.output
+    return files[0], result.output
+
+
+def test_a_sent_campaign_writes_a_rejects_file_with_no_live_formula(
+    rejects_of_a_real_send: tuple[Path, str],
+) -> None:
+    """Formula cells (phone, other columns, headers) come back with a `'`; phones that are numbers do not."""
+    path, output = rejects_of_a_real_send
+    assert "accepted" in output
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))
+    header, body = rows[0], rows[1:]
+    assert header[:5] == ["phone", "first_name", "note", "'=cmd", "'@SUM(1)"]
+    live = [cell for row in rows for cell in row if not is_inert(cell)]
+    assert live == []
+    assert len(body) == len(ATTACKS) + 3  # the attacks, [/oops], mainland China, the duplicate
+    by_phone = {row[0]: row for row in body}
+    for attack in ATTACKS:
+        row = by_phone["'" + attack]  # the cell as it was, behind a `'`
+        assert row[2] == "'" + attack and row[3] == "'" + attack
+    assert by_phone["[/oops]"][:4] == ["[/oops]", "[/oops]", "[/oops]", "[/oops]"]
+    mainland = by_phone["+8613800138000"]  # readable: a number, not an injection
+    assert mainland[2:4] == ["'-2+3", "'+1+1"]
+    duplicate = by_phone["+85261234567"]
+    assert duplicate[2:4] == ["'" + HYPERLINK, "'@SUM(1+1)"]
+
+
+# --- a real spreadsheet ------------------------------------------------------------------------------------
+
+SOFFICE = shutil.which("soffice") or shutil.which("libreoffice")
+TABLE = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
+OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+# CSV import options: comma, double quote, UTF-8, from line 1, ..., token 13 `true` = evaluate formulas (the
+# way Excel opens a CSV; LibreOffice asks). See LibreOffice's "Filter Options for the CSV Filter".
+CSV_FILTER = "CSV:44,34,76,1,,0,false,true,false,false,false,-1,true"
+
+
+def open_in_libreoffice(csv_path: Path, workdir: Path) -> list[list[tuple[str | None, str | None, str]]]:
+    """A CSV converted to a flat ODS sheet, formulas evaluated: (formula, value type, text) of each cell."""
+    profile = workdir / "lo-profile"
+    subprocess.run(
+        [
+            str(SOFFICE), "--headless", f"-env:UserInstallation={profile.as_uri()}",
+            f"--infilter={CSV_FILTER}", "--convert-to", "fods", "--outdir", str(workdir), str(csv_path),
+        ],
+        check=True, capture_output=True, timeout=180,
+    )
+    tree = ET.parse(workdir / (csv_path.stem + ".fods"))
+    return [
+        [
+            (
+                cell.get(f"{{{TABLE}}}formula"),
+                cell.get(f"{{{OFFICE}}}value-type"),
+                "".join(cell.itertext()).strip(),
+            )
+            for cell in row.findall(f"{{{TABLE}}}table-cell")
+        ]
+        for row in tree.iter(f"{{{TABLE}}}table-row")
+    ]
+
+
+@pytest.mark.skipif(SOFFICE is None, reason="no LibreOffice (apt-get install libreoffice-calc-nogui)")
+def test_libreoffice_finds_no_formula_in_the_rejects_file(
+    rejects_of_a_real_send: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Opened with formula evaluation on, the source list has live formulas and the rejects file none."""
+    path, _ = rejects_of_a_real_send
+    source = open_in_libreoffice(tmp_path / "people.csv", tmp_path / "source")
+    assert any(formula for row in source for formula, _, _ in row)  # the check can see a formula
+    sheet = open_in_libreoffice(path, tmp_path / "rejects")
+    assert [cell for row in sheet for cell in row if cell[0]] == []
+    phones = {row[0][2]: row[0][1] for row in sheet[1:]}
+    assert phones["8613800138000"] == "float"  # `+8613800138000`: a number, every digit shown
+    assert phones["'" + HYPERLINK] == "string"
