@@ -213,8 +213,9 @@ def _unreadable_error(where: str, unit: str, unreadable: pl.DataFrame) -> Unread
     """The error listing (up to `SHOWN_UNREADABLE`) unreadable entries, masked, with the reason of each."""
     count = unreadable.height
     lines = [
-        f"{where}: {count:,} opt-out {'entry' if count == 1 else 'entries'} cannot be read as a phone "
-        "number, so nothing was sent (an unreadable opt-out would let that person be messaged):"
+        f"{where}: {count:,} opt-out {'entry' if count == 1 else 'entries'} cannot be read as "
+        f"{'a phone number' if count == 1 else 'phone numbers'}, so nothing was sent (an unreadable opt-out "
+        "would let that person be messaged):"
     ]
     for line, entry, reason in unreadable.head(SHOWN_UNREADABLE).iter_rows():
         lines.append(f"  {unit} {line}: {mask_entry(entry or '')!r}: {REASONS[reason]}")
