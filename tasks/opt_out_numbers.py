@@ -12,7 +12,8 @@ An opt-out must stay effective whatever its format, so the rules differ from rec
 
 What stays unreadable (and is reported, never dropped silently): a national number (`07911 123456`) when the
 rules have no `default_region`, spreadsheet damage (`8.52983E+10`, `447911123456.0`: digits are lost),
-letters, other characters, an unknown calling code, or a bare calling code.
+letters, other characters, an unknown calling code, a bare calling code, or more than 15 digits (E.164's
+limit: often an extension written without a marker).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tasks.mobile_rules import check_mobile_numbers
 from tasks.normalise import normalise_phones
 
 _MIN_NATIONAL_DIGITS = 2  # phonenumbers' _MIN_LENGTH_FOR_NSN
+MAX_DIGITS = 15  # E.164's longest number: more is not one number (and would not fit validation's Int64 key)
 # RFC 3966 `;ext=12`, and the written forms phonenumbers reads: `ext. 12`, `extn 12`, `extension 12`, `x12`,
 # `#12`; always at the end of the entry, after the number.
 EXTENSION_RE = (
@@ -44,6 +46,8 @@ REASONS = {
     "invalid_characters": "contains characters that are not part of a phone number",
     "unknown_code": "no known country calling code",
     "too_short": "too few digits after the country code",
+    "too_long": f"more than {MAX_DIGITS} digits, the longest a phone number can be: if it ends in an "
+    "extension, mark it (ext. 12, x12)",
 }
 """Why an entry is unreadable, by code: the text the error shows for each."""
 
@@ -112,16 +116,19 @@ def _readings(entries: pl.DataFrame, default_region: str | None) -> tuple[pl.Dat
 
 
 def _usable(reading: pl.DataFrame) -> pl.Series:
-    """Rows of a reading whose digits resolve to a known calling code with enough national digits."""
+    """Rows of a reading whose digits resolve to a known calling code, with a plausible number of digits."""
     return reading.select(
-        pl.col("_cc").is_not_null() & (pl.col("_nsn").str.len_bytes() >= _MIN_NATIONAL_DIGITS)
+        pl.col("_cc").is_not_null()
+        & (pl.col("_nsn").str.len_bytes() >= _MIN_NATIONAL_DIGITS)
+        & (pl.col("_digits").str.len_bytes() <= MAX_DIGITS)
     ).to_series().fill_null(False)
 
 
 def _reason(reading: pl.DataFrame) -> pl.Expr:
     """The reason code of an unusable row, from the as-written reading's flags (first that applies)."""
     flags = ["_empty", "_damage", "_no_country_code", "_letters", "_invalid_characters", "_unknown_code"]
-    expr: pl.Expr = pl.lit("too_short")
+    too_long = pl.col("_digits").str.len_bytes() > MAX_DIGITS
+    expr: pl.Expr = pl.when(too_long).then(pl.lit("too_long")).otherwise(pl.lit("too_short"))
     for flag in reversed(flags):
         expr = pl.when(pl.col(flag)).then(pl.lit(flag.removeprefix("_"))).otherwise(expr)
     return expr

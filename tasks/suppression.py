@@ -36,7 +36,11 @@ SHOWN_UNREADABLE = 20
 """How many unreadable entries an error lists (then `... and N more`)."""
 _SEPARATORS = ",;\t"
 _NUMBER_LIKE = re.compile(r"""^["'=]*[+(0-9]""")  # a first line that is an entry, not a header
-_SOURCE_FIELD = re.compile(r"\bsource\.(?=[a-z_]+\b)")
+# Source readers' messages say `source.<field>`; for an opt-out list, `validation.suppression.<field>`.
+_SOURCE_FIELD = re.compile(
+    r"(?<![\w/.-])source\.(?=(?:path|query|connection|phone_column|url|params|records_path|pagination|auth|"
+    r"separator|encoding)\b)"
+)
 
 
 class SuppressionError(ValueError):

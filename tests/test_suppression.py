@@ -147,6 +147,7 @@ class TestReadOptOutNumbers:
             ("+44 7911 12345#", "invalid_characters"),
             ("+999 123 4567", "unknown_code"),
             ("+44", "too_short"),
+            ("+44 7911 123456 7890 1234", "too_long"),
             ("", "empty"),
         ],
     )
