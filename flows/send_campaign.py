@@ -37,6 +37,7 @@ from tasks.plan import SendPlan, plan_batches
 from tasks.report import CampaignSummary, publish_report
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
 from tasks.spool import Spool, rejects_file, spool_campaign
+from tasks.suppression import check_suppression_files
 
 
 class CampaignFailed(RuntimeError):
@@ -114,9 +115,11 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
         CampaignFailed: a permanent error (balance, sender ID, credentials), exhausted retries or a lost run
             lease stopped the run; the batches not sent stay pending in the ledger for the next run.
         CampaignBusy: another run of the same campaign is sending it; this one did nothing.
+        SuppressionError: an opt-out list is missing or has unreadable entries; nothing was sent.
     """
     started = time.monotonic()
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
+    check_suppression_files(campaign.validation)  # a missing opt-out list: stop before touching the ledger
     # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):
         summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))
@@ -140,6 +143,7 @@ def _run_campaign(
             valid=spool.valid,
             rejected=spool.rejected,
             rejected_by_reason=spool.rejected_by_reason,
+            opt_outs_ignored=spool.opt_outs_ignored,
             allowed_calls_per_second=campaign.gateway.calls_per_second,
         )
         rejects_path = spool.write_rejects_csv(rejects_file(campaign.ledger, campaign.campaign_id))

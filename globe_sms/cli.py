@@ -36,10 +36,11 @@ def _before_sending_errors() -> tuple[type[BaseException], ...]:
     from globe_sms.ledger import CampaignBusy
     from tasks.render import TemplateError
     from tasks.sources import SourceError
+    from tasks.suppression import SuppressionError
     from tasks.validate import RecipientSchemaError, TooManyRejects
 
     errors: list[type[BaseException]] = [
-        CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects
+        CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects, SuppressionError
     ]
     errors.append(CampaignBusy)  # another run of the campaign holds its run lease: nothing was touched
     try:
@@ -64,10 +65,12 @@ def send(
     """Run a campaign end to end and print its summary."""
     from globe_sms.campaign import Campaign
     from globe_sms.progress import SendProgress, listening
+    from tasks.suppression import check_suppression_files
 
     before_sending = _before_sending_errors()
     try:
         campaign = Campaign.from_yaml(campaign_file)
+        check_suppression_files(campaign.validation)  # before any Prefect run starts
         if dry_run or resend_unknown:
             campaign = campaign.model_copy(
                 update={
@@ -178,6 +181,8 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
     ]
     for reason, count in sorted(summary.rejected_by_reason.items()):
         rows.append((f"  rejected: {reason}", f"{count:,}"))
+    if summary.opt_outs_ignored:
+        rows.append(("opt-out entries unreadable, ignored", f"{summary.opt_outs_ignored:,}"))
     if summary.rejects_file:
         rows.append(("rejects file", summary.rejects_file))
     for key, value in rows:

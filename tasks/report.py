@@ -63,6 +63,11 @@ class CampaignSummary(BaseModel):
     valid: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    opt_outs_ignored: int = Field(
+        default=0,
+        description="Opt-out entries that could not be read as numbers, skipped under "
+        "`validation.suppression_unreadable: ignore`.",
+    )
     planned: int = 0
     batches: int = 0
     accepted: int = 0
@@ -145,6 +150,8 @@ class CampaignSummary(BaseModel):
             f"| calls per second | {self.calls_per_second:.3f} of "
             f"{self.allowed_calls_per_second:g} allowed |",
         ]
+        if self.opt_outs_ignored:
+            lines.append(f"| opt-out entries unreadable, ignored | {self.opt_outs_ignored:,} |")
         if self.estimated_cost is not None:
             lines.append(f"| estimated cost | {self.estimated_cost:,.2f} {self.currency or ''} |")
         if self.rejected_by_reason:

@@ -50,7 +50,7 @@ from tasks.render import MessageTemplate, render_messages
 from tasks.report import ARTIFACT_TABLE_ROWS, data_folder
 from tasks.segments import count_culprits
 from tasks.sources import DEFAULT_BATCH_ROWS, SourceError, describe_source, iter_source_batches
-from tasks.validate import TooManyRejects, ValidationRules, load_suppression_file, validate_recipients
+from tasks.validate import TooManyRejects, ValidationRules, load_opt_outs, validate_recipients
 
 CHUNK_ROWS_ENV = "GLOBE_SMS_CHUNK_ROWS"
 PARTS = "part-*.parquet"
@@ -102,6 +102,8 @@ class Spool:
         rejected_by_reason: rejected rows per reason code (`missing_value:x` counts as `missing_value`).
         ucs2_culprits: character -> messages it forces into UCS-2, most frequent first.
         chunks: how many chunks were read.
+        opt_outs_ignored: opt-out entries that could not be read, skipped under
+            `validation.suppression_unreadable: ignore`.
     """
 
     folder: Path
@@ -112,6 +114,7 @@ class Spool:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     ucs2_culprits: dict[str, int] = field(default_factory=dict)
     chunks: int = 0
+    opt_outs_ignored: int = 0
 
     @property
     def messages_dir(self) -> Path:
@@ -281,7 +284,7 @@ def spool_recipients(
         folder: where to write the spool (created; must not hold an earlier spool).
         phone_column: the phone column.
         template: the message template.
-        rules: validation rules (a suppression file is read once, not per chunk).
+        rules: validation rules (the opt-out lists are read once, before the first chunk, not per chunk).
         on_chunk: called after each chunk, e.g. to log progress.
 
     Returns:
@@ -290,12 +293,12 @@ def spool_recipients(
     Raises:
         RecipientSchemaError, TemplateError: from validation and rendering of the first chunk.
         SourceError: from the source, part-way or at the start.
+        SuppressionError: an opt-out list is missing, unreadable, or has entries that are not numbers (under
+            `suppression_unreadable: error`); raised before the source is read.
     """
     rules = rules if rules is not None else ValidationRules()
-    suppression = None
-    if rules.suppression_file is not None:
-        suppression = load_suppression_file(rules.suppression_file)
-        rules = rules.model_copy(update={"suppression_file": None})
+    opt_outs = load_opt_outs(rules)  # before the source: an unusable opt-out list stops the run at once
+    rules = rules.model_copy(update={"suppression_file": None, "suppression": None})
     folder.mkdir(parents=True, exist_ok=False)
     spool = Spool(folder)
     reasons: Counter[str] = Counter()
@@ -305,7 +308,7 @@ def spool_recipients(
         if raw.height == 0:
             continue
         chunk = _numbered(raw, next_row)
-        validation = validate_recipients(chunk, phone_column, rules, suppression)
+        validation = validate_recipients(chunk, phone_column, rules, opt_outs)
         rendered = render_messages(validation.valid, template)
         frames = [frame for frame in (validation.rejects, rendered.rejects) if frame.height]
         rejects = pl.concat(frames, how="diagonal_relaxed") if frames else validation.rejects
@@ -342,7 +345,10 @@ def spool_recipients(
         ((char, n) for char, n in culprits.items() if n > 0), key=lambda item: (-item[1], item[0])
     )
     return replace(
-        spool, rejected_by_reason={k: v for k, v in reasons.items() if v}, ucs2_culprits=dict(ordered)
+        spool,
+        rejected_by_reason={k: v for k, v in reasons.items() if v},
+        ucs2_culprits=dict(ordered),
+        opt_outs_ignored=opt_outs.ignored if opt_outs is not None else 0,
     )
 
 
@@ -506,6 +512,7 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
 
     Raises:
         SourceError: the source cannot be read (nothing is sent).
+        SuppressionError: an opt-out list cannot be used (nothing is sent).
         RecipientSchemaError, TemplateError: the list or the template cannot be used.
         TooManyRejects: more of the list is invalid than `validation.max_reject_share` allows.
     """
@@ -524,7 +531,7 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
             f"{stats.rejected:,}",
         )
 
-    return stream_campaign(
+    spool = stream_campaign(
         iter_source_batches(source, batch_rows),
         new_spool_folder(campaign.ledger, campaign.campaign_id),
         phone_column=source.phone_column,
@@ -532,3 +539,10 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
         rules=campaign.validation,
         on_chunk=log,
     )
+    if spool.opt_outs_ignored:
+        logger.warning(
+            "%s opt-out entries could not be read as numbers and were ignored "
+            "(validation.suppression_unreadable: ignore)",
+            f"{spool.opt_outs_ignored:,}",
+        )
+    return spool

@@ -38,7 +38,14 @@ from tasks.reasons import (
     reason_text,
     rejected,
 )
-from tasks.suppression import load_suppression_file, normalise_numbers
+from tasks.suppression import (
+    OptOuts,
+    load_opt_outs,
+    load_suppression_file,
+    normalise_numbers,
+    numbered_entries,
+    read_opt_outs,
+)
 from tasks.validation_rules import (
     RecipientSchemaError,
     TooManyRejects,
@@ -101,16 +108,17 @@ def _phones_as_text(frame: pl.DataFrame, phone_column: str, numeric: bool) -> pl
     return phones
 
 
-def _suppression_keys(rules: ValidationRules, suppression: pl.Series | None) -> pl.Series | None:
-    """Opt-out numbers from the rules' file and the caller's Series as Int64 keys (None if there are none)."""
-    sources = []
-    if rules.suppression_file is not None:
-        sources.append(load_suppression_file(rules.suppression_file))
-    if suppression is not None:
-        sources.append(suppression.cast(pl.String).rename("phone"))
-    if not sources:
-        return None
-    return normalise_numbers(pl.concat(sources), default_region=rules.default_region).cast(pl.Int64)
+def _suppression_keys(rules: ValidationRules, suppression: pl.Series | OptOuts | None) -> pl.Series | None:
+    """Opt-out numbers from the rules' lists and the caller's as Int64 keys (None if there are none)."""
+    keys = []
+    opt_outs = load_opt_outs(rules)
+    if opt_outs is not None:
+        keys.append(opt_outs.keys)
+    if isinstance(suppression, OptOuts):
+        keys.append(suppression.keys)
+    elif suppression is not None:
+        keys.append(read_opt_outs(numbered_entries(suppression), rules, "suppression", "entry").keys)
+    return pl.concat(keys) if keys else None
 
 
 def _row_rules(
@@ -201,7 +209,7 @@ def validate_recipients(
     frame: pl.DataFrame,
     phone_column: str,
     rules: ValidationRules | None = None,
-    suppression: pl.Series | None = None,
+    suppression: pl.Series | OptOuts | None = None,
 ) -> ValidationResult:
     """Validate, deduplicate and suppress a recipient list, and split it into valid rows and rejects.
 
@@ -211,7 +219,8 @@ def validate_recipients(
             An integer `source_row` column, if present, is used as the row number (for pre-split batches).
         phone_column: name of the phone column.
         rules: the campaign's `ValidationRules` (default: no default region, strict mobile patterns).
-        suppression: extra opt-out numbers in any format, added to `rules.suppression_file`.
+        suppression: extra opt-outs, added to the rules' lists: numbers in any format (read like
+            `rules.suppression_file`'s entries), or an `OptOuts` already read by `load_opt_outs`.
 
     Returns:
         A `ValidationResult`; its `valid` and `rejects` frames partition the input rows, in source order.
@@ -219,7 +228,8 @@ def validate_recipients(
     Raises:
         RecipientSchemaError: the phone column is missing or of an unusable type, or an input column clashes
             with an output column.
-        FileNotFoundError: `rules.suppression_file` does not exist.
+        SuppressionError: an opt-out list is missing or unreadable, or has entries that cannot be read as
+            numbers (unless `rules.suppression_unreadable` is `ignore`).
 
     Example:
         >>> frame = pl.DataFrame({"name": ["Ann", "Bo"], "mobile": ["+852 6123 4567", "+86 138 0013 8000"]})
@@ -261,11 +271,13 @@ def validate_recipients(
 
 __all__ = [
     "REASON_CODES",
+    "OptOuts",
     "RecipientSchemaError",
     "TooManyRejects",
     "ValidationResult",
     "ValidationRules",
     "check_reject_share",
+    "load_opt_outs",
     "load_suppression_file",
     "normalise_numbers",
     "read_csv_as_strings",

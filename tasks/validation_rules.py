@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from globe_sms.sources import Source
 from schemas.dialing_codes import known_regions
 from tasks.reasons import NOT_INVALID_CODES
 
@@ -71,8 +72,28 @@ class ValidationRules(BaseModel):
     suppression_file: str | None = Field(
         default=None,
         description=(
-            "Path of an opt-out list: a text file with one number per line, or a CSV with a 'phone' column. "
-            "Its numbers are normalised like the recipients' (same default_region)."
+            "Path of an opt-out file: plain text with one number per line, or a CSV with a 'phone' column "
+            "(UTF-8; blank lines and lines starting with # are skipped). Relative paths resolve against the "
+            "campaign file. Numbers are read like the recipients' (same default_region), without length or "
+            "mobile checks; an extension (ext. 12, x12, ;ext=12) is dropped. A missing file stops the "
+            "campaign. Can be given with `suppression`: both lists are suppressed."
+        ),
+    )
+    suppression: Source | None = Field(
+        default=None,
+        description=(
+            "An opt-out list read like recipients, from any source kind (csv, parquet, ndjson, postgres, "
+            "http); its `phone_column` (default 'phone') holds the numbers. E.g. {kind: postgres, query: "
+            "'SELECT phone FROM opt_outs', connection: {env: OPTOUTS_DB_URL}}. Can be given with "
+            "`suppression_file`: both lists are suppressed."
+        ),
+    )
+    suppression_unreadable: Literal["error", "ignore"] = Field(
+        default="error",
+        description=(
+            "An opt-out entry that cannot be read as a number (a national number without default_region, "
+            "spreadsheet damage such as 8.52983E+10, letters): 'error' stops the campaign before sending "
+            "and lists every such line, masked; 'ignore' skips them and counts them in the run summary."
         ),
     )
 

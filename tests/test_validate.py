@@ -6,6 +6,7 @@ numbers is in tests/test_validate_properties.py.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -19,7 +20,12 @@ import pytest
 from schemas.dialing_codes import METADATA_VERSION, code_for_region, dialing_tables, mobile_plan
 from schemas.recipients import RejectedRecipients, ValidRecipients, raw_recipients_schema
 from tasks.reasons import REASON_CODES
-from tasks.suppression import load_suppression_file, normalise_numbers
+from tasks.suppression import (
+    SuppressionFileMissing,
+    UnreadableOptOuts,
+    load_suppression_file,
+    normalise_numbers,
+)
 from tasks.validate import (
     RecipientSchemaError,
     TooManyRejects,
@@ -311,9 +317,18 @@ class TestSuppression:
     def test_suppression_series_in_any_format(self, tmp_path: Path) -> None:
         """Opt-outs are normalised like recipients before comparing."""
         frame = pl.DataFrame({"mobile": ["+852 5123 4567", "+853 6612 3456"]})
-        result = validate_recipients(frame, "mobile", suppression=pl.Series(["00852-5123-4567", "junk"]))
+        result = validate_recipients(frame, "mobile", suppression=pl.Series(["00852-5123-4567"]))
         assert result.valid["phone"].to_list() == ["85366123456"]
         assert result.suppressed == 1 and result.rejects["reasons"].to_list() == [["suppressed"]]
+
+    def test_unreadable_suppression_entry_fails_closed(self) -> None:
+        """A Series entry that is not a number stops validation, unless the rules say to ignore it."""
+        frame = pl.DataFrame({"mobile": ["+852 5123 4567", "+853 6612 3456"]})
+        opt_outs = pl.Series(["00852-5123-4567", "junk"])
+        with pytest.raises(UnreadableOptOuts, match="entry 2: 'junk': contains letters"):
+            validate_recipients(frame, "mobile", suppression=opt_outs)
+        rules = ValidationRules(suppression_unreadable="ignore")
+        assert validate_recipients(frame, "mobile", rules, suppression=opt_outs).suppressed == 1
 
     def test_suppression_text_file_with_default_region(self, tmp_path: Path) -> None:
         """A text file, one number per line, read with the campaign's default region."""
@@ -344,7 +359,7 @@ class TestSuppression:
     def test_missing_suppression_file_is_an_error(self, tmp_path: Path) -> None:
         """A configured opt-out list that is not there stops validation."""
         rules = ValidationRules(suppression_file=str(tmp_path / "missing.txt"))
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(SuppressionFileMissing, match=re.escape(str(tmp_path / "missing.txt"))):
             validate_recipients(mixed_source(), "mobile", rules)
 
     def test_normalise_numbers_is_the_hook(self) -> None:
