@@ -339,7 +339,7 @@ class Campaign(BaseModel):
             base: the campaign file's folder, or for a campaign without a file the flow run's working
                 directory.
         """
-        campaign: Campaign = _with_paths_resolved(self, PATH_FIELDS, base)
+        campaign = paths.with_paths_resolved(self, PATH_FIELDS, base)
         if campaign.ledger is not None:
             ledger = paths.resolve_ledger_url(campaign.ledger, base)
             if ledger != campaign.ledger:
@@ -372,26 +372,3 @@ class Campaign(BaseModel):
         except ValidationError as exc:
             raise CampaignFileError.from_validation(exc, origin) from None
 
-
-def _with_paths_resolved(model: Any, fields: tuple[tuple[str, ...], ...], base: Path) -> Any:
-    """`model` (a pydantic model) with the string at each attribute path in `fields` made absolute against
-    `base`; nested models are copied, never changed in place, and a missing or None attribute is skipped."""
-    updates: dict[str, Any] = {}
-    nested: dict[str, list[tuple[str, ...]]] = {}
-    for field_path in fields:
-        head, *rest = field_path
-        if rest:
-            nested.setdefault(head, []).append(tuple(rest))
-            continue
-        value = getattr(model, head, None)
-        if isinstance(value, str):
-            resolved = paths.resolve_path(value, base)
-            if resolved != value:
-                updates[head] = resolved
-    for head, inner in nested.items():
-        child = getattr(model, head, None)
-        if isinstance(child, BaseModel):
-            copied = _with_paths_resolved(child, tuple(inner), base)
-            if copied is not child:
-                updates[head] = copied
-    return model.model_copy(update=updates) if updates else model

@@ -27,10 +27,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+Model = TypeVar("Model", bound=BaseModel)
 DATA_DIR_ENV = "GLOBE_SMS_DATA_DIR"
 LEDGER_FILE = "ledger.db"
 
@@ -107,6 +110,30 @@ def data_folder(ledger_url: str, data_dir: str | None = None) -> Path:
     return default_data_dir()
 
 
+def with_paths_resolved(model: Model, fields: tuple[tuple[str, ...], ...], base: Path) -> Model:
+    """`model` with the string at each attribute path in `fields` made absolute against
+    `base`; nested models are copied, never changed in place, and a missing or None attribute is skipped."""
+    updates: dict[str, Any] = {}
+    nested: dict[str, list[tuple[str, ...]]] = {}
+    for field_path in fields:
+        head, *rest = field_path
+        if rest:
+            nested.setdefault(head, []).append(tuple(rest))
+            continue
+        value = getattr(model, head, None)
+        if isinstance(value, str):
+            resolved = resolve_path(value, base)
+            if resolved != value:
+                updates[head] = resolved
+    for head, inner in nested.items():
+        child = getattr(model, head, None)
+        if isinstance(child, BaseModel):
+            copied = with_paths_resolved(child, tuple(inner), base)
+            if copied is not child:
+                updates[head] = copied
+    return model.model_copy(update=updates) if updates else model
+
+
 __all__ = [
     "DATA_DIR_ENV",
     "LEDGER_FILE",
@@ -116,4 +143,5 @@ __all__ = [
     "resolve_ledger_url",
     "resolve_path",
     "sqlite_file",
+    "with_paths_resolved",
 ]
