@@ -12,6 +12,7 @@ Run it on a schedule (e.g. every 30 minutes for three days after a campaign), or
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -19,8 +20,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from alibaba_sms import SmsClient
-from globe_sms.campaign import DEFAULT_LEDGER_URL, GatewaySettings
+from globe_sms.campaign import GatewaySettings
 from globe_sms.gateway import credentials_for
+from globe_sms.paths import default_ledger_url, resolve_ledger_url
 from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND, ReconcileResult, query_pacer, reconcile
 from globe_sms.receipts.report import DeliveryReport, build_report
 from globe_sms.receipts.store import ReceiptStore
@@ -107,7 +109,7 @@ def publish_delivery_report(ledger: str, campaign_id: str) -> DeliveryReport:
 @flow(name="reconcile-receipts", flow_run_name="reconcile-{campaign_id}", log_prints=False)
 def reconcile_receipts(
     campaign_id: str | None = None,
-    ledger: str = DEFAULT_LEDGER_URL,
+    ledger: str | None = None,
     gateway: GatewaySettings | None = None,
     older_than_minutes: float = 30.0,
     unknown_after_hours: float = 72.0,
@@ -119,7 +121,8 @@ def reconcile_receipts(
 
     Args:
         campaign_id: one campaign, or None for every campaign in the ledger.
-        ledger: the ledger's SQLAlchemy URL.
+        ledger: the ledger's SQLAlchemy URL (a relative SQLite file is in the flow run's working directory);
+            None: the default ledger, `sqlite:///<default data folder>/ledger.db` (see `globe_sms.paths`).
         gateway: endpoint and credentials of the account that sent the messages.
         older_than_minutes: query messages submitted at least this long ago with no final receipt.
         unknown_after_hours: a message still unsettled this long after submission becomes final `unknown`.
@@ -132,6 +135,7 @@ def reconcile_receipts(
     """
     logger = get_run_logger()
     gateway = gateway or GatewaySettings()
+    ledger = resolve_ledger_url(ledger, Path.cwd()) if ledger is not None else default_ledger_url()
     result = query_unsettled(
         ledger,
         gateway,
@@ -173,4 +177,4 @@ if __name__ == "__main__":
     from globe_sms.campaign import Campaign
 
     campaign = Campaign.from_yaml(sys.argv[1] if len(sys.argv) > 1 else "examples/welcome.yaml")
-    reconcile_receipts(campaign.campaign_id, campaign.ledger, campaign.gateway)
+    reconcile_receipts(campaign.campaign_id, campaign.ledger_url, campaign.gateway)

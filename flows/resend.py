@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -129,7 +130,8 @@ def resend_campaign(
         raise ValueError("choose the recipients to resend: failed, unknown, or both")
     logger = get_run_logger()
     started = time.monotonic()
-    with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):  # before reading anything
+    campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
+    with Ledger(campaign.ledger_url) as ledger, campaign_lease(ledger, campaign):  # before reading anything
         spool = spool_campaign(campaign)  # the same reading, validation and rendering as a campaign run
         try:
             summary = CampaignSummary(

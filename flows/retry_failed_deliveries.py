@@ -16,6 +16,8 @@ For failed or unknown *send* outcomes (FailedList, timeouts), see `flows/resend.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
@@ -62,9 +64,10 @@ def retry_failed_deliveries(
         CampaignBusy: another run of the campaign is sending it; nothing was reopened.
     """
     logger = get_run_logger()
+    campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
     with (
-        ReceiptStore(campaign.ledger) as store,
-        Ledger(campaign.ledger) as ledger,
+        ReceiptStore(campaign.ledger_url) as store,
+        Ledger(campaign.ledger_url) as ledger,
         campaign_lease(ledger, campaign),  # released before send_campaign, a flow run of its own, takes it
     ):
         reopened = reopen_failed_deliveries(

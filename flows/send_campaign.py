@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -119,9 +120,10 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
     """
     started = time.monotonic()
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
+    campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
     check_suppression_files(campaign.validation)  # a missing opt-out list: stop before touching the ledger
     # The lease first, so that a second run of the campaign stops before reading anything.
-    with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):
+    with Ledger(campaign.ledger_url) as ledger, campaign_lease(ledger, campaign):
         summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
@@ -146,7 +148,7 @@ def _run_campaign(
             opt_outs_ignored=spool.opt_outs_ignored,
             allowed_calls_per_second=campaign.gateway.calls_per_second,
         )
-        rejects_path = spool.write_rejects_csv(rejects_file(campaign.ledger, campaign.campaign_id))
+        rejects_path = spool.write_rejects_csv(rejects_file(campaign.data_folder, campaign.campaign_id))
         summary.rejects_file = str(rejects_path) if rejects_path else None
 
         plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan", clock)
@@ -182,7 +184,7 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
     first_call = last_call = None
     send_with_retries = send_batch.with_options(retries=campaign.gateway.max_attempts - 1)
     reports: list[dict[str, Any]] = []  # the per-batch table; each row is also the batch's event
-    with open_gateway(campaign.gateway, ledger_url=campaign.ledger) as gateway:
+    with open_gateway(campaign.gateway, ledger_url=campaign.ledger_url) as gateway:
         context = SendContext(campaign, gateway.client, ledger, gateway.pacer)
         for batch in plan.batches:
             try:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from globe_sms import paths
 from globe_sms.ledger import task_id as ledger_task_id
 from globe_sms.send_window import SendWindow
 from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
@@ -35,7 +36,14 @@ from tasks.render import MessageTemplate
 from tasks.validate import ValidationRules
 
 EMULATOR = "emulator"
-DEFAULT_LEDGER_URL = "sqlite:///.data/ledger.db"
+# Every field of a campaign that holds a file path (a glob too), as attribute names from the campaign down:
+# `Campaign.resolve_paths` makes these absolute. A field that holds a path goes here, and nowhere else.
+PATH_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("source", "path"),  # file sources only; the others have no `path`
+    ("price_table",),
+    ("validation", "suppression_file"),
+    ("data_dir",),
+)
 _SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")
 # `{date}` or `{date:Area/City}` in a campaign id; the resolved id is plain `[a-z0-9-]`.
 _DATE_PLACEHOLDER = re.compile(r"\{date(?::(?P<zone>[A-Za-z0-9_+/-]+))?\}")
@@ -217,15 +225,29 @@ class Campaign(BaseModel):
     gateway: GatewaySettings = Field(
         default_factory=GatewaySettings, description="Endpoint, signature and rate."
     )
-    ledger: str = Field(
-        default=DEFAULT_LEDGER_URL,
+    ledger: str | None = Field(
+        default=None,
         min_length=1,
-        description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL).",
+        description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL). A relative SQLite file "
+        "(`sqlite:///ledger.db`) is beside the campaign file, or, for a campaign without a file (UI, "
+        "deployment), in the flow run's working directory. Unset: sqlite:///<default data folder>/ledger.db, "
+        "the default data folder being $GLOBE_SMS_DATA_DIR, else $XDG_DATA_HOME/globe-sms, else "
+        "~/.local/share/globe-sms.",
+    )
+    data_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Folder for the rejects file and the run's spool; relative paths resolve like the "
+        "others. Unset: the folder of a SQLite ledger file, else the default data folder.",
     )
     validation: ValidationRules = Field(
         default_factory=ValidationRules, description="Recipient validation rules."
     )
-    price_table: str | None = Field(default=None, description="CSV of per-country prices per segment.")
+    price_table: str | None = Field(
+        default=None,
+        description="CSV of per-country prices per segment; a relative path resolves against the campaign "
+        "file's folder (no file: the flow run's working directory).",
+    )
     budget: float | None = Field(
         default=None, ge=0, description="Stop before sending if the estimated cost exceeds it."
     )
@@ -296,9 +318,37 @@ class Campaign(BaseModel):
         """The TaskId sent to Alibaba, echoed in delivery receipts: campaign id and batch number."""
         return ledger_task_id(self.campaign_id, batch_no)
 
+    @property
+    def ledger_url(self) -> str:
+        """The send ledger's URL: `ledger`, or the default ledger (`globe_sms.paths.default_ledger_url`)."""
+        return self.ledger if self.ledger is not None else paths.default_ledger_url()
+
+    @property
+    def data_folder(self) -> Path:
+        """Where the rejects file and the spool go: `data_dir`, else beside a SQLite ledger file, else the
+        default data folder (see `globe_sms.paths`)."""
+        return paths.data_folder(self.ledger_url, self.data_dir)
+
+    def resolve_paths(self, base: Path) -> Campaign:
+        """This campaign with every relative path made absolute against `base` (absolute ones unchanged).
+
+        The paths are the fields in `PATH_FIELDS` and the file of a SQLite `ledger` URL (in-memory and
+        server URLs stay as they are). Resolving twice changes nothing.
+
+        Args:
+            base: the campaign file's folder, or for a campaign without a file the flow run's working
+                directory.
+        """
+        campaign = paths.with_paths_resolved(self, PATH_FIELDS, base)
+        if campaign.ledger is not None:
+            ledger = paths.resolve_ledger_url(campaign.ledger, base)
+            if ledger != campaign.ledger:
+                campaign = campaign.model_copy(update={"ledger": ledger})
+        return campaign
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> Campaign:
-        """Load a campaign file; relative source paths resolve against the file's folder.
+        """Load a campaign file; relative paths resolve against the file's folder (`resolve_paths`).
 
         Raises:
             CampaignFileError: the file is missing, not YAML, or has bad values (every bad field is named).
@@ -312,19 +362,7 @@ class Campaign(BaseModel):
             raise CampaignFileError(f"{file} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise CampaignFileError(f"{file} must hold a mapping of campaign fields")
-        source = data.get("source")
-        if (
-            isinstance(source, dict)
-            and source.get("kind", "csv") in FILE_KINDS
-            and isinstance(source.get("path"), str)
-        ):
-            source_path = Path(source["path"])
-            if not source_path.is_absolute():
-                data["source"] = {**source, "path": str((file.parent / source_path).resolve())}
-        for key in ("price_table",):
-            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                data[key] = str((file.parent / data[key]).resolve())
-        return cls.parse(data, origin=str(file))
+        return cls.parse(data, origin=str(file)).resolve_paths(file.absolute().parent)
 
     @classmethod
     def parse(cls, data: dict[str, Any], origin: str = "campaign") -> Campaign:
@@ -333,3 +371,4 @@ class Campaign(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise CampaignFileError.from_validation(exc, origin) from None
+

@@ -121,7 +121,7 @@ def send(
     if campaign.gateway.is_emulator and campaign.gateway.emulator_receipts and not summary.dry_run:
         from globe_sms.cli_receipts import print_delivery_report
 
-        print_delivery_report(campaign.campaign_id, campaign.ledger)  # the embedded receiver stored them
+        print_delivery_report(campaign.campaign_id, campaign.ledger_url)  # the embedded receiver stored them
 
 
 def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.preview.Preview, imported lazily
@@ -171,6 +171,12 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
         ("accepted", f"{summary.accepted:,}"),
         ("failed", f"{summary.failed:,}"),
         ("unknown", f"{summary.unknown:,}"),
+        *(
+            [("left unknown by an interrupted run", f"{summary.recovered_as_unknown:,}")]
+            if summary.recovered_as_unknown
+            else []
+        ),
+        ("unknown in the ledger (all runs)", f"{summary.ledger_counts.get('unknown', 0):,}"),
         ("already sent earlier", f"{summary.already_sent:,}"),
         *([("deferred (send window)", summary.deferral_text)] if summary.deferral_text else []),
         ("elapsed", f"{summary.elapsed_seconds:.1f} s"),

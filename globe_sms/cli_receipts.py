@@ -17,7 +17,6 @@ from rich.table import Table
 
 from globe_sms.terminal import plain, problem
 
-DEFAULT_LEDGER = "sqlite:///.data/ledger.db"  # = globe_sms.campaign.DEFAULT_LEDGER_URL (checked by a test)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 receipts_app = typer.Typer(
@@ -26,14 +25,30 @@ receipts_app = typer.Typer(
 )
 console = Console()
 
-LedgerOption = Annotated[str, typer.Option("--ledger", help="SQLAlchemy URL of the send ledger.")]
+LedgerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger",
+        help="SQLAlchemy URL of the send ledger (a relative SQLite file is taken in the current directory); "
+        "default: the default ledger, sqlite:///<data folder>/ledger.db, the data folder being "
+        "$GLOBE_SMS_DATA_DIR, else $XDG_DATA_HOME/globe-sms, else ~/.local/share/globe-sms.",
+    ),
+]
+
+
+def ledger_url(option: str | None) -> str:
+    """The ledger a `--ledger` option means: the default ledger when absent, a relative SQLite file made
+    absolute against the current directory (as any path given on a command line)."""
+    from globe_sms.paths import default_ledger_url, resolve_ledger_url
+
+    return default_ledger_url() if option is None else resolve_ledger_url(option, Path.cwd())
 
 
 @receipts_app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 18766,
-    ledger: LedgerOption = DEFAULT_LEDGER,
+    ledger: LedgerOption = None,
     token_block: Annotated[
         str | None,
         typer.Option(
@@ -79,6 +94,7 @@ def serve(
             "with --token-block"
         )
         raise typer.Exit(EXIT_BAD_INPUT)
+    ledger = ledger_url(ledger)
     logging.basicConfig(level=logging.INFO)
     shown_host = f"[{host}]" if ":" in host else host
     base = public_url or f"http://{shown_host}:{port}"
@@ -116,11 +132,11 @@ def _masked(ledger: str) -> str:
 @receipts_app.command()
 def report(
     campaign_id: Annotated[str, typer.Argument(help="The campaign id.")],
-    ledger: LedgerOption = DEFAULT_LEDGER,
+    ledger: LedgerOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Delivered, failed by error code, and pending, each by country (numbers are never shown)."""
-    print_delivery_report(campaign_id, ledger, as_json=as_json)
+    print_delivery_report(campaign_id, ledger_url(ledger), as_json=as_json)
 
 
 def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = False) -> None:
@@ -216,7 +232,7 @@ def reconcile(
     try:
         summary = reconcile_receipts(
             campaign.campaign_id,
-            campaign.ledger,
+            campaign.ledger_url,
             campaign.gateway,
             older_than_minutes=older_than_minutes,
             unknown_after_hours=unknown_after_hours,
@@ -236,7 +252,7 @@ def reconcile(
             + (f", errors {summary.errors}" if summary.errors else "")
         )
     )
-    print_delivery_report(campaign.campaign_id, campaign.ledger)
+    print_delivery_report(campaign.campaign_id, campaign.ledger_url)
 
 
 @receipts_app.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -11,11 +10,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import make_url
 
 from globe_sms.ledger import task_id
 from globe_sms.masking import mask_number_expr
-from globe_sms.spreadsheets import neutralise_for_spreadsheets
 from tasks.preview import Preview
 
 ARTIFACT_TABLE_ROWS = 200
@@ -191,28 +188,6 @@ class CampaignSummary(BaseModel):
             if shown < total:
                 lines.append(f"| ... {total - shown:,} more | | | |")
         return lines
-
-
-def data_folder(ledger_url: str) -> Path:
-    """The folder beside an SQLite ledger, or `.data` for a server database."""
-    url = make_url(ledger_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).resolve().parent
-    return Path(".data").resolve()
-
-
-def write_rejects(rejects: pl.DataFrame, ledger_url: str, campaign_id: str) -> Path | None:
-    """Write every rejected row with its original values, row number and reasons as CSV next to the ledger."""
-    if rejects.height == 0:
-        return None
-    folder = data_folder(ledger_url)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{campaign_id}-rejects.csv"
-    flat = rejects.with_columns(
-        [pl.col(name).list.join("; ") for name, dtype in rejects.schema.items() if isinstance(dtype, pl.List)]
-    )
-    neutralise_for_spreadsheets(flat).write_csv(path)  # no cell becomes a live formula
-    return path
 
 
 def masked_rejects(

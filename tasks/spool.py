@@ -7,6 +7,7 @@ data folder. Only one chunk is in memory at a time, so a 10M-row list validates 
 2 GB. A small list is the same path with one chunk.
 
     <data folder>/spool/<campaign>-<token>/
+        owner.json                        the run it belongs to, and its heartbeat (tasks/spool_owner.py)
         messages/part-00000.parquet ...   rendered messages in source order (all that render returns)
         rejects/part-00000.parquet ...    rejected rows: original values, source_row, reasons, reason_text
         keys/part-00000.parquet ...       (_key, source_row) of every row validation passed: dedupe's input
@@ -21,7 +22,9 @@ another reason (mainland, suppressed) whose number was in an earlier chunk does 
 its reasons, since only rows that could be sent are compared across chunks. Counts by reason are summed
 chunk by chunk; the reject-share check runs on the totals.
 
-The flow deletes the spool when the run ends (`Spool.remove`): it holds phone numbers.
+The flow deletes the spool when the run ends (`Spool.remove`): it holds phone numbers. A run that was killed
+cannot; the next run of any campaign with the same data folder removes its spool, and never a live run's
+(`tasks/spool_owner.py`). The data folder is the campaign's `data_folder` (`globe_sms/paths.py`).
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ from tasks.cost import COST_DTYPE, PRICE_SCALE, CostEstimate, PriceTable, estima
 from tasks.preview import SAMPLE_SIZE, Preview, build_preview
 from tasks.reasons import DUPLICATE
 from tasks.render import MessageTemplate, render_messages
-from tasks.report import ARTIFACT_TABLE_ROWS, data_folder
+from tasks.report import ARTIFACT_TABLE_ROWS
 from tasks.segments import count_culprits
 from tasks.sources import DEFAULT_BATCH_ROWS, SourceError, describe_source, iter_source_batches
+from tasks.spool_owner import claim_spool, release_spool, sweep_abandoned_spools
 from tasks.validate import TooManyRejects, ValidationRules, load_opt_outs, validate_recipients
 
 CHUNK_ROWS_ENV = "GLOBE_SMS_CHUNK_ROWS"
@@ -203,6 +207,7 @@ class Spool:
 
     def remove(self) -> None:
         """Delete the spool folder (it holds phone numbers), and `spool/` above it once it is empty."""
+        release_spool(self.folder)
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # another run's spool is still there
             self.folder.parent.rmdir()
@@ -234,14 +239,14 @@ def _merge_estimates(parts: list[CostEstimate]) -> CostEstimate:
     )
 
 
-def rejects_file(ledger_url: str, campaign_id: str) -> Path:
-    """Where a run writes its rejects: `<data folder>/<campaign>-rejects.csv`, as `tasks.report` does."""
-    return data_folder(ledger_url) / f"{campaign_id}-rejects.csv"
+def rejects_file(data_folder: Path, campaign_id: str) -> Path:
+    """Where a run writes its rejects: `<data folder>/<campaign>-rejects.csv`."""
+    return data_folder / f"{campaign_id}-rejects.csv"
 
 
-def new_spool_folder(ledger_url: str, campaign_id: str) -> Path:
+def new_spool_folder(data_folder: Path, campaign_id: str) -> Path:
     """A fresh folder `<data folder>/spool/<campaign>-<token>` (not created yet)."""
-    return data_folder(ledger_url) / "spool" / f"{campaign_id}-{uuid.uuid4().hex[:12]}"
+    return data_folder / "spool" / f"{campaign_id}-{uuid.uuid4().hex[:12]}"
 
 
 def reason_counts(rejects: pl.DataFrame) -> Counter[str]:
@@ -281,7 +286,8 @@ def spool_recipients(
 
     Args:
         chunks: all-text frames in source order (from `iter_source_batches`).
-        folder: where to write the spool (created; must not hold an earlier spool).
+        folder: where to write the spool (created if absent, e.g. by `claim_spool`; must not hold a
+            spool already).
         phone_column: the phone column.
         template: the message template.
         rules: validation rules (the opt-out lists are read once, before the first chunk, not per chunk).
@@ -299,8 +305,10 @@ def spool_recipients(
     rules = rules if rules is not None else ValidationRules()
     opt_outs = load_opt_outs(rules)  # before the source: an unusable opt-out list stops the run at once
     rules = rules.model_copy(update={"suppression_file": None, "suppression": None})
-    folder.mkdir(parents=True, exist_ok=False)
+    folder.mkdir(parents=True, exist_ok=True)
     spool = Spool(folder)
+    if any(path.exists() for path in (spool.messages_dir, spool.rejects_dir, folder / "keys")):
+        raise FileExistsError(f"{folder} holds a spool already")
     reasons: Counter[str] = Counter()
     culprits: Counter[str] = Counter()
     next_row, valid, rejected, invalid, count = 1, 0, 0, 0, 0
@@ -508,7 +516,8 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
             peak memory grows with it (see bench/README-sources.md).
 
     Returns:
-        The spool under the campaign's data folder; the caller removes it when the run ends.
+        The spool under the campaign's data folder; the caller removes it when the run ends. Spools that
+        killed runs left in that folder are removed first (never a live run's: `tasks/spool_owner.py`).
 
     Raises:
         SourceError: the source cannot be read (nothing is sent).
@@ -531,9 +540,15 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
             f"{stats.rejected:,}",
         )
 
+    folder = new_spool_folder(campaign.data_folder, campaign.campaign_id)
+    removed = sweep_abandoned_spools(folder.parent)
+    if removed:
+        logger.info("removed %s spool(s) left by runs that crashed: %s", len(removed), ", ".join(removed))
+    chunks = iter_source_batches(source, batch_rows)
+    claim_spool(folder)  # stream_campaign removes it if spooling fails
     spool = stream_campaign(
-        iter_source_batches(source, batch_rows),
-        new_spool_folder(campaign.ledger, campaign.campaign_id),
+        chunks,
+        folder,
         phone_column=source.phone_column,
         template=campaign.template,
         rules=campaign.validation,

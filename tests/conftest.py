@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="globe-sms-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
@@ -19,6 +20,8 @@ os.environ.setdefault("PREFECT_TASKS_REFRESH_CACHE", "true")
 os.environ.setdefault(
     "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem"
 )
+# Campaigns without a ledger or data folder use the default data folder: a scratch one, never the home's.
+os.environ["GLOBE_SMS_DATA_DIR"] = tempfile.mkdtemp(prefix="globe-sms-data-")
 # A secret in the environment must never leak: the secret-hygiene tests look for it everywhere.
 for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "HTTP_PROXY", "HTTPS_PROXY",
              "http_proxy", "https_proxy"):
@@ -36,6 +39,16 @@ from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
     start_emulator,
 )
 from tests.ledger_fixtures import clock, ledger, pg_url, url  # noqa: E402, F401 - fixtures
+
+
+@pytest.fixture(autouse=True)
+def globe_sms_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A default data folder of the test's own (`GLOBE_SMS_DATA_DIR`): the default ledger, the rejects file
+    and the spools of campaigns that name no ledger or data_dir land there, never in the home directory nor
+    in another test's ledger."""
+    folder = tmp_path_factory.mktemp("globe-sms-data")
+    monkeypatch.setenv("GLOBE_SMS_DATA_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

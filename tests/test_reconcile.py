@@ -24,10 +24,10 @@ from alibaba_sms.errors import AuthenticationError
 from flows.reconcile_receipts import reconcile_receipts
 from flows.retry_failed_deliveries import retry_failed_deliveries
 from flows.send_campaign import send_campaign
-from globe_sms.campaign import DEFAULT_LEDGER_URL, Campaign, GatewaySettings
+from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.cli import app
-from globe_sms.cli_receipts import DEFAULT_LEDGER
 from globe_sms.ledger import Ledger
+from globe_sms.paths import default_ledger_url
 from globe_sms.receipts import DeliveryStatus, Receipt, ReceiptStore
 from globe_sms.receipts.receiver import ReceiverServer
 from globe_sms.receipts.reconcile import QueryPacer, query_pacer, reconcile
@@ -250,6 +250,7 @@ def test_the_example_campaign_reports_delivery_outcomes(
     )
     assert {row["country"] for row in report["by_country"]} >= {"HK", "MO", "TW", "SG"}
     assert report["duplicates"] > 0 and report["stale"] > 0
-    assert DEFAULT_LEDGER == DEFAULT_LEDGER_URL
-    with Ledger(DEFAULT_LEDGER) as ledger:
+    # The example names no ledger, and `receipts report` no --ledger: both are the default ledger.
+    assert not (tmp_path / ".data" / "ledger.db").exists()
+    with Ledger(default_ledger_url()) as ledger:
         assert ledger.counts("welcome-2026-11")["accepted"] == 2600

@@ -24,7 +24,6 @@ from globe_sms.spreadsheets import (
     neutralise_expr,
     neutralise_for_spreadsheets,
 )
-from tasks.report import write_rejects
 
 runner = CliRunner()
 
@@ -80,18 +79,6 @@ class TestNeutraliseForSpreadsheets:
         assert out.to_dict(as_series=False) == {
             "n": [-1, 2], "f": [-1.5, 2.0], "ok": [True, False], "cat": ["'=1", "a"], "s": ["'@x", "b"]
         }
-
-    def test_write_rejects_writes_inert_cells(self, tmp_path: Path) -> None:
-        """`tasks.report.write_rejects` (the one-frame writer) neutralises cells, headers and joined lists."""
-        rejects = pl.DataFrame(
-            {"phone": ATTACKS, "=h": ATTACKS, "source_row": range(1, 7), "reasons": [["letters"]] * 6}
-        )
-        path = write_rejects(rejects, f"sqlite:///{tmp_path}/ledger.db", "c1")
-        assert path is not None
-        rows = list(csv.reader(path.open(newline="")))
-        assert rows[0] == ["phone", "'=h", "source_row", "reasons"]
-        assert all(is_inert(cell) for row in rows for cell in row)
-        assert [row[0] for row in rows[1:]] == ["'" + attack for attack in ATTACKS]
 
 
 @settings(max_examples=300, deadline=None)

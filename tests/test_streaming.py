@@ -373,8 +373,7 @@ def sent_numbers(server: EmulatorServer) -> dict[str, int]:
 
 
 def no_spool_left(campaign: Campaign) -> bool:
-    data = Path(campaign.ledger.removeprefix("sqlite:///")).parent
-    return data.is_dir() and not (data / "spool").exists()
+    return campaign.data_folder.is_dir() and not (campaign.data_folder / "spool").exists()
 
 
 def write_flow_rows(path: Path, header: tuple[str, ...] = ("phone", "first_name", "code")) -> None:

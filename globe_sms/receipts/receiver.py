@@ -184,7 +184,7 @@ def create_receiver_app(store: ReceiptStore, token: ReceiverToken | None = None)
             push and logs a warning saying so, once.
 
     Example:
-        app = create_receiver_app(ReceiptStore("sqlite:///.data/ledger.db"), ReceiverToken.from_env())
+        app = create_receiver_app(ReceiptStore(default_ledger_url()), ReceiverToken.from_env())
         client = httpx.Client(transport=httpx.ASGITransport(app=app), base_url="http://receiver")
     """
     receiver = Receiver(store, token)
