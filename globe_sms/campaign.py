@@ -42,6 +42,7 @@ PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("source", "path"),  # file sources only; the others have no `path`
     ("price_table",),
     ("validation", "suppression_file"),
+    ("validation", "suppression", "path"),  # an opt-out list read from a file source
     ("data_dir",),
 )
 _SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")

@@ -132,6 +132,15 @@ class TestResolvePaths:
         )
         assert absolute.resolve_paths(BASE) == absolute
 
+    def test_an_opt_out_list_from_a_file_source_resolves_too(self) -> None:
+        rules = {"suppression": {"kind": "csv", "path": "opt-outs/*.csv"}}
+        resolved = campaign(validation=rules).resolve_paths(BASE)
+        opt_outs = resolved.validation.suppression
+        assert opt_outs.path == "/srv/campaigns/opt-outs/*.csv"  # type: ignore[union-attr]
+        query = {"kind": "postgres", "query": "SELECT phone FROM o", "connection": {"env": "X"}}
+        from_postgres = campaign(validation={"suppression": query})
+        assert from_postgres.resolve_paths(BASE).validation == from_postgres.validation
+
     def test_sources_without_a_path_are_left_as_they_are(self) -> None:
         http = campaign(source={"kind": "http", "url": "https://crm.example.com/r"})
         assert http.resolve_paths(BASE).source == http.source
@@ -149,8 +158,8 @@ class TestResolvePaths:
             for name in field_path[:-1]:
                 model = model.model_fields[name].annotation  # type: ignore[attr-defined]
             last = field_path[-1]
-            if field_path == ("source", "path"):
-                continue  # a union: only the file kinds have a path (test above)
+            if field_path in (("source", "path"), ("validation", "suppression", "path")):
+                continue  # a union of sources: only the file kinds have a path (tests above)
             assert last in model.model_fields, field_path  # type: ignore[attr-defined]
 
     def test_from_yaml_resolves_against_the_files_folder(
