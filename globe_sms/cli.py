@@ -22,7 +22,10 @@ from globe_sms.cli_receipts import receipts_app
 from globe_sms.terminal import plain, problem
 
 app = typer.Typer(
-    help="SMS campaigns through Alibaba Cloud's BatchSendMessageToGlobe, orchestrated with Prefect."
+    help="SMS campaigns through Alibaba Cloud's BatchSendMessageToGlobe, orchestrated with Prefect.",
+    # Typer's pretty tracebacks print every local variable by default: a campaign, a resolved ledger URL
+    # or a credential would reach the terminal. A crash prints the traceback without them.
+    pretty_exceptions_show_locals=False,
 )
 app.add_typer(receipts_app, name="receipts")  # serve, report, reconcile, retry: globe_sms/cli_receipts.py
 console = Console()

@@ -22,6 +22,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 receipts_app = typer.Typer(
     help="Delivery receipts: receive Alibaba's push, reconcile via QueryMessage, report, retry failed only.",
     no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold the ledger URL or the push token
 )
 console = Console()
 

@@ -59,3 +59,13 @@ def test_a_failed_run_exits_1(example_copy: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "ConnectError" in result.output or "not sent" in result.output
     assert "testsecret" not in result.output
+
+
+def test_a_crash_never_prints_local_variables() -> None:
+    """Typer's pretty tracebacks show locals by default, and a campaign's locals hold its ledger URL and
+    credentials: both apps turn that off (a `typer.Typer` attribute, read by Typer when a command raises)."""
+    from globe_sms.cli import app
+    from globe_sms.cli_receipts import receipts_app
+
+    assert app.pretty_exceptions_show_locals is False
+    assert receipts_app.pretty_exceptions_show_locals is False
