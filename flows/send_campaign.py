@@ -36,6 +36,7 @@ from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
 from tasks.report import CampaignSummary, publish_report
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
+from tasks.sources.preflight import preflight_source
 from tasks.spool import Spool, rejects_file, spool_campaign
 
 
@@ -117,6 +118,7 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
     """
     started = time.monotonic()
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
+    preflight_source(campaign.source)  # as `globe-sms send` does, for runs from the UI or a deployment
     # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):
         summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))

@@ -67,6 +67,9 @@ def send(
     before_sending = _before_sending_errors()
     try:
         campaign = Campaign.from_yaml(campaign_file)
+        from tasks.sources.preflight import preflight_source
+
+        preflight_source(campaign.source)  # missing/binary file, bad CSV header, no rows: before any run
         if dry_run or resend_unknown:
             campaign = campaign.model_copy(
                 update={
