@@ -206,17 +206,30 @@ def emulator(
     receipt_callback: Annotated[
         str | None, typer.Option(help="POST delivery receipts here, e.g. a `globe-sms receipts serve` URL.")
     ] = None,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Allow a --host other than loopback. Its admin endpoints and journal (every number sent to "
+            "it) are then open to anyone who reaches it.",
+        ),
+    ] = False,
 ) -> None:
     from alibaba_sms.emulator import EmulatorConfig
-    from alibaba_sms.emulator.server import serve_forever
+    from alibaba_sms.emulator.server import RemoteBindRefused, check_bind_address, serve_forever
 
+    try:
+        check_bind_address(host, allow_remote=allow_remote)  # serve_forever logs what is open if allowed
+    except RemoteBindRefused as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     logging.basicConfig(level=logging.INFO)
     config = EmulatorConfig.from_env().model_copy(
         update={"batch_calls_per_second": rate or None, "journal_path": journal, "seed": seed,
                 "receipt_callback_url": receipt_callback}
     )
     console.print(f"emulator listening on http://{host}:{port}/")
-    serve_forever(host, port, config)
+    serve_forever(host, port, config, allow_remote=allow_remote)
 
 
 @app.command()
