@@ -137,13 +137,13 @@ class _Pages:
     def _where(self, url: str) -> str:
         return f"GET {url} (page {self.pages_read + 1}; {self.records_read:,} records read before it)"
 
-    def get(self, url: str, params: dict[str, str] | None) -> tuple[httpx.Response, bytes]:
+    def get(self, url: str) -> tuple[httpx.Response, bytes]:
         """One page and its body, retried on 429/5xx/transport errors; `SourceHttpError` on anything else."""
         source = self.source
         for retry in range(source.max_retries + 1):
             last = retry == source.max_retries
             try:
-                with self.client.stream("GET", url, params=params) as response:
+                with self.client.stream("GET", url) as response:
                     if response.is_success:
                         return response, self._body(response)
                     excerpt = _excerpt(response)
@@ -250,14 +250,16 @@ class _Pages:
                 f"{response.url.scheme}://{response.url.netloc.decode()}; "
                 "refusing to send the auth header to another origin"
             )
+        # The link carries its own query; the secret parameters are added (same origin only, as checked).
+        absolute = with_params(absolute, self.secret_query)
         if absolute == str(response.url):
             raise self._fail(f"source.pagination: page {self.pages_read} links to itself ({absolute})")
         return absolute
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         source, pagination = self.source, self.source.pagination
-        url: str | None = source.url
-        params: dict[str, str] | None = {**source.params, **self.secret_query} or None
+        # Parameters are merged into the URL's own query (httpx's `params=` would replace it).
+        url: str | None = with_params(source.url, {**source.params, **self.secret_query})
         page_no = pagination.start if isinstance(pagination, PagePagination) else 0
         while url is not None:
             if self.pages_read >= source.max_pages:
@@ -265,24 +267,29 @@ class _Pages:
                     f"source.max_pages: more than {source.max_pages:,} pages; is the pagination looping?"
                 )
             if isinstance(pagination, PagePagination):
-                params = {**source.params, **self.secret_query, pagination.param: str(page_no)}
+                page = {pagination.param: str(page_no)}
                 if pagination.size_param is not None:
-                    params[pagination.size_param] = str(pagination.size)
-            response, content = self.get(url, params)
+                    page[pagination.size_param] = str(pagination.size)
+                url = with_params(source.url, {**source.params, **self.secret_query, **page})
+            response, content = self.get(url)
             body, records = self.records(response, content)
             self.pages_read += 1
             self.records_read += len(records)
             if records:
                 yield records
             if isinstance(pagination, NextLinkPagination):
-                # The link carries its own query; only the secret parameters are added (same origin only).
-                url, params = self.next_url(response, body, pagination), dict(self.secret_query) or None
+                url = self.next_url(response, body, pagination)
             elif isinstance(pagination, PagePagination):
                 short = pagination.size is not None and len(records) < pagination.size
                 page_no += 1
                 url = None if not records or short else url
             else:
                 url = None
+
+
+def with_params(url: str, params: dict[str, str]) -> str:
+    """`url` with `params` added to its query (a parameter it already has takes the new value)."""
+    return str(httpx.URL(url).copy_merge_params(params)) if params else url
 
 
 def _excerpt(response: httpx.Response) -> str:

@@ -7,10 +7,11 @@ through the CLI). Each problem is a `SourceError`, so `send` exits 2 and nothing
 * a file or glob that names no file; a file that is binary (an Excel workbook, gzip, Parquet read as CSV);
 * a CSV header longer than `max_header_bytes`, not UTF-8, or naming a column twice;
 * no `phone_column`;
-* no rows at all (a header-only CSV, an empty Parquet or NDJSON file): nothing to send.
+* no rows at all (a header-only CSV, an empty Parquet or NDJSON file), or no row with a phone number:
+  nothing to send.
 
-It reads the header of every file and, across them, rows only until one holds a value, so it costs
-milliseconds whatever the file's size. PostgreSQL and http sources are not read here (a query or a page
+It reads the header of every file and, across them, the phone column only until a row has a number, so it
+costs milliseconds whatever the file's size. PostgreSQL and http sources are not read here (a query or a page
 would be fetched twice); their readers refuse the same problems when the flow reads them.
 """
 
@@ -37,11 +38,15 @@ def preflight_source(source: Source) -> None:
     """
     if not isinstance(source, (CsvSource, ParquetSource, NdjsonSource)):
         return
-    scan = scan_file_source(source)
+    phones = scan_file_source(source).select(pl.col(source.phone_column))
     try:
-        first = scan.filter(pl.any_horizontal(pl.all().is_not_null())).head(1).collect()
+        if phones.filter(pl.col(source.phone_column).is_not_null()).head(1).collect().height:
+            return  # the usual case: the first row has a number, and nothing more was read
+        empty = phones.head(1).collect().height == 0
     except POLARS_READ_ERRORS as exc:
         raise SourceError(f"source.path: cannot read {source.path} as {source.kind.upper()}: {exc}") from None
-    if first.height == 0:
+    if empty:
         what = "has column names but no rows" if isinstance(source, CsvSource) else "has no rows"
-        raise SourceError(f"source.path: {source.path} {what}: nothing to send")
+    else:
+        what = f"has no row with a value in its phone column {source.phone_column!r}"
+    raise SourceError(f"source.path: {source.path} {what}: nothing to send")
