@@ -151,8 +151,11 @@ LOAD_REFUSALS = {
 
 @pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize("case", list(LOAD_REFUSALS))
-def test_send_refuses_at_load_with_exit_2_and_no_flow_run(case: str, tmp_path: Path) -> None:
+def test_send_refuses_at_load_with_exit_2_and_no_flow_run(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each mistake: exit 2, a message saying what and how to fix it, no secret or raw byte, no flow run."""
+    monkeypatch.chdir(tmp_path)  # where a run would put `.data/` (ledger, spool), wherever paths resolve
     write_source, expected = LOAD_REFUSALS[case]
     file = campaign_file(tmp_path, write_source(tmp_path))
     runs_before = flow_run_count()
@@ -409,7 +412,7 @@ class TestSecretParams:
         ]
 
     def test_the_urls_own_query_is_kept_with_params(self, bearer_api: ApiServer) -> None:
-        """`url: ...?list=welcome` plus `params`: both are sent (httpx's `params=` alone would drop the first)."""
+        """`url: ...?list=welcome` plus `params`: both are sent (httpx's `params=` alone drops the first)."""
         source = http_source(
             bearer_api, "/paged?list=welcome", records_path="/items", params={"tier": "vip"}, **BEARER
         )
