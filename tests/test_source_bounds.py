@@ -44,7 +44,7 @@ def flow_run_count() -> int:
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        return len(client.read_flow_runs())
+        return client.count_flow_runs()
 
 
 def minimal_xlsx(path: Path) -> None:
