@@ -37,6 +37,7 @@ from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
 from tasks.report import CampaignSummary, publish_report
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
+from tasks.sources.preflight import preflight_source
 from tasks.spool import Spool, rejects_file, spool_campaign
 from tasks.suppression import check_suppression_files
 
@@ -122,6 +123,7 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
     check_suppression_files(campaign.validation)  # a missing opt-out list: stop before touching the ledger
+    preflight_source(campaign.source)  # as `globe-sms send` does, for runs from the UI or a deployment
     # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger_url) as ledger, campaign_lease(ledger, campaign):
         summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))

@@ -68,12 +68,14 @@ def send(
     """Run a campaign end to end and print its summary."""
     from globe_sms.campaign import Campaign
     from globe_sms.progress import SendProgress, listening
+    from tasks.sources.preflight import preflight_source
     from tasks.suppression import check_suppression_files
 
     before_sending = _before_sending_errors()
     try:
         campaign = Campaign.from_yaml(campaign_file)
         check_suppression_files(campaign.validation)  # before any Prefect run starts
+        preflight_source(campaign.source)  # missing/binary file, bad CSV header, no rows: before any run
         if dry_run or resend_unknown:
             campaign = campaign.model_copy(
                 update={
@@ -217,17 +219,30 @@ def emulator(
     receipt_callback: Annotated[
         str | None, typer.Option(help="POST delivery receipts here, e.g. a `globe-sms receipts serve` URL.")
     ] = None,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Allow a --host other than loopback. Its admin endpoints and journal (every number sent to "
+            "it) are then open to anyone who reaches it.",
+        ),
+    ] = False,
 ) -> None:
     from alibaba_sms.emulator import EmulatorConfig
-    from alibaba_sms.emulator.server import serve_forever
+    from alibaba_sms.emulator.server import RemoteBindRefused, check_bind_address, serve_forever
 
+    try:
+        check_bind_address(host, allow_remote=allow_remote)  # serve_forever logs what is open if allowed
+    except RemoteBindRefused as exc:
+        console.print(problem("error:", exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     logging.basicConfig(level=logging.INFO)
     config = EmulatorConfig.from_env().model_copy(
         update={"batch_calls_per_second": rate or None, "journal_path": journal, "seed": seed,
                 "receipt_callback_url": receipt_callback}
     )
     console.print(plain(f"emulator listening on http://{host}:{port}/"))
-    serve_forever(host, port, config)
+    serve_forever(host, port, config, allow_remote=allow_remote)
 
 
 @app.command()

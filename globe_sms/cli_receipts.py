@@ -72,6 +72,12 @@ def serve(
             help="The base URL Alibaba reaches (e.g. your HTTPS proxy), for the URL printed at start.",
         ),
     ] = None,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-body-bytes", min=1, help="The largest push body accepted; larger pushes are answered 413."
+        ),
+    ] = 4 * 1024 * 1024,
 ) -> None:
     """Serve the receipt endpoint (POST /receipts/<token> with a JSON array) until interrupted.
 
@@ -116,7 +122,7 @@ def serve(
                 f"{masked_push_url(base, token)}\n  where **** is the token from {source}"
             )
         )
-    serve_forever(host, port, ledger, token=token)
+    serve_forever(host, port, ledger, token=token, max_body_bytes=max_body_bytes)
 
 
 def _masked(ledger: str) -> str:

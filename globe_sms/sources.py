@@ -1,7 +1,10 @@
 """Recipient sources: where a campaign's recipients come from (models; readers in `tasks/sources/`).
 
-`Source` is a pydantic union discriminated on `kind`; a campaign without `kind` reads a CSV file, as before
-sources had kinds:
+`Source` is a pydantic union discriminated on `kind`. A file source without `kind` takes it from the path's
+extension (`.parquet`; `.ndjson` or `.jsonl`; `.csv`; a glob's too: `exports/*.parquet`); any other
+extension is read as CSV, as before sources had kinds (`.txt` and `.tsv` exports are CSV with another
+separator), except formats that are certainly not CSV (`.xlsx`, `.xls`, `.gz`, `.zip`, `.json`...), which
+are refused at load with what to do instead. An explicit `kind` always wins.
 
 | kind | reads | secrets |
 |---|---|---|
@@ -13,7 +16,14 @@ Every reader yields all-text columns, so a phone number is never turned into an 
 
 No secret is ever written in a campaign: `SecretRef` names a Prefect Secret block or an environment variable
 holding it, and refuses a literal value. The resolved value is unwrapped only where a connection or a request
-is made, and masked in every error (`tasks/sources/secrets.py`).
+is made, and masked in every error and log line (`tasks/sources/secrets.py`). An http source refuses a
+query parameter named like a credential (`api_key`, `token`, `signature`...) in `url` or `params`: its value
+goes in `secret_params` instead. It also refuses plain `http://` except to loopback (127.0.0.0/8, ::1,
+`localhost`), as the gateway endpoint does (`alibaba_sms.endpoints`).
+
+Size limits (each a field with a default, raised where a user needs more): a CSV header line
+(`max_header_bytes`, 1 MiB), one http page's body (`max_page_bytes`, 64 MiB), the number of pages
+(`max_pages`, 100,000).
 
 Example (YAML)::
 
@@ -28,16 +38,79 @@ Example (YAML)::
       records_path: /data
       pagination: {type: next_link, next_pointer: /links/next}
       auth: {header: Authorization, scheme: Bearer, token: {block: crm-api-token}}
+    source:
+      kind: http
+      url: https://api.example.com/v2/contacts
+      params: {list: welcome}
+      secret_params: {api_key: {env: CONTACTS_API_KEY}}
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from alibaba_sms.endpoints import is_loopback
+
 FILE_KINDS = ("csv", "parquet", "ndjson")
+# The kind a file source without `kind` gets from its path's extension; any other extension means csv.
+KIND_BY_EXTENSION = {".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+# Extensions of files that are never text CSV: refused at load when no kind is given, with what to do.
+NOT_CSV_EXTENSIONS = {
+    ".xlsx": "an Excel workbook: export it as CSV (File > Save As > CSV UTF-8)",
+    ".xlsm": "an Excel workbook: export it as CSV (File > Save As > CSV UTF-8)",
+    ".xls": "an Excel workbook: export it as CSV (File > Save As > CSV UTF-8)",
+    ".ods": "a spreadsheet: export it as CSV",
+    ".numbers": "a spreadsheet: export it as CSV",
+    ".gz": "compressed: decompress it first",
+    ".zip": "a ZIP archive: extract the CSV from it",
+    ".bz2": "compressed: decompress it first",
+    ".xz": "compressed: decompress it first",
+    ".zst": "compressed: decompress it first",
+    ".json": "JSON: if it holds one object per line, set kind: ndjson (or name it .ndjson / .jsonl)",
+}
+DEFAULT_MAX_HEADER_BYTES = 1024 * 1024
+DEFAULT_MAX_PAGE_BYTES = 64 * 1024 * 1024
+# Query parameter names that carry credentials, compared lowercase without `-` and `_` (`X-Api-Key` ->
+# `xapikey`): exact names, and suffixes (`client_secret`, `access_token`, `x-api-key`). Cursor tokens
+# (`page_token`, `next_token`) name a position, not a secret.
+_SECRET_NAMES = frozenset(
+    {
+        "key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "signature",
+        "sig",
+        "auth",
+        "authorization",
+        "accesstoken",
+        "credential",
+        "credentials",
+        "sessionid",
+        "session",
+        "jwt",
+        "bearer",
+        "privatekey",
+    }
+)
+_SECRET_SUFFIXES = (
+    "apikey",
+    "accesskey",
+    "secretkey",
+    "privatekey",
+    "token",
+    "secret",
+    "password",
+    "signature",
+)
+_CURSOR_TOKENS = ("pagetoken", "nexttoken", "continuationtoken", "cursortoken", "synctoken")
 _NAME = r"^[A-Za-z0-9_./:-]+$"
 # What a literal secret is replaced with before validation, so that pydantic's errors (which quote the input,
 # and reach logs) never show a URL with a password or a token.
@@ -91,6 +164,21 @@ class SecretRef(BaseModel):
         return f"Secret block {self.block!r}" if self.block else f"environment variable {self.env}"
 
 
+def is_secret_parameter(name: str) -> bool:
+    """Whether a query parameter's name says it carries a credential (`api_key`, `access_token`, `sig`...)."""
+    folded = name.lower().replace("-", "").replace("_", "")
+    if folded in _SECRET_NAMES:
+        return True
+    return folded.endswith(_SECRET_SUFFIXES) and not folded.endswith(_CURSOR_TOKENS)
+
+
+def path_extension(path: str) -> str:
+    """The lowercase extension of a path or glob (`exports/*.PARQUET` -> `.parquet`), `""` without one."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, extension = name.rpartition(".")
+    return f".{extension.lower()}" if dot and stem and extension else ""
+
+
 class _Recipients(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +199,25 @@ class CsvSource(_FileSource):
     kind: Literal["csv"] = "csv"
     separator: str = Field(default=",", min_length=1, max_length=1, description="Field separator.")
     encoding: Literal["utf8", "utf8-lossy"] = Field(default="utf8", description="Text encoding of the file.")
+    max_header_bytes: int = Field(
+        default=DEFAULT_MAX_HEADER_BYTES,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="The longest header line (the first line, column names) read, in bytes (default 1 MiB); "
+        "a file whose first line is longer (e.g. no line breaks at all) is refused, not read into memory.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_known_binary_format(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data and isinstance(data.get("path"), str):
+            what = NOT_CSV_EXTENSIONS.get(path_extension(data["path"]))
+            if what is not None:
+                raise ValueError(
+                    f"{data['path']} is not a CSV file by its extension ({what}); "
+                    "set `kind` if it really is CSV, Parquet or NDJSON"
+                )
+        return data
 
 
 class ParquetSource(_FileSource):
@@ -201,8 +308,22 @@ class HttpSource(_Recipients):
     """Recipients from an HTTP JSON API, read page by page with retries on 429 and 5xx."""
 
     kind: Literal["http"] = "http"
-    url: str = Field(min_length=1, description="The first page's URL (http or https).")
-    params: dict[str, str] = Field(default_factory=dict, description="Query parameters sent with every page.")
+    url: str = Field(
+        min_length=1,
+        description="The first page's URL: https://, or http:// to loopback only (127.0.0.0/8, ::1, "
+        "localhost). No credentials in it: a query parameter such as api_key goes in `secret_params`.",
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parameters sent with every page (not with next links, which carry their own). "
+        "None may carry a credential (api_key, token, signature...): use `secret_params`.",
+    )
+    secret_params: dict[str, SecretRef] = Field(
+        default_factory=dict,
+        description="Query parameters whose values are secrets (`{api_key: {env: CRM_API_KEY}}`): read when "
+        "the first request is made, sent with every page (next links too, same origin only), and masked "
+        "in every log line and error.",
+    )
     records_path: str = Field(
         default="",
         pattern=r"^(/[^/]*)*$",
@@ -225,14 +346,39 @@ class HttpSource(_Recipients):
     max_pages: int = Field(
         default=100_000, ge=1, description="Stop with an error past this many pages (a loop guard)."
     )
+    max_page_bytes: int = Field(
+        default=DEFAULT_MAX_PAGE_BYTES,
+        ge=1024,
+        le=2 * 1024 * 1024 * 1024,
+        description="The largest page body read, in bytes after decompression (default 64 MiB); a larger "
+        "page is an error, stopped as soon as the limit is passed. Raise it, or ask the API for smaller "
+        "pages.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _hide_url_credentials(cls, data: Any) -> Any:
-        url = data.get("url") if isinstance(data, dict) else None
-        if isinstance(url, str) and "@" in urlsplit(url).netloc:
-            parts = urlsplit(url)
-            return {**data, "url": parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()}
+        """Mask what is refused below before pydantic quotes the input in an error: userinfo, credential-like
+        query values in `url` and `params`, literal `secret_params`."""
+        if not isinstance(data, dict):
+            return data
+        url, params, secret_params = data.get("url"), data.get("params"), data.get("secret_params")
+        if isinstance(url, str):
+            parts = masked = urlsplit(url)
+            if "@" in parts.netloc:
+                masked = masked._replace(netloc="***@" + parts.netloc.rpartition("@")[2])
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            if any(is_secret_parameter(name) for name, _ in pairs):
+                shown = [(name, "***" if is_secret_parameter(name) else value) for name, value in pairs]
+                masked = masked._replace(query=urlencode(shown, safe="*"))
+            if masked != parts:  # else leave the URL exactly as written
+                data = {**data, "url": masked.geturl()}
+        if isinstance(params, dict) and any(is_secret_parameter(str(name)) for name in params):
+            shown_params = {k: "***" if is_secret_parameter(str(k)) else v for k, v in params.items()}
+            data = {**data, "params": shown_params}
+        if isinstance(secret_params, dict) and any(isinstance(v, str) for v in secret_params.values()):
+            hidden = {name: _HIDDEN if isinstance(v, str) else v for name, v in secret_params.items()}
+            data = {**data, "secret_params": hidden}
         return data
 
     @field_validator("url")
@@ -243,13 +389,56 @@ class HttpSource(_Recipients):
             raise ValueError("must be an http:// or https:// URL with a host")
         if "@" in parts.netloc:
             raise ValueError("must not carry credentials; name a secret in `auth` instead")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError(
+                f"refusing plain http:// to {parts.hostname}: the auth token and the recipients' numbers "
+                "would cross the network in clear text; use https:// (http is allowed for loopback only: "
+                "127.0.0.0/8, ::1, localhost)"
+            )
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        secret = [name for name, _ in query if is_secret_parameter(name)]
+        if secret:
+            raise ValueError(_secret_parameter_hint(secret, "in the URL's query"))
         return value
+
+    @field_validator("params")
+    @classmethod
+    def _no_secret_params(cls, value: dict[str, str]) -> dict[str, str]:
+        secret = [name for name in value if is_secret_parameter(name)]
+        if secret:
+            raise ValueError(_secret_parameter_hint(secret, "in `params`"))
+        return value
+
+    @model_validator(mode="after")
+    def _parameters_once(self) -> HttpSource:
+        query = {name for name, _ in parse_qsl(urlsplit(self.url).query, keep_blank_values=True)}
+        twice = sorted((query | set(self.params)) & set(self.secret_params))
+        if twice:
+            raise ValueError(
+                f"query parameter(s) {', '.join(twice)} given both in secret_params and in url or params"
+            )
+        return self
+
+
+def _secret_parameter_hint(names: list[str], where: str) -> str:
+    """The refusal for credential-like query parameters, naming them (never their values) and the fix."""
+    listed = ", ".join(repr(name) for name in names)
+    example = names[0]
+    return (
+        f"query parameter(s) {listed} {where} look like a credential, which would be stored in the flow "
+        f"run's parameters and logged with every request URL; keep the value in a secret instead: "
+        f"`secret_params: {{{example}: {{env: VARIABLE}}}}` (or `{{block: NAME}}` for a Prefect Secret block)"
+    )
 
 
 def _kind(value: Any) -> str:
-    """The `kind` of a source given as a mapping or a model; `csv` when a mapping has none."""
+    """The `kind` of a source given as a mapping or a model; for a mapping without one, the path's extension
+    says (`.parquet`, `.ndjson`/`.jsonl`, `.csv`), and anything else is `csv`."""
     if isinstance(value, dict):
-        return str(value.get("kind", "csv"))
+        if "kind" in value:
+            return str(value["kind"])
+        path = value.get("path")
+        return KIND_BY_EXTENSION.get(path_extension(path), "csv") if isinstance(path, str) else "csv"
     return str(getattr(value, "kind", "csv"))
 
 
@@ -261,12 +450,15 @@ Source = Annotated[
     | Annotated[HttpSource, Tag("http")],
     Discriminator(_kind),
 ]
-"""Any recipient source, discriminated on `kind` (default `csv`)."""
+"""Any recipient source, discriminated on `kind` (default: from the extension, else `csv`)."""
 
 FileSource = CsvSource | ParquetSource | NdjsonSource
 
 __all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_PAGE_BYTES",
     "FILE_KINDS",
+    "KIND_BY_EXTENSION",
     "CsvSource",
     "FileSource",
     "HttpAuth",
@@ -278,4 +470,6 @@ __all__ = [
     "PostgresSource",
     "SecretRef",
     "Source",
+    "is_secret_parameter",
+    "path_extension",
 ]

@@ -7,6 +7,11 @@
 * `/linked?page=N`: a bare JSON list, with an absolute `Link: <...>; rel="next"` header;
 * `/paged?page=N&per_page=K`: `{"items": [...]}`, an empty page past the end.
 
+With `next_base` set, `/cursor` writes its next links absolute, on that base (another host or scheme); with
+`key_param` set, every route checks the token in that query parameter instead of the header. `/big?bytes=N`
+answers a JSON list padded to N bytes (`&chunked=1`: streamed without a Content-Length); `/nested?depth=N`
+answers N nested arrays.
+
 Faults are scripted per page: `api.faults[(route, page)] = [503, 200]` answers 503 once, then normally;
 `api.faults[(route, page)] = [500] * 99` keeps failing. Every request is recorded in `api.requests`.
 Used by tests/test_sources.py and tests/test_streaming.py through `serve()`; the server thread is started like
@@ -28,7 +33,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from alibaba_sms.emulator.server import uvicorn_config
@@ -56,6 +61,8 @@ class RecipientsApi:
     faults: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
     base_url: str = ""
+    next_base: str | None = None
+    key_param: str | None = None
 
     def page(self, number: int, size: int | None = None) -> list[dict[str, Any]]:
         size = size or self.page_size
@@ -71,7 +78,10 @@ class RecipientsApi:
         return None
 
     def _check(self, request: Request, route: str, page: int) -> Response | None:
-        authorized = request.headers.get("authorization") == f"Bearer {self.token}"
+        if self.key_param is not None:
+            authorized = request.query_params.get(self.key_param) == self.token
+        else:
+            authorized = request.headers.get("authorization") == f"Bearer {self.token}"
         self.requests.append(Seen(route, page, authorized, dict(request.query_params)))
         if not authorized:
             # Echo what was sent, as some APIs do: the reader must mask it in its error.
@@ -83,9 +93,8 @@ class RecipientsApi:
         if (refused := self._check(request, "cursor", page)) is not None:
             return refused
         more = (page + 1) * self.page_size < len(self.records)
-        return JSONResponse(
-            {"data": self.page(page), "links": {"next": f"/cursor?cursor={page + 1}" if more else None}}
-        )
+        link = f"{self.next_base or ''}/cursor?cursor={page + 1}"
+        return JSONResponse({"data": self.page(page), "links": {"next": link if more else None}})
 
     async def linked(self, request: Request) -> Response:
         page = int(request.query_params.get("page", "0"))
@@ -108,6 +117,25 @@ class RecipientsApi:
     async def not_json(self, request: Request) -> Response:
         return Response("<html>maintenance</html>", media_type="text/html")
 
+    async def big(self, request: Request) -> Response:
+        """A JSON list of one record, padded with spaces to `bytes` bytes."""
+        if (refused := self._check(request, "big", 0)) is not None:
+            return refused
+        record = json.dumps([{"phone": "+6591200000"}]).encode()
+        size = int(request.query_params["bytes"])
+        body = record[:-1] + b" " * max(0, size - len(record)) + b"]"
+        if request.query_params.get("chunked"):
+            chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+            return StreamingResponse(chunks, media_type="application/json")
+        return Response(body, media_type="application/json")
+
+    async def nested(self, request: Request) -> Response:
+        """`depth` nested JSON arrays: valid JSON, deeper than Python's parser goes."""
+        if (refused := self._check(request, "nested", 0)) is not None:
+            return refused
+        depth = int(request.query_params["depth"])
+        return Response(b"[" * depth + b"]" * depth, media_type="application/json")
+
     @property
     def app(self) -> Starlette:
         return Starlette(
@@ -116,6 +144,8 @@ class RecipientsApi:
                 Route("/linked", self.linked),
                 Route("/paged", self.paged),
                 Route("/html", self.not_json),
+                Route("/big", self.big),
+                Route("/nested", self.nested),
             ]
         )
 

@@ -10,6 +10,12 @@ can be taken in between; it returns from `start()` only once uvicorn is serving.
 
 The official SDK puts every parameter in the URL, so the HTTP head limit is raised far above h11's
 16 KiB default; bodies are not limited at all (a 1,000-number UCS-2 batch is about 1 MB form-encoded).
+
+Loopback only, unless told otherwise: the emulator has no real authentication (it accepts test AccessKeys),
+its admin endpoints (`/_emulator/journal`, `/faults`, `/reset`) need no signature, and its journal holds every
+message and phone number it was sent. Binding any other address (`0.0.0.0`, a LAN address, a host name)
+raises `RemoteBindRefused` unless `allow_remote=True` (`globe-sms emulator --allow-remote`), and then a
+warning says what is open.
 """
 
 from __future__ import annotations
@@ -25,11 +31,41 @@ from starlette.applications import Starlette
 
 from alibaba_sms.emulator.app import DroppedConnection, create_app
 from alibaba_sms.emulator.state import EmulatorConfig, EmulatorState
+from alibaba_sms.endpoints import is_loopback
 
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_HEAD_BYTES = 4 * 1024 * 1024
 GRACEFUL_SHUTDOWN_SECONDS = 2
+
+
+class RemoteBindRefused(ValueError):
+    """The emulator was asked to listen on an address other machines can reach, without `allow_remote`."""
+
+
+def remote_warning(host: str, port: int) -> str:
+    """What is open when the emulator listens on `host`, a non-loopback address."""
+    return (
+        f"the emulator listens on {host}:{port}, reachable from the network: its admin endpoints "
+        "(/_emulator/journal, /_emulator/faults, /_emulator/reset) need no signature, and its journal (every "
+        "message and phone number sent to it) can be read by anyone who reaches it"
+    )
+
+
+def check_bind_address(host: str, *, allow_remote: bool) -> None:
+    """Refuse a non-loopback `host` unless `allow_remote`; log a warning when it is allowed.
+
+    Raises:
+        RemoteBindRefused: `host` is not 127.0.0.0/8, ::1 or localhost, and `allow_remote` is False.
+    """
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise RemoteBindRefused(
+            f"refusing to listen on {host or 'every interface'}: the emulator's admin endpoints and its "
+            "journal (every message and phone number sent to it) would be open to the network. Listen on "
+            "127.0.0.1, or pass --allow-remote (allow_remote=True) if other machines must reach it"
+        )
 
 
 def uvicorn_config(app: Starlette, host: str, port: int, *, log_level: str, quiet: bool) -> uvicorn.Config:
@@ -134,6 +170,10 @@ class EmulatorServer:
         host: the address to bind.
         port: 0 picks a free port.
         startup_timeout: seconds to wait for uvicorn to start serving.
+        allow_remote: allow a `host` other than loopback (see the module docstring); it logs a warning.
+
+    Raises:
+        RemoteBindRefused: `host` is not loopback and `allow_remote` is False.
     """
 
     def __init__(
@@ -143,7 +183,9 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 10.0,
+        allow_remote: bool = False,
     ) -> None:
+        check_bind_address(host, allow_remote=allow_remote)
         self.app = create_app(config or EmulatorConfig())
         self.host = host
         self._runner = ThreadedUvicorn(
@@ -184,6 +226,8 @@ class EmulatorServer:
         quiet_dropped_connections()
         self._runner.start()
         logger.info("emulator serving at %s", self.url)
+        if not is_loopback(self.host):
+            logger.warning(remote_warning(self.host, self.port))
         return self
 
     def stop(self) -> None:
@@ -198,14 +242,21 @@ class EmulatorServer:
         self.stop()
 
 
-def serve_forever(host: str, port: int, config: EmulatorConfig) -> None:
+def serve_forever(host: str, port: int, config: EmulatorConfig, *, allow_remote: bool = False) -> None:
     """Serve the emulator in the foreground until interrupted (the `globe-sms emulator` command).
 
     Args:
         host: the address to bind, e.g. `127.0.0.1`.
         port: the port to listen on.
         config: the emulator's configuration, e.g. `EmulatorConfig.from_env()`.
+        allow_remote: allow a `host` other than loopback; it logs a warning saying what is open.
+
+    Raises:
+        RemoteBindRefused: `host` is not loopback and `allow_remote` is False.
     """
+    check_bind_address(host, allow_remote=allow_remote)
+    if not is_loopback(host):
+        logger.warning(remote_warning(host, port))
     app = create_app(config)
     quiet_dropped_connections()
     logger.info("emulator accepting AccessKeyIds %s", ", ".join(sorted(config.credentials)))

@@ -9,13 +9,19 @@ token is configured) takes a JSON array of receipts in either spelling and answe
 | a wrong token | 403 `{"code": 403, ...}`, the body not even read | retries, gives up |
 | receipts stored (duplicates and stale ones included) | 200 `{"code": 0, "msg": "..."}` | done |
 | items without MessageId among them | 200, the rest stored, the skipped counted in `msg` | done |
-| body not JSON, or neither array nor object | 400 `{"code": 400, "msg": "..."}` | retries, then gives up |
+| body not JSON (or too deeply nested), neither array nor object | 400 `{"code": 400, ...}` | retries |
+| body over `max_body_bytes` (4 MiB by default) | 413 `{"code": 413, ...}`, the rest unread | retries |
 | the database failed | 500 `{"code": 500, "msg": "..."}` | retries (after 1, 5, 10 minutes) |
 
 The token (`globe_sms.receipts.auth`) is optional: without one the receiver works as before and warns once
 that anyone who reaches it can forge receipts. Refused pushes are logged at most once a minute, counted, and
 never with the token or the value presented; every request gets one access line with its path and query
 redacted (`"POST /receipts/****" 200`), and uvicorn's own access log, should it be turned on, is redacted too.
+
+A push body is read only up to `max_body_bytes`: a declared `Content-Length` above it is answered 413 at
+once, and a body sent without one (chunked) is counted as it streams in and answered 413 as soon as it passes
+the limit, so no push can make the receiver hold more than that in memory. Alibaba's pushes are a few
+hundred bytes per receipt; raise the limit with `globe-sms receipts serve --max-body-bytes`.
 
 `GET /health` answers `{"status": "ok"}` and the receiver's counters. Database writes run in a worker
 thread, so a slow SQLite lock never blocks the event loop. Served by uvicorn: `ReceiverServer` in a daemon
@@ -57,6 +63,7 @@ logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("globe_sms.receipts.access")
 
 EMBEDDED_DRAIN_SECONDS = 30.0
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class Receiver:
@@ -66,13 +73,22 @@ class Receiver:
         store: where receipts go.
         token: the shared secret every push must carry; None accepts any push.
         refusals: counts and logs refused pushes (default: one warning a minute at most).
+        max_body_bytes: the largest push body read; a larger one is answered 413.
     """
 
     def __init__(
-        self, store: ReceiptStore, token: ReceiverToken | None = None, refusals: RefusalLog | None = None
+        self,
+        store: ReceiptStore,
+        token: ReceiverToken | None = None,
+        refusals: RefusalLog | None = None,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
         self.store = store
         self.token = token
+        self.max_body_bytes = max_body_bytes
         self.refusals = refusals or RefusalLog(logger)
         self.totals = ApplyResult()
         self.posts = 0
@@ -100,14 +116,27 @@ class Receiver:
         refused = self._refusal(request)
         if refused is not None:
             return refused  # the body is never read, let alone stored
-        raw = await request.body()
+        raw = await self._body(request)
+        if raw is None:
+            logger.warning(
+                "receipt push refused: body larger than %s bytes (413)", f"{self.max_body_bytes:,}"
+            )
+            return JSONResponse(
+                {"code": 413, "msg": f"the body is larger than {self.max_body_bytes} bytes"}, status_code=413
+            )
         try:
             receipts, skipped = parse_receipts(json.loads(raw))
         except (
             ValueError,
             ReceiptFormatError,
+            RecursionError,
         ) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            reason = str(exc) if isinstance(exc, ReceiptFormatError) else "the body is not JSON"
+            if isinstance(exc, ReceiptFormatError):
+                reason = str(exc)
+            elif isinstance(exc, RecursionError):  # `[[[[...` deeper than Python's parser goes
+                reason = "the body is JSON nested too deeply"
+            else:
+                reason = "the body is not JSON"
             logger.info("receipt push refused: %s", reason)
             return JSONResponse({"code": 400, "msg": reason}, status_code=400)
         try:
@@ -127,6 +156,18 @@ class Receiver:
             f"{result.orphans} orphan; skipped {skipped}"
         )
         return JSONResponse({"code": 0, "msg": message})
+
+    async def _body(self, request: Request) -> bytes | None:
+        """The request body, or None once it is known to pass `max_body_bytes` (the rest is not read)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                return None
+        return bytes(body)
 
     async def health(self, request: Request) -> Response:
         """`GET /health`: the counters since start."""
@@ -175,19 +216,22 @@ class AccessLog:
             )
 
 
-def create_receiver_app(store: ReceiptStore, token: ReceiverToken | None = None) -> Starlette:
+def create_receiver_app(
+    store: ReceiptStore, token: ReceiverToken | None = None, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> Starlette:
     """The receiver as an ASGI app; its `Receiver` is `app.state.receiver`.
 
     Args:
         store: where receipts go.
         token: the shared secret pushes must carry (`/receipts/<token>` or `?token=`); None accepts any
             push and logs a warning saying so, once.
+        max_body_bytes: the largest push body read (default 4 MiB); a larger one is answered 413.
 
     Example:
         app = create_receiver_app(ReceiptStore(default_ledger_url()), ReceiverToken.from_env())
         client = httpx.Client(transport=httpx.ASGITransport(app=app), base_url="http://receiver")
     """
-    receiver = Receiver(store, token)
+    receiver = Receiver(store, token, max_body_bytes=max_body_bytes)
     install_access_log_filter()
     if token is None:
         logger.warning(
@@ -218,6 +262,7 @@ class ReceiverServer:
         host: the address to bind.
         port: 0 picks a free port.
         startup_timeout: seconds to wait for uvicorn to start serving.
+        max_body_bytes: the largest push body read; a larger one is answered 413.
     """
 
     def __init__(
@@ -228,11 +273,12 @@ class ReceiverServer:
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 10.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ):
         self.ledger_url = ledger_url
         self.token = token
         self.store = ReceiptStore(ledger_url)
-        self.app = create_receiver_app(self.store, token)
+        self.app = create_receiver_app(self.store, token, max_body_bytes=max_body_bytes)
         self.host = host
         self._runner = ThreadedUvicorn(
             self.app, host=host, port=port, startup_timeout=startup_timeout, name="receipt receiver"
@@ -297,7 +343,14 @@ class ReceiverServer:
         self.stop()
 
 
-def serve_forever(host: str, port: int, ledger_url: str, *, token: ReceiverToken | None = None) -> None:
+def serve_forever(
+    host: str,
+    port: int,
+    ledger_url: str,
+    *,
+    token: ReceiverToken | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
     """Serve the receiver in the foreground until interrupted (`globe-sms receipts serve`).
 
     Args:
@@ -305,9 +358,10 @@ def serve_forever(host: str, port: int, ledger_url: str, *, token: ReceiverToken
         port: the port to listen on.
         ledger_url: the ledger's SQLAlchemy URL.
         token: the shared secret pushes must carry; None accepts any push (and warns).
+        max_body_bytes: the largest push body read; a larger one is answered 413.
     """
     with ReceiptStore(ledger_url) as store:
-        app = create_receiver_app(store, token)
+        app = create_receiver_app(store, token, max_body_bytes=max_body_bytes)
         try:
             uvicorn.Server(uvicorn_config(app, host, port, log_level="info", quiet=False)).run()
         finally:

@@ -3,6 +3,10 @@
 Files are read in name order and stacked; a column missing from one file is null in its rows. CSV is read
 without type inference; Parquet columns are cast to text; NDJSON is read with every key as text (a JSON number
 becomes its digits, an object its JSON), the keys taken from the first 1,000 lines of each file.
+
+Before polars sees a CSV or NDJSON file, its first bytes are checked (`tasks/sources/sniff.py`): a binary
+file (an Excel workbook, gzip, Parquet...) is refused saying what it looks like; a CSV header longer than
+`max_header_bytes`, not UTF-8, or naming a column twice is refused too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import polars as pl
 
 from globe_sms.sources import CsvSource, FileSource, NdjsonSource, ParquetSource
 from tasks.sources.errors import SourceError, missing_phone_column
+from tasks.sources.sniff import SNIFF_BYTES, read_csv_header, refuse_binary
 from tasks.sources.text import text_exprs
 
 NDJSON_SCHEMA_LINES = 1_000
@@ -50,8 +55,14 @@ def source_files(source: FileSource) -> list[Path]:
 def _scan_one(source: FileSource, path: Path) -> pl.LazyFrame:
     """One file as a lazy frame of String columns."""
     if isinstance(source, CsvSource):
+        read_csv_header(path, source)
         return pl.scan_csv(path, infer_schema=False, separator=source.separator, encoding=source.encoding)
     if isinstance(source, NdjsonSource):
+        with path.open("rb") as file:
+            head = file.read(SNIFF_BYTES)
+        refuse_binary(path, "ndjson", head)
+        if not head.strip():
+            raise SourceError(f"source.path: {path} is empty: nothing to send")
         names = pl.scan_ndjson(path, infer_schema_length=NDJSON_SCHEMA_LINES).collect_schema().names()
         return pl.scan_ndjson(path, schema=dict.fromkeys(names, pl.String))
     assert isinstance(source, ParquetSource)
