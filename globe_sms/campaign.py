@@ -206,7 +206,8 @@ class Campaign(BaseModel):
         "`weekly-{date:Asia/Singapore}`.",
     )
     source: Source = Field(
-        description="Where the recipients come from: `kind` csv, parquet, ndjson, postgres or http (unset: from the file's extension, else csv)."
+        description="Where the recipients come from: `kind` csv, parquet, ndjson, postgres or http (unset: "
+        "from the file's extension, else csv)."
     )
     template: MessageTemplate = Field(
         description="Message text with {column} placeholders, or a template spec."
