@@ -44,6 +44,14 @@ from the limit's `updated` time, has aged one interval: the gateway then sees at
 two processes' calls even if the first one was up to 100 ms slower to send. A campaign sending alone never
 pays it after its first call.
 
+**Prefect's public client only.** Every request goes through the methods of Prefect's public client
+(`increment_concurrency_slots`, `read_global_concurrency_limit_by_name`, the `*_with_lease` and
+`renew_concurrency_lease` methods), so it carries the headers the client adds, such as the CSRF token a server
+with `PREFECT_SERVER_CSRF_PROTECTION_ENABLED` requires. The pacer keeps one client (`open_pacing_client`)
+from call to call, whose 503s come back at once through an httpx response hook instead of after the
+client's own 2-s retry sleep; what the pacer relies on in that client is pinned by
+tests/test_prefect_client.py.
+
 Waiting for the slot is bounded (`GatewaySettings.rate_limit_timeout_seconds`): past it, a `RateLimitTimeout`
 names the limit. Nothing has been sent at that point, so the batch goes back to pending.
 """

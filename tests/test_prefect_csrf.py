@@ -4,7 +4,7 @@ Such a server refuses every POST that lacks the token Prefect's public client fe
 that talks to the REST API around the client (a hand-built request) gets 403. These tests start their own
 `prefect server start` with protection on, in a subprocess with its own PREFECT_HOME, and run what a user
 runs against it: the `send_campaign` flow (limit set-up, pacer, batches), the pacer's denial path with its
-waiting room, and `globe-sms setup`'s limit creation.
+waiting room, and `globe-sms setup`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from alibaba_sms.emulator import EmulatorServer
 from flows.send_campaign import send_campaign
-from globe_sms.campaign import Campaign, GatewaySettings
+from globe_sms.campaign import Campaign
+from globe_sms.cli import app
 from globe_sms.pacing import Pacer, PrefectWaitingRoom, ensure_global_limit, try_rate_limit
-from globe_sms.setup import SetupTargets, run_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = [f"+6591{i:06d}" for i in range(12)] + [f"+85291{i:06d}" for i in range(9)]
@@ -91,10 +92,12 @@ def csrf_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def on_csrf_server(csrf_server: str) -> Iterator[str]:
     """Point this test's Prefect client at the CSRF-protected server (client CSRF support on: the default)."""
+    from prefect.logging.handlers import APILogHandler
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: csrf_server, PREFECT_CLIENT_CSRF_SUPPORT_ENABLED: True}):
         yield csrf_server
+        APILogHandler().flush()  # the run's logs go to this server (with the token) before it stops
 
 
 def test_the_server_really_refuses_a_request_without_the_token(csrf_server: str) -> None:
@@ -174,17 +177,38 @@ def test_a_denied_pacer_waits_in_the_room_and_gets_the_slot(on_csrf_server: str)
     assert 0.5 < waited < 10
 
 
-def test_setup_creates_the_rate_limit_and_its_room(on_csrf_server: str) -> None:
-    """`globe-sms setup`'s limit step, through the public client: created, then found as it is."""
+PREFECT_YAML = """
+deployments:
+  - name: csrf-campaign
+    entrypoint: flows/send_campaign.py:send_campaign
+    work_pool: {name: globe-sms-csrf-pool}
+    parameters:
+      campaign:
+        gateway:
+          rate_limit_name: globe-sms-csrf-setup
+          calls_per_second: 2.0
+          credentials_block: globe-sms-csrf-key
+"""
+
+
+def test_globe_sms_setup_creates_the_pool_the_block_and_the_limit(
+    on_csrf_server: str, tmp_path: Path
+) -> None:
+    """`globe-sms setup` (the CLI) writes everything through the public client: created, then found."""
     from prefect.client.orchestration import get_client
 
-    gateway = GatewaySettings(rate_limit_name="globe-sms-csrf-setup", calls_per_second=2.0)
-    steps = run_setup(SetupTargets(gateways=[gateway]), environ={})
-    assert [(s.kind, s.name, s.outcome) for s in steps] == [("rate limit", "globe-sms-csrf-setup", "created")]
-    again = run_setup(SetupTargets(gateways=[gateway]), environ={})
-    assert [s.outcome for s in again] == ["exists"]
+    prefect_yaml = tmp_path / "prefect.yaml"
+    prefect_yaml.write_text(PREFECT_YAML, encoding="utf-8")
+    runner = CliRunner()
+    first = runner.invoke(app, ["setup", "--prefect-yaml", str(prefect_yaml)], env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    for name in ("globe-sms-csrf-pool", "globe-sms-csrf-key", "globe-sms-csrf-setup"):
+        assert any(name in line and "created" in line for line in first.output.splitlines()), first.output
+    again = runner.invoke(app, ["setup", "--prefect-yaml", str(prefect_yaml)], env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and "created" not in again.output, again.output
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name("globe-sms-csrf-setup")
         room = client.read_global_concurrency_limit_by_name("globe-sms-csrf-setup-waiting")
+        assert client.read_work_pool("globe-sms-csrf-pool").type == "process"
     assert (limit.limit, limit.slot_decay_per_second, limit.active) == (1, 2.0, True)
     assert room.limit > 1
