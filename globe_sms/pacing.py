@@ -44,6 +44,14 @@ from the limit's `updated` time, has aged one interval: the gateway then sees at
 two processes' calls even if the first one was up to 100 ms slower to send. A campaign sending alone never
 pays it after its first call.
 
+**Prefect's public client only.** Every request goes through the methods of Prefect's public client
+(`increment_concurrency_slots`, `read_global_concurrency_limit_by_name`, the `*_with_lease` and
+`renew_concurrency_lease` methods), so it carries the headers the client adds, such as the CSRF token a server
+with `PREFECT_SERVER_CSRF_PROTECTION_ENABLED` requires. The pacer keeps one client (`open_pacing_client`)
+from call to call, whose 503s come back at once through an httpx response hook instead of after the
+client's own 2-s retry sleep; what the pacer relies on in that client is pinned by
+tests/test_prefect_client.py.
+
 Waiting for the slot is bounded (`GatewaySettings.rate_limit_timeout_seconds`): past it, a `RateLimitTimeout`
 names the limit. Nothing has been sent at that point, so the batch goes back to pending.
 """
@@ -56,6 +64,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -102,12 +111,11 @@ def prefect_rate_limit(name: str, timeout_seconds: float | None = None) -> None:
         ConcurrencySlotAcquisitionError: the limit does not exist (`strict=True`).
         RateLimitTimeout: no slot within `timeout_seconds` (`None` waits for ever).
     """
-    from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
     from prefect.concurrency.sync import rate_limit
 
     try:
         rate_limit(name, occupy=1, timeout_seconds=timeout_seconds, strict=True)
-    except AcquireConcurrencySlotTimeoutError as exc:
+    except TimeoutError as exc:  # documented: Prefect's AcquireConcurrencySlotTimeoutError is a TimeoutError
         raise RateLimitTimeout(name, timeout_seconds or 0.0) from exc
 
 
@@ -171,77 +179,124 @@ class WaitingRoom(Protocol):
     def leave(self, client: Any, ticket: UUID) -> None: ...
 
 
-def send_once(client: Any, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """One request through a Prefect sync client, without the client's own retries.
+class ServerBusy(Exception):
+    """The Prefect server answered 503 (on SQLite: "database is locked"); worth asking again soon."""
 
-    Prefect's client answers a 503 (the server's "database is locked" on SQLite) by sleeping 2 s and more
-    before it tries again, which is a missed turn for a process waiting for the slot: the pacer retries
-    within ~50 ms itself instead. Falls back to the client's retrying `request` if its internals moved.
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        super().__init__(f"the Prefect server is busy (503) at {response.request.url.path}")
+
+
+def raise_when_busy(response: Any) -> None:
+    """An httpx response hook: a 503 raises `ServerBusy` before Prefect's client sleeps to retry it.
+
+    Prefect's public client retries a 503 by itself after sleeping 2 s, then 4 s, 8 s...; it sleeps 2 s even
+    with `PREFECT_CLIENT_MAX_RETRIES=0` (the sleep comes before the retry count is checked), and no setting
+    takes 503 out of its retried codes. For a process waiting for the slot that is a missed turn: the pacer
+    asks again within ~50 ms itself instead. tests/test_prefect_client.py pins this behaviour.
+    """
+    if response.status_code == 503:
+        raise ServerBusy(response)
+
+
+def open_pacing_client() -> Any:
+    """A public Prefect sync client (not yet entered) whose 503s raise `ServerBusy` at once.
+
+    Built with `get_client`'s public `httpx_settings` (an httpx response hook): every other header, such as
+    the CSRF token a server with `PREFECT_SERVER_CSRF_PROTECTION_ENABLED` requires, is the client's own.
+    """
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True, httpx_settings={"event_hooks": {"response": [raise_when_busy]}})
+
+
+def is_busy(exc: Exception) -> bool:
+    """Whether a failed request to a limit is the slot denied (423) or a busy server, not an error.
+
+    The public client raises on every status >= 400 (`httpx.HTTPStatusError`, response attached); it never
+    retries a 423. A 503 raises `ServerBusy` through `raise_when_busy`, or comes as a 503 status error from
+    a client without that hook once it has given up retrying.
     """
     import httpx
 
-    http = getattr(client, "_client", None)
-    if not isinstance(http, httpx.Client):  # pragma: no cover - a future Prefect client
-        return client.request(method, path, json=body)
-    request = http.build_request(method, path, json=body)
-    return httpx.Client.send(http, request)
-
-
-def _limit_path(name: str) -> str:
-    from urllib.parse import quote
-
-    return f"/v2/concurrency_limits/{quote(name, safe='')}"
+    if isinstance(exc, ServerBusy):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (423, 503)
 
 
 class PrefectWaitingRoom:
-    """The waiting room as the Prefect concurrency limit `<limit>-waiting`: one leased slot per waiter."""
+    """The waiting room as the Prefect concurrency limit `<limit>-waiting`: one leased slot per waiter.
 
-    def __init__(self, limit_name: str) -> None:
+    Args:
+        limit_name: the rate limit whose waiters the room holds.
+        client: gives the Prefect client `others_waiting` reads with (the pacer's own); by default a new
+            `open_pacing_client()` for each look.
+    """
+
+    def __init__(self, limit_name: str, client: Callable[[], Any] | None = None) -> None:
         self.name = waiting_room_name(limit_name)
+        self._client_for_looks = client
 
     def others_waiting(self) -> bool:
         """Whether any process holds a slot of the room (this one holds none while it asks)."""
-        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
 
-        with get_client(sync_client=True) as client:
-            response = send_once(client, "GET", _limit_path(self.name))
-        if response.status_code == 404:  # a server set up before the room existed: no fairness, no error
-            return False
-        response.raise_for_status()
-        return bool(response.json()["active_slots"] > 0)
+        with ExitStack() as stack:
+            if self._client_for_looks is not None:
+                client = self._client_for_looks()
+            else:
+                client = stack.enter_context(open_pacing_client())
+            try:
+                room = client.read_global_concurrency_limit_by_name(self.name)
+            except ObjectNotFound:  # a server set up before the room existed: no fairness, no error
+                return False
+        return room.active_slots > 0
 
     def join(self, client: Any) -> UUID | None:
-        body = {"names": [self.name], "slots": 1, "mode": "concurrency"}
-        body["lease_duration"] = WAITING_LEASE_SECONDS
-        response = send_once(client, "POST", "/v2/concurrency_limits/increment-with-lease", body)
-        response.raise_for_status()
+        response = client.increment_concurrency_slots_with_lease(
+            names=[self.name], slots=1, mode="concurrency", lease_duration=WAITING_LEASE_SECONDS
+        )
         return UUID(response.json()["lease_id"])
 
     def renew(self, client: Any, ticket: UUID) -> None:
         client.renew_concurrency_lease(ticket, lease_duration=WAITING_LEASE_SECONDS)
 
     def leave(self, client: Any, ticket: UUID) -> None:
+        import httpx
+
         for _ in range(5):  # a lease left behind makes others step aside for nobody until it expires
-            body = {"lease_id": str(ticket)}
-            response = send_once(client, "POST", "/v2/concurrency_limits/decrement-with-lease", body)
-            if response.status_code != 503:
-                return
-            time.sleep(0.05)
+            try:
+                client.release_concurrency_slots_with_lease(ticket)
+            except (httpx.HTTPStatusError, ServerBusy) as exc:
+                if is_busy(exc):
+                    time.sleep(0.05)
+                    continue
+                if exc.response.status_code == 404:  # the lease is gone already (expired, revoked)
+                    return
+                raise
+            return
 
 
 def try_rate_limit(client: Any, name: str) -> bool:
-    """One attempt at a slot of the rate limit `name`: True if granted; False if denied (423) or busy (503).
+    """One attempt at a slot of the rate limit `name`: True if granted; False if denied (423) or busy.
+
+    Uses the public `increment_concurrency_slots`, which raises on a denial (423, with the server's
+    `Retry-After`, which the pacer does not need: it watches the limit instead) and never retries one. With
+    a client from `open_pacing_client()`, a busy server is handed back at once too.
+    tests/test_prefect_client.py pins both behaviours.
 
     Raises:
         ConcurrencySlotAcquisitionError: the limit does not exist (as `rate_limit(strict=True)`).
     """
+    import httpx
     from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
-    body = {"names": [name], "slots": 1, "mode": "rate_limit"}
-    response = send_once(client, "POST", "/v2/concurrency_limits/increment", body)
-    if response.status_code in (423, 503):
-        return False
-    response.raise_for_status()
+    try:
+        response = client.increment_concurrency_slots(names=[name], slots=1, mode="rate_limit")
+    except (httpx.HTTPStatusError, ServerBusy) as exc:
+        if is_busy(exc):
+            return False
+        raise
     if not response.json():
         raise ConcurrencySlotAcquisitionError(
             f"Concurrency limits {[name]!r} must be created before acquiring slots"
@@ -253,19 +308,19 @@ def slot_wait(client: Any, name: str, margin_seconds: float) -> float | None:
     """How long to wait before asking for the rate limit `name` so that the previous grant, whoever took it,
     lies at least one interval plus `margin_seconds` back; None while the slot is taken.
 
-    The server answers with the slot's decayed count and `updated`, the time of its last grant. The margin
-    is kept on the local clock against the server's: keep the machines' clocks in sync (NTP).
+    The server answers with the slot's decayed count and `updated`, the time of its last grant (a denial
+    does not move it). The margin is kept on the local clock against the server's: keep the machines'
+    clocks in sync (NTP).
     """
     from datetime import UTC, datetime
 
-    response = send_once(client, "GET", _limit_path(name))
-    response.raise_for_status()
-    data = response.json()
-    if data["active_slots"] > 0:
+    limit = client.read_global_concurrency_limit_by_name(name)
+    if limit.active_slots > 0:
         return None
-    last_grant = datetime.fromisoformat(data["updated"].replace("Z", "+00:00"))
-    spacing = 1.0 / data["slot_decay_per_second"]
-    return max(0.0, spacing + margin_seconds - (datetime.now(UTC) - last_grant).total_seconds())
+    if limit.updated is None:
+        return 0.0
+    spacing = 1.0 / limit.slot_decay_per_second
+    return max(0.0, spacing + margin_seconds - (datetime.now(UTC) - limit.updated).total_seconds())
 
 
 def _courtesy(call: Callable[[], Any], default: Any = None) -> Any:
@@ -406,8 +461,11 @@ class Pacer:
         self.yield_seconds = min(yield_seconds, self.interval / 2)
         self.poll_seconds = min(0.05, self.interval / 10)
         self.spacing = 1.0 / calls_per_second  # what the server keeps between two grants
+        self._api: Any = None  # the pacer's own Prefect client, opened on first use
+        self._api_url: str | None = None
+        self._api_stack: ExitStack | None = None
         if waiting_room is None and acquire is None and limit_name is not None:
-            waiting_room = PrefectWaitingRoom(limit_name)
+            waiting_room = PrefectWaitingRoom(limit_name, client=self._prefect_client)
         self.handover_seconds = min(handover_seconds, self.spacing / 4)
         self._handover = True  # whether the next slot may come from another process
         self._room = waiting_room
@@ -420,22 +478,43 @@ class Pacer:
         self._lock = threading.Lock()
         self.stats = PacingStats()
 
-    def _take_prefect_slot(self, name: str) -> int:
-        from prefect.client.orchestration import get_client
+    def _prefect_client(self) -> Any:
+        """The pacer's Prefect client (`open_pacing_client`), kept from one call to the next.
 
-        with get_client(sync_client=True) as client:
-            return take_slot_fairly(
-                name,
-                lambda limit: try_rate_limit(client, limit),
-                slot_wait=lambda limit: slot_wait(client, limit, self.handover_seconds),
-                look_first=self._handover,
-                room=self._room,
-                client=client,
-                timeout_seconds=self.timeout_seconds,
-                poll_seconds=self.poll_seconds,
-                clock=self._clock,
-                sleep=self._sleep,
-            )
+        Kept, not opened per call: opening one costs tens of milliseconds (and a CSRF token request on a
+        protected server), which would come straight off the pace. A new one is opened when
+        `PREFECT_API_URL` changes. Used under the pacer's lock only.
+        """
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+        if self._api is None or url != self._api_url:
+            self.close()
+            self._api_stack = ExitStack()
+            self._api = self._api_stack.enter_context(open_pacing_client())
+            self._api_url = url
+        return self._api
+
+    def close(self) -> None:
+        """Close the pacer's Prefect client, if open; a later `wait()` opens a new one."""
+        if self._api_stack is not None:
+            self._api_stack.close()
+        self._api, self._api_url, self._api_stack = None, None, None
+
+    def _take_prefect_slot(self, name: str) -> int:
+        client = self._prefect_client()
+        return take_slot_fairly(
+            name,
+            lambda limit: try_rate_limit(client, limit),
+            slot_wait=lambda limit: slot_wait(client, limit, self.handover_seconds),
+            look_first=self._handover,
+            room=self._room,
+            client=client,
+            timeout_seconds=self.timeout_seconds,
+            poll_seconds=self.poll_seconds,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
 
     def _sleep_until(self, moment: float | None) -> None:
         delay = 0.0 if moment is None else moment - self._clock()

@@ -58,7 +58,7 @@ class TestPacer:
 class TestPrefectLimit:
     def test_missing_limit_is_an_error_not_an_unthrottled_send(self) -> None:
         """strict=True: acquiring a limit that does not exist raises instead of passing silently."""
-        from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+        from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
         with pytest.raises(ConcurrencySlotAcquisitionError, match="must be created"):
             prefect_rate_limit("globe-sms-no-such-limit")
