@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from alibaba_sms import SmsClient
 from globe_sms.campaign import DEFAULT_LEDGER_URL, GatewaySettings
 from globe_sms.gateway import credentials_for
+from globe_sms.ledger import LedgerLocation
+from globe_sms.ledger.url import check_plain_url
 from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND, ReconcileResult, query_pacer, reconcile
 from globe_sms.receipts.report import DeliveryReport, build_report
 from globe_sms.receipts.store import ReceiptStore
@@ -62,7 +64,7 @@ def client_for(gateway: GatewaySettings) -> SmsClient:
 
 @task(name="query-unsettled-messages", cache_policy=NO_CACHE)
 def query_unsettled(
-    ledger: str,
+    ledger: LedgerLocation,
     gateway: GatewaySettings,
     campaign_id: str | None,
     older_than_minutes: float,
@@ -86,7 +88,7 @@ def query_unsettled(
 
 
 @task(name="publish-delivery-report", cache_policy=NO_CACHE)
-def publish_delivery_report(ledger: str, campaign_id: str) -> DeliveryReport:
+def publish_delivery_report(ledger: LedgerLocation, campaign_id: str) -> DeliveryReport:
     """Build the campaign's delivery report and publish it as markdown and table artifacts."""
     with ReceiptStore(ledger) as store:
         report = build_report(store, campaign_id)
@@ -107,7 +109,7 @@ def publish_delivery_report(ledger: str, campaign_id: str) -> DeliveryReport:
 @flow(name="reconcile-receipts", flow_run_name="reconcile-{campaign_id}", log_prints=False)
 def reconcile_receipts(
     campaign_id: str | None = None,
-    ledger: str = DEFAULT_LEDGER_URL,
+    ledger: LedgerLocation = DEFAULT_LEDGER_URL,
     gateway: GatewaySettings | None = None,
     older_than_minutes: float = 30.0,
     unknown_after_hours: float = 72.0,
@@ -119,7 +121,7 @@ def reconcile_receipts(
 
     Args:
         campaign_id: one campaign, or None for every campaign in the ledger.
-        ledger: the ledger's SQLAlchemy URL.
+        ledger: the ledger's SQLAlchemy URL without a password, or where it is kept ({env:} / {block:}).
         gateway: endpoint and credentials of the account that sent the messages.
         older_than_minutes: query messages submitted at least this long ago with no final receipt.
         unknown_after_hours: a message still unsettled this long after submission becomes final `unknown`.
@@ -131,6 +133,8 @@ def reconcile_receipts(
         Counts of what was queried and settled, and the delivery report of each campaign concerned.
     """
     logger = get_run_logger()
+    if isinstance(ledger, str):
+        check_plain_url(ledger, "ledger")  # a password here would be a flow parameter: refuse to use it
     gateway = gateway or GatewaySettings()
     result = query_unsettled(
         ledger,

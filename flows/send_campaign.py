@@ -34,6 +34,7 @@ from globe_sms.progress import SendProgress, announce
 from globe_sms.send_window import Clock, clock_at, utc_now
 from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
+from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
 from tasks.spool import Spool, rejects_file, spool_campaign
@@ -114,9 +115,11 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
         CampaignFailed: a permanent error (balance, sender ID, credentials), exhausted retries or a lost run
             lease stopped the run; the batches not sent stay pending in the ledger for the next run.
         CampaignBusy: another run of the same campaign is sending it; this one did nothing.
+        PreflightError: the campaign cannot start (e.g. its ledger is unreachable); nothing was done.
     """
     started = time.monotonic()
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
+    preflight(campaign)  # again, for runs from the UI or a deployment (the CLI ran it before this run)
     # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger) as ledger, campaign_lease(ledger, campaign):
         summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))

@@ -18,9 +18,12 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alibaba_sms.endpoints import resolve_endpoint
+from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
 from globe_sms.ledger import task_id as ledger_task_id
+from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
 from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
     FILE_KINDS,
@@ -29,8 +32,10 @@ from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exporte
     NdjsonSource,
     ParquetSource,
     PostgresSource,
+    SecretRef,
     Source,
 )
+from globe_sms.strict_model import StrictModel
 from tasks.render import MessageTemplate
 from tasks.validate import ValidationRules
 
@@ -41,6 +46,7 @@ _SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")
 _DATE_PLACEHOLDER = re.compile(r"\{date(?::(?P<zone>[A-Za-z0-9_+/-]+))?\}")
 CAMPAIGN_ID_PATTERN = r"^(?:[a-z0-9-]|\{date(?::[A-Za-z0-9_+/-]+)?\})+$"
 _RESOLVED_ID = re.compile(r"^[a-z0-9-]+$")
+_DATE_LENGTH = len("2026-05-04")
 _CONNECT_SECONDS = 5.0  # the connect timeout of globe_sms.gateway's client
 _BACKOFF_FACTOR, _BACKOFF_JITTER = 2.0, 0.2  # the send-batch task's retry delays: 2, 4, 8 ... s, +-20%
 
@@ -82,15 +88,26 @@ class CampaignFileError(ValueError):
     """A campaign file or value that cannot be used; the message names every bad field."""
 
     @classmethod
-    def from_validation(cls, error: ValidationError, origin: str) -> CampaignFileError:
+    def from_validation(
+        cls, error: ValidationError, origin: str, document: YamlDocument | None = None
+    ) -> CampaignFileError:
+        """One error naming every bad field; with the file's `document`, also its line, and a hint where
+        YAML read unquoted text as a number, boolean or date."""
         lines = []
         for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"]) or "(campaign)"
-            lines.append(f"  {where}: {item['msg']}")
+            loc = item["loc"]
+            where = ".".join(str(part) for part in loc) or "(campaign)"
+            message = item["msg"]
+            line = document.line(loc) if document is not None else None
+            if line is not None:
+                where = f"{where} (line {line})"
+            text_wanted = document is not None and item["type"] == "string_type"
+            hint = document.hint(loc, item.get("input")) if document is not None and text_wanted else None
+            lines.append(f"  {where}: {message}" + (f"; {hint}" if hint else ""))
         return cls(f"{origin} is not a valid campaign:\n" + "\n".join(lines))
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(StrictModel):
     """Where and how fast to send."""
 
     model_config = ConfigDict(extra="forbid")
@@ -157,6 +174,19 @@ class GatewaySettings(BaseModel):
         "crashed run's hold expires after it. Must exceed the longest wait between two batch attempts.",
     )
 
+    @field_validator("endpoint")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        if value == EMULATOR or not value:
+            return value
+        try:
+            resolve_endpoint(value)
+        except ValueError as exc:  # a scheme other than https, plain http to another host, no host
+            raise ValueError(str(exc)) from None
+        except Exception:  # noqa: BLE001 - httpx.InvalidURL and friends: not a URL at all
+            raise ValueError("is not a URL: give https://host, or 'emulator'") from None
+        return value
+
     @property
     def is_emulator(self) -> bool:
         return self.endpoint == EMULATOR
@@ -183,7 +213,7 @@ class GatewaySettings(BaseModel):
         return self
 
 
-class Campaign(BaseModel):
+class Campaign(StrictModel):
     """One SMS campaign: who gets what, from whom, and how it is sent."""
 
     model_config = ConfigDict(extra="forbid")
@@ -217,10 +247,12 @@ class Campaign(BaseModel):
     gateway: GatewaySettings = Field(
         default_factory=GatewaySettings, description="Endpoint, signature and rate."
     )
-    ledger: str = Field(
+    ledger: LedgerLocation = Field(
         default=DEFAULT_LEDGER_URL,
-        min_length=1,
-        description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL).",
+        union_mode="left_to_right",
+        description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL) without a password, or where "
+        "the whole URL is kept: {env: NAME} (an environment variable) or {block: NAME} (a Prefect Secret "
+        "block). A password in the URL is refused: it would be stored and shown as a flow parameter.",
     )
     validation: ValidationRules = Field(
         default_factory=ValidationRules, description="Recipient validation rules."
@@ -244,6 +276,33 @@ class Campaign(BaseModel):
         "every zone their number may be in). Recipients outside it stay pending for a later run.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _hide_ledger_password(cls, data: Any) -> Any:
+        # Before anything else: pydantic quotes a refused value in its errors, which reach logs and the UI.
+        if isinstance(data, dict) and isinstance(data.get("ledger"), str):
+            return {**data, "ledger": hide_password(data["ledger"])}
+        return data
+
+    @field_validator("ledger", mode="before")
+    @classmethod
+    def _ledger_url_without_password(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return check_plain_url(value, "the URL")
+        if isinstance(value, dict):
+            try:
+                return SecretRef.model_validate(value)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    " ".join([*(str(part) for part in item["loc"][:1]), item["msg"]]) for item in exc.errors()
+                )
+                raise ValueError(f"give {{env: NAME}} or {{block: NAME}}: {problems}") from None
+        if isinstance(value, SecretRef):
+            return value
+        raise ValueError(
+            "give a URL without a password, or {env: NAME} or {block: NAME} naming where the URL is kept"
+        )
+
     @field_validator("template", mode="before")
     @classmethod
     def _template_shorthand(cls, value: Any) -> Any:
@@ -254,6 +313,12 @@ class Campaign(BaseModel):
     def _date_zones_exist(cls, value: str) -> str:
         for match in _DATE_PLACEHOLDER.finditer(value):
             _zone(match["zone"])
+        resolved_length = len(_DATE_PLACEHOLDER.sub("-" * _DATE_LENGTH, value))
+        if resolved_length > 100:
+            raise ValueError(
+                f"resolves to {resolved_length} characters once each {{date}} is replaced by a "
+                f"{_DATE_LENGTH}-character date; a campaign id has at most 100"
+            )
         return value
 
     @field_validator("sender_id")
@@ -305,11 +370,14 @@ class Campaign(BaseModel):
         """
         file = Path(path)
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            document = YamlDocument.load(file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise CampaignFileError(f"cannot read campaign file {file}: {exc.strerror}") from None
+        except DuplicateKeyError as exc:
+            raise CampaignFileError(f"{file}, {exc}") from None
         except yaml.YAMLError as exc:
             raise CampaignFileError(f"{file} is not valid YAML: {exc}") from None
+        data = document.data
         if not isinstance(data, dict):
             raise CampaignFileError(f"{file} must hold a mapping of campaign fields")
         source = data.get("source")
@@ -324,12 +392,20 @@ class Campaign(BaseModel):
         for key in ("price_table",):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 data[key] = str((file.parent / data[key]).resolve())
-        return cls.parse(data, origin=str(file))
+        return cls.parse(data, origin=str(file), document=document)
 
     @classmethod
-    def parse(cls, data: dict[str, Any], origin: str = "campaign") -> Campaign:
-        """Validate a mapping, turning pydantic's errors into one `CampaignFileError`."""
+    def parse(
+        cls, data: dict[str, Any], origin: str = "campaign", document: YamlDocument | None = None
+    ) -> Campaign:
+        """Validate a mapping, turning pydantic's errors into one `CampaignFileError`.
+
+        Args:
+            data: the campaign's fields.
+            origin: what to call it in the message (the file's path).
+            document: the YAML it was read from, to give each error its line and quoting hints.
+        """
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise CampaignFileError.from_validation(exc, origin) from None
+            raise CampaignFileError.from_validation(exc, origin, document) from None

@@ -32,7 +32,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def _before_sending_errors() -> tuple[type[BaseException], ...]:
     """The errors that stop `send` before anything is sent (exit status 2)."""
     from globe_sms.campaign import CampaignFileError
-    from globe_sms.ledger import CampaignBusy
+    from globe_sms.ledger import CampaignBusy, LedgerUnreachable, LedgerUrlError
+    from tasks.preflight import PreflightError
     from tasks.render import TemplateError
     from tasks.sources import SourceError
     from tasks.validate import RecipientSchemaError, TooManyRejects
@@ -41,6 +42,7 @@ def _before_sending_errors() -> tuple[type[BaseException], ...]:
         CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects
     ]
     errors.append(CampaignBusy)  # another run of the campaign holds its run lease: nothing was touched
+    errors += [PreflightError, LedgerUrlError, LedgerUnreachable]  # the ledger is opened before anything
     try:
         from tasks.cost import BudgetExceeded
 
@@ -63,6 +65,7 @@ def send(
     """Run a campaign end to end and print its summary."""
     from globe_sms.campaign import Campaign
     from globe_sms.progress import SendProgress, listening
+    from tasks.preflight import preflight
 
     before_sending = _before_sending_errors()
     try:
@@ -74,6 +77,7 @@ def send(
                     "resend_unknown": resend_unknown or campaign.resend_unknown,
                 }
             )
+        preflight(campaign)  # everything refusable is refused here, before a Prefect flow run exists
     except before_sending as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -24,7 +24,25 @@ receipts_app = typer.Typer(
 )
 console = Console()
 
-LedgerOption = Annotated[str, typer.Option("--ledger", help="SQLAlchemy URL of the send ledger.")]
+LedgerOption = Annotated[
+    str,
+    typer.Option(
+        "--ledger",
+        help="The send ledger: a SQLAlchemy URL without a password, or env:NAME / block:NAME naming the "
+        "environment variable or Prefect Secret block that holds the whole URL.",
+    ),
+]
+
+
+def _ledger_location(text: str):  # noqa: ANN202 - globe_sms.ledger.LedgerLocation, imported lazily
+    """The `--ledger` option read: a URL without a password, or a secret's name; exit 2 otherwise."""
+    from globe_sms.ledger.url import LedgerUrlError, location_from_text
+
+    try:
+        return location_from_text(text, "--ledger")
+    except LedgerUrlError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 @receipts_app.command()
@@ -60,9 +78,11 @@ def serve(
     The token is never taken on the command line (it would show in `ps` and shell history): it comes from
     GLOBE_SMS_RECEIPTS_TOKEN or a Prefect Secret block. Without one, any push is accepted, with a warning.
     """
+    from globe_sms.ledger.url import masked
     from globe_sms.receipts.auth import TOKEN_ENV, InvalidReceiverToken, masked_push_url, resolve_token
     from globe_sms.receipts.receiver import serve_forever
 
+    location = _ledger_location(ledger)
     try:
         token = resolve_token(token_block)
     except InvalidReceiverToken as exc:
@@ -80,7 +100,7 @@ def serve(
     logging.basicConfig(level=logging.INFO)
     shown_host = f"[{host}]" if ":" in host else host
     base = public_url or f"http://{shown_host}:{port}"
-    console.print(f"receipt endpoint listening on http://{shown_host}:{port}/ (ledger {_masked(ledger)})")
+    console.print(f"receipt endpoint listening on http://{shown_host}:{port}/ (ledger {masked(location)})")
     if token is None:
         console.print(
             "[yellow]warning:[/yellow] no token: anyone who can reach this endpoint can forge delivery "
@@ -93,18 +113,7 @@ def serve(
             f"push URL to enter in the Alibaba SMS console (HTTP batch push): {masked_push_url(base, token)}"
             f"\n  where **** is the token from {source}"
         )
-    serve_forever(host, port, ledger, token=token)
-
-
-def _masked(ledger: str) -> str:
-    """The ledger URL without its password, for printing."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(ledger).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unreadable URL)"
+    serve_forever(host, port, location, token=token)
 
 
 @receipts_app.command()
@@ -114,16 +123,22 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Delivered, failed by error code, and pending, each by country (numbers are never shown)."""
-    print_delivery_report(campaign_id, ledger, as_json=as_json)
+    print_delivery_report(campaign_id, _ledger_location(ledger), as_json=as_json)
 
 
-def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = False) -> None:
-    """Build the campaign's delivery report from the ledger and print it."""
+def print_delivery_report(campaign_id: str, ledger, *, as_json: bool = False) -> None:  # noqa: ANN001
+    """Build the campaign's delivery report from the ledger (a `LedgerLocation`) and print it."""
+    from globe_sms.ledger import LedgerError
+    from globe_sms.ledger.url import masked
     from globe_sms.receipts.report import build_report
     from globe_sms.receipts.store import ReceiptStore
 
-    with ReceiptStore(ledger) as store:
-        delivery = build_report(store, campaign_id)
+    try:
+        with ReceiptStore(ledger) as store:
+            delivery = build_report(store, campaign_id)
+    except LedgerError as exc:  # a malformed URL, its secret missing, the database unreachable
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
         typer.echo(json.dumps(delivery.model_dump(), indent=2))
         return
@@ -171,7 +186,7 @@ def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = Fals
             )
         console.print(failures)
     if delivery.accepted == 0:
-        console.print(f"no accepted message in campaign {campaign_id!r} of {ledger}")
+        console.print(f"no accepted message in campaign {campaign_id!r} of ledger {masked(ledger)}")
 
 
 def _campaign(campaign_file: Path):  # noqa: ANN202 - globe_sms.campaign.Campaign, imported lazily

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from globe_sms.strict_model import StrictModel
+
 FILE_KINDS = ("csv", "parquet", "ndjson")
 _NAME = r"^[A-Za-z0-9_./:-]+$"
 # What a literal secret is replaced with before validation, so that pydantic's errors (which quote the input,
@@ -91,7 +93,7 @@ class SecretRef(BaseModel):
         return f"Secret block {self.block!r}" if self.block else f"environment variable {self.env}"
 
 
-class _Recipients(BaseModel):
+class _Recipients(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     phone_column: str = Field(default="phone", min_length=1, description="The column holding phone numbers.")
@@ -179,7 +181,7 @@ class NextLinkPagination(BaseModel):
     )
 
 
-class PagePagination(BaseModel):
+class PagePagination(StrictModel):
     """Ask for page 1, 2, 3... through a query parameter until a page comes back short or empty."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

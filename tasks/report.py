@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from globe_sms.ledger import task_id
 from globe_sms.masking import mask_number_expr
+from globe_sms.sources import SecretRef
 from tasks.preview import Preview
 
 ARTIFACT_TABLE_ROWS = 200
@@ -185,15 +186,17 @@ class CampaignSummary(BaseModel):
         return lines
 
 
-def data_folder(ledger_url: str) -> Path:
-    """The folder beside an SQLite ledger, or `.data` for a server database."""
+def data_folder(ledger_url: str | SecretRef) -> Path:
+    """The folder beside an SQLite ledger, or `.data` for a server database or a URL kept in a secret."""
+    if not isinstance(ledger_url, str):  # a SecretRef: not read here (it may hold a password)
+        return Path(".data").resolve()
     url = make_url(ledger_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         return Path(url.database).resolve().parent
     return Path(".data").resolve()
 
 
-def write_rejects(rejects: pl.DataFrame, ledger_url: str, campaign_id: str) -> Path | None:
+def write_rejects(rejects: pl.DataFrame, ledger_url: str | SecretRef, campaign_id: str) -> Path | None:
     """Write every rejected row with its original values, row number and reasons as CSV next to the ledger."""
     if rejects.height == 0:
         return None

@@ -42,6 +42,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from globe_sms.campaign import Campaign
+from globe_sms.ledger import LedgerLocation
 from tasks.cost import COST_DTYPE, PRICE_SCALE, CostEstimate, PriceTable, estimate_cost
 from tasks.preview import SAMPLE_SIZE, Preview, build_preview
 from tasks.reasons import DUPLICATE
@@ -226,12 +227,12 @@ def _merge_estimates(parts: list[CostEstimate]) -> CostEstimate:
     )
 
 
-def rejects_file(ledger_url: str, campaign_id: str) -> Path:
+def rejects_file(ledger_url: LedgerLocation, campaign_id: str) -> Path:
     """Where a run writes its rejects: `<data folder>/<campaign>-rejects.csv`, as `tasks.report` does."""
     return data_folder(ledger_url) / f"{campaign_id}-rejects.csv"
 
 
-def new_spool_folder(ledger_url: str, campaign_id: str) -> Path:
+def new_spool_folder(ledger_url: LedgerLocation, campaign_id: str) -> Path:
     """A fresh folder `<data folder>/spool/<campaign>-<token>` (not created yet)."""
     return data_folder(ledger_url) / "spool" / f"{campaign_id}-{uuid.uuid4().hex[:12]}"
 
