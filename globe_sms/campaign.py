@@ -99,11 +99,11 @@ class CampaignFileError(ValueError):
             where = ".".join(str(part) for part in loc) or "(campaign)"
             message = item["msg"]
             line = document.line(loc) if document is not None else None
-            if line is not None:
-                where = f"{where} (line {line})"
             text_wanted = document is not None and item["type"] == "string_type"
             hint = document.hint(loc, item.get("input")) if document is not None and text_wanted else None
-            lines.append(f"  {where}: {message}" + (f"; {hint}" if hint else ""))
+            lines.append(
+                f"  {where}: {message}" + (f"; {hint}" if hint else "") + (f" (line {line})" if line else "")
+            )
         return cls(f"{origin} is not a valid campaign:\n" + "\n".join(lines))
 
 

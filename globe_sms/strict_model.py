@@ -6,7 +6,8 @@ as booleans, so `batch_size: yes` would quietly send batches of one. Every model
 conversions alone (YAML integers, JSON numbers from the Prefect UI, `2.0` for an int).
 
 It is one model-level check rather than a `field_validator("*")`, which pydantic forbids on the `type` field
-of a discriminated union (`PagePagination`); the errors still carry each field's location.
+of a discriminated union (`PagePagination`); the errors still carry each field's location, and the other
+fields' errors are reported with them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import types
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 
 def wants_a_number(annotation: Any) -> bool:
@@ -28,30 +29,46 @@ def wants_a_number(annotation: Any) -> bool:
     return annotation in (int, float)
 
 
+def _bool_errors(model: type[BaseModel], data: dict[Any, Any]) -> list[InitErrorDetails]:
+    """An error for each field of `model` that wants a number and was given a boolean in `data`."""
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(
+                "bool_for_number",
+                "{value} is a boolean, not a number (YAML reads unquoted true/false, yes/no, on/off as "
+                "booleans); give a number",
+                {"value": str(data[key]).lower()},
+            ),
+            loc=(key,),
+            input=data[key],
+        )
+        for name, field in model.model_fields.items()
+        for key in [field.alias or name]
+        if isinstance(data.get(key), bool) and wants_a_number(field.annotation)
+    ]
+
+
+def _as_raised(error: ErrorDetails) -> InitErrorDetails:
+    """A validation error found by pydantic, to raise again as it was (type name, location and message)."""
+    return InitErrorDetails(
+        type=PydanticCustomError(error["type"], error["msg"]), loc=error["loc"], input=error["input"]
+    )
+
+
 class StrictModel(BaseModel):
     """A pydantic model whose int and float fields refuse booleans (`batch_size: true` is an error)."""
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _no_boolean_for_a_number(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        errors = [
-            InitErrorDetails(
-                type=PydanticCustomError(
-                    "bool_for_number",
-                    "{value} is a boolean, not a number (YAML reads unquoted true/false, yes/no, on/off as "
-                    "booleans); give a number",
-                    {"value": str(data[key]).lower()},
-                ),
-                loc=(key,),
-                input=data[key],
-            )
-            for name, field in cls.model_fields.items()
-            for key in [field.alias or name]
-            if isinstance(data.get(key), bool) and wants_a_number(field.annotation)
-        ]
-        if errors:
-            # pydantic keeps the line errors of a ValidationError raised in a validator, each at its field.
-            raise ValidationError.from_exception_data(cls.__name__, errors)
-        return data
+    def _no_boolean_for_a_number(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        refused = _bool_errors(cls, data) if isinstance(data, dict) else []
+        if not refused:
+            return handler(data)
+        others: list[InitErrorDetails] = []
+        try:
+            handler(data)  # the other fields' errors, so that every bad field is named at once
+        except ValidationError as exc:
+            at = {error["loc"] for error in refused}
+            others = [_as_raised(error) for error in exc.errors() if error["loc"] not in at]
+        # pydantic keeps the line errors of a ValidationError raised in a validator, each at its location.
+        raise ValidationError.from_exception_data(cls.__name__, refused + others)
