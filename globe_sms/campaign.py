@@ -12,7 +12,7 @@ resolves from the flow run's scheduled start (`Campaign.for_run`), e.g. `weekly-
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -92,18 +92,23 @@ class CampaignFileError(ValueError):
         cls, error: ValidationError, origin: str, document: YamlDocument | None = None
     ) -> CampaignFileError:
         """One error naming every bad field; with the file's `document`, also its line, and a hint where
-        YAML read unquoted text as a number, boolean or date."""
-        lines = []
+        YAML read unquoted text as a number, boolean or date (then the other members of a union, which
+        would only say the same value is not a mapping either, are left out)."""
+        found = []
         for item in error.errors():
             loc = item["loc"]
-            where = ".".join(str(part) for part in loc) or "(campaign)"
-            message = item["msg"]
-            line = document.line(loc) if document is not None else None
+            node = document.node_at(loc) if document is not None else None
             text_wanted = document is not None and item["type"] == "string_type"
             hint = document.hint(loc, item.get("input")) if document is not None and text_wanted else None
-            lines.append(
-                f"  {where}: {message}" + (f"; {hint}" if hint else "") + (f" (line {line})" if line else "")
-            )
+            found.append((item, node, hint))
+        hinted = {id(node) for _, node, hint in found if hint and node is not None}
+        lines = []
+        for item, node, hint in found:
+            if node is not None and id(node) in hinted and not hint:
+                continue
+            where = ".".join(str(part) for part in item["loc"]) or "(campaign)"
+            line = f" (line {node.start_mark.line + 1})" if node is not None else ""
+            lines.append(f"  {where}: {item['msg']}" + (f"; {hint}" if hint else "") + line)
         return cls(f"{origin} is not a valid campaign:\n" + "\n".join(lines))
 
 
@@ -306,7 +311,8 @@ class Campaign(StrictModel):
     @field_validator("template", mode="before")
     @classmethod
     def _template_shorthand(cls, value: Any) -> Any:
-        return {"text": value} if isinstance(value, str) else value
+        # A number or date (`template: 12345`) is wrapped too, so that its error says to quote it.
+        return {"text": value} if isinstance(value, str | int | float | date) else value
 
     @field_validator("campaign_id")
     @classmethod

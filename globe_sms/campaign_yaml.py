@@ -84,19 +84,27 @@ class YamlDocument:
             loader.dispose()
         return cls(data, root)
 
-    def node_at(self, loc: Sequence[int | str]) -> yaml.Node | None:
-        """The node a pydantic error location points at, or None (parts naming union members are skipped)."""
-        node = self.root
+    def _find(self, loc: Sequence[int | str]) -> tuple[yaml.Node | None, str | None]:
+        """The node a pydantic error location points at, and the mapping key it is the value of (if so).
+
+        Parts that match nothing (the names of union members, such as `csv` in `source.csv.path`, or a field
+        below a value written as a bare scalar) are skipped.
+        """
+        node, key = self.root, None
         for part in loc:
             if isinstance(node, yaml.MappingNode):
-                matches = [value for key, value in node.value if getattr(key, "value", None) == str(part)]
+                matches = [value for k, value in node.value if getattr(k, "value", None) == str(part)]
                 if matches:
-                    node = matches[-1]
+                    node, key = matches[-1], str(part)
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
                 if not 0 <= part < len(node.value):
-                    return None
-                node = node.value[part]
-        return node if node is not self.root else None
+                    return None, None
+                node, key = node.value[part], None
+        return (None, None) if node is self.root else (node, key)
+
+    def node_at(self, loc: Sequence[int | str]) -> yaml.Node | None:
+        """The node a pydantic error location points at, or None."""
+        return self._find(loc)[0]
 
     def line(self, loc: Sequence[int | str]) -> int | None:
         """The 1-based line of the value at `loc`, if the file has it."""
@@ -105,10 +113,10 @@ class YamlDocument:
 
     def hint(self, loc: Sequence[int | str], value: Any) -> str | None:
         """For text that YAML read as a number, boolean, date or null: what it read, and how to quote it."""
-        node = self.node_at(loc)
+        node, key = self._find(loc)
         what = _what_yaml_read(value)
         if not isinstance(node, yaml.ScalarNode) or node.style is not None or what is None:
             return None
         quoted = "'" + node.value.replace("'", "''") + "'"
-        example = f"{loc[-1]}: {quoted}" if loc and isinstance(loc[-1], str) else quoted
+        example = f"{key}: {quoted}" if key else quoted
         return f"YAML reads the unquoted {node.value} as {what}: quote it, {example}"

@@ -183,11 +183,16 @@ class TestRefusedAtLoad:
              "the unquoted 12345 as a number: quote it, sender_id: '12345' (line 4)"),
             ({}, "validation: {deny_countries: [GB, NO]}\n", "validation.deny_countries.1: Input should be a "
              "valid string; YAML reads the unquoted NO as the boolean false: quote it, 'NO' (line 10)"),
+            ({"sender_id": "sender_id: 0123"}, "", "YAML reads the unquoted 0123 as a number: quote it, "
+             "sender_id: '0123' (line 4)"),  # YAML 1.1 reads it as the octal 83
+            ({"template": "template: 12345"}, "", "template.text.str: Input should be a valid string; YAML "
+             "reads the unquoted 12345 as a number: quote it, template: '12345' (line 3)"),
         ],
     )
     def test_text_that_yaml_reads_as_something_else(self, write_campaign, gateway, replace, extra, expected):
         output = refused(write_campaign("load-quote", extra, **replace), "load-quote", gateway)
         assert expected in output
+        assert "valid dictionary" not in output  # a union's other members would only repeat the error
 
     def test_a_campaign_id_that_yaml_reads_as_a_date(self, write_campaign, gateway) -> None:
         file = write_campaign("x", campaign_id="campaign_id: 2026-11-05")
