@@ -5,6 +5,8 @@ are in the summary, not errors), and also when the only rows left pending are de
 their send window (nothing failed: the summary says `deferred N until <time> UTC`, when to run again);
 1 when the run failed; 2 when it stopped before sending anything: a bad
 campaign file or bad input, too many rejects, over budget, or another run of the campaign still sending.
+The file is loaded and `tasks.preflight.preflight` run (ledger reachable, source files present) before the
+flow starts, so what they refuse creates no flow run.
 """
 
 from __future__ import annotations
