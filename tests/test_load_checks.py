@@ -370,3 +370,14 @@ class TestLedgerUrlRules:
     def test_the_yaml_loader_is_safe(self) -> None:
         with pytest.raises(yaml.YAMLError):
             YamlDocument.load("!!python/object/apply:os.system ['true']")
+
+    def test_pydantic_never_quotes_the_password_in_its_error(self) -> None:
+        """`Campaign.model_validate` (as Prefect calls it for a UI run): the echoed input is masked."""
+        from pydantic import ValidationError
+
+        data = {"campaign_id": "c", "source": {"path": "x"}, "template": "hi", "batch_size": True,
+                "ledger": "postgresql://u:S3cr3t@h/db"}
+        with pytest.raises(ValidationError) as caught:
+            Campaign.model_validate(data)
+        assert "postgresql://u:***@h/db" in str(caught.value) and "S3cr3t" not in str(caught.value)
+        assert {error["loc"] for error in caught.value.errors()} == {("batch_size",), ("ledger",)}
