@@ -22,7 +22,9 @@ from pydantic import BaseModel, Field
 from alibaba_sms import SmsClient
 from globe_sms.campaign import GatewaySettings
 from globe_sms.gateway import credentials_for
-from globe_sms.paths import default_ledger_url, resolve_ledger_url
+from globe_sms.ledger import LedgerLocation
+from globe_sms.ledger.url import check_plain_url
+from globe_sms.paths import default_ledger_url, resolve_ledger_file
 from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND, ReconcileResult, query_pacer, reconcile
 from globe_sms.receipts.report import DeliveryReport, build_report
 from globe_sms.receipts.store import ReceiptStore
@@ -64,7 +66,7 @@ def client_for(gateway: GatewaySettings) -> SmsClient:
 
 @task(name="query-unsettled-messages", cache_policy=NO_CACHE)
 def query_unsettled(
-    ledger: str,
+    ledger: LedgerLocation,
     gateway: GatewaySettings,
     campaign_id: str | None,
     older_than_minutes: float,
@@ -88,7 +90,7 @@ def query_unsettled(
 
 
 @task(name="publish-delivery-report", cache_policy=NO_CACHE)
-def publish_delivery_report(ledger: str, campaign_id: str) -> DeliveryReport:
+def publish_delivery_report(ledger: LedgerLocation, campaign_id: str) -> DeliveryReport:
     """Build the campaign's delivery report and publish it as markdown and table artifacts."""
     with ReceiptStore(ledger) as store:
         report = build_report(store, campaign_id)
@@ -109,7 +111,7 @@ def publish_delivery_report(ledger: str, campaign_id: str) -> DeliveryReport:
 @flow(name="reconcile-receipts", flow_run_name="reconcile-{campaign_id}", log_prints=False)
 def reconcile_receipts(
     campaign_id: str | None = None,
-    ledger: str | None = None,
+    ledger: LedgerLocation | None = None,
     gateway: GatewaySettings | None = None,
     older_than_minutes: float = 30.0,
     unknown_after_hours: float = 72.0,
@@ -121,8 +123,9 @@ def reconcile_receipts(
 
     Args:
         campaign_id: one campaign, or None for every campaign in the ledger.
-        ledger: the ledger's SQLAlchemy URL (a relative SQLite file is in the flow run's working directory);
-            None: the default ledger, `sqlite:///<default data folder>/ledger.db` (see `globe_sms.paths`).
+        ledger: the ledger's SQLAlchemy URL without a password, or where it is kept ({env:} / {block:}); a
+            relative SQLite file is in the flow run's working directory. None: the default ledger,
+            `sqlite:///<default data folder>/ledger.db` (see `globe_sms.paths`).
         gateway: endpoint and credentials of the account that sent the messages.
         older_than_minutes: query messages submitted at least this long ago with no final receipt.
         unknown_after_hours: a message still unsettled this long after submission becomes final `unknown`.
@@ -134,8 +137,13 @@ def reconcile_receipts(
         Counts of what was queried and settled, and the delivery report of each campaign concerned.
     """
     logger = get_run_logger()
+    if isinstance(ledger, str):
+        check_plain_url(ledger, "ledger")  # a password here would be a flow parameter: refuse to use it
     gateway = gateway or GatewaySettings()
-    ledger = resolve_ledger_url(ledger, Path.cwd()) if ledger is not None else default_ledger_url()
+    if ledger is None:
+        ledger = default_ledger_url()
+    elif isinstance(ledger, str):
+        ledger = resolve_ledger_file(ledger, Path.cwd())
     result = query_unsettled(
         ledger,
         gateway,
@@ -177,4 +185,4 @@ if __name__ == "__main__":
     from globe_sms.campaign import Campaign
 
     campaign = Campaign.from_yaml(sys.argv[1] if len(sys.argv) > 1 else "examples/welcome.yaml")
-    reconcile_receipts(campaign.campaign_id, campaign.ledger_url, campaign.gateway)
+    reconcile_receipts(campaign.campaign_id, campaign.ledger_location, campaign.gateway)

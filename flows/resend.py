@@ -131,7 +131,8 @@ def resend_campaign(
     logger = get_run_logger()
     started = time.monotonic()
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
-    with Ledger(campaign.ledger_url) as ledger, campaign_lease(ledger, campaign):  # before reading anything
+    # The lease before reading anything.
+    with Ledger(campaign.ledger_location) as ledger, campaign_lease(ledger, campaign):
         spool = spool_campaign(campaign)  # the same reading, validation and rendering as a campaign run
         try:
             summary = CampaignSummary(

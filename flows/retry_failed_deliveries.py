@@ -66,8 +66,8 @@ def retry_failed_deliveries(
     logger = get_run_logger()
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
     with (
-        ReceiptStore(campaign.ledger_url) as store,
-        Ledger(campaign.ledger_url) as ledger,
+        ReceiptStore(campaign.ledger_location) as store,
+        Ledger(campaign.ledger_location) as ledger,
         campaign_lease(ledger, campaign),  # released before send_campaign, a flow run of its own, takes it
     ):
         reopened = reopen_failed_deliveries(

@@ -35,11 +35,10 @@ from globe_sms.progress import SendProgress, announce
 from globe_sms.send_window import Clock, clock_at, utc_now
 from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
+from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
-from tasks.sources.preflight import preflight_source
 from tasks.spool import Spool, rejects_file, spool_campaign
-from tasks.suppression import check_suppression_files
 
 
 class CampaignFailed(RuntimeError):
@@ -117,15 +116,17 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
         CampaignFailed: a permanent error (balance, sender ID, credentials), exhausted retries or a lost run
             lease stopped the run; the batches not sent stay pending in the ledger for the next run.
         CampaignBusy: another run of the same campaign is sending it; this one did nothing.
-        SuppressionError: an opt-out list is missing or has unreadable entries; nothing was sent.
+        SuppressionError: an opt-out list is missing; nothing was done. (Unreadable entries are found when it
+            is read, still before anything is sent.)
+        SourceError: the source's files are missing, binary, or hold no recipient; nothing was done.
+        PreflightError: the campaign cannot start (e.g. its ledger is unreachable); nothing was done.
     """
     started = time.monotonic()
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
-    check_suppression_files(campaign.validation)  # a missing opt-out list: stop before touching the ledger
-    preflight_source(campaign.source)  # as `globe-sms send` does, for runs from the UI or a deployment
+    preflight(campaign)  # again, for runs from the UI or a deployment (the CLI ran it before this run)
     # The lease first, so that a second run of the campaign stops before reading anything.
-    with Ledger(campaign.ledger_url) as ledger, campaign_lease(ledger, campaign):
+    with Ledger(campaign.ledger_location) as ledger, campaign_lease(ledger, campaign):
         summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
@@ -186,7 +187,7 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
     first_call = last_call = None
     send_with_retries = send_batch.with_options(retries=campaign.gateway.max_attempts - 1)
     reports: list[dict[str, Any]] = []  # the per-batch table; each row is also the batch's event
-    with open_gateway(campaign.gateway, ledger_url=campaign.ledger_url) as gateway:
+    with open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway:
         context = SendContext(campaign, gateway.client, ledger, gateway.pacer)
         for batch in plan.batches:
             try:

@@ -12,16 +12,19 @@ resolves from the flow run's scheduled start (`Campaign.for_run`), e.g. `weekly-
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alibaba_sms.endpoints import resolve_endpoint
 from globe_sms import paths
+from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
 from globe_sms.ledger import task_id as ledger_task_id
+from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
 from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
     FILE_KINDS,
@@ -30,8 +33,10 @@ from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exporte
     NdjsonSource,
     ParquetSource,
     PostgresSource,
+    SecretRef,
     Source,
 )
+from globe_sms.strict_model import StrictModel
 from tasks.render import MessageTemplate
 from tasks.validate import ValidationRules
 
@@ -50,6 +55,7 @@ _SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")
 _DATE_PLACEHOLDER = re.compile(r"\{date(?::(?P<zone>[A-Za-z0-9_+/-]+))?\}")
 CAMPAIGN_ID_PATTERN = r"^(?:[a-z0-9-]|\{date(?::[A-Za-z0-9_+/-]+)?\})+$"
 _RESOLVED_ID = re.compile(r"^[a-z0-9-]+$")
+_DATE_LENGTH = len("2026-05-04")
 _CONNECT_SECONDS = 5.0  # the connect timeout of globe_sms.gateway's client
 _BACKOFF_FACTOR, _BACKOFF_JITTER = 2.0, 0.2  # the send-batch task's retry delays: 2, 4, 8 ... s, +-20%
 
@@ -91,15 +97,31 @@ class CampaignFileError(ValueError):
     """A campaign file or value that cannot be used; the message names every bad field."""
 
     @classmethod
-    def from_validation(cls, error: ValidationError, origin: str) -> CampaignFileError:
-        lines = []
+    def from_validation(
+        cls, error: ValidationError, origin: str, document: YamlDocument | None = None
+    ) -> CampaignFileError:
+        """One error naming every bad field; with the file's `document`, also its line, and a hint where
+        YAML read unquoted text as a number, boolean or date (then the other members of a union, which
+        would only say the same value is not a mapping either, are left out)."""
+        found = []
         for item in error.errors():
+            loc = item["loc"]
+            node = document.node_at(loc) if document is not None else None
+            text_wanted = document is not None and item["type"] == "string_type"
+            hint = document.hint(loc, item.get("input")) if document is not None and text_wanted else None
+            found.append((item, node, hint))
+        hinted = {id(node) for _, node, hint in found if hint and node is not None}
+        lines = []
+        for item, node, hint in found:
+            if node is not None and id(node) in hinted and not hint:
+                continue
             where = ".".join(str(part) for part in item["loc"]) or "(campaign)"
-            lines.append(f"  {where}: {item['msg']}")
+            line = f" (line {node.start_mark.line + 1})" if node is not None else ""
+            lines.append(f"  {where}: {item['msg']}" + (f"; {hint}" if hint else "") + line)
         return cls(f"{origin} is not a valid campaign:\n" + "\n".join(lines))
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(StrictModel):
     """Where and how fast to send."""
 
     model_config = ConfigDict(extra="forbid")
@@ -166,6 +188,19 @@ class GatewaySettings(BaseModel):
         "crashed run's hold expires after it. Must exceed the longest wait between two batch attempts.",
     )
 
+    @field_validator("endpoint")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        if value == EMULATOR or not value:
+            return value
+        try:
+            resolve_endpoint(value)
+        except ValueError as exc:  # a scheme other than https, plain http to another host, no host
+            raise ValueError(str(exc)) from None
+        except Exception:  # noqa: BLE001 - httpx.InvalidURL and friends: not a URL at all
+            raise ValueError("is not a URL: give https://host, or 'emulator'") from None
+        return value
+
     @property
     def is_emulator(self) -> bool:
         return self.endpoint == EMULATOR
@@ -192,7 +227,7 @@ class GatewaySettings(BaseModel):
         return self
 
 
-class Campaign(BaseModel):
+class Campaign(StrictModel):
     """One SMS campaign: who gets what, from whom, and how it is sent."""
 
     model_config = ConfigDict(extra="forbid")
@@ -227,14 +262,16 @@ class Campaign(BaseModel):
     gateway: GatewaySettings = Field(
         default_factory=GatewaySettings, description="Endpoint, signature and rate."
     )
-    ledger: str | None = Field(
+    ledger: LedgerLocation | None = Field(
         default=None,
-        min_length=1,
-        description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL). A relative SQLite file "
-        "(`sqlite:///ledger.db`) is beside the campaign file, or, for a campaign without a file (UI, "
-        "deployment), in the flow run's working directory. Unset: sqlite:///<default data folder>/ledger.db, "
-        "the default data folder being $GLOBE_SMS_DATA_DIR, else $XDG_DATA_HOME/globe-sms, else "
-        "~/.local/share/globe-sms.",
+        union_mode="left_to_right",
+        description="SQLAlchemy URL of the send ledger (SQLite or PostgreSQL) without a password, or where "
+        "the whole URL is kept: {env: NAME} (an environment variable) or {block: NAME} (a Prefect Secret "
+        "block). A password in the URL is refused: it would be stored and shown as a flow parameter. A "
+        "relative SQLite file (`sqlite:///ledger.db`) is beside the campaign file, or, for a campaign "
+        "without a file (UI, deployment), in the flow run's working directory. Unset: "
+        "sqlite:///<default data folder>/ledger.db, the default data folder being $GLOBE_SMS_DATA_DIR, else "
+        "$XDG_DATA_HOME/globe-sms, else ~/.local/share/globe-sms.",
     )
     data_dir: str | None = Field(
         default=None,
@@ -268,16 +305,52 @@ class Campaign(BaseModel):
         "every zone their number may be in). Recipients outside it stay pending for a later run.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _hide_ledger_password(cls, data: Any) -> Any:
+        # Before anything else: pydantic quotes a refused value in its errors, which reach logs and the UI.
+        if isinstance(data, dict) and isinstance(data.get("ledger"), str):
+            return {**data, "ledger": hide_password(data["ledger"])}
+        return data
+
+    @field_validator("ledger", mode="before")
+    @classmethod
+    def _ledger_url_without_password(cls, value: Any) -> Any:
+        if value is None:
+            return None  # the default ledger
+        if isinstance(value, str):
+            return check_plain_url(value, "the URL")
+        if isinstance(value, dict):
+            try:
+                return SecretRef.model_validate(value)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    " ".join([*(str(part) for part in item["loc"][:1]), item["msg"]]) for item in exc.errors()
+                )
+                raise ValueError(f"give {{env: NAME}} or {{block: NAME}}: {problems}") from None
+        if isinstance(value, SecretRef):
+            return value
+        raise ValueError(
+            "give a URL without a password, or {env: NAME} or {block: NAME} naming where the URL is kept"
+        )
+
     @field_validator("template", mode="before")
     @classmethod
     def _template_shorthand(cls, value: Any) -> Any:
-        return {"text": value} if isinstance(value, str) else value
+        # A number or date (`template: 12345`) is wrapped too, so that its error says to quote it.
+        return {"text": value} if isinstance(value, str | int | float | date) else value
 
     @field_validator("campaign_id")
     @classmethod
     def _date_zones_exist(cls, value: str) -> str:
         for match in _DATE_PLACEHOLDER.finditer(value):
             _zone(match["zone"])
+        resolved_length = len(_DATE_PLACEHOLDER.sub("-" * _DATE_LENGTH, value))
+        if resolved_length > 100:
+            raise ValueError(
+                f"resolves to {resolved_length} characters once each {{date}} is replaced by a "
+                f"{_DATE_LENGTH}-character date; a campaign id has at most 100"
+            )
         return value
 
     @field_validator("sender_id")
@@ -321,15 +394,17 @@ class Campaign(BaseModel):
         return ledger_task_id(self.campaign_id, batch_no)
 
     @property
-    def ledger_url(self) -> str:
-        """The send ledger's URL: `ledger`, or the default ledger (`globe_sms.paths.default_ledger_url`)."""
+    def ledger_location(self) -> LedgerLocation:
+        """The send ledger: `ledger` (a URL, or the secret holding it, resolved only where the ledger is
+        opened), or the default ledger (`globe_sms.paths.default_ledger_url`)."""
         return self.ledger if self.ledger is not None else paths.default_ledger_url()
 
     @property
     def data_folder(self) -> Path:
         """Where the rejects file and the spool go: `data_dir`, else beside a SQLite ledger file, else the
-        default data folder (see `globe_sms.paths`)."""
-        return paths.data_folder(self.ledger_url, self.data_dir)
+        default data folder (see `globe_sms.paths`). A ledger kept in a secret is not read for this."""
+        location = self.ledger_location
+        return paths.data_folder(location if isinstance(location, str) else None, self.data_dir)
 
     def resolve_paths(self, base: Path) -> Campaign:
         """This campaign with every relative path made absolute against `base` (absolute ones unchanged).
@@ -342,8 +417,8 @@ class Campaign(BaseModel):
                 directory.
         """
         campaign = paths.with_paths_resolved(self, PATH_FIELDS, base)
-        if campaign.ledger is not None:
-            ledger = paths.resolve_ledger_url(campaign.ledger, base)
+        if isinstance(campaign.ledger, str):  # a URL kept in a secret is used as it is
+            ledger = paths.resolve_ledger_file(campaign.ledger, base)
             if ledger != campaign.ledger:
                 campaign = campaign.model_copy(update={"ledger": ledger})
         return campaign
@@ -357,20 +432,31 @@ class Campaign(BaseModel):
         """
         file = Path(path)
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            document = YamlDocument.load(file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise CampaignFileError(f"cannot read campaign file {file}: {exc.strerror}") from None
+        except DuplicateKeyError as exc:
+            raise CampaignFileError(f"{file}, {exc}") from None
         except yaml.YAMLError as exc:
             raise CampaignFileError(f"{file} is not valid YAML: {exc}") from None
+        data = document.data
         if not isinstance(data, dict):
             raise CampaignFileError(f"{file} must hold a mapping of campaign fields")
-        return cls.parse(data, origin=str(file)).resolve_paths(file.absolute().parent)
+        return cls.parse(data, origin=str(file), document=document).resolve_paths(file.absolute().parent)
 
     @classmethod
-    def parse(cls, data: dict[str, Any], origin: str = "campaign") -> Campaign:
-        """Validate a mapping, turning pydantic's errors into one `CampaignFileError`."""
+    def parse(
+        cls, data: dict[str, Any], origin: str = "campaign", document: YamlDocument | None = None
+    ) -> Campaign:
+        """Validate a mapping, turning pydantic's errors into one `CampaignFileError`.
+
+        Args:
+            data: the campaign's fields.
+            origin: what to call it in the message (the file's path).
+            document: the YAML it was read from, to give each error its line and quoting hints.
+        """
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise CampaignFileError.from_validation(exc, origin) from None
+            raise CampaignFileError.from_validation(exc, origin, document) from None
 

@@ -5,6 +5,8 @@ are in the summary, not errors), and also when the only rows left pending are de
 their send window (nothing failed: the summary says `deferred N until <time> UTC`, when to run again);
 1 when the run failed; 2 when it stopped before sending anything: a bad
 campaign file or bad input, too many rejects, over budget, or another run of the campaign still sending.
+The file is loaded and `tasks.preflight.preflight` run (ledger reachable, source files present) before the
+flow starts, so what they refuse creates no flow run.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def _before_sending_errors() -> tuple[type[BaseException], ...]:
     """The errors that stop `send` before anything is sent (exit status 2)."""
     from globe_sms.campaign import CampaignFileError
-    from globe_sms.ledger import CampaignBusy
+    from globe_sms.ledger import CampaignBusy, LedgerUnreachable, LedgerUrlError
+    from tasks.preflight import PreflightError
     from tasks.render import TemplateError
     from tasks.sources import SourceError
     from tasks.suppression import SuppressionError
@@ -46,6 +49,7 @@ def _before_sending_errors() -> tuple[type[BaseException], ...]:
         CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects, SuppressionError
     ]
     errors.append(CampaignBusy)  # another run of the campaign holds its run lease: nothing was touched
+    errors += [PreflightError, LedgerUrlError, LedgerUnreachable]  # the ledger is opened before anything
     try:
         from tasks.cost import BudgetExceeded
 
@@ -68,14 +72,11 @@ def send(
     """Run a campaign end to end and print its summary."""
     from globe_sms.campaign import Campaign
     from globe_sms.progress import SendProgress, listening
-    from tasks.sources.preflight import preflight_source
-    from tasks.suppression import check_suppression_files
+    from tasks.preflight import preflight
 
     before_sending = _before_sending_errors()
     try:
         campaign = Campaign.from_yaml(campaign_file)
-        check_suppression_files(campaign.validation)  # before any Prefect run starts
-        preflight_source(campaign.source)  # missing/binary file, bad CSV header, no rows: before any run
         if dry_run or resend_unknown:
             campaign = campaign.model_copy(
                 update={
@@ -83,6 +84,7 @@ def send(
                     "resend_unknown": resend_unknown or campaign.resend_unknown,
                 }
             )
+        preflight(campaign)  # everything refusable is refused here, before a Prefect flow run exists
     except before_sending as exc:
         console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -126,7 +128,8 @@ def send(
     if campaign.gateway.is_emulator and campaign.gateway.emulator_receipts and not summary.dry_run:
         from globe_sms.cli_receipts import print_delivery_report
 
-        print_delivery_report(campaign.campaign_id, campaign.ledger_url)  # the embedded receiver stored them
+        # the embedded receiver stored them
+        print_delivery_report(campaign.campaign_id, campaign.ledger_location)
 
 
 def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.preview.Preview, imported lazily

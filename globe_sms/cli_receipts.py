@@ -30,19 +30,30 @@ LedgerOption = Annotated[
     str | None,
     typer.Option(
         "--ledger",
-        help="SQLAlchemy URL of the send ledger (a relative SQLite file is taken in the current directory); "
-        "default: the default ledger, sqlite:///<data folder>/ledger.db, the data folder being "
-        "$GLOBE_SMS_DATA_DIR, else $XDG_DATA_HOME/globe-sms, else ~/.local/share/globe-sms.",
+        help="The send ledger: a SQLAlchemy URL without a password (a relative SQLite file is taken in the "
+        "current directory), or env:NAME / block:NAME naming the environment variable or Prefect Secret "
+        "block that holds the whole URL. Default: the default ledger, sqlite:///<data folder>/ledger.db, "
+        "the data folder being $GLOBE_SMS_DATA_DIR, else $XDG_DATA_HOME/globe-sms, else "
+        "~/.local/share/globe-sms.",
     ),
 ]
 
 
-def ledger_url(option: str | None) -> str:
-    """The ledger a `--ledger` option means: the default ledger when absent, a relative SQLite file made
-    absolute against the current directory (as any path given on a command line)."""
-    from globe_sms.paths import default_ledger_url, resolve_ledger_url
+def ledger_location(option: str | None):  # noqa: ANN201 - globe_sms.ledger.LedgerLocation, imported lazily
+    """The ledger a `--ledger` option means: the default ledger when absent; a URL without a password (a
+    relative SQLite file made absolute against the current directory, as any path given on a command line);
+    or `env:NAME` / `block:NAME`, the secret holding the URL. A URL with a password: exit 2."""
+    from globe_sms.ledger.url import LedgerUrlError, location_from_text
+    from globe_sms.paths import default_ledger_url, resolve_ledger_file
 
-    return default_ledger_url() if option is None else resolve_ledger_url(option, Path.cwd())
+    if option is None:
+        return default_ledger_url()
+    try:
+        location = location_from_text(option, "--ledger")
+    except LedgerUrlError as exc:
+        console.print(problem("error:", exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    return resolve_ledger_file(location, Path.cwd()) if isinstance(location, str) else location
 
 
 @receipts_app.command()
@@ -84,9 +95,11 @@ def serve(
     The token is never taken on the command line (it would show in `ps` and shell history): it comes from
     GLOBE_SMS_RECEIPTS_TOKEN or a Prefect Secret block. Without one, any push is accepted, with a warning.
     """
+    from globe_sms.ledger.url import masked
     from globe_sms.receipts.auth import TOKEN_ENV, InvalidReceiverToken, masked_push_url, resolve_token
     from globe_sms.receipts.receiver import serve_forever
 
+    location = ledger_location(ledger)
     try:
         token = resolve_token(token_block)
     except InvalidReceiverToken as exc:
@@ -101,12 +114,11 @@ def serve(
             "with --token-block"
         )
         raise typer.Exit(EXIT_BAD_INPUT)
-    ledger = ledger_url(ledger)
     logging.basicConfig(level=logging.INFO)
     shown_host = f"[{host}]" if ":" in host else host
     base = public_url or f"http://{shown_host}:{port}"
     console.print(
-        plain(f"receipt endpoint listening on http://{shown_host}:{port}/ (ledger {_masked(ledger)})")
+        plain(f"receipt endpoint listening on http://{shown_host}:{port}/ (ledger {masked(location)})")
     )
     if token is None:
         console.print(
@@ -122,18 +134,7 @@ def serve(
                 f"{masked_push_url(base, token)}\n  where **** is the token from {source}"
             )
         )
-    serve_forever(host, port, ledger, token=token, max_body_bytes=max_body_bytes)
-
-
-def _masked(ledger: str) -> str:
-    """The ledger URL without its password, for printing."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(ledger).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unreadable URL)"
+    serve_forever(host, port, location, token=token, max_body_bytes=max_body_bytes)
 
 
 @receipts_app.command()
@@ -143,16 +144,22 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Delivered, failed by error code, and pending, each by country (numbers are never shown)."""
-    print_delivery_report(campaign_id, ledger_url(ledger), as_json=as_json)
+    print_delivery_report(campaign_id, ledger_location(ledger), as_json=as_json)
 
 
-def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = False) -> None:
-    """Build the campaign's delivery report from the ledger and print it."""
+def print_delivery_report(campaign_id: str, ledger, *, as_json: bool = False) -> None:  # noqa: ANN001
+    """Build the campaign's delivery report from the ledger (a `LedgerLocation`) and print it."""
+    from globe_sms.ledger import LedgerError
+    from globe_sms.ledger.url import masked
     from globe_sms.receipts.report import build_report
     from globe_sms.receipts.store import ReceiptStore
 
-    with ReceiptStore(ledger) as store:
-        delivery = build_report(store, campaign_id)
+    try:
+        with ReceiptStore(ledger) as store:
+            delivery = build_report(store, campaign_id)
+    except LedgerError as exc:  # a malformed URL, its secret missing, the database unreachable
+        console.print(problem("error:", exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
         typer.echo(json.dumps(delivery.model_dump(), indent=2))
         return
@@ -206,7 +213,7 @@ def print_delivery_report(campaign_id: str, ledger: str, *, as_json: bool = Fals
             )
         console.print(failures)
     if delivery.accepted == 0:
-        console.print(plain(f"no accepted message in campaign {campaign_id!r} of {_masked(ledger)}"))
+        console.print(plain(f"no accepted message in campaign {campaign_id!r} of ledger {masked(ledger)}"))
 
 
 def _campaign(campaign_file: Path):  # noqa: ANN202 - globe_sms.campaign.Campaign, imported lazily
@@ -239,7 +246,7 @@ def reconcile(
     try:
         summary = reconcile_receipts(
             campaign.campaign_id,
-            campaign.ledger_url,
+            campaign.ledger_location,
             campaign.gateway,
             older_than_minutes=older_than_minutes,
             unknown_after_hours=unknown_after_hours,
@@ -259,7 +266,7 @@ def reconcile(
             + (f", errors {summary.errors}" if summary.errors else "")
         )
     )
-    print_delivery_report(campaign.campaign_id, campaign.ledger_url)
+    print_delivery_report(campaign.campaign_id, campaign.ledger_location)
 
 
 @receipts_app.command()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from alibaba_sms import AccessKey, SmsClient
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
 from globe_sms.campaign import GatewaySettings
+from globe_sms.ledger import LedgerLocation
 from globe_sms.pacing import Pacer, ensure_global_limit, shared_pacer
 
 EMULATOR_KEY = AccessKey.of("testid", "testsecret")
@@ -65,7 +66,7 @@ def _limit_prefix(settings: GatewaySettings) -> str:
 
 @contextmanager
 def open_gateway(
-    settings: GatewaySettings, *, use_prefect_limit: bool = True, ledger_url: str | None = None
+    settings: GatewaySettings, *, use_prefect_limit: bool = True, ledger_url: LedgerLocation | None = None
 ) -> Iterator[GatewaySession]:
     """Yield a ready session; the emulator, if any, stops when the block exits.
 

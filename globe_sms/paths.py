@@ -16,9 +16,9 @@ What does not come from the campaign never depends on the current directory eith
 
 Example::
 
-    >>> resolve_ledger_url("sqlite:///ledger.db", Path("/srv/campaigns"))
+    >>> resolve_ledger_file("sqlite:///ledger.db", Path("/srv/campaigns"))
     'sqlite:////srv/campaigns/ledger.db'
-    >>> resolve_ledger_url("postgresql://app@db/sms", Path("/srv/campaigns"))
+    >>> resolve_ledger_file("postgresql://app@db/sms", Path("/srv/campaigns"))
     'postgresql://app@db/sms'
 """
 
@@ -87,7 +87,7 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database).expanduser()
 
 
-def resolve_ledger_url(url: str, base: Path) -> str:
+def resolve_ledger_file(url: str, base: Path) -> str:
     """A ledger URL whose SQLite file is absolute against `base`; every other URL is returned unchanged.
 
     `sqlite:///ledger.db` becomes `sqlite:////<base>/ledger.db`; `sqlite://`, `:memory:`, an absolute file and
@@ -99,12 +99,12 @@ def resolve_ledger_url(url: str, base: Path) -> str:
     return make_url(url).set(database=resolve_path(str(file), base)).render_as_string(hide_password=False)
 
 
-def data_folder(ledger_url: str, data_dir: str | None = None) -> Path:
+def data_folder(ledger_url: str | None, data_dir: str | None = None) -> Path:
     """A campaign's data folder (rejects file, spools): `data_dir`, else beside its SQLite ledger file, else
-    the default data folder (a server database, an in-memory ledger)."""
+    the default data folder (a server database, an in-memory ledger, a URL kept in a secret: None)."""
     if data_dir is not None:
         return Path(data_dir).expanduser().absolute()
-    file = sqlite_file(ledger_url)
+    file = sqlite_file(ledger_url) if ledger_url is not None else None
     if file is not None:
         return file.absolute().parent
     return default_data_dir()
@@ -140,7 +140,7 @@ __all__ = [
     "data_folder",
     "default_data_dir",
     "default_ledger_url",
-    "resolve_ledger_url",
+    "resolve_ledger_file",
     "resolve_path",
     "sqlite_file",
     "with_paths_resolved",

@@ -53,6 +53,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from alibaba_sms.endpoints import is_loopback
+from globe_sms.strict_model import StrictModel
 
 FILE_KINDS = ("csv", "parquet", "ndjson")
 # The kind a file source without `kind` gets from its path's extension; any other extension means csv.
@@ -179,7 +180,7 @@ def path_extension(path: str) -> str:
     return f".{extension.lower()}" if dot and stem and extension else ""
 
 
-class _Recipients(BaseModel):
+class _Recipients(StrictModel):
     model_config = ConfigDict(extra="forbid")
 
     phone_column: str = Field(default="phone", min_length=1, description="The column holding phone numbers.")
@@ -286,7 +287,7 @@ class NextLinkPagination(BaseModel):
     )
 
 
-class PagePagination(BaseModel):
+class PagePagination(StrictModel):
     """Ask for page 1, 2, 3... through a query parameter until a page comes back short or empty."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

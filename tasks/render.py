@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from globe_sms.strict_model import StrictModel
 from tasks.segments import (
     TextStats,
     astral_count,
@@ -155,7 +156,7 @@ def parse_template(text: str) -> tuple[Piece, ...]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-class MessageTemplate(BaseModel):
+class MessageTemplate(StrictModel):
     """How each recipient's message is written. A plain string is accepted as ``{"text": that string}``.
 
     Example:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from globe_sms.sources import Source
+from globe_sms.strict_model import StrictModel
 from schemas.dialing_codes import known_regions
 from tasks.reasons import NOT_INVALID_CODES
 
@@ -30,7 +31,7 @@ class TooManyRejects(ValueError):
     """More of the list was rejected than the campaign's `max_reject_share` allows; nothing was sent."""
 
 
-class ValidationRules(BaseModel):
+class ValidationRules(StrictModel):
     """How a campaign validates its recipients (embedded in the Campaign model as `validation:`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -16,7 +16,7 @@ from globe_sms.paths import (
     data_folder,
     default_data_dir,
     default_ledger_url,
-    resolve_ledger_url,
+    resolve_ledger_file,
     resolve_path,
     sqlite_file,
 )
@@ -97,8 +97,8 @@ class TestLedgerUrl:
         ],
     )
     def test_only_a_relative_sqlite_file_moves(self, url: str, expected: str) -> None:
-        assert resolve_ledger_url(url, BASE) == expected
-        assert resolve_ledger_url(expected, BASE) == expected
+        assert resolve_ledger_file(url, BASE) == expected
+        assert resolve_ledger_file(expected, BASE) == expected
 
     def test_the_data_folder_is_data_dir_else_beside_a_sqlite_ledger_else_the_default(self) -> None:
         assert data_folder("sqlite:////var/lib/g/ledger.db", "/tmp/x") == Path("/tmp/x")

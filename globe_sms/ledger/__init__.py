@@ -46,7 +46,14 @@ Typical use by the send task::
 
 from __future__ import annotations
 
-from globe_sms.ledger.errors import CampaignBusy, LedgerError, LedgerStateError, RunLeaseLost
+from globe_sms.ledger.errors import (
+    CampaignBusy,
+    LedgerError,
+    LedgerStateError,
+    LedgerUnreachable,
+    LedgerUrlError,
+    RunLeaseLost,
+)
 from globe_sms.ledger.lease import RunLease, RunOwner
 from globe_sms.ledger.schema import (
     BATCH_SCHEMA,
@@ -62,6 +69,7 @@ from globe_sms.ledger.schema import (
     task_id,
 )
 from globe_sms.ledger.store import Ledger
+from globe_sms.ledger.url import LedgerLocation
 
 __all__ = [
     "BATCH_SCHEMA",
@@ -71,7 +79,10 @@ __all__ = [
     "CampaignBusy",
     "Ledger",
     "LedgerError",
+    "LedgerLocation",
     "LedgerStateError",
+    "LedgerUnreachable",
+    "LedgerUrlError",
     "RunLease",
     "RunLeaseLost",
     "RunOwner",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     ColumnElement,
     Connection,
     Engine,
@@ -52,16 +53,20 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str) -> Engine:
+PG_CONNECT_TIMEOUT_SECONDS = 10  # libpq waits for the OS's TCP timeout (minutes) without one
+
+
+def make_engine(url: str | URL) -> Engine:
     """An engine for `url`; SQLite gets its parent directory, WAL, busy_timeout and IMMEDIATE writes.
 
-    A bare `postgresql://` URL uses psycopg 3.
+    A bare `postgresql://` URL uses psycopg 3, with a connect timeout unless the URL sets `connect_timeout`.
     """
     parsed = make_url(url)
     if parsed.drivername == "postgresql":  # SQLAlchemy would pick psycopg2, which is not installed
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS}
+        return create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
     database = parsed.database or ""
     if database in ("", ":memory:") or "mode=memory" in database:
         # One shared connection, or each pooled connection would open its own empty database.

@@ -14,8 +14,11 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from globe_sms.ledger._sql import make_engine
+from globe_sms.ledger.errors import LedgerUnreachable
+from globe_sms.ledger.url import LedgerLocation, masked_error, render_masked, resolve_ledger_url
 
 _PG_DDL_LOCK = 0x6C6564676572  # advisory lock key ("ledger"): one create_all at a time across processes
 
@@ -30,25 +33,40 @@ class LedgerDatabase:
 
     Args:
         url: SQLAlchemy URL: `sqlite:///.data/ledger.db` (parent directories are created), `sqlite://` (in
-            memory, one shared connection) or `postgresql+psycopg://user@host/db`.
+            memory, one shared connection) or `postgresql+psycopg://user@host/db`; or a `SecretRef` naming
+            where the whole URL is kept (`globe_sms.ledger.url`).
         clock: returns the current aware datetime; tests inject a fixed one.
+
+    Raises:
+        LedgerUrlError: the URL is malformed or its secret is not found.
+        LedgerUnreachable: the database cannot be reached or opened (the URL is shown masked).
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._clock = clock
-        self._engine = make_engine(url)
+        resolved = resolve_ledger_url(url)  # the one place a ledger URL's password is read
+        try:
+            self._engine = make_engine(resolved)
+        except OSError as exc:  # SQLite: the folder cannot be created
+            raise LedgerUnreachable(f"cannot open the ledger {render_masked(resolved)}: {exc}") from None
         self._dialect = self._engine.dialect.name
-        with self._write() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
-            self._create_schema(conn)
+        try:
+            with self._write() as conn:
+                if self._dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
+                self._create_schema(conn)
+        except (OperationalError, InterfaceError) as exc:  # not reachable, refused, or not a database
+            self._engine.dispose()
+            raise LedgerUnreachable(
+                f"cannot open the ledger {render_masked(resolved)}: {masked_error(exc, resolved)}"
+            ) from None
 
     def _create_schema(self, conn: Connection) -> None:
         """Create the tables and indexes this store needs that are missing (idempotent)."""
         raise NotImplementedError
 
     @classmethod
-    def open(cls, url: str, *, clock: Callable[[], datetime] = utcnow) -> Self:
+    def open(cls, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> Self:
         """Open the store at `url`; same as the constructor."""
         return cls(url, clock=clock)
 

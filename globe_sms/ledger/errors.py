@@ -4,8 +4,11 @@
 LedgerError
 ├── LedgerStateError   a transition named rows that were not in the expected state; nothing was changed
 ├── CampaignBusy       another run holds the campaign's run lease; nothing was changed
-└── RunLeaseLost       this run's lease was taken over (it had expired); the write was refused
+├── RunLeaseLost       this run's lease was taken over (it had expired); the write was refused
+├── LedgerUrlError     the ledger's URL is malformed, of an unsupported database, or its secret is missing
+└── LedgerUnreachable  the ledger's database cannot be reached or opened
 ```
+No message ever shows a password: URLs are rendered masked (`postgresql://user:***@host/db`).
 Bad arguments (a malformed number, a repeated number in one batch) raise the built-in `ValueError`.
 """
 
@@ -108,3 +111,11 @@ class RunLeaseLost(LedgerError):
             "before sending another batch, and what it did not send stays pending for the next run. If this "
             "run was only slow, raise gateway.run_lease_seconds."
         )
+
+
+class LedgerUrlError(LedgerError, ValueError):
+    """The ledger's URL cannot be used: malformed, not SQLite or PostgreSQL, or its secret is not found."""
+
+
+class LedgerUnreachable(LedgerError):
+    """The ledger's database did not answer or refused the connection (the URL is shown masked)."""

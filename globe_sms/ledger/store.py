@@ -47,6 +47,7 @@ from globe_sms.ledger.schema import (
     metadata,
     send_ledger,
 )
+from globe_sms.ledger.url import LedgerLocation
 from globe_sms.masking import mask_number
 
 _E164_DIGITS = re.compile(r"[1-9][0-9]{1,14}")  # E.164 without '+': no leading zero, at most 15 digits
@@ -82,12 +83,13 @@ class Ledger(LedgerDatabase):
         ...     ledger.record_accepted("spring-sale", batch_no, {"85212345678": "1008"}, {}, "req-1")
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> None:
         """Connect, and create the tables and indexes that are missing (idempotent).
 
         Args:
             url: SQLAlchemy URL: `sqlite:///.data/ledger.db` (parent directories are created),
-                `sqlite://` (in memory, one shared connection) or `postgresql+psycopg://user@host/db`.
+                `sqlite://` (in memory, one shared connection) or `postgresql+psycopg://user@host/db`;
+                or a `SecretRef` naming where the whole URL is kept (`globe_sms.ledger.url`).
             clock: returns the current aware datetime; tests inject a fixed one.
         """
         self._held: dict[str, HeldLease] = {}  # campaign id -> the run lease this ledger acquired for it

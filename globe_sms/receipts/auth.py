@@ -106,10 +106,11 @@ class ReceiverToken(BaseModel):
 
         Raises:
             InvalidReceiverToken: the block holds no usable token.
+            globe_sms.secrets.SecretNotFound: there is no such block.
         """
-        from prefect.blocks.system import Secret
+        from globe_sms.secrets import read_secret_block
 
-        value = Secret.load(block_name).get()
+        value = read_secret_block(block_name)
         if isinstance(value, Mapping):
             if "token" not in value:
                 raise InvalidReceiverToken(f"Secret block {block_name!r} holds a mapping without 'token'")

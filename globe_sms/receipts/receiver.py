@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
 from alibaba_sms.emulator.receipts import ReceiptSettings
 from alibaba_sms.emulator.server import ThreadedUvicorn, uvicorn_config
+from globe_sms.ledger import LedgerLocation
 from globe_sms.receipts.auth import (
     TOKEN_ENV,
     TOKEN_QUERY_PARAMETER,
@@ -257,7 +258,7 @@ class ReceiverServer:
     """The receiver served by uvicorn from a daemon thread, on a free loopback port by default.
 
     Args:
-        ledger_url: the ledger's SQLAlchemy URL; receipts are written next to it.
+        ledger_url: the ledger's SQLAlchemy URL (or where it is kept); receipts are written next to it.
         token: the shared secret pushes must carry; None accepts any push (and warns).
         host: the address to bind.
         port: 0 picks a free port.
@@ -267,7 +268,7 @@ class ReceiverServer:
 
     def __init__(
         self,
-        ledger_url: str,
+        ledger_url: LedgerLocation,
         *,
         token: ReceiverToken | None = None,
         host: str = "127.0.0.1",
@@ -346,7 +347,7 @@ class ReceiverServer:
 def serve_forever(
     host: str,
     port: int,
-    ledger_url: str,
+    ledger_url: LedgerLocation,
     *,
     token: ReceiverToken | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -384,7 +385,10 @@ class EmulatorWithReceipts:
     """
 
     def __init__(
-        self, config: EmulatorConfig, ledger_url: str, drain_seconds: float = EMBEDDED_DRAIN_SECONDS
+        self,
+        config: EmulatorConfig,
+        ledger_url: LedgerLocation,
+        drain_seconds: float = EMBEDDED_DRAIN_SECONDS,
     ):
         self.receiver = ReceiverServer(ledger_url, token=ReceiverToken.generate())
         self._config = config

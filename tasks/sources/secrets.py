@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, cast
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import httpx
 from pydantic import SecretStr
 
+from globe_sms import secrets
 from globe_sms.sources import SecretRef
 from tasks.sources.errors import SourceSecretError
 
@@ -21,7 +20,7 @@ MASK = "***"
 
 
 def resolve_secret(ref: SecretRef, field: str, environ: Mapping[str, str] | None = None) -> SecretStr:
-    """The secret `ref` points at.
+    """The secret `ref` points at (`globe_sms.secrets.resolve_secret`, raising the sources' error).
 
     Args:
         ref: a Secret block name or an environment variable name.
@@ -31,22 +30,10 @@ def resolve_secret(ref: SecretRef, field: str, environ: Mapping[str, str] | None
     Raises:
         SourceSecretError: the variable is unset or empty, or the block is missing or empty.
     """
-    if ref.env is not None:
-        value = (os.environ if environ is None else environ).get(ref.env, "")
-        if not value:
-            raise SourceSecretError(f"{field}: environment variable {ref.env} is not set")
-        return SecretStr(value)
-    from prefect.blocks.system import Secret
-
-    assert ref.block is not None  # a SecretRef names exactly one of block and env
     try:
-        block = cast("Secret[Any]", Secret.load(ref.block))  # sync outside an event loop
-        value = block.get()
-    except ValueError as exc:  # Prefect: "Unable to find block document named ..."
-        raise SourceSecretError(f"{field}: cannot load Secret block {ref.block!r}: {exc}") from None
-    if not value or not isinstance(value, str):
-        raise SourceSecretError(f"{field}: Secret block {ref.block!r} must hold a non-empty string")
-    return SecretStr(value)
+        return secrets.resolve_secret(ref, field, environ)
+    except secrets.SecretNotFound as exc:
+        raise SourceSecretError(str(exc)) from None
 
 
 def secret_parts(secret: SecretStr) -> list[str]:
