@@ -19,8 +19,9 @@ from collections.abc import Callable
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import LedgerError
 from globe_sms.ledger.url import check_reachable
+from tasks.sources.errors import SourceError
 from tasks.sources.preflight import preflight_source
-from tasks.suppression import check_suppression_files
+from tasks.suppression import SuppressionError, check_suppression_files
 
 LEDGER_CONNECT_SECONDS = 5.0
 
@@ -46,6 +47,14 @@ def ledger_reachable(campaign: Campaign) -> None:
         raise PreflightError(_named("ledger", str(exc))) from None
 
 
+def _opt_out_files(campaign: Campaign) -> None:
+    check_suppression_files(campaign.validation)
+
+
+def _source(campaign: Campaign) -> None:
+    preflight_source(campaign.source)
+
+
 CHECKS: list[Callable[[Campaign], None]] = [ledger_reachable]
 """Every check `preflight` runs, in order."""
 
@@ -56,18 +65,18 @@ def preflight(campaign: Campaign) -> None:
     Raises:
         SuppressionFileMissing: an opt-out file does not exist (its resolved path is named).
         SourceError: the source's files are missing, binary, have a bad header, or hold no recipient.
-        PreflightError: one or more checks failed; the message has one line per problem.
+        PreflightError: one or more checks failed; the message has one line per problem (a single problem
+            keeps its own type, one of these three).
     """
-    check_suppression_files(campaign.validation)
-    preflight_source(campaign.source)
-    problems: list[str] = []
-    for check in CHECKS:
+    found: list[Exception] = []
+    for check in [_opt_out_files, _source, *CHECKS]:
         try:
             check(campaign)
-        except PreflightError as exc:
-            problems.append(str(exc))
-    if len(problems) == 1:
-        raise PreflightError(problems[0])
+        except (PreflightError, SuppressionError, SourceError) as exc:
+            found.append(exc)
+    if len(found) == 1:
+        raise found[0]  # one problem keeps its own type (and so its exit status and message)
+    problems = [str(exc) for exc in found]
     if problems:
         raise PreflightError(
             f"campaign {campaign.campaign_id} cannot start:\n" + "\n".join(f"  {p}" for p in problems)

@@ -148,7 +148,7 @@ class TestResolvePaths:
     def test_unset_ledger_and_data_dir_mean_the_default_data_folder(self, globe_sms_data_dir: Path) -> None:
         plain = campaign(ledger=None, data_dir=None).resolve_paths(BASE)
         assert plain.ledger is None and plain.data_dir is None
-        assert plain.ledger_url == f"sqlite:///{globe_sms_data_dir / 'ledger.db'}"
+        assert plain.ledger_location == f"sqlite:///{globe_sms_data_dir / 'ledger.db'}"
         assert plain.data_folder == globe_sms_data_dir
 
     def test_every_path_field_names_a_field_of_the_campaign(self) -> None:
