@@ -1,8 +1,10 @@
 """`LedgerDatabase`: the plumbing `Ledger` and `ReceiptStore` share over the one ledger database.
 
-Both open the same SQLAlchemy URL, create their missing tables under one PostgreSQL advisory lock (so that
-processes starting together do not race on DDL), write in one transaction per method, and stamp rows with an
-injected clock that must be timezone-aware. A subclass only says which tables it needs (`_create_schema`).
+Both open the same SQLAlchemy URL, whose schema (every table of both) Alembic manages in one history: opening
+creates a new database at the head revision, stamps one created before migrations, upgrades an older SQLite
+ledger, and refuses an older PostgreSQL one or one a newer globe-sms migrated (`globe_sms.ledger.migration`),
+all under one DDL lock so that processes starting together do not race. Both write in one transaction per
+method, and stamp rows with an injected clock that must be timezone-aware.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from globe_sms.ledger._sql import make_engine
-
-_PG_DDL_LOCK = 0x6C6564676572  # advisory lock key ("ledger"): one create_all at a time across processes
+from globe_sms.ledger.migration import prepare_schema
 
 
 def utcnow() -> datetime:
@@ -26,26 +27,28 @@ def utcnow() -> datetime:
 
 
 class LedgerDatabase:
-    """An engine over the ledger database, its schema created on open; close it or use it in a `with`.
+    """An engine over the ledger database, its schema brought to head on open; close it or use it in a `with`.
 
     Args:
         url: SQLAlchemy URL: `sqlite:///.data/ledger.db` (parent directories are created), `sqlite://` (in
             memory, one shared connection) or `postgresql+psycopg://user@host/db`.
         clock: returns the current aware datetime; tests inject a fixed one.
+
+    Raises:
+        LedgerSchemaError: the schema is behind (PostgreSQL: run `globe-sms ledger upgrade`), ahead (a newer
+            globe-sms migrated it) or not globe-sms's; nothing was changed.
     """
 
     def __init__(self, url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._clock = clock
         self._engine = make_engine(url)
         self._dialect = self._engine.dialect.name
-        with self._write() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
-            self._create_schema(conn)
-
-    def _create_schema(self, conn: Connection) -> None:
-        """Create the tables and indexes this store needs that are missing (idempotent)."""
-        raise NotImplementedError
+        try:
+            with self._write() as conn:
+                prepare_schema(conn, upgrade=self._dialect == "sqlite")
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     @classmethod
     def open(cls, url: str, *, clock: Callable[[], datetime] = utcnow) -> Self:
