@@ -38,8 +38,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy import URL, Connection, MetaData, inspect, make_url, text
 
+from globe_sms.ledger._sql import make_engine
 from globe_sms.ledger.errors import LedgerSchemaAhead, LedgerSchemaBehind, LedgerSchemaUnrecognised
 from globe_sms.ledger.migrations.baseline import REVISION as BASELINE_REVISION
 from globe_sms.ledger.migrations.baseline import TABLES as BASELINE_TABLES
@@ -217,3 +218,51 @@ def _describe(diff: Any) -> str:
         what = "missing" if kind == "add_constraint" else "unexpected"
         return f"{what} constraint {constraint.name} on {constraint.table.name}"
     return f"{kind} {getattr(rest[0], 'name', rest[0]) if rest else ''}".strip()
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (None: in memory, or not SQLite)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or "mode=memory" in database:
+        return None
+    return Path(database.removeprefix("file:").split("?")[0]).expanduser()
+
+
+def ledger_status(url: str) -> SchemaStatus:
+    """The schema version of the ledger at `url`, read without changing anything (nor creating a SQLite file).
+
+    Raises:
+        sqlalchemy.exc.ArgumentError: `url` is not a SQLAlchemy URL.
+        sqlalchemy.exc.OperationalError: the database cannot be reached.
+    """
+    path = _sqlite_file(make_url(url))
+    if path is not None and not path.exists():
+        return SchemaStatus(SchemaState.NEW, (), head_revision(), _pending(()))
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            return read_status(conn)
+    finally:
+        engine.dispose()
+
+
+def upgrade_ledger(url: str) -> tuple[SchemaStatus, SchemaStatus]:
+    """Bring the ledger at `url` to head, whatever its backend, under the DDL lock; `(before, after)`.
+
+    Raises:
+        LedgerSchemaAhead: a newer globe-sms migrated it.
+        LedgerSchemaUnrecognised: globe-sms tables without a revision, unlike those globe-sms created.
+        sqlalchemy.exc.ArgumentError: `url` is not a SQLAlchemy URL.
+        sqlalchemy.exc.OperationalError: the database cannot be reached.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(ledger_write=True)
+            with conn.begin():
+                before = prepare_schema(conn, upgrade=True)
+            with conn.begin():
+                after = read_status(conn)
+        return before, after
+    finally:
+        engine.dispose()

@@ -1,4 +1,4 @@
-"""Baseline: the send ledger, its batches, the run leases and the delivery receipts as of globe-sms 0.1.
+"""Baseline: send_ledger, campaign_batches, campaign_runs, delivery_receipts (globe-sms 0.1).
 
 Revision ID: 0001
 Revises:
