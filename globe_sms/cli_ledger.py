@@ -82,7 +82,7 @@ def status(url: UrlArgument = DEFAULT_LEDGER) -> None:
     messages = {
         SchemaState.NEW: "no globe-sms tables yet: they are created at the head revision on first use",
         SchemaState.CURRENT: "up to date",
-        SchemaState.UNVERSIONED: "made before migrations: `upgrade` stamps it (SQLite: on first use)",
+        SchemaState.UNVERSIONED: "made before migrations: opening it stamps it 0001, then as behind",
         SchemaState.BEHIND: "behind: run `globe-sms ledger upgrade` (SQLite: upgraded on first use)",
         SchemaState.AHEAD: "ahead: a newer globe-sms migrated it; this one will not use it",
         SchemaState.UNRECOGNISED: "unrecognised: globe-sms tables without a revision, unlike any it created",

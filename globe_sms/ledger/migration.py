@@ -70,7 +70,8 @@ class SchemaStatus:
         state: see `SchemaState`.
         current: the database's revision(s); empty when it has none (`new`, `unversioned`, `unrecognised`).
         head: the newest revision this globe-sms knows.
-        pending: the revisions an upgrade applies, oldest first, as `"<id> <message>"`.
+        pending: the revisions an upgrade applies, oldest first, as `"<id> <message>"` (an `unversioned`
+            database is stamped as the baseline first: its pending revisions are those after it).
         differences: for `unrecognised`, what differs from the baseline, one line each.
     """
 
@@ -118,7 +119,7 @@ def read_status(conn: Connection) -> SchemaStatus:
     differences = [_describe(diff) for diff in _legacy_differences(conn) if not _tolerated(diff)]
     if differences:
         return SchemaStatus(SchemaState.UNRECOGNISED, (), head, differences=differences)
-    return SchemaStatus(SchemaState.UNVERSIONED, (), head, _pending(()))
+    return SchemaStatus(SchemaState.UNVERSIONED, (), head, _pending((BASELINE_REVISION,)))
 
 
 def prepare_schema(conn: Connection, *, upgrade: bool) -> SchemaStatus:
