@@ -316,30 +316,36 @@ class TestPreMigrationLedger:
         """Four processes open the same pre-migration ledger together: all succeed, one version row."""
         run_sql_file(empty_url, "ledger")
         fill_old_ledger(empty_url)
-        start = time.time() + 4
         script = textwrap.dedent(
-            f"""
+            """
             import sys, time
+            from pathlib import Path
             from globe_sms.ledger import Ledger
             from globe_sms.receipts import ReceiptStore
-            time.sleep(max(0.0, {start} - time.time()))
-            opener = Ledger if sys.argv[1] == "ledger" else ReceiptStore
-            with opener(sys.argv[2]) as store:
+            kind, url, folder = sys.argv[1:]
+            Path(folder, f"ready-{kind}-{time.monotonic_ns()}").touch()
+            while not Path(folder, "go").exists():  # all imported: open together
+                time.sleep(0.002)
+            with (Ledger if kind == "ledger" else ReceiptStore)(url):
                 pass
-            print("ok")
             """
         )
+        kinds = ("ledger", "receipts", "ledger", "receipts")
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", script, kind, empty_url],
+                [sys.executable, "-c", script, kind, empty_url, str(tmp_path)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 cwd=Path(__file__).parents[1],
                 env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
             )
-            for kind in ("ledger", "receipts", "ledger", "receipts")
+            for kind in kinds
         ]
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("ready-*"))) < len(kinds) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (tmp_path / "go").touch()
         outputs = [proc.communicate(timeout=120) for proc in procs]
         assert [proc.returncode for proc in procs] == [0, 0, 0, 0], outputs
         assert versions(empty_url) == [migration.head_revision()]
@@ -399,7 +405,7 @@ class TestBehind:
 
     @pytest.mark.postgres
     @pytest.mark.usefixtures("sample_revision")
-    def test_an_older_postgres_ledger_is_refused_until_the_command_upgrades_it(self, pg_empty_url: str) -> None:
+    def test_an_older_postgres_ledger_is_refused_until_upgraded_by_command(self, pg_empty_url: str) -> None:
         empty_url = pg_empty_url
         run_sql_file(empty_url, "ledger", "receipts")
         fill_old_ledger(empty_url)

@@ -19,10 +19,10 @@ depends_on: str | None = ${repr(depends_on)}
 
 
 def upgrade() -> None:
-    """What the revision adds or changes. Existing rows must stay valid: give a new NOT NULL column a default."""
+    """What it adds or changes. Existing rows must stay valid: a new NOT NULL column needs a default."""
     ${upgrades if upgrades else "pass"}
 
 
 def downgrade() -> None:
-    """Undo `upgrade` (tests run it; globe-sms never downgrades a ledger by itself)."""
+    """Undo `upgrade` (for tests and by hand: globe-sms never downgrades a ledger by itself)."""
     ${downgrades if downgrades else "pass"}
