@@ -16,11 +16,12 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
@@ -130,13 +131,13 @@ def sample_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     migration.script_directory.cache_clear()
 
 
-def run_sql_file(url: str, *names: str) -> None:
+def run_sql_file(url: str, *names: str, edit: Callable[[str], str] = str) -> None:
     """Run the frozen pre-migration DDL of `names` (`ledger`, `receipts`) for the URL's backend."""
     engine = make_engine(url)
     dialect = engine.dialect.name
     with engine.begin() as conn:
         for name in names:
-            script = (FIXTURES / f"{name}.{dialect}.sql").read_text()
+            script = edit((FIXTURES / f"{name}.{dialect}.sql").read_text())
             body = "\n".join(line for line in script.splitlines() if not line.startswith("--"))
             for statement in body.split(";"):
                 if statement.strip():
@@ -175,13 +176,14 @@ def fill_old_ledger(url: str) -> None:
 
 
 def versions(url: str) -> list[str]:
-    """The rows of `alembic_version`, or [] when it does not exist."""
+    """The rows of the ledger's version table, or [] when it does not exist."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            if "alembic_version" not in inspect(conn).get_table_names():
+            if migration.VERSION_TABLE not in inspect(conn).get_table_names():
                 return []
-            return [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
+            query = text(f"SELECT version_num FROM {migration.VERSION_TABLE}")
+            return [row[0] for row in conn.execute(query)]
     finally:
         engine.dispose()
 
@@ -200,7 +202,8 @@ def schema_diff(url: str, *targets: MetaData) -> list[object]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            opts = {"compare_type": True, "version_table": migration.VERSION_TABLE}
+            context = MigrationContext.configure(conn, opts=opts)
             return list(compare_metadata(context, list(targets)))
     finally:
         engine.dispose()
@@ -298,6 +301,42 @@ class TestPreMigrationLedger:
         engine.dispose()
         with Ledger(empty_url) as ledger:
             assert_old_rows_intact(ledger)
+
+    @pytest.mark.parametrize(
+        ("change", "reported"),
+        [
+            (lambda sql: sql.replace("phone VARCHAR(15)", "phone VARCHAR(20)"), "phone: type"),
+            (lambda sql: sql.replace("\tsubmitted_at DATETIME, \n", "").replace(
+                "\tsubmitted_at TIMESTAMP WITH TIME ZONE, \n", ""
+            ), "missing column send_ledger.submitted_at"),
+            (lambda sql: sql.replace("attempts INTEGER NOT NULL", "attempts INTEGER"), "attempts: nullable"),
+        ],
+        ids=["type", "missing-column", "nullable"],
+    )
+    def test_other_differences_are_named(
+        self, empty_url: str, change: Callable[[str], str], reported: str
+    ) -> None:
+        run_sql_file(empty_url, "ledger", edit=change)
+        with pytest.raises(LedgerSchemaUnrecognised, match=reported):
+            ReceiptStore(empty_url)
+        assert versions(empty_url) == [] and "delivery_receipts" not in inspect_tables(empty_url)
+
+    def test_another_apps_alembic_version_is_left_alone(self, empty_url: str) -> None:
+        """The ledger may share a database (or Prefect's own) with another Alembic-managed application."""
+        engine = make_engine(empty_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+            conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('3c0b2e1ab8f1')")
+        engine.dispose()
+        with Ledger(empty_url) as ledger:
+            ledger.register("c", numbers(1))
+        assert versions(empty_url) == [migration.head_revision()]
+        engine = make_engine(empty_url)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [
+                "3c0b2e1ab8f1"
+            ]
+        engine.dispose()
 
     def test_unlike_tables_are_refused_and_left_alone(self, empty_url: str) -> None:
         """A `send_ledger` with a column globe-sms never made: not stamped, not changed."""
@@ -453,6 +492,24 @@ class TestBehind:
             migration.script_directory.cache_clear()
 
     @pytest.mark.usefixtures("sample_revision")
+    def test_a_ledger_at_0001_is_upgraded_and_the_revision_downgrades(self, tmp_path: Path) -> None:
+        """The recipe of docs/ledger-migrations.md: build at the previous revision, fill, open, check."""
+        url = f"sqlite:///{tmp_path}/ledger.db"
+        engine = make_engine(url)
+        with engine.connect() as conn, conn.begin():
+            command.upgrade(migration.migration_config(conn), "0001")
+        assert versions(url) == ["0001"] and "lane" not in columns(url, "send_ledger")
+        fill_old_ledger(url)
+        with Ledger(url) as ledger:
+            assert_old_rows_intact(ledger)
+        assert versions(url) == ["0002"] and "lane" in columns(url, "send_ledger")
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(migration.migration_config(conn), "0001")
+        engine.dispose()
+        assert versions(url) == ["0001"] and "lane" not in columns(url, "send_ledger")
+        assert schema_diff(url, metadata, delivery_metadata) == []
+
+    @pytest.mark.usefixtures("sample_revision")
     def test_threads_opening_an_older_sqlite_ledger_upgrade_it_once(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path}/ledger.db"
         run_sql_file(url, "ledger", "receipts")
@@ -483,7 +540,7 @@ class TestAhead:
             ledger.register("c", numbers(2))
         engine = make_engine(empty_url)
         with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+            conn.execute(text(f"UPDATE {migration.VERSION_TABLE} SET version_num = '0099'"))
         engine.dispose()
         for opener in (Ledger, ReceiptStore):
             with pytest.raises(LedgerSchemaAhead, match="0099, which this globe-sms does not know"):
@@ -516,8 +573,8 @@ class TestCommands:
     @pytest.mark.postgres
     def test_a_password_is_never_printed(self, pg_empty_url: str) -> None:
         with_password = make_url(pg_empty_url).set(password="s3cret-pw").render_as_string(hide_password=False)
-        for command in ("upgrade", "status"):
-            result = runner.invoke(app, ["ledger", command, with_password])
+        for name in ("upgrade", "status"):
+            result = runner.invoke(app, ["ledger", name, with_password])
             assert result.exit_code == 0, result.output
             assert "s3cret-pw" not in result.output and "***" in result.output
         unreachable = make_url(with_password).set(port=9).render_as_string(hide_password=False)
@@ -555,7 +612,7 @@ def test_send_with_a_ledger_from_a_newer_globe_sms_exits_2(
     Ledger(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        conn.execute(text(f"UPDATE {migration.VERSION_TABLE} SET version_num = '0099'"))
     engine.dispose()
     result = runner.invoke(app, ["send", str(tmp_path / "welcome.yaml"), "--dry-run"])
     assert result.exit_code == 2, result.output

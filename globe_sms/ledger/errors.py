@@ -177,8 +177,8 @@ class LedgerSchemaUnrecognised(LedgerSchemaError):
         self.differences = differences
         shown = "; ".join(differences[:10]) + ("; ..." if len(differences) > 10 else "")
         super().__init__(
-            f"the ledger at {url} has globe-sms tables but no schema revision (no alembic_version table), "
-            f"and they are not the ones globe-sms created before it had migrations: {shown}. Nothing was "
-            "changed.",
+            f"the ledger at {url} has globe-sms tables but no schema revision (no globe_sms_ledger_version "
+            f"table), and they are not the ones globe-sms created before it had migrations: {shown}. Nothing "
+            "was changed.",
             url=url,
         )

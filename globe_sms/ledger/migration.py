@@ -10,7 +10,7 @@ an advisory lock; SQLite: the `BEGIN IMMEDIATE` write lock), so that processes o
 | the database                                      | state          | opening it                           |
 |---------------------------------------------------|----------------|--------------------------------------|
 | no globe-sms table                                | `new`          | created at head                      |
-| globe-sms tables, no `alembic_version`, the ones  | `unversioned`  | the baseline tables it lacks are     |
+| globe-sms tables, no version table, the ones      | `unversioned`  | the baseline tables it lacks are     |
 | globe-sms created before migrations               |                | created, stamped 0001, then `behind` |
 | the same, but tables unlike those                 | `unrecognised` | `LedgerSchemaUnrecognised`           |
 | an older revision                                 | `behind`       | SQLite: upgraded; PostgreSQL:        |
@@ -47,7 +47,7 @@ from globe_sms.ledger.migrations.baseline import TABLES as BASELINE_TABLES
 from globe_sms.ledger.migrations.baseline import baseline_metadata
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
-VERSION_TABLE = "alembic_version"
+VERSION_TABLE = "globe_sms_ledger_version"  # not `alembic_version`: the database may hold another app's
 _PG_DDL_LOCK = 0x6C6564676572  # advisory lock key ("ledger"): one schema change at a time across processes
 
 
@@ -105,7 +105,8 @@ def read_status(conn: Connection) -> SchemaStatus:
     """The schema version of the database behind `conn`; changes nothing."""
     script = script_directory()
     head = head_revision()
-    current = tuple(MigrationContext.configure(conn).get_current_heads())
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    current = tuple(context.get_current_heads())
     if current:
         known = {rev.revision for rev in script.walk_revisions()}
         if not set(current) <= known:
@@ -175,6 +176,7 @@ def _legacy_differences(conn: Connection) -> list[Any]:
     context = MigrationContext.configure(
         conn,
         opts={
+            "version_table": VERSION_TABLE,
             "compare_type": True,
             "include_name": lambda name, kind, _parent: kind != "table" or name in BASELINE_TABLES,
         },

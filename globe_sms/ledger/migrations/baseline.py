@@ -1,7 +1,7 @@
 """The ledger database as globe-sms created it before it had migrations (revision 0001): frozen, never edit.
 
 Revision 0001 creates these tables, and `globe_sms.ledger.migration` compares a database that has globe-sms
-tables but no `alembic_version` with them before it stamps the database as 0001. A change to the schema is a
+tables but no version table with them before it stamps the database as 0001. A change to the schema is a
 new revision in `versions/`, never an edit here: these definitions must stay what the old code created.
 Types are the plain ones the old code's DDL used (`UtcDateTime` was `DateTime(timezone=True)`, a status
 column `String(16)`), and the CHECK lists are the literal ones of that time.

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from alembic import context
 
+from globe_sms.ledger.migration import VERSION_TABLE
+
 connection = context.config.attributes.get("connection")
 if connection is None or context.is_offline_mode():
     raise RuntimeError(
         "the ledger's migrations run through `globe-sms ledger upgrade LEDGER_URL` (or when a ledger opens); "
         "the alembic command line only writes and lists revisions here"
     )
-context.configure(connection=connection, target_metadata=None)
+context.configure(connection=connection, target_metadata=None, version_table=VERSION_TABLE)
 with context.begin_transaction():  # the caller's transaction: all revisions commit together, or none
     context.run_migrations()
