@@ -37,7 +37,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import URL, Connection, MetaData, inspect, make_url, text
 
 from globe_sms.ledger._sql import make_engine
@@ -163,11 +162,7 @@ def prepare_schema(conn: Connection, *, upgrade: bool) -> SchemaStatus:
 
 def _pending(current: Sequence[str]) -> list[str]:
     """`"<id> <message>"` of each revision from `current` (exclusive) to head, oldest first."""
-    script = script_directory()
-    try:
-        steps = list(script.iterate_revisions("heads", tuple(current) or "base"))
-    except CommandError:  # pragma: no cover - `read_status` reports unknown revisions as `ahead` first
-        return []
+    steps = list(script_directory().iterate_revisions("heads", tuple(current) or "base"))  # all known
     return [f"{step.revision} {step.doc}" for step in reversed(steps) if step.revision not in current]
 
 
