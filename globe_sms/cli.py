@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from globe_sms.cli_ledger import ledger_app
 from globe_sms.cli_receipts import receipts_app
 from globe_sms.terminal import plain, problem
 
@@ -30,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(receipts_app, name="receipts")  # serve, report, reconcile, retry: globe_sms/cli_receipts.py
+app.add_typer(ledger_app, name="ledger")  # status, upgrade: globe_sms/cli_ledger.py
 console = Console()
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -38,7 +40,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def _before_sending_errors() -> tuple[type[BaseException], ...]:
     """The errors that stop `send` before anything is sent (exit status 2)."""
     from globe_sms.campaign import CampaignFileError
-    from globe_sms.ledger import CampaignBusy, LedgerUnreachable, LedgerUrlError
+    from globe_sms.ledger import CampaignBusy, LedgerSchemaError, LedgerUnreachable, LedgerUrlError
     from tasks.preflight import PreflightError
     from tasks.render import TemplateError
     from tasks.sources import SourceError
@@ -50,6 +52,7 @@ def _before_sending_errors() -> tuple[type[BaseException], ...]:
     ]
     errors.append(CampaignBusy)  # another run of the campaign holds its run lease: nothing was touched
     errors += [PreflightError, LedgerUrlError, LedgerUnreachable]  # the ledger is opened before anything
+    errors.append(LedgerSchemaError)  # the ledger needs `globe-sms ledger upgrade`, or is a newer one's
     try:
         from tasks.cost import BudgetExceeded
 

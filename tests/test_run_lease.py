@@ -314,8 +314,9 @@ class TestSchema:
         path = tmp_path / "old.db"
         with Ledger.open(f"sqlite:///{path}") as old:
             old.register(campaign, numbers(1))
-        with sqlite3.connect(path) as raw:
+        with sqlite3.connect(path) as raw:  # as made by globe-sms before the lease, and before migrations
             raw.execute("DROP TABLE campaign_runs")
+            raw.execute("DROP TABLE globe_sms_ledger_version")
         with Ledger.open(f"sqlite:///{path}") as upgraded:
             assert upgraded.acquire_run_lease(campaign, owner("first"), TTL).owner == "run-first"
             assert upgraded.pending(campaign) == numbers(1)

@@ -30,7 +30,8 @@ One run at a time changes a campaign's rows: a run takes the campaign's run leas
 fails at once with `CampaignBusy` instead of turning the first run's batch in flight into `unknown`; a
 crashed run's lease expires by itself (`globe_sms.ledger.lease` tells the whole story).
 
-Backends: SQLite (WAL, busy_timeout, `BEGIN IMMEDIATE` for writes) and PostgreSQL (psycopg 3).
+Backends: SQLite (WAL, busy_timeout, `BEGIN IMMEDIATE` for writes) and PostgreSQL (psycopg 3). The schema is
+versioned with Alembic (`globe_sms.ledger.migration`; revisions in `migrations/versions/`).
 Typical use by the send task::
 
     ledger.mark_submitting(campaign_id, batch_no, phones)       # committed
@@ -49,6 +50,10 @@ from __future__ import annotations
 from globe_sms.ledger.errors import (
     CampaignBusy,
     LedgerError,
+    LedgerSchemaAhead,
+    LedgerSchemaBehind,
+    LedgerSchemaError,
+    LedgerSchemaUnrecognised,
     LedgerStateError,
     LedgerUnreachable,
     LedgerUrlError,
@@ -80,6 +85,10 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerLocation",
+    "LedgerSchemaAhead",
+    "LedgerSchemaBehind",
+    "LedgerSchemaError",
+    "LedgerSchemaUnrecognised",
     "LedgerStateError",
     "LedgerUnreachable",
     "LedgerUrlError",

@@ -1,8 +1,10 @@
 """`LedgerDatabase`: the plumbing `Ledger` and `ReceiptStore` share over the one ledger database.
 
-Both open the same SQLAlchemy URL, create their missing tables under one PostgreSQL advisory lock (so that
-processes starting together do not race on DDL), write in one transaction per method, and stamp rows with an
-injected clock that must be timezone-aware. A subclass only says which tables it needs (`_create_schema`).
+Both open the same SQLAlchemy URL, whose schema (every table of both) Alembic manages in one history: opening
+creates a new database at the head revision, stamps one created before migrations, upgrades an older SQLite
+ledger, and refuses an older PostgreSQL one or one a newer globe-sms migrated (`globe_sms.ledger.migration`),
+all under one DDL lock so that processes starting together do not race. Both write in one transaction per
+method, and stamp rows with an injected clock that must be timezone-aware.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from globe_sms.ledger._sql import make_engine
 from globe_sms.ledger.errors import LedgerUnreachable
+from globe_sms.ledger.migration import prepare_schema
 from globe_sms.ledger.url import LedgerLocation, masked_error, render_masked, resolve_ledger_url
-
-_PG_DDL_LOCK = 0x6C6564676572  # advisory lock key ("ledger"): one create_all at a time across processes
 
 
 def utcnow() -> datetime:
@@ -29,7 +30,7 @@ def utcnow() -> datetime:
 
 
 class LedgerDatabase:
-    """An engine over the ledger database, its schema created on open; close it or use it in a `with`.
+    """An engine over the ledger database, its schema brought to head on open; close it or use it in a `with`.
 
     Args:
         url: SQLAlchemy URL: `sqlite:///.data/ledger.db` (parent directories are created), `sqlite://` (in
@@ -40,6 +41,8 @@ class LedgerDatabase:
     Raises:
         LedgerUrlError: the URL is malformed or its secret is not found.
         LedgerUnreachable: the database cannot be reached or opened (the URL is shown masked).
+        LedgerSchemaError: the schema is behind (PostgreSQL: run `globe-sms ledger upgrade`), ahead (a newer
+            globe-sms migrated it) or not globe-sms's; nothing was changed.
     """
 
     def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> None:
@@ -52,18 +55,15 @@ class LedgerDatabase:
         self._dialect = self._engine.dialect.name
         try:
             with self._write() as conn:
-                if self._dialect == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
-                self._create_schema(conn)
+                prepare_schema(conn, upgrade=self._dialect == "sqlite")
         except (OperationalError, InterfaceError) as exc:  # not reachable, refused, or not a database
             self._engine.dispose()
             raise LedgerUnreachable(
                 f"cannot open the ledger {render_masked(resolved)}: {masked_error(exc, resolved)}"
             ) from None
-
-    def _create_schema(self, conn: Connection) -> None:
-        """Create the tables and indexes this store needs that are missing (idempotent)."""
-        raise NotImplementedError
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     @classmethod
     def open(cls, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> Self:

@@ -6,7 +6,11 @@ LedgerError
 ├── CampaignBusy       another run holds the campaign's run lease; nothing was changed
 ├── RunLeaseLost       this run's lease was taken over (it had expired); the write was refused
 ├── LedgerUrlError     the ledger's URL is malformed, of an unsupported database, or its secret is missing
-└── LedgerUnreachable  the ledger's database cannot be reached or opened
+├── LedgerUnreachable  the ledger's database cannot be reached or opened
+└── LedgerSchemaError  the database's schema is not one this globe-sms can use as it is (nothing was changed)
+    ├── LedgerSchemaBehind        an older schema revision: run `globe-sms ledger upgrade`
+    ├── LedgerSchemaAhead         a newer globe-sms migrated it: this one must not touch it
+    └── LedgerSchemaUnrecognised  globe-sms tables without a revision that differ from what it ever created
 ```
 No message ever shows a password: URLs are rendered masked (`postgresql://user:***@host/db`).
 Bad arguments (a malformed number, a repeated number in one batch) raise the built-in `ValueError`.
@@ -119,3 +123,73 @@ class LedgerUrlError(LedgerError, ValueError):
 
 class LedgerUnreachable(LedgerError):
     """The ledger's database did not answer or refused the connection (the URL is shown masked)."""
+
+
+class LedgerSchemaError(LedgerError):
+    """The ledger database's schema is not one this globe-sms can use; nothing was changed.
+
+    The message names the database with its password masked.
+
+    Attributes:
+        url: the database's URL, password masked.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class LedgerSchemaBehind(LedgerSchemaError):
+    """The database is at an older revision and is not upgraded automatically (PostgreSQL).
+
+    Attributes:
+        current: the database's revision(s).
+        head: the revision this globe-sms needs.
+    """
+
+    def __init__(self, url: str, current: tuple[str, ...], head: str, pending: list[str]) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the ledger at {url} has schema revision {', '.join(current)}; this globe-sms needs {head} "
+            f"({len(pending)} migration(s) to apply: {'; '.join(pending)}). Nothing was changed. Back the "
+            "database up, stop the runs that use it, then run `globe-sms ledger upgrade <ledger URL>`.",
+            url=url,
+        )
+
+
+class LedgerSchemaAhead(LedgerSchemaError):
+    """The database was migrated by a newer globe-sms: its revision is unknown to this one.
+
+    Attributes:
+        current: the database's revision(s).
+        head: the newest revision this globe-sms knows.
+    """
+
+    def __init__(self, url: str, current: tuple[str, ...], head: str) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the ledger at {url} has schema revision {', '.join(current)}, which this globe-sms does not "
+            f"know (its newest is {head}): a newer globe-sms migrated it. Nothing was changed; use that "
+            "newer globe-sms with this ledger.",
+            url=url,
+        )
+
+
+class LedgerSchemaUnrecognised(LedgerSchemaError):
+    """Globe-sms tables without a schema revision, unlike the ones globe-sms created before migrations.
+
+    Attributes:
+        differences: what differs, one line each.
+    """
+
+    def __init__(self, url: str, differences: list[str]) -> None:
+        self.differences = differences
+        shown = "; ".join(differences[:10]) + ("; ..." if len(differences) > 10 else "")
+        super().__init__(
+            f"the ledger at {url} has globe-sms tables but no schema revision (no globe_sms_ledger_version "
+            f"table), and they are not the ones globe-sms created before it had migrations: {shown}. Nothing "
+            "was changed.",
+            url=url,
+        )

@@ -1,4 +1,9 @@
-"""The ledger's tables, statuses and the `TaskId` convention that joins receipts back to batches."""
+"""The ledger's tables, statuses and the `TaskId` convention that joins receipts back to batches.
+
+The tables as the code uses them. The database gets them through Alembic revisions
+(`globe_sms/ledger/migrations/`): a change here needs a revision too, or `tests/test_ledger_migrations.py`
+fails (docs/ledger-migrations.md).
+"""
 
 from __future__ import annotations
 
@@ -125,6 +130,7 @@ send_ledger = Table(
     CheckConstraint(_one_of(Status), name="ck_send_ledger_status"),
     Index("ix_send_ledger_campaign_status", "campaign_id", "status"),
     Index("ix_send_ledger_campaign_batch", "campaign_id", "batch_no"),
+    Index("ix_send_ledger_message_id", "message_id"),  # receipts find their row by MessageId
 )
 
 campaign_batches = Table(

@@ -44,7 +44,6 @@ from globe_sms.ledger.schema import (
     Status,
     UtcDateTime,
     campaign_batches,
-    metadata,
     send_ledger,
 )
 from globe_sms.ledger.url import LedgerLocation
@@ -84,7 +83,7 @@ class Ledger(LedgerDatabase):
     """
 
     def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> None:
-        """Connect, and create the tables and indexes that are missing (idempotent).
+        """Connect, and bring the schema to head (`globe_sms.ledger.migration`).
 
         Args:
             url: SQLAlchemy URL: `sqlite:///.data/ledger.db` (parent directories are created),
@@ -94,9 +93,6 @@ class Ledger(LedgerDatabase):
         """
         self._held: dict[str, HeldLease] = {}  # campaign id -> the run lease this ledger acquired for it
         super().__init__(url, clock=clock)
-
-    def _create_schema(self, conn: Connection) -> None:
-        metadata.create_all(conn)
 
     # -- the run lease (globe_sms.ledger.lease) --------------------------------------------------
 

@@ -109,7 +109,7 @@ def location_from_text(text: str, where: str = "--ledger") -> LedgerLocation:
 
 
 def resolve_ledger_url(location: LedgerLocation, environ: Mapping[str, str] | None = None) -> URL:
-    """The URL to create the engine with, its password included: only `LedgerDatabase` should call this.
+    """The URL to create an engine with, password included: for `LedgerDatabase` and `globe-sms ledger` only.
 
     Raises:
         LedgerUrlError: the secret is not where the location says, or it is not a usable URL.

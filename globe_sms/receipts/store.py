@@ -1,11 +1,12 @@
 """`delivery_receipts`: one row per MessageId, next to the send ledger, and the idempotent upsert into it.
 
-The table lives in the ledger's database (SQLite or PostgreSQL, same URL) but in its own `MetaData`, so the
-send ledger's schema is untouched. A receipt joins its `send_ledger` row through MessageId, and through
-TaskId (`<campaign>-b<batch>`) when several rows carry the same MessageId; the row's campaign, number and
-batch are copied in. A receipt whose MessageId the ledger does not know is kept as an **orphan**
-(`matched = false`, campaign and batch taken from its TaskId when it parses) and counted; `adopt_orphans`
-joins it later, once the ledger has caught up (a receipt can beat `record_accepted` to the database).
+The table lives in the ledger's database (SQLite or PostgreSQL, same URL), in its own `MetaData`; the ledger's
+migrations (`globe_sms/ledger/migrations/`) create it with the send ledger's tables, one history for both.
+A receipt joins its `send_ledger` row through MessageId, and through TaskId (`<campaign>-b<batch>`) when
+several rows carry the same MessageId; the row's campaign, number and batch are copied in. A receipt whose
+MessageId the ledger does not know is kept as an **orphan** (`matched = false`, campaign and batch taken from
+its TaskId when it parses) and counted; `adopt_orphans` joins it later, once the ledger has caught up (a
+receipt can beat `record_accepted` to the database).
 
 `ReceiptStore.record` is one transaction per call: it locks the rows of the MessageIds it was given, folds
 every receipt into them in order with `globe_sms.receipts.model.merge` (so a final state never moves back,
@@ -39,12 +40,11 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from globe_sms.ledger import Status, metadata, parse_task_id, send_ledger
+from globe_sms.ledger import Status, parse_task_id, send_ledger
 from globe_sms.ledger._sql import values_table
 from globe_sms.ledger.database import LedgerDatabase
 from globe_sms.ledger.schema import StatusType, UtcDateTime
@@ -135,12 +135,6 @@ class ReceiptStore(LedgerDatabase):
         url: the ledger's SQLAlchemy URL.
         clock: returns the current aware datetime; tests inject a fixed one.
     """
-
-    def _create_schema(self, conn: Connection) -> None:
-        metadata.create_all(conn)  # the receiver may start before the first send created the ledger
-        delivery_metadata.create_all(conn)
-        # Receipts look their ledger row up by MessageId: index it, without touching the ledger's schema.
-        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_send_ledger_message_id ON send_ledger (message_id)"))
 
     # -- writes ----------------------------------------------------------------------------------
 
