@@ -33,8 +33,9 @@ console = Console(highlight=False)
 UrlArgument = Annotated[
     str | None,
     typer.Argument(
-        help="The ledger: a SQLAlchemy URL without a password, or env:NAME / block:NAME naming where the whole "
-        "URL is kept (default: the campaigns' default ledger). psycopg also reads PGPASSWORD or ~/.pgpass."
+        help="The ledger: a SQLAlchemy URL without a password, or env:NAME / block:NAME naming where the "
+        "whole URL is kept (default: the campaigns' default ledger). psycopg also reads PGPASSWORD or "
+        "~/.pgpass."
     ),
 ]
 
