@@ -14,11 +14,15 @@ message naming the field; add new ones to `CHECKS`.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import LedgerError
 from globe_sms.ledger.url import check_reachable
+from globe_sms.paths import default_ledger_url, sqlite_file
 from tasks.sources.errors import SourceError
 from tasks.sources.preflight import preflight_source
 from tasks.suppression import SuppressionError, check_suppression_files
@@ -47,6 +51,45 @@ def ledger_reachable(campaign: Campaign) -> None:
         raise PreflightError(_named("ledger", str(exc))) from None
 
 
+LEGACY_LEDGER = Path(".data") / "ledger.db"
+"""Where globe-sms kept its default ledger before it had a default data folder: relative to the current
+directory, wherever a run started."""
+
+
+def _has_campaign(ledger_file: Path, campaign_id: str) -> bool:
+    """Whether the SQLite ledger file has rows of `campaign_id` (read only; False if it has no ledger)."""
+    if not ledger_file.is_file():
+        return False
+    try:
+        with closing(sqlite3.connect(f"{ledger_file.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT 1 FROM send_ledger WHERE campaign_id = ? LIMIT 1", (campaign_id,))
+            return row.fetchone() is not None
+    except sqlite3.DatabaseError:  # not a ledger (or no send_ledger table): nothing of this campaign
+        return False
+
+
+def not_in_a_forgotten_ledger(campaign: Campaign) -> None:
+    """A campaign on the default ledger whose rows are still in the old default, `.data/ledger.db` in the
+    current directory, would be sent again to every number: refuse until the user names or moves that ledger.
+
+    Raises:
+        PreflightError: the old ledger has rows of this campaign and the default ledger has none.
+    """
+    if campaign.ledger is not None:
+        return
+    legacy = Path.cwd() / LEGACY_LEDGER
+    default = sqlite_file(default_ledger_url())
+    if default is None or legacy.resolve() == default.resolve():
+        return
+    if _has_campaign(legacy, campaign.campaign_id) and not _has_campaign(default, campaign.campaign_id):
+        raise PreflightError(
+            f"ledger: campaign {campaign.campaign_id} has rows in {legacy}, where globe-sms kept its default "
+            f"ledger before it had a data folder; the default ledger is now {default}. So that no number is "
+            f"sent twice, name the old one in the campaign (`ledger: sqlite:///{legacy.resolve()}`) or "
+            f"move it to {default} (docs/campaign-files.md)"
+        )
+
+
 def _opt_out_files(campaign: Campaign) -> None:
     check_suppression_files(campaign.validation)
 
@@ -55,7 +98,7 @@ def _source(campaign: Campaign) -> None:
     preflight_source(campaign.source)
 
 
-CHECKS: list[Callable[[Campaign], None]] = [ledger_reachable]
+CHECKS: list[Callable[[Campaign], None]] = [ledger_reachable, not_in_a_forgotten_ledger]
 """Every check `preflight` runs, in order."""
 
 

@@ -295,3 +295,30 @@ def test_the_summary_counts_what_a_crashed_run_left_unknown(
     lines = [" ".join(line.replace("│", " ").split()) for line in again.output.splitlines()]
     assert "unknown in the ledger (all runs) 3" in lines
     assert not any(line.startswith("left unknown by an interrupted run") for line in lines)
+
+
+def test_a_campaign_still_in_the_old_default_ledger_is_refused_until_it_is_named(
+    tmp_path: Path, gateway: EmulatorServer, globe_sms_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the data folder, the default ledger was `.data/ledger.db` in the current directory. A user who
+    upgrades and reruns a half-sent campaign from that directory must not send it all again: exit 2, nothing
+    sent, until the campaign names the old ledger (then it resumes from it) or the file is moved."""
+    file = write_campaign(tmp_path / "campaigns", gateway, "upgraded")
+    work = tmp_path / "work"
+    with Ledger.open(f"sqlite:///{work / '.data' / 'ledger.db'}") as old:
+        old.register("upgraded", sorted(digits(VALID))[:3])  # what the old version had planned or sent
+    monkeypatch.chdir(work)
+
+    refused = runner.invoke(app, ["send", str(file)])
+    assert refused.exit_code == 2, refused.output
+    message = refused.output.replace("\n", "")  # rich folds long lines, paths included
+    assert "upgraded has rows in" in message and str(work / ".data" / "ledger.db") in message
+    assert str(globe_sms_data_dir / "ledger.db") in message
+    assert not gateway.state.requests("BatchSendMessageToGlobe")
+
+    other = write_campaign(tmp_path / "others", gateway, "brand-new")  # not in the old ledger: not refused
+    assert runner.invoke(app, ["send", str(other), "--dry-run"]).exit_code == 0
+
+    named = yaml.safe_load(file.read_text()) | {"ledger": f"sqlite:///{work / '.data' / 'ledger.db'}"}
+    file.write_text(yaml.safe_dump(named, sort_keys=False))
+    assert runner.invoke(app, ["send", str(file), "--dry-run"]).exit_code == 0
