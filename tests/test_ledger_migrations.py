@@ -39,6 +39,7 @@ from globe_sms.ledger import (
     migration,
 )
 from globe_sms.ledger._sql import make_engine
+from globe_sms.paths import default_ledger_url
 from globe_sms.receipts import ReceiptStore
 from globe_sms.receipts.store import delivery_metadata
 from tests.ledger_fixtures import PG_URL, T0, Clock, numbers
@@ -571,14 +572,21 @@ class TestCommands:
         assert status.exit_code == 0 and "current" in status.output
 
     @pytest.mark.postgres
-    def test_a_password_is_never_printed(self, pg_empty_url: str) -> None:
+    def test_a_password_is_never_printed(self, pg_empty_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A URL with a password is named by a secret (`env:NAME`), never given on the command line, where
+        `ps` and the shell's history would keep it; either way the password is never printed."""
         with_password = make_url(pg_empty_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+        refused = runner.invoke(app, ["ledger", "status", with_password])
+        assert refused.exit_code == 2 and "s3cret-pw" not in refused.output
+        assert "env:NAME" in flat(refused.output)
+        monkeypatch.setenv("LEDGER_URL", with_password)
         for name in ("upgrade", "status"):
-            result = runner.invoke(app, ["ledger", name, with_password])
+            result = runner.invoke(app, ["ledger", name, "env:LEDGER_URL"])
             assert result.exit_code == 0, result.output
             assert "s3cret-pw" not in result.output and "***" in result.output
         unreachable = make_url(with_password).set(port=9).render_as_string(hide_password=False)
-        result = runner.invoke(app, ["ledger", "status", unreachable])
+        monkeypatch.setenv("LEDGER_URL", unreachable)
+        result = runner.invoke(app, ["ledger", "status", "env:LEDGER_URL"])
         assert result.exit_code == 2 and "s3cret-pw" not in result.output and "cannot open" in result.output
 
     def test_a_malformed_url_is_exit_2(self) -> None:
@@ -608,7 +616,7 @@ def test_send_with_a_ledger_from_a_newer_globe_sms_exits_2(
     for name in ("welcome.yaml", "welcome.csv", "prices.csv"):
         shutil.copy(examples / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    url = "sqlite:///.data/ledger.db"
+    url = default_ledger_url()  # the example names no ledger
     Ledger(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:

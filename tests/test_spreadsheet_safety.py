@@ -103,6 +103,7 @@ gateway:
   calls_per_second: 20
 validation:
   max_reject_share: 1.0
+data_dir: .data
 """
 
 
