@@ -367,6 +367,16 @@ class TestLedgerUrlRules:
         with pytest.raises(LedgerUnreachable, match="cannot open the ledger"):
             check_reachable(f"sqlite:///{blocker}/sub/ledger.db")
 
+    def test_checking_a_new_sqlite_ledger_creates_nothing(self, tmp_path: Path) -> None:
+        """A refused campaign leaves no trace: the check only looks at the folder the run would create."""
+        check_reachable(f"sqlite:///{tmp_path}/a/b/ledger.db")
+        assert not (tmp_path / "a").exists()
+
+    def test_a_file_that_is_not_a_database_is_refused(self, tmp_path: Path) -> None:
+        (tmp_path / "ledger.db").write_text("phone,name\n" * 200)
+        with pytest.raises(LedgerUnreachable, match="cannot open the ledger"):
+            check_reachable(f"sqlite:///{tmp_path}/ledger.db")
+
     def test_the_yaml_loader_is_safe(self) -> None:
         with pytest.raises(yaml.YAMLError):
             YamlDocument.load("!!python/object/apply:os.system ['true']")

@@ -16,8 +16,12 @@ engine is created (`resolve_ledger_url`, called by `LedgerDatabase`); every URL 
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 from collections.abc import Mapping
+from contextlib import closing
+from pathlib import Path
 from urllib.parse import unquote
 
 from sqlalchemy import URL, create_engine, text
@@ -26,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from globe_sms.ledger.errors import LedgerUnreachable, LedgerUrlError
+from globe_sms.paths import sqlite_file
 from globe_sms.secrets import SecretNotFound, resolve_secret
 from globe_sms.sources import SecretRef
 
@@ -150,7 +155,8 @@ def masked_error(exc: BaseException, url: URL) -> str:
 def check_reachable(location: LedgerLocation, timeout_seconds: float = 5.0) -> None:
     """Connect to the ledger's database once, giving up after `timeout_seconds` (PostgreSQL) or at once.
 
-    SQLite: its folder is created and the file opened, as the run will. Nothing else is written.
+    SQLite: an existing file is opened read-only and must be a database; for a file not created yet, its
+    nearest existing folder must be writable (the run creates the rest). Nothing is written.
 
     Raises:
         LedgerUrlError: the URL or its secret cannot be used.
@@ -159,6 +165,10 @@ def check_reachable(location: LedgerLocation, timeout_seconds: float = 5.0) -> N
     from globe_sms.ledger._sql import make_engine
 
     url = resolve_ledger_url(location)
+    file = sqlite_file(url.render_as_string(hide_password=False))
+    if file is not None:
+        _check_sqlite_file(file, url)
+        return
     try:
         if url.get_backend_name() == "postgresql":
             engine = create_engine(
@@ -179,3 +189,25 @@ def check_reachable(location: LedgerLocation, timeout_seconds: float = 5.0) -> N
             + (f" {masked(location)}" if isinstance(location, SecretRef) else "")
             + f": {masked_error(exc, url)}"
         ) from None
+
+
+def _check_sqlite_file(file: Path, url: URL) -> None:
+    """`file` is a SQLite database, or could be created: its nearest existing folder is writable.
+
+    Raises:
+        LedgerUnreachable: the file is not a database or cannot be read, or its folder cannot be written.
+    """
+    if file.exists():
+        try:
+            with closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+                conn.execute("PRAGMA schema_version").fetchone()  # reads the header: "not a database"
+        except sqlite3.Error as exc:
+            raise LedgerUnreachable(f"cannot open the ledger {render_masked(url)}: {exc}") from None
+        return
+    folder = file.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise LedgerUnreachable(
+            f"cannot open the ledger {render_masked(url)}: {folder} is not a folder this user can write"
+        )
