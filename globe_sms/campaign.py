@@ -37,8 +37,8 @@ from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exporte
     Source,
 )
 from globe_sms.strict_model import StrictModel
-from tasks.render import MessageTemplate
-from tasks.validate import ValidationRules
+from globe_sms.template import MessageTemplate
+from globe_sms.validation_rules import ValidationRules
 
 EMULATOR = "emulator"
 # Every field of a campaign that holds a file path (a glob too), as attribute names from the campaign down:
@@ -459,4 +459,3 @@ class Campaign(StrictModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise CampaignFileError.from_validation(exc, origin, document) from None
-
