@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from alibaba_sms.endpoints import resolve_endpoint
 from globe_sms import paths
 from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
-from globe_sms.ledger import task_id as ledger_task_id
+from globe_sms.ids import task_id
 from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
 from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
@@ -391,7 +391,7 @@ class Campaign(StrictModel):
 
     def task_id(self, batch_no: int) -> str:
         """The TaskId sent to Alibaba, echoed in delivery receipts: campaign id and batch number."""
-        return ledger_task_id(self.campaign_id, batch_no)
+        return task_id(self.campaign_id, batch_no)
 
     @property
     def ledger_location(self) -> LedgerLocation:

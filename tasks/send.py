@@ -34,7 +34,8 @@ from prefect.tasks import exponential_backoff
 from alibaba_sms import BatchSendResult, PreparedBatch, SmsClient
 from alibaba_sms.errors import AmbiguousOutcomeError, BusinessError, RetryableError, SmsApiError
 from globe_sms.campaign import Campaign
-from globe_sms.ledger import INTERRUPTED, Ledger, task_id
+from globe_sms.ids import task_id
+from globe_sms.ledger import INTERRUPTED, Ledger
 from globe_sms.masking import mask_number
 from globe_sms.pacing import Pacer
 

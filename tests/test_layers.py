@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.import_graph import Edge, edges, file_edges, private_owner, within
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,3 +163,18 @@ def test_importing_the_campaign_model_loads_no_heavy_package() -> None:
     loaded = loaded_packages("import globe_sms.campaign")
     assert "globe_sms" in loaded and "pydantic" in loaded  # the measure works
     assert {"sqlalchemy", "phonenumbers", "polars", "prefect"} & loaded == set()
+
+
+def test_the_ledger_package_offers_each_name_from_its_submodule() -> None:
+    """`globe_sms.ledger` loads its names on first use (so `globe_sms.ledger.url` stays light): each is the
+    very object of the submodule it lives in, and an unknown name is an AttributeError, as for any module."""
+    import importlib
+
+    import globe_sms.ledger as ledger
+
+    assert ledger.__all__ and set(ledger.__all__) <= set(dir(ledger))
+    for name in ledger.__all__:
+        home = importlib.import_module(ledger._HOME[name])
+        assert getattr(ledger, name) is getattr(home, name), name
+    with pytest.raises(AttributeError, match="no attribute 'task_id'"):
+        ledger.task_id  # noqa: B018 - moved to globe_sms.ids; no re-export left behind
