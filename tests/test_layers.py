@@ -178,3 +178,10 @@ def test_the_ledger_package_offers_each_name_from_its_submodule() -> None:
         assert getattr(ledger, name) is getattr(home, name), name
     with pytest.raises(AttributeError, match="no attribute 'task_id'"):
         ledger.task_id  # noqa: B018 - moved to globe_sms.ids; no re-export left behind
+
+
+def test_the_api_package_runs_without_prefect() -> None:
+    """A plain script can import the client, the signer and the emulator without Prefect being loaded."""
+    loaded = loaded_packages("import alibaba_sms, alibaba_sms.emulator, alibaba_sms.credentials")
+    assert "alibaba_sms" in loaded and "httpx" in loaded
+    assert "prefect" not in loaded and not {"globe_sms", "tasks", "flows", "schemas"} & loaded
