@@ -27,13 +27,8 @@ from sqlalchemy.exc import IntegrityError
 
 from globe_sms.ids import task_id
 from globe_sms.ledger import lease
-from globe_sms.ledger._sql import (
-    Outcome,
-    apply_outcomes,
-    phone_list,
-    values_table,
-    where_they_are,
-)
+from globe_sms.ledger._sql import Outcome, apply_outcomes, phone_list, where_they_are
+from globe_sms.ledger.backends import values_table
 from globe_sms.ledger.database import LedgerDatabase, utcnow
 from globe_sms.ledger.errors import LedgerStateError
 from globe_sms.ledger.lease import HeldLease, RunLease, RunOwner

@@ -168,7 +168,7 @@ def check_reachable(location: LedgerLocation, timeout_seconds: float = 5.0) -> N
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
-    from globe_sms.ledger._sql import make_engine
+    from globe_sms.ledger.backends import make_engine
 
     url = resolve_ledger_url(location)
     try:
