@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from alibaba_sms import AccessKey, SmsClient
 from alibaba_sms.credentials import ACCESS_KEY_ID_ENV, MissingCredentials
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
+from globe_sms.batch_timing import BatchTiming
 from globe_sms.campaign import GatewaySettings
 from globe_sms.ledger import LedgerLocation
 from globe_sms.pacing import Pacer, ensure_global_limit, shared_pacer
@@ -128,7 +129,7 @@ def open_gateway(
             endpoint=endpoint or None,
             region=settings.region,
             signature_version=settings.signature_version,
-            timeout=_timeout(settings.read_timeout_seconds),
+            timeout=_timeout(settings.batch_timing),
         )
         with client:
             yield GatewaySession(client, pacer, limit_name, emulator)
@@ -139,7 +140,7 @@ def open_gateway(
             emulator.stop()
 
 
-def _timeout(read_seconds: float):  # noqa: ANN202 - httpx.Timeout
+def _timeout(timing: BatchTiming):  # noqa: ANN202 - httpx.Timeout
     import httpx
 
-    return httpx.Timeout(read_seconds, connect=5.0)
+    return httpx.Timeout(timing.read_timeout_seconds, connect=timing.connect_timeout_seconds)
