@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alibaba_sms.endpoints import resolve_endpoint
 from globe_sms import paths
 from globe_sms.batch_timing import BatchTiming
 from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
@@ -192,6 +191,10 @@ class GatewaySettings(StrictModel):
     def _https_or_loopback(cls, value: str) -> str:
         if value == EMULATOR or not value:
             return value
+        # Here, not at the top: the API package loads httpx (half a second), which reading a campaign file
+        # with the emulator or a region's host does not need.
+        from alibaba_sms.endpoints import resolve_endpoint
+
         try:
             resolve_endpoint(value)
         except ValueError as exc:  # a scheme other than https, plain http to another host, no host
