@@ -94,6 +94,11 @@ class SmsClient:
             trust_env=False,
         )
 
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeouts of every call (connect, read, write, pool)."""
+        return self._http.timeout
+
     def __repr__(self) -> str:
         return f"SmsClient(base_url={str(self.base_url)!r}, signature_version={self.signature_version!r})"
 

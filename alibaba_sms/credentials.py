@@ -2,7 +2,9 @@
 
 The secret sits in a pydantic `SecretStr` and is unwrapped only by `AccessKey.secret()`, which the signer
 calls at the moment it computes a signature. Credentials come from Alibaba's standard environment variables
-or from a Prefect Secret block (imported lazily: this package works without Prefect).
+(`AccessKey.from_env`) or are handed in as a pair (`AccessKey.of`, or the model's fields with a `SecretStr`).
+This package never imports Prefect: `globe_sms.gateway.access_key_from_block` reads a key kept in a Prefect
+Secret block.
 """
 
 from __future__ import annotations
@@ -52,22 +54,3 @@ class AccessKey(BaseModel):
                 "holding the AccessKey (HINT: the endpoint 'emulator' needs no credentials)."
             )
         return cls.of(key_id, secret)
-
-    @classmethod
-    def from_secret_block(cls, block_name: str) -> AccessKey:
-        """Load a key from a Prefect `Secret` block.
-
-        The block's value is `{"access_key_id": ..., "access_key_secret": ...}`. A plain-string block
-        value is read as the secret, with the id taken from `ALIBABA_CLOUD_ACCESS_KEY_ID`.
-        """
-        from prefect.blocks.system import Secret
-
-        value = Secret.load(block_name).get()
-        if isinstance(value, Mapping):
-            return cls.of(str(value["access_key_id"]), str(value["access_key_secret"]))
-        key_id = os.environ.get(ACCESS_KEY_ID_ENV, "")
-        if not key_id:
-            raise MissingCredentials(
-                f"Secret block {block_name!r} holds only a secret; set {ACCESS_KEY_ID_ENV} for the key id."
-            )
-        return cls.of(key_id, str(value))

@@ -31,7 +31,8 @@ import smsutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.render import MessageTemplate, render_messages  # noqa: E402
+from globe_sms.template import MessageTemplate  # noqa: E402
+from tasks.render import render_messages  # noqa: E402
 from tasks.segments import encoding_and_segments  # noqa: E402
 
 FIRST_NAMES = {

@@ -39,8 +39,9 @@ import polars as pl  # noqa: E402
 import tasks.deferral as deferral  # noqa: E402
 from bench.bench_validate import generate  # noqa: E402
 from globe_sms.send_window import SendWindow  # noqa: E402
+from globe_sms.validation_rules import ValidationRules  # noqa: E402
 from tasks import time_zones  # noqa: E402
-from tasks.validate import ValidationRules, validate_recipients  # noqa: E402
+from tasks.validate import validate_recipients  # noqa: E402
 
 MULTI_ZONE = ("US", "CA", "RU", "KZ", "AU", "BR", "MX", "NZ", "ES")
 WINDOW = SendWindow(start=clock_time(9), end=clock_time(20))

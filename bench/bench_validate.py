@@ -125,7 +125,8 @@ def _oracle_rate(phones: list[str | None]) -> float:
 
 def run(path: Path, runs: int, oracle_rows: int, strict: bool) -> dict[str, object]:
     """Validate the list `runs` times in this process and time it."""
-    from tasks.validate import ValidationRules, validate_recipients
+    from globe_sms.validation_rules import ValidationRules
+    from tasks.validate import validate_recipients
 
     frame = pl.read_parquet(path)
     load_before = os.getloadavg()[0]

@@ -37,7 +37,13 @@ from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
-from tasks.send import SendContext, batch_report, emit_batch_event, publish_batch_table, send_batch
+from tasks.send import (
+    SendContext,
+    batch_report,
+    emit_batch_event,
+    publish_batch_table,
+    send_batch_with_retries,
+)
 from tasks.spool import Spool, rejects_file, spool_campaign
 
 
@@ -185,7 +191,7 @@ def _send_all(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Campa
     )
     done = recipients_done = 0
     first_call = last_call = None
-    send_with_retries = send_batch.with_options(retries=campaign.gateway.max_attempts - 1)
+    send_with_retries = send_batch_with_retries(campaign.gateway)
     reports: list[dict[str, Any]] = []  # the per-batch table; each row is also the batch's event
     with open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway:
         context = SendContext(campaign, gateway.client, ledger, gateway.pacer)

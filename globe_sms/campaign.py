@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alibaba_sms.endpoints import resolve_endpoint
 from globe_sms import paths
+from globe_sms.batch_timing import BatchTiming
 from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
-from globe_sms.ledger import task_id as ledger_task_id
+from globe_sms.ids import task_id
 from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
 from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
@@ -37,8 +37,8 @@ from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exporte
     Source,
 )
 from globe_sms.strict_model import StrictModel
-from tasks.render import MessageTemplate
-from tasks.validate import ValidationRules
+from globe_sms.template import MessageTemplate
+from globe_sms.validation_rules import ValidationRules
 
 EMULATOR = "emulator"
 # Every field of a campaign that holds a file path (a glob too), as attribute names from the campaign down:
@@ -56,8 +56,6 @@ _DATE_PLACEHOLDER = re.compile(r"\{date(?::(?P<zone>[A-Za-z0-9_+/-]+))?\}")
 CAMPAIGN_ID_PATTERN = r"^(?:[a-z0-9-]|\{date(?::[A-Za-z0-9_+/-]+)?\})+$"
 _RESOLVED_ID = re.compile(r"^[a-z0-9-]+$")
 _DATE_LENGTH = len("2026-05-04")
-_CONNECT_SECONDS = 5.0  # the connect timeout of globe_sms.gateway's client
-_BACKOFF_FACTOR, _BACKOFF_JITTER = 2.0, 0.2  # the send-batch task's retry delays: 2, 4, 8 ... s, +-20%
 
 
 def _zone(name: str | None) -> tzinfo:
@@ -193,6 +191,10 @@ class GatewaySettings(StrictModel):
     def _https_or_loopback(cls, value: str) -> str:
         if value == EMULATOR or not value:
             return value
+        # Here, not at the top: the API package loads httpx (half a second), which reading a campaign file
+        # with the emulator or a region's host does not need.
+        from alibaba_sms.endpoints import resolve_endpoint
+
         try:
             resolve_endpoint(value)
         except ValueError as exc:  # a scheme other than https, plain http to another host, no host
@@ -206,13 +208,17 @@ class GatewaySettings(StrictModel):
         return self.endpoint == EMULATOR
 
     @property
+    def batch_timing(self) -> BatchTiming:
+        """The timeouts of a call and the retries of a batch, as the send task and the client use them."""
+        return BatchTiming(max_attempts=self.max_attempts, read_timeout_seconds=self.read_timeout_seconds)
+
+    @property
     def longest_lease_gap_seconds(self) -> float:
         """The longest a run goes without renewing its lease: a batch attempt's call, the retry back-off, and
         the next attempt's wait for the rate-limit slot (the lease is renewed right before each call)."""
-        backoff = _BACKOFF_FACTOR * 2 ** (self.max_attempts - 2) * (1 + _BACKOFF_JITTER)
-        longest_backoff = backoff if self.max_attempts > 1 else 0.0
-        call = _CONNECT_SECONDS + self.read_timeout_seconds
-        return call + longest_backoff + self.rate_limit_timeout_seconds
+        timing = self.batch_timing
+        longest_wait = timing.longest_retry_delay_seconds + self.rate_limit_timeout_seconds
+        return timing.longest_call_seconds + longest_wait
 
     @model_validator(mode="after")
     def _lease_outlasts_a_batch_attempt(self) -> GatewaySettings:
@@ -391,7 +397,7 @@ class Campaign(StrictModel):
 
     def task_id(self, batch_no: int) -> str:
         """The TaskId sent to Alibaba, echoed in delivery receipts: campaign id and batch number."""
-        return ledger_task_id(self.campaign_id, batch_no)
+        return task_id(self.campaign_id, batch_no)
 
     @property
     def ledger_location(self) -> LedgerLocation:
@@ -459,4 +465,3 @@ class Campaign(StrictModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise CampaignFileError.from_validation(exc, origin, document) from None
-

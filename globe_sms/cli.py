@@ -41,11 +41,11 @@ def _before_sending_errors() -> tuple[type[BaseException], ...]:
     """The errors that stop `send` before anything is sent (exit status 2)."""
     from globe_sms.campaign import CampaignFileError
     from globe_sms.ledger import CampaignBusy, LedgerSchemaError, LedgerUnreachable, LedgerUrlError
+    from globe_sms.template import TemplateError
+    from globe_sms.validation_rules import RecipientSchemaError, TooManyRejects
     from tasks.preflight import PreflightError
-    from tasks.render import TemplateError
     from tasks.sources import SourceError
     from tasks.suppression import SuppressionError
-    from tasks.validate import RecipientSchemaError, TooManyRejects
 
     errors: list[type[BaseException]] = [
         CampaignFileError, SourceError, TemplateError, RecipientSchemaError, TooManyRejects, SuppressionError

@@ -6,15 +6,19 @@ with its default test credentials, so that trying the project needs no account a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alibaba_sms import AccessKey, SmsClient
+from alibaba_sms.credentials import ACCESS_KEY_ID_ENV, MissingCredentials
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
+from globe_sms.batch_timing import BatchTiming
 from globe_sms.campaign import GatewaySettings
 from globe_sms.ledger import LedgerLocation
 from globe_sms.pacing import Pacer, ensure_global_limit, shared_pacer
+from globe_sms.secrets import read_secret_block
 
 EMULATOR_KEY = AccessKey.of("testid", "testsecret")
 
@@ -34,8 +38,30 @@ def credentials_for(settings: GatewaySettings) -> AccessKey:
     if settings.is_emulator:
         return EMULATOR_KEY
     if settings.credentials_block:
-        return AccessKey.from_secret_block(settings.credentials_block)
+        return access_key_from_block(settings.credentials_block)
     return AccessKey.from_env()
+
+
+def access_key_from_block(block_name: str, environ: Mapping[str, str] | None = None) -> AccessKey:
+    """The AccessKey kept in the Prefect Secret block `block_name`.
+
+    The block's value is `{"access_key_id": ..., "access_key_secret": ...}`. A plain-string block value is
+    read as the secret, with the id taken from `ALIBABA_CLOUD_ACCESS_KEY_ID` (in `environ`, default
+    `os.environ`).
+
+    Raises:
+        globe_sms.secrets.SecretNotFound: there is no such block.
+        MissingCredentials: the block holds only the secret and the id variable is unset.
+    """
+    value = read_secret_block(block_name)
+    if isinstance(value, Mapping):
+        return AccessKey.of(str(value["access_key_id"]), str(value["access_key_secret"]))
+    key_id = (os.environ if environ is None else environ).get(ACCESS_KEY_ID_ENV, "")
+    if not key_id:
+        raise MissingCredentials(
+            f"Secret block {block_name!r} holds only a secret; set {ACCESS_KEY_ID_ENV} for the key id."
+        )
+    return AccessKey.of(key_id, str(value))
 
 
 def limit_name_for(settings: GatewaySettings, credentials: AccessKey) -> str:
@@ -103,7 +129,7 @@ def open_gateway(
             endpoint=endpoint or None,
             region=settings.region,
             signature_version=settings.signature_version,
-            timeout=_timeout(settings.read_timeout_seconds),
+            timeout=_timeout(settings.batch_timing),
         )
         with client:
             yield GatewaySession(client, pacer, limit_name, emulator)
@@ -114,7 +140,7 @@ def open_gateway(
             emulator.stop()
 
 
-def _timeout(read_seconds: float):  # noqa: ANN202 - httpx.Timeout
+def _timeout(timing: BatchTiming):  # noqa: ANN202 - httpx.Timeout
     import httpx
 
-    return httpx.Timeout(read_seconds, connect=5.0)
+    return httpx.Timeout(timing.read_timeout_seconds, connect=timing.connect_timeout_seconds)

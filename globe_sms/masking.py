@@ -28,8 +28,10 @@ checks it):
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 _VISIBLE_TAIL_MASK = "****"
 
@@ -75,6 +77,8 @@ def mask_number(number: object) -> str:
 
 def mask_number_expr(column: str | pl.Expr) -> pl.Expr:
     """The vectorised twin of `mask_number`, for frames shown in artifacts (same rules, same results)."""
+    import polars as pl  # here: the ledger's errors mask numbers too, and importing them must not load polars
+
     expr = pl.col(column) if isinstance(column, str) else column
     text = (
         expr.cast(pl.String)

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 Model = TypeVar("Model", bound=BaseModel)
 DATA_DIR_ENV = "GLOBE_SMS_DATA_DIR"
@@ -75,6 +73,9 @@ def sqlite_file(url: str) -> Path | None:
     In-memory databases (`sqlite://`, `:memory:`, `mode=memory`), `file:` URIs, server databases and
     unreadable URLs have no such file.
     """
+    from sqlalchemy.engine import make_url  # here: importing the campaign model must not load SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -93,6 +94,8 @@ def resolve_ledger_file(url: str, base: Path) -> str:
     `sqlite:///ledger.db` becomes `sqlite:////<base>/ledger.db`; `sqlite://`, `:memory:`, an absolute file and
     server URLs (`postgresql://...`) stay as they are (so a password in one is never re-rendered).
     """
+    from sqlalchemy.engine import make_url
+
     file = sqlite_file(url)
     if file is None or file.is_absolute():
         return url

@@ -6,8 +6,7 @@ and unwrapped only where a connection or a request is made. Errors name the camp
 secret was looked up, never the value.
 
 `read_secret_block` is the one place globe-sms reads a Prefect Secret block (the ledger URL, the sources'
-connections and tokens, the receipts push token); `alibaba_sms/credentials.py` has its own, since that package
-sits below `globe_sms`.
+connections and tokens, the receipts push token, the AccessKey: `globe_sms.gateway.access_key_from_block`).
 """
 
 from __future__ import annotations

@@ -52,7 +52,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from alibaba_sms.endpoints import is_loopback
 from globe_sms.strict_model import StrictModel
 
 FILE_KINDS = ("csv", "parquet", "ndjson")
@@ -390,6 +389,9 @@ class HttpSource(_Recipients):
             raise ValueError("must be an http:// or https:// URL with a host")
         if "@" in parts.netloc:
             raise ValueError("must not carry credentials; name a secret in `auth` instead")
+        # Here, not at the top: the API package loads httpx, which reading a campaign file does not need.
+        from alibaba_sms.endpoints import is_loopback
+
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
                 f"refusing plain http:// to {parts.hostname}: the auth token and the recipients' numbers "

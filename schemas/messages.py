@@ -11,7 +11,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.polars import PolarsData
 
-from tasks.segments import LIMITS
+from schemas.segment_limits import SEGMENT_LIMITS
 
 __all__ = ["RenderedMessages"]
 
@@ -28,7 +28,7 @@ class RenderedMessages(pa.DataFrameModel):
     # Integer widths differ between sources (UInt32 from with_row_index, Int64 from CSV); widening is safe.
     source_row: int = pa.Field(ge=0, coerce=True, description="Row of the recipient in its source.")
     message: str = pa.Field(description="The text to send: never null, empty or blank.")
-    encoding: str = pa.Field(isin=list(LIMITS), description="GSM7 or UCS2.")
+    encoding: str = pa.Field(isin=list(SEGMENT_LIMITS), description="GSM7 or UCS2.")
     segments: int = pa.Field(ge=1, description="SMS parts billed for this message.")
     chars: int = pa.Field(ge=1, description="Length in septets (GSM7) or UTF-16 code units (UCS2).")
     ucs2_chars: str = pa.Field(description="Distinct characters forcing UCS-2; empty for GSM7.")
@@ -53,8 +53,10 @@ class RenderedMessages(pa.DataFrameModel):
     @classmethod
     def _segments_fit_chars(cls, data: PolarsData) -> pl.LazyFrame:
         # One segment can hold at most the single-part limit; a part never holds more than the per-part one.
-        single = pl.when(pl.col("encoding") == "GSM7").then(LIMITS["GSM7"][0]).otherwise(LIMITS["UCS2"][0])
-        multi = pl.when(pl.col("encoding") == "GSM7").then(LIMITS["GSM7"][1]).otherwise(LIMITS["UCS2"][1])
+        (gsm_single, gsm_multi), (ucs2_single, ucs2_multi) = SEGMENT_LIMITS["GSM7"], SEGMENT_LIMITS["UCS2"]
+        gsm = pl.col("encoding") == "GSM7"
+        single = pl.when(gsm).then(gsm_single).otherwise(ucs2_single)
+        multi = pl.when(gsm).then(gsm_multi).otherwise(ucs2_multi)
         one = (pl.col("segments") == 1) & (pl.col("chars") <= single)
         many = (
             (pl.col("segments") > 1)

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from globe_sms.ledger import task_id
+from globe_sms.ids import task_id
 from globe_sms.masking import mask_number_expr
 from tasks.preview import Preview
 

@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import gsm0338  # noqa: F401  # registers the "gsm03.38" codec
 import polars as pl
+
+from schemas.segment_limits import SEGMENT_LIMITS, Encoding
 
 __all__ = [
     "GSM_ALPHABET",
     "GSM_BASIC",
     "GSM_EXTENSION",
-    "LIMITS",
     "SEGMENT_COLUMNS",
     "SMART_REPLACEMENTS",
-    "Encoding",
     "SegmentInfo",
     "TextStats",
     "count_culprits",
@@ -51,7 +51,6 @@ __all__ = [
     "smart_replace_text",
 ]
 
-Encoding = Literal["GSM7", "UCS2"]
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 _CODEC = "gsm03.38"
@@ -82,9 +81,6 @@ GSM_BASIC: str = _basic_table()
 GSM_EXTENSION: str = _extension_table()
 GSM_ALPHABET: frozenset[str] = frozenset(GSM_BASIC + GSM_EXTENSION)
 _EXTENSION_SET: frozenset[str] = frozenset(GSM_EXTENSION)
-
-# (single-part limit, per-part limit when concatenated), in septets (GSM-7) or UTF-16 units (UCS-2).
-LIMITS: dict[str, tuple[int, int]] = {"GSM7": (160, 153), "UCS2": (70, 67)}
 
 SEGMENT_COLUMNS: tuple[str, ...] = ("encoding", "segments", "chars", "ucs2_chars")
 
@@ -148,7 +144,7 @@ def describe_text(text: str) -> SegmentInfo:
     encoding: Encoding = "UCS2" if culprits else "GSM7"
     widths = _unit_widths(text, encoding)
     units = sum(widths)
-    single, multi = LIMITS[encoding]
+    single, multi = SEGMENT_LIMITS[encoding]
     segments = 1 if units <= single else _greedy_parts(widths, multi)
     return SegmentInfo(encoding, segments, units, culprits)
 
@@ -325,8 +321,8 @@ def encoding_and_segments(
     """
     text = pl.col(_TMP["text"])
     gsm, units, bound = pl.col(_TMP["gsm"]), pl.col(_TMP["units"]), pl.col(_TMP["lb"])
-    single = pl.when(gsm).then(pl.lit(LIMITS["GSM7"][0])).otherwise(pl.lit(LIMITS["UCS2"][0]))
-    multi = pl.when(gsm).then(pl.lit(LIMITS["GSM7"][1])).otherwise(pl.lit(LIMITS["UCS2"][1]))
+    single = pl.when(gsm).then(pl.lit(SEGMENT_LIMITS["GSM7"][0])).otherwise(pl.lit(SEGMENT_LIMITS["UCS2"][0]))
+    multi = pl.when(gsm).then(pl.lit(SEGMENT_LIMITS["GSM7"][1])).otherwise(pl.lit(SEGMENT_LIMITS["UCS2"][1]))
     lf = frame.lazy().with_columns(
         (pl.col(message) if isinstance(message, str) else message).alias(_TMP["text"])
     )

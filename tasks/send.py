@@ -29,12 +29,13 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task
 
 from alibaba_sms import BatchSendResult, PreparedBatch, SmsClient
 from alibaba_sms.errors import AmbiguousOutcomeError, BusinessError, RetryableError, SmsApiError
-from globe_sms.campaign import Campaign
-from globe_sms.ledger import INTERRUPTED, Ledger, task_id
+from globe_sms.campaign import Campaign, GatewaySettings
+from globe_sms.ids import task_id
+from globe_sms.ledger import INTERRUPTED, Ledger
 from globe_sms.masking import mask_number
 from globe_sms.pacing import Pacer
 
@@ -152,13 +153,16 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(error, RetryableError)
 
 
+_DEFAULT_TIMING = GatewaySettings().batch_timing  # a campaign's own: `send_batch_with_retries`
+
+
 @task(
     name="send-batch",
     task_run_name="{campaign_id}-batch-{batch_no}",
     cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.2,
+    retries=_DEFAULT_TIMING.retries,
+    retry_delay_seconds=_DEFAULT_TIMING.retry_delays(),
+    retry_jitter_factor=_DEFAULT_TIMING.retry_jitter,
     retry_condition_fn=is_transient,
 )
 def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: int) -> BatchOutcome:
@@ -174,6 +178,17 @@ def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: i
         batch_no, campaign_id, outcome.recipients, outcome.accepted, outcome.failed, outcome.unknown,
     )
     return outcome
+
+
+def send_batch_with_retries(settings: GatewaySettings) -> Task[..., BatchOutcome]:
+    """`send_batch` retried as `settings` say: `max_attempts - 1` retries, one delay per retry, from the
+    same `BatchTiming` the client's timeouts and the lease check read."""
+    timing = settings.batch_timing
+    return send_batch.with_options(
+        retries=timing.retries,
+        retry_delay_seconds=timing.retry_delays(),
+        retry_jitter_factor=timing.retry_jitter,
+    )
 
 
 def batch_report(

@@ -46,15 +46,17 @@ from prefect.cache_policies import NO_CACHE
 
 from globe_sms.campaign import Campaign
 from globe_sms.spreadsheets import neutralise_for_spreadsheets
+from globe_sms.template import MessageTemplate
+from globe_sms.validation_rules import TooManyRejects, ValidationRules
 from tasks.cost import COST_DTYPE, PRICE_SCALE, CostEstimate, PriceTable, estimate_cost
 from tasks.preview import SAMPLE_SIZE, Preview, build_preview
 from tasks.reasons import DUPLICATE
-from tasks.render import MessageTemplate, render_messages
+from tasks.render import render_messages
 from tasks.report import ARTIFACT_TABLE_ROWS
 from tasks.segments import count_culprits
 from tasks.sources import DEFAULT_BATCH_ROWS, SourceError, describe_source, iter_source_batches
 from tasks.spool_owner import claim_spool, release_spool, sweep_abandoned_spools
-from tasks.validate import TooManyRejects, ValidationRules, load_opt_outs, validate_recipients
+from tasks.validate import load_opt_outs, validate_recipients
 
 CHUNK_ROWS_ENV = "GLOBE_SMS_CHUNK_ROWS"
 PARTS = "part-*.parquet"

@@ -29,8 +29,8 @@ from pathlib import Path
 import polars as pl
 
 from globe_sms.sources import CsvSource, NdjsonSource, ParquetSource, Source
+from globe_sms.validation_rules import ValidationRules
 from tasks.opt_out_numbers import REASONS, mask_entry, read_opt_out_numbers
-from tasks.validation_rules import ValidationRules
 
 SHOWN_UNREADABLE = 20
 """How many unreadable entries an error lists (then `... and N more`)."""

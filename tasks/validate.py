@@ -10,7 +10,8 @@ Pipeline (one vectorised pass per stage over a narrow frame holding only the pho
     strict mobile pattern (tasks/mobile_rules.py) ─► policy: mainland China, allow/deny lists
     ─► dedupe (first occurrence wins) ─► suppression ─► split ─► pandera contracts (schemas/recipients.py)
 
-The rules model, the result and the errors live in `tasks/validation_rules.py` and are re-exported here:
+The rules model and the errors are `globe_sms/validation_rules.py` (a campaign's `validation:`), the result
+and the reject-share check `tasks/validation_result.py`:
 
     ValueError
     ├── RecipientSchemaError   the frame itself is unusable (phone column missing, wrong dtype, name clash)
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandera.polars as pa
 import polars as pl
 
+from globe_sms.validation_rules import RecipientSchemaError, ValidationRules
 from schemas.dialing_codes import METADATA_VERSION
 from schemas.recipients import RejectedRecipients, ValidRecipients, raw_recipients_schema
 from tasks.mobile_rules import check_mobile_numbers
@@ -46,13 +48,7 @@ from tasks.suppression import (
     numbered_entries,
     read_opt_outs,
 )
-from tasks.validation_rules import (
-    RecipientSchemaError,
-    TooManyRejects,
-    ValidationResult,
-    ValidationRules,
-    check_reject_share,
-)
+from tasks.validation_result import ValidationResult
 
 OUTPUT_COLUMNS = ("phone", "country", "dialing_code", "source_row")
 REJECT_COLUMNS = ("source_row", "reasons", "reason_text")
@@ -272,11 +268,7 @@ def validate_recipients(
 __all__ = [
     "REASON_CODES",
     "OptOuts",
-    "RecipientSchemaError",
-    "TooManyRejects",
     "ValidationResult",
-    "ValidationRules",
-    "check_reject_share",
     "load_opt_outs",
     "load_suppression_file",
     "normalise_numbers",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from alibaba_sms.credentials import AccessKey, MissingCredentials
+from globe_sms.gateway import access_key_from_block
+from globe_sms.secrets import SecretNotFound
 
 
 class TestFromEnvironment:
@@ -35,7 +37,7 @@ class TestFromSecretBlock:
         Secret(value={"access_key_id": "LTAIblock", "access_key_secret": "block-secret-9"}).save(
             "globe-sms-test-key", overwrite=True
         )
-        key = AccessKey.from_secret_block("globe-sms-test-key")
+        key = access_key_from_block("globe-sms-test-key")
         assert key.access_key_id == "LTAIblock" and key.secret() == "block-secret-9"
         assert "block-secret-9" not in repr(key)
 
@@ -47,7 +49,11 @@ class TestFromSecretBlock:
         Secret(value="plain-secret-7").save("globe-sms-test-plain", overwrite=True)
         monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
         with pytest.raises(MissingCredentials, match="ALIBABA_CLOUD_ACCESS_KEY_ID"):
-            AccessKey.from_secret_block("globe-sms-test-plain")
+            access_key_from_block("globe-sms-test-plain")
         monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIenv")
-        key = AccessKey.from_secret_block("globe-sms-test-plain")
+        key = access_key_from_block("globe-sms-test-plain")
         assert key.access_key_id == "LTAIenv" and key.secret() == "plain-secret-7"
+
+    def test_a_missing_block_is_named(self) -> None:
+        with pytest.raises(SecretNotFound, match="'globe-sms-test-no-such-key'"):
+            access_key_from_block("globe-sms-test-no-such-key")

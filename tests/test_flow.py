@@ -181,7 +181,7 @@ def test_dry_run_plans_but_sends_nothing(make_campaign: MakeCampaign, gateway: E
 
 def test_too_many_rejects_stop_before_sending(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
     """The whole campaign is validated first: over the reject threshold nothing is sent at all."""
-    from tasks.validate import TooManyRejects
+    from globe_sms.validation_rules import TooManyRejects
 
     with pytest.raises(TooManyRejects):
         send_campaign(make_campaign(validation={"max_reject_share": 0.1}))

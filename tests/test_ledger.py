@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from globe_sms.ids import parse_task_id, task_id
 from globe_sms.ledger import (
     BATCH_SCHEMA,
     INTERRUPTED,
@@ -23,8 +24,6 @@ from globe_sms.ledger import (
     Ledger,
     LedgerStateError,
     Status,
-    parse_task_id,
-    task_id,
 )
 from tests.ledger_fixtures import T0, Clock, numbers
 

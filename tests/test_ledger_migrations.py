@@ -38,7 +38,7 @@ from globe_sms.ledger import (
     metadata,
     migration,
 )
-from globe_sms.ledger._sql import make_engine
+from globe_sms.ledger.backends import make_engine
 from globe_sms.paths import default_ledger_url
 from globe_sms.receipts import ReceiptStore
 from globe_sms.receipts.store import delivery_metadata

@@ -15,16 +15,14 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.import_graph import edges, is_private, private_owner, within
+
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {".venv", ".git", ".ruff_cache", "node_modules", "__pycache__", "build", "dist"}
 
 
-def is_private(part: str) -> bool:
-    return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
-
-
 def is_prefect(module: str | None) -> bool:
-    return module is not None and (module == "prefect" or module.startswith("prefect."))
+    return module is not None and within(module, "prefect")
 
 
 def dotted(node: ast.expr) -> list[str] | None:
@@ -39,20 +37,19 @@ def dotted(node: ast.expr) -> list[str] | None:
 
 
 def private_uses(source: str, filename: str = "<source>") -> Iterator[tuple[int, str]]:
-    """(line, what) for each use of a private Prefect name or of a client's `_client` in `source`."""
+    """(line, what) for each use of a private Prefect name or of a client's `_client` in `source`.
+
+    The imports are read by `tests.import_graph`, the same reader tests/test_layers.py uses (which holds our
+    packages to the wider rule: no private module or name of any other package).
+    """
+    for edge in edges(source, "<checked>", filename=filename):
+        if is_prefect(edge.target) and private_owner(edge.target) is not None:
+            if edge.target == edge.module:
+                yield edge.line, f"import {edge.module}"
+            elif private_owner(edge.module) is None:  # a private module is named once, on its own edge
+                yield edge.line, f"from {edge.module} import {edge.target.rsplit('.', 1)[1]}"
     for node in ast.walk(ast.parse(source, filename)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if is_prefect(alias.name) and any(map(is_private, alias.name.split("."))):
-                    yield node.lineno, f"import {alias.name}"
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and is_prefect(node.module):
-            module = node.module or ""
-            if any(map(is_private, module.split("."))):
-                yield node.lineno, f"from {module} import ..."
-            for alias in node.names:
-                if is_private(alias.name):
-                    yield node.lineno, f"from {module} import {alias.name}"
-        elif isinstance(node, ast.Attribute):
+        if isinstance(node, ast.Attribute):
             if node.attr == "_client":
                 yield node.lineno, "attribute ._client"
             else:
@@ -93,7 +90,7 @@ def test_the_checker_finds_each_kind_of_private_use() -> None:
             "self._client_id = 1",  # another attribute
         ]
     )
-    found = list(private_uses(source))
+    found = sorted(private_uses(source))
     assert [line for line, _ in found] == [1, 2, 3, 4, 5, 6], found
 
 

@@ -22,7 +22,8 @@ import pytest
 from alibaba_sms import SmsClient
 from alibaba_sms.emulator import EmulatorServer
 from alibaba_sms.emulator.receipts import ReceiptSettings
-from globe_sms.ledger import Ledger, task_id
+from globe_sms.ids import task_id
+from globe_sms.ledger import Ledger
 from globe_sms.receipts import (
     DeliveryStatus,
     Receipt,

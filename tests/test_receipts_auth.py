@@ -27,7 +27,8 @@ from alibaba_sms import SmsClient
 from alibaba_sms.emulator import EmulatorConfig
 from alibaba_sms.emulator.receipts import ReceiptSettings, masked_url
 from globe_sms.cli import app as cli_app
-from globe_sms.ledger import Ledger, task_id
+from globe_sms.ids import task_id
+from globe_sms.ledger import Ledger
 from globe_sms.receipts import ReceiptStore
 from globe_sms.receipts.auth import (
     TOKEN_ENV,

@@ -13,15 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from globe_sms.template import MessageTemplate, Placeholder, TemplateError, parse_template
 from schemas.messages import RenderedMessages
-from tasks.render import (
-    MessageTemplate,
-    Placeholder,
-    TemplateError,
-    compile_template,
-    parse_template,
-    render_messages,
-)
+from tasks.render import compile_template, render_messages
 from tasks.segments import GSM_ALPHABET, SMART_REPLACEMENTS, culprit_table, describe_text, smart_replace_text
 
 

@@ -13,11 +13,11 @@ import smsutil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.segment_limits import SEGMENT_LIMITS
 from tasks.segments import (
     GSM_ALPHABET,
     GSM_BASIC,
     GSM_EXTENSION,
-    LIMITS,
     count_segments,
     describe_text,
     encoding_and_segments,
@@ -223,4 +223,4 @@ class TestVectorised:
 
     def test_limits_table(self) -> None:
         """The limits are Alibaba's: 160/153 for GSM-7 and 70/67 for UCS-2."""
-        assert LIMITS == {"GSM7": (160, 153), "UCS2": (70, 67)}
+        assert SEGMENT_LIMITS == {"GSM7": (160, 153), "UCS2": (70, 67)}

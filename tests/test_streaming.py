@@ -20,12 +20,14 @@ import pytest
 
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
+from globe_sms.template import MessageTemplate, TemplateError
+from globe_sms.validation_rules import TooManyRejects, ValidationRules
 from tasks.cost import PriceTable, estimate_cost, load_price_table
 from tasks.plan import PlannedBatches, plan_send, preview_plan
 from tasks.preview import build_preview
-from tasks.render import MessageTemplate, TemplateError, render_messages
+from tasks.render import render_messages
 from tasks.spool import Spool, check_reject_share, reason_counts, spool_recipients, stream_campaign
-from tasks.validate import TooManyRejects, ValidationRules, validate_recipients
+from tasks.validate import validate_recipients
 
 TEMPLATE = MessageTemplate(text="Hi {first_name}, code {code} – welcome")
 HK, SG, GB = "+85291234567", "+6591234567", "+447911123456"

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from globe_sms.sources import CsvSource
+from globe_sms.validation_rules import ValidationRules
 from tasks.opt_out_numbers import mask_entry, read_opt_out_numbers
 from tasks.suppression import (
     SHOWN_UNREADABLE,
@@ -23,7 +24,6 @@ from tasks.suppression import (
     read_suppression_file,
     read_suppression_source,
 )
-from tasks.validate import ValidationRules
 
 GB = "447911123456"
 

@@ -17,6 +17,7 @@ import polars as pl
 import pydantic
 import pytest
 
+from globe_sms.validation_rules import RecipientSchemaError, TooManyRejects, ValidationRules
 from schemas.dialing_codes import METADATA_VERSION, code_for_region, dialing_tables, mobile_plan
 from schemas.recipients import RejectedRecipients, ValidRecipients, raw_recipients_schema
 from tasks.reasons import REASON_CODES
@@ -26,14 +27,8 @@ from tasks.suppression import (
     load_suppression_file,
     normalise_numbers,
 )
-from tasks.validate import (
-    RecipientSchemaError,
-    TooManyRejects,
-    ValidationResult,
-    ValidationRules,
-    check_reject_share,
-    validate_recipients,
-)
+from tasks.validate import validate_recipients
+from tasks.validation_result import ValidationResult, check_reject_share
 
 
 @dataclass(frozen=True)

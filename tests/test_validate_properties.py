@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
 
+from globe_sms.validation_rules import ValidationRules
 from schemas.dialing_codes import dialing_tables, region_rules
 from schemas.digit_languages import contains, overlaps
 from tasks.normalise import normalise_phones
-from tasks.validate import ValidationRules, validate_recipients
+from tasks.validate import validate_recipients
 
 MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 REGIONS = sorted(dialing_tables().region_to_code)

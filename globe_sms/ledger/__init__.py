@@ -22,7 +22,8 @@ all-or-nothing and raise `LedgerStateError` on any mismatch:
   `mark_unknown`, and after a crash they are recovered as `unknown`. Never a silent resend.
 
 `campaign_batches` keeps one row per batch number (`submitting`, then `accepted` / `failed` / `released` /
-`unknown`) for summaries, and for joining delivery receipts through `task_id(campaign_id, batch_no)`.
+`unknown`) for summaries, and for joining delivery receipts through `globe_sms.ids.task_id(campaign_id,
+batch_no)`.
 A batch number is used once; only a `released` batch (nothing was processed) may be submitted again.
 
 One run at a time changes a campaign's rows: a run takes the campaign's run lease (`campaign_runs`,
@@ -47,59 +48,51 @@ Typical use by the send task::
 
 from __future__ import annotations
 
-from globe_sms.ledger.errors import (
-    CampaignBusy,
-    LedgerError,
-    LedgerSchemaAhead,
-    LedgerSchemaBehind,
-    LedgerSchemaError,
-    LedgerSchemaUnrecognised,
-    LedgerStateError,
-    LedgerUnreachable,
-    LedgerUrlError,
-    RunLeaseLost,
-)
-from globe_sms.ledger.lease import RunLease, RunOwner
-from globe_sms.ledger.schema import (
-    BATCH_SCHEMA,
-    INTERRUPTED,
-    ROW_SCHEMA,
-    BatchStatus,
-    Status,
-    campaign_batches,
-    campaign_runs,
-    metadata,
-    parse_task_id,
-    send_ledger,
-    task_id,
-)
-from globe_sms.ledger.store import Ledger
-from globe_sms.ledger.url import LedgerLocation
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "BATCH_SCHEMA",
-    "INTERRUPTED",
-    "ROW_SCHEMA",
-    "BatchStatus",
-    "CampaignBusy",
-    "Ledger",
-    "LedgerError",
-    "LedgerLocation",
-    "LedgerSchemaAhead",
-    "LedgerSchemaBehind",
-    "LedgerSchemaError",
-    "LedgerSchemaUnrecognised",
-    "LedgerStateError",
-    "LedgerUnreachable",
-    "LedgerUrlError",
-    "RunLease",
-    "RunLeaseLost",
-    "RunOwner",
-    "Status",
-    "campaign_batches",
-    "campaign_runs",
-    "metadata",
-    "parse_task_id",
-    "send_ledger",
-    "task_id",
-]
+# What the package offers, by the submodule it lives in, loaded on first use (PEP 562): importing
+# `globe_sms.ledger.url` or `.errors`, as the campaign model does, must not load SQLAlchemy and the tables.
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    "errors": (
+        "CampaignBusy",
+        "LedgerError",
+        "LedgerSchemaAhead",
+        "LedgerSchemaBehind",
+        "LedgerSchemaError",
+        "LedgerSchemaUnrecognised",
+        "LedgerStateError",
+        "LedgerUnreachable",
+        "LedgerUrlError",
+        "RunLeaseLost",
+    ),
+    "lease": ("RunLease", "RunOwner"),
+    "schema": (
+        "BATCH_SCHEMA",
+        "INTERRUPTED",
+        "ROW_SCHEMA",
+        "BatchStatus",
+        "Status",
+        "campaign_batches",
+        "campaign_runs",
+        "metadata",
+        "send_ledger",
+    ),
+    "store": ("Ledger",),
+    "url": ("LedgerLocation",),
+}
+_HOME = {name: f"{__name__}.{module}" for module, names in _SUBMODULES.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -18,7 +18,7 @@ from typing import Self
 from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from globe_sms.ledger._sql import make_engine
+from globe_sms.ledger.backends import make_engine
 from globe_sms.ledger.errors import LedgerUnreachable
 from globe_sms.ledger.migration import prepare_schema
 from globe_sms.ledger.url import LedgerLocation, masked_error, render_masked, resolve_ledger_url

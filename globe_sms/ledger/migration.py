@@ -39,7 +39,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, MetaData, inspect, make_url, text
 
-from globe_sms.ledger._sql import make_engine
+from globe_sms.ledger.backends import make_engine
 from globe_sms.ledger.errors import LedgerSchemaAhead, LedgerSchemaBehind, LedgerSchemaUnrecognised
 from globe_sms.ledger.migrations.baseline import REVISION as BASELINE_REVISION
 from globe_sms.ledger.migrations.baseline import TABLES as BASELINE_TABLES

@@ -1,4 +1,4 @@
-"""The ledger's tables, statuses and the `TaskId` convention that joins receipts back to batches.
+"""The ledger's tables and statuses (batches are keyed as `globe_sms.ids.task_id` names them).
 
 The tables as the code uses them. The database gets them through Alembic revisions
 (`globe_sms/ledger/migrations/`): a change here needs a revision too, or `tests/test_ledger_migrations.py`
@@ -51,23 +51,6 @@ class BatchStatus(StrEnum):
 
 INTERRUPTED = "Interrupted"
 """The error_code `recover_interrupted` gives to rows and batches a crashed run left in `submitting`."""
-
-
-def task_id(campaign_id: str, batch_no: int) -> str:
-    """The `TaskId` sent with a batch and echoed in its receipts: `f"{campaign_id}-b{batch_no:05d}"`."""
-    return f"{campaign_id}-b{batch_no:05d}"
-
-
-def parse_task_id(value: str) -> tuple[str, int]:
-    """Split a `TaskId` made by `task_id` back into `(campaign_id, batch_no)`.
-
-    Raises:
-        ValueError: `value` was not made by `task_id`.
-    """
-    campaign_id, sep, number = value.rpartition("-b")
-    if not sep or not campaign_id or len(number) < 5 or not (number.isascii() and number.isdigit()):
-        raise ValueError(f"not a globe-sms TaskId: {value!r}")
-    return campaign_id, int(number)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

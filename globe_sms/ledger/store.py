@@ -25,14 +25,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from globe_sms.ids import task_id
 from globe_sms.ledger import lease
-from globe_sms.ledger._sql import (
-    Outcome,
-    apply_outcomes,
-    phone_list,
-    values_table,
-    where_they_are,
-)
+from globe_sms.ledger._sql import Outcome, apply_outcomes, phone_list, where_they_are
+from globe_sms.ledger.backends import values_table
 from globe_sms.ledger.database import LedgerDatabase, utcnow
 from globe_sms.ledger.errors import LedgerStateError
 from globe_sms.ledger.lease import HeldLease, RunLease, RunOwner
@@ -630,6 +626,7 @@ class Ledger(LedgerDatabase):
         query = select(*(_b[name] for name in BATCH_SCHEMA)).where(_b.campaign_id == campaign_id)
         with self._engine.connect() as conn:
             data = [tuple(row) for row in conn.execute(query.order_by(_b.batch_no))]
-        number = pl.col("batch_no").cast(pl.String).str.zfill(5)
         frame = pl.DataFrame(data, schema=BATCH_SCHEMA, orient="row")
-        return frame.with_columns(pl.format("{}-b{}", pl.col("campaign_id"), number).alias("task_id"))
+        pairs = zip(frame["campaign_id"], frame["batch_no"], strict=True)
+        ids = [task_id(campaign, batch_no) for campaign, batch_no in pairs]
+        return frame.with_columns(pl.Series("task_id", ids, dtype=pl.String))

@@ -22,17 +22,19 @@ import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
-
-from sqlalchemy import URL, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from globe_sms.ledger.errors import LedgerUnreachable, LedgerUrlError
 from globe_sms.paths import sqlite_file
 from globe_sms.secrets import SecretNotFound, resolve_secret
 from globe_sms.sources import SecretRef
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
+
+# SQLAlchemy is imported in the functions that parse or connect, not here: the campaign model checks its
+# `ledger` with `check_plain_url`, and importing the model must not load SQLAlchemy.
 
 LedgerLocation = str | SecretRef
 """A ledger URL without a password, or where the whole URL is kept (`SecretRef`)."""
@@ -60,6 +62,9 @@ def hide_password(url: str) -> str:
 
 def _parse(url: str, where: str) -> URL:
     """`url` parsed, of a supported driver; the error quotes `where`, never the URL (it may hold a secret)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -137,6 +142,9 @@ def masked(location: LedgerLocation) -> str:
     """The location for messages: a plain URL (masked all the same), or where the URL is kept."""
     if isinstance(location, SecretRef):
         return f"(the URL in {location.describe()})"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return render_masked(make_url(location))
     except (ArgumentError, ValueError):
@@ -162,7 +170,11 @@ def check_reachable(location: LedgerLocation, timeout_seconds: float = 5.0) -> N
         LedgerUrlError: the URL or its secret cannot be used.
         LedgerUnreachable: the database did not answer or refused (the message shows the URL masked).
     """
-    from globe_sms.ledger._sql import make_engine
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+
+    from globe_sms.ledger.backends import make_engine
 
     url = resolve_ledger_url(location)
     file = sqlite_file(url.render_as_string(hide_password=False))

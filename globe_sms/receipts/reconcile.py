@@ -30,7 +30,7 @@ from typing import Protocol
 
 from alibaba_sms import SmsClient
 from alibaba_sms.errors import BusinessError, PermanentError, SmsApiError
-from globe_sms.ledger import task_id
+from globe_sms.ids import task_id
 from globe_sms.receipts.model import DeliveryStatus, Receipt
 from globe_sms.receipts.store import ReceiptStore, Unsettled
 

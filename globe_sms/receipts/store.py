@@ -44,8 +44,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from globe_sms.ledger import Status, parse_task_id, send_ledger
-from globe_sms.ledger._sql import values_table
+from globe_sms.ids import parse_task_id
+from globe_sms.ledger import Status, send_ledger
+from globe_sms.ledger.backends import values_table
 from globe_sms.ledger.database import LedgerDatabase
 from globe_sms.ledger.schema import StatusType, UtcDateTime
 from globe_sms.receipts.model import FINAL_STATUSES, DeliveryStatus, Receipt, merge

@@ -30,7 +30,8 @@ from typing import Any
 
 import polars as pl
 
-from globe_sms.ledger import Ledger, parse_task_id, task_id
+from globe_sms.ids import parse_task_id, task_id
+from globe_sms.ledger import Ledger
 from globe_sms.masking import mask_number
 
 TERMINAL = ("accepted", "failed", "unknown")

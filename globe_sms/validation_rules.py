@@ -1,24 +1,24 @@
-"""The public types of recipient validation: the campaign's rules, the result, and the errors.
+"""How a campaign validates its recipients: the `ValidationRules` model (the campaign's `validation:`) and the
+errors validation raises.
 
     ValueError
     ├── RecipientSchemaError   the frame itself is unusable (phone column missing, wrong dtype, name clash)
-    └── TooManyRejects         `check_reject_share`: the invalid share exceeds `max_reject_share`
+    └── TooManyRejects         the invalid share exceeds `max_reject_share`
 
-`tasks/validate.py` re-exports all of them next to `validate_recipients`.
+What a campaign *is*; the validation itself (`tasks.validate.validate_recipients`) and its result
+(`tasks.validation_result`) are what a run *does*.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
-import polars as pl
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from globe_sms.sources import Source
 from globe_sms.strict_model import StrictModel
-from schemas.dialing_codes import known_regions
-from tasks.reasons import NOT_INVALID_CODES
+
+__all__ = ["RecipientSchemaError", "RegionCode", "TooManyRejects", "ValidationRules"]
 
 RegionCode = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[A-Za-z]{2}$")]
 
@@ -105,6 +105,12 @@ class ValidationRules(StrictModel):
         if value is None:
             return None
         codes = [value] if isinstance(value, str) else value
+        if not codes:
+            return value
+        # Here, not at the top: phonenumbers' metadata takes a second to load, and only a campaign naming a
+        # region needs it (importing the campaign model stays light).
+        from schemas.dialing_codes import known_regions
+
         upper = [c.upper() for c in codes]
         unknown = sorted(set(upper) - known_regions())
         if unknown:
@@ -117,70 +123,3 @@ class ValidationRules(StrictModel):
         if "CN" in self.allow_countries:
             raise ValueError("allow_countries cannot contain 'CN': mainland China (+86) is always refused")
         return self
-
-
-@dataclass(frozen=True)
-class ValidationResult:
-    """The outcome of `validate_recipients`: every input row is in exactly one of `valid` and `rejects`.
-
-    Attributes:
-        valid: original columns plus `phone` (E.164 digits, no `+`), `country` (ISO region), `dialing_code`
-            and `source_row` (1-based row in the source, header excluded). If the phone column is itself
-            called `phone`, it holds the normalised number here and the raw value only in the source.
-        rejects: original columns plus `source_row`, `reasons` (list of reason codes) and `reason_text`.
-        suppressed: rows refused because their number is on the suppression list.
-        duplicates: rows refused as repeats of an earlier row (reason text `duplicate of row N`).
-        reasons: rejected rows per reason code (a row with two reasons counts under both).
-        metadata_version: the phonenumbers release whose metadata decided validity.
-    """
-
-    valid: pl.DataFrame
-    rejects: pl.DataFrame
-    suppressed: int
-    duplicates: int
-    reasons: dict[str, int]
-    metadata_version: str
-
-    @property
-    def total(self) -> int:
-        """Rows in the source."""
-        return self.valid.height + self.rejects.height
-
-    @property
-    def invalid(self) -> int:
-        """Rejected rows with at least one reason other than `duplicate` and `suppressed`."""
-        if self.rejects.is_empty():
-            return 0
-        other = pl.col("reasons").list.set_difference(pl.lit(sorted(NOT_INVALID_CODES)))
-        return int(self.rejects.select((other.list.len() > 0).sum()).item())
-
-    @property
-    def invalid_share(self) -> float:
-        """`invalid / total` (0.0 for an empty list)."""
-        return self.invalid / self.total if self.total else 0.0
-
-
-def check_reject_share(result: ValidationResult, rules: ValidationRules) -> None:
-    """Fail the campaign before sending when too much of the list is invalid.
-
-    The share counts rows rejected for data reasons; rows refused only as duplicates or suppressed numbers do
-    not count, since neither says the source is broken.
-
-    Raises:
-        TooManyRejects: `result.invalid_share` exceeds `rules.max_reject_share`.
-    """
-    share = result.invalid_share
-    if share > rules.max_reject_share:
-        raise TooManyRejects(
-            f"{share:.2%} of the recipients are invalid ({result.invalid} of {result.total} rows), "
-            f"above max_reject_share {rules.max_reject_share:.2%}; nothing was sent"
-        )
-
-
-__all__ = [
-    "RecipientSchemaError",
-    "TooManyRejects",
-    "ValidationResult",
-    "ValidationRules",
-    "check_reject_share",
-]

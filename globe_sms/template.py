@@ -1,0 +1,229 @@
+"""A campaign's message template: the `MessageTemplate` model and its placeholder syntax.
+
+What a template *is* (the campaign file's `template:`, the UI form's fields) and how its text is parsed;
+`tasks.render` compiles it into polars expressions and renders the messages.
+
+Placeholder syntax:
+
+- ``{column}``: the value of `column` as text, stripped of surrounding whitespace.
+- ``{column|default text}``: with a default for a missing value (used when ``on_missing="default"``). The
+  default may not be blank (that would leave a gap) and may not contain braces.
+- ``{{`` and ``}}``: literal braces.
+
+Null policy (``MessageTemplate.on_missing``): a value that is null, empty or blank is *missing*. With
+``"reject"`` (the default) the row is rejected with ``missing_value:<column>`` even if the placeholder has a
+default; with ``"default"`` the placeholder's default is used, and only a placeholder without one rejects the
+row. So a message never reads "Hi null" and never has an empty gap: templates may not be blank, and every
+placeholder is a non-blank value or a non-blank default.
+
+Errors:
+
+    ValueError
+     └── TemplateError   bad template syntax (wrapped in pydantic's ValidationError when building the model),
+                         unknown placeholder or `select_by` column (from `tasks.render.compile_template`)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from globe_sms.strict_model import StrictModel
+
+__all__ = [
+    "DEFAULT_MAX_SEGMENTS",
+    "MessageTemplate",
+    "Piece",
+    "Placeholder",
+    "TemplateError",
+    "parse_template",
+]
+
+DEFAULT_MAX_SEGMENTS = 10
+
+
+class TemplateError(ValueError):
+    """A template that cannot be compiled: bad syntax, an unknown placeholder or `select_by` column."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Parsing
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """One ``{name}`` or ``{name|default}`` in a template."""
+
+    name: str
+    default: str | None = None
+
+
+Piece = str | Placeholder
+
+
+def parse_template(text: str) -> tuple[Piece, ...]:
+    """Split a template into literal strings and `Placeholder`s.
+
+    Raises:
+        TemplateError: on an unclosed ``{``, a stray ``}``, an empty placeholder name, a brace inside a
+            placeholder, or an empty default.
+
+    Example:
+        >>> parse_template("Hi {first_name|there}! {{x}}")
+        ('Hi ', Placeholder(name='first_name', default='there'), '! {x}')
+    """
+    pieces: list[Piece] = []
+    literal: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "{" and text.startswith("{{", i):
+            literal.append("{")
+            i += 2
+        elif char == "}" and text.startswith("}}", i):
+            literal.append("}")
+            i += 2
+        elif char == "}":
+            raise TemplateError(
+                f"stray '}}' at position {i} in template {text!r}; write '}}}}' for a literal brace"
+            )
+        elif char == "{":
+            end = text.find("}", i + 1)
+            if end < 0:
+                raise TemplateError(f"unclosed '{{' at position {i} in template {text!r}")
+            body = text[i + 1 : end]
+            if "{" in body:
+                raise TemplateError(f"'{{' inside placeholder {{{body}}} in template {text!r}")
+            name, bar, default = body.partition("|")
+            name = name.strip()
+            if not name:
+                raise TemplateError(f"empty placeholder name at position {i} in template {text!r}")
+            if bar and not default.strip():
+                raise TemplateError(
+                    f"placeholder {{{body}}} has a blank default, which would leave a gap; "
+                    f"drop the '|' to reject rows missing {name!r}"
+                )
+            if literal:
+                pieces.append("".join(literal))
+                literal = []
+            pieces.append(Placeholder(name, default if bar else None))
+            i = end + 1
+        else:
+            literal.append(char)
+            i += 1
+    if literal:
+        pieces.append("".join(literal))
+    return tuple(pieces)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------------------------
+
+
+class MessageTemplate(StrictModel):
+    """How each recipient's message is written. A plain string is accepted as ``{"text": that string}``.
+
+    Example:
+        >>> MessageTemplate.model_validate("Hi {first_name|there}")
+        >>> MessageTemplate(text={"en": "Hi {first_name}", "zh": "你好 {first_name}"}, select_by="language",
+        ...                 fallback="en")
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str | dict[str, str] = Field(
+        description=(
+            "The template, or templates keyed by a value of the `select_by` column (e.g. a language code). "
+            "Placeholders: `{column}`, `{column|default text}`; `{{` and `}}` are literal braces."
+        ),
+    )
+    select_by: str | None = Field(
+        default=None,
+        description="Column whose value picks the template when `text` is a mapping; unset otherwise.",
+    )
+    fallback: str | None = Field(
+        default=None,
+        description=(
+            "Key of the template used when the `select_by` value is null or has no template. "
+            "Unset: such rows are rejected with `no_template:<value>` "
+            "(or `missing_value:<select_by>` for a null value)."
+        ),
+    )
+    on_missing: Literal["reject", "default"] = Field(
+        default="reject",
+        description=(
+            "What a null, empty or blank placeholder value does: `reject` rejects the row with "
+            "`missing_value:<column>` (placeholder defaults are ignored); `default` uses the placeholder's "
+            "default and rejects only when the placeholder has none."
+        ),
+    )
+    smart_replace: bool = Field(
+        default=False,
+        description=(
+            "Replace typographic quotes, dashes, ellipsis and special spaces (in the template and values) "
+            "by GSM-7 equivalents, so that one curly apostrophe does not turn a message into UCS-2."
+        ),
+    )
+    max_segments: int = Field(
+        default=DEFAULT_MAX_SEGMENTS,
+        ge=1,
+        le=255,
+        description="Longest message allowed, in SMS segments; longer ones get `too_many_segments`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_plain_string(cls, data: Any) -> Any:
+        """A bare string is a single template."""
+        if isinstance(data, str):
+            return {"text": data}
+        return data
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> MessageTemplate:
+        """Templates parse; selection options fit the shape of `text`."""
+        if isinstance(self.text, dict):
+            if not self.text:
+                raise ValueError("`text` mapping is empty: give at least one template")
+            if self.select_by is None:
+                raise ValueError(
+                    "`text` is a mapping of templates, so `select_by` must name the column choosing one"
+                )
+            if self.fallback is not None and self.fallback not in self.text:
+                raise ValueError(
+                    f"fallback {self.fallback!r} is not one of the template keys {sorted(self.text)}"
+                )
+        else:
+            if self.select_by is not None or self.fallback is not None:
+                raise ValueError(
+                    "`select_by` and `fallback` only apply when `text` is a mapping of templates"
+                )
+        for key, text in self.templates().items():
+            if not text.strip():
+                raise ValueError(f"template {key!r} is empty")
+            parse_template(text)  # TemplateError is a ValueError: pydantic reports it as a validation error
+        return self
+
+    def templates(self) -> dict[str, str]:
+        """The templates by key (a single template has the key ``""``)."""
+        return dict(self.text) if isinstance(self.text, dict) else {"": self.text}
+
+    def placeholders(self) -> list[str]:
+        """Placeholder names in order of first use across all templates."""
+        names: dict[str, None] = {}
+        for text in self.templates().values():
+            for piece in parse_template(text):
+                if isinstance(piece, Placeholder):
+                    names[piece.name] = None
+        return list(names)
+
+    def columns(self) -> list[str]:
+        """Every column the template reads: its placeholders in order of first use, then `select_by`."""
+        names = self.placeholders()
+        if self.select_by is not None and self.select_by not in names:
+            names.append(self.select_by)
+        return names
