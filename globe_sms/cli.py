@@ -22,6 +22,7 @@ from rich.table import Table
 
 from globe_sms.cli_ledger import ledger_app
 from globe_sms.cli_receipts import receipts_app
+from globe_sms.cli_run_log import RunLog, quiet_temporary_server, run_log
 from globe_sms.terminal import plain, problem
 
 app = typer.Typer(
@@ -94,7 +95,8 @@ def send(
 
     from flows.send_campaign import CampaignFailed, send_campaign
 
-    with Progress(
+    quiet_temporary_server()
+    with run_log(campaign.data_folder, campaign.campaign_id) as log, Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -117,13 +119,13 @@ def send(
             with listening(show):
                 summary = send_campaign(campaign)
         except before_sending as exc:
-            console.print(problem("error:", exc))
+            _report(log, exc, "error:", str(exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except CampaignFailed as exc:
-            console.print(problem("failed:", exc))
+            _report(log, exc, "failed:", str(exc))
             raise typer.Exit(EXIT_FAILED) from None
         except Exception as exc:  # noqa: BLE001 - any other failure is a failed run, reported plainly
-            console.print(problem("failed:", f"{type(exc).__name__}: {exc}"))
+            _report(log, exc, "failed:", f"{type(exc).__name__}: {exc}")
             raise typer.Exit(EXIT_FAILED) from None
     if summary.preview is not None and (summary.dry_run or summary.preview.cost_total is not None):
         _print_preview(summary.preview, full=summary.dry_run)
@@ -133,6 +135,13 @@ def send(
 
         # the embedded receiver stored them
         print_delivery_report(campaign.campaign_id, campaign.ledger_location)
+
+
+def _report(log: RunLog, exc: BaseException, label: str, message: str) -> None:
+    """`<label> <message> (details: <log file>)` on the terminal, unwrapped; the traceback to the file."""
+    log.record(exc)
+    text = f"{message.strip() or type(exc).__name__} (details: {log.path})"
+    console.print(problem(label, text), soft_wrap=True)
 
 
 def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.preview.Preview, imported lazily
