@@ -22,7 +22,7 @@ from rich.table import Table
 
 from globe_sms.cli_ledger import ledger_app
 from globe_sms.cli_receipts import receipts_app
-from globe_sms.cli_run_log import RunLog, quiet_temporary_server, run_log
+from globe_sms.cli_run_log import RunLog, run_log, temporary_server_settings
 from globe_sms.terminal import plain, problem
 
 app = typer.Typer(
@@ -95,8 +95,7 @@ def send(
 
     from flows.send_campaign import CampaignFailed, send_campaign
 
-    quiet_temporary_server()
-    with run_log(campaign.data_folder, campaign.campaign_id) as log, Progress(
+    with temporary_server_settings(), run_log(campaign.data_folder, campaign.campaign_id) as log, Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

@@ -2,17 +2,17 @@
 
 Without `PREFECT_API_URL`, Prefect runs the flow against a temporary server it starts in a subprocess. That
 server's telemetry service phones Prefect at start-up: offline it logs `Failed to send telemetry`, and on a
-busy SQLite database it prints a `database is locked` traceback. `quiet_temporary_server` turns telemetry
-off (`PREFECT_SERVER_ANALYTICS_ENABLED=false`, Prefect's public setting) unless the user set it; everything
-the CLI uses (rate limits, artifacts, events, logs) stays on. It changes nothing on a real server, which reads
-its own settings.
+busy SQLite database it prints a `database is locked` traceback. `temporary_server_settings` turns telemetry
+off (`PREFECT_SERVER_ANALYTICS_ENABLED=false`, Prefect's public setting) unless the user set it, and gives a
+first start (a new database: migrations) 120 s instead of 20 on a busy machine. Everything the CLI uses (rate
+limits, artifacts, events, logs) stays on; Prefect already leaves the UI out of its temporary server. Nothing
+changes with a real server (`PREFECT_API_URL`), which reads its own settings.
 
 `run_log` keeps the whole log of one run, tracebacks included, in a file under the campaign's data folder
 (`<data folder>/logs/send-<campaign>-<UTC time>.log`), and for the run's duration shows log records on the
 terminal without their tracebacks: an error is one line there, and the CLI prints where its details are.
 
-    quiet_temporary_server()                      # before the flow runs
-    with run_log(campaign.data_folder, campaign.campaign_id) as log:
+    with temporary_server_settings(), run_log(campaign.data_folder, campaign.campaign_id) as log:
         ...
         log.record(exc)                           # the CLI's own view of a failure, traceback in the file
         console.print(f"failed: {exc} (details: {log.path})")
@@ -34,6 +34,8 @@ from pathlib import Path
 TEMPORARY_SERVER_SETTINGS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # the telemetry service: network calls, DB writes at start
 }
+STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+STARTUP_TIMEOUT_SECONDS = 120  # Prefect's 20 s is too short for a first start (migrations) on a busy machine
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s - %(message)s"
 
 
@@ -46,6 +48,24 @@ def quiet_temporary_server(environ: MutableMapping[str, str] | None = None) -> N
     env = os.environ if environ is None else environ
     for name, value in TEMPORARY_SERVER_SETTINGS.items():
         env.setdefault(name, value)
+
+
+@contextmanager
+def temporary_server_settings() -> Iterator[None]:
+    """`quiet_temporary_server`, and a start-up timeout long enough for a first start, for the block.
+
+    The timeout is read by this process when it starts the server, from Prefect's settings context, so it is
+    raised with `prefect.settings.temporary_settings` (unless the environment sets it).
+    """
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    quiet_temporary_server()
+    if STARTUP_TIMEOUT_ENV in os.environ:
+        yield
+        return
+    timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), STARTUP_TIMEOUT_SECONDS)
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
+        yield
 
 
 class WithoutTraceback(logging.Formatter):
