@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from globe_sms.cli_deploy import deploy
 from globe_sms.cli_ledger import ledger_app
 from globe_sms.cli_receipts import receipts_app
 from globe_sms.cli_run_log import RunLog, run_log, temporary_server_settings
@@ -265,11 +266,19 @@ def setup(
         Path, typer.Option("--prefect-yaml", help="The deployments whose pools, blocks and limits to create.")
     ] = Path("prefect.yaml"),
 ) -> None:
-    """Create the work pools, Secret blocks and account rate limits the deployments need (idempotent)."""
+    """Create the work pools, Secret blocks and account rate limits the deployments need (idempotent).
+
+    Refuses (exit 2) when GLOBE_SMS_HOME, the checkout the deployments' workers run, is unset or wrong.
+    """
     import httpx
 
+    from globe_sms.checkout import deploy_time_problem
     from globe_sms.setup import run_setup, targets_from_prefect_yaml
 
+    home = deploy_time_problem()
+    if home is not None:
+        console.print(problem("error:", home), soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         targets = targets_from_prefect_yaml(prefect_yaml)
         steps = run_setup(targets)
@@ -282,6 +291,9 @@ def setup(
     for step in steps:
         table.add_row(*(plain(text) for text in (step.kind, step.name, step.outcome, step.detail)))
     console.print(table)
+
+
+app.command(name="deploy")(deploy)  # prefect deploy, checked and finished: globe_sms/cli_deploy.py
 
 
 if __name__ == "__main__":

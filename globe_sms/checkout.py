@@ -1,0 +1,98 @@
+"""Where workers find the globe-sms code: `GLOBE_SMS_HOME`, checked when deploying and when a run starts.
+
+The deployments in `prefect.yaml` run the code of a checkout on the worker machine, at the path `prefect
+deploy` reads from `GLOBE_SMS_HOME` (`{{ $GLOBE_SMS_HOME }}` in the pull step). Deployed without it, the
+deployment keeps the placeholder, and Prefect fills it from the worker's own environment when a run starts
+(an empty path if the worker has none either).
+
+* `globe-sms setup` refuses a missing, relative or wrong `GLOBE_SMS_HOME` (`home_problem`), before
+  anything is deployed;
+* the deployments' pull step `globe_sms.checkout.enter_checkout` checks the path on the worker, then makes it
+  the run's working directory, as Prefect's `set_working_directory` does. A path without the code stops the
+  run at once: one line on the worker's terminal, and the flow run `Failed` with that line as its message
+  (no traceback: a worker cannot load a flow whose code is missing, and Prefect would print several).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+HOME_ENV = "GLOBE_SMS_HOME"
+MARKER = "prefect.yaml"  # every checkout has it; `prefect deploy` read it
+DOCS = "docs/deployments.md"
+
+
+def home_problem(directory: str | None) -> str | None:
+    """Why `directory` cannot be the globe-sms checkout of the deployments, or None when it can."""
+    text = (directory or "").strip()
+    if not text or "{{" in text:
+        return f"{HOME_ENV} is not set"
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        return f"{HOME_ENV} must be an absolute path, not {text!r}"
+    if not path.is_dir():
+        return f"{HOME_ENV} is {text}, which is not a directory"
+    if not (path / MARKER).is_file():
+        return f"{HOME_ENV} is {text}, which is not a globe-sms checkout (no {MARKER} in it)"
+    return None
+
+
+def deploy_time_problem(environ: dict[str, str] | None = None) -> str | None:
+    """The one line `globe-sms setup` prints when `GLOBE_SMS_HOME` would deploy a path without the code."""
+    env = os.environ if environ is None else environ
+    problem = home_problem(env.get(HOME_ENV))
+    if problem is None:
+        return None
+    return (
+        f"{problem}: set it to the absolute path of the globe-sms checkout, the same on every worker "
+        f"(e.g. {HOME_ENV}=$PWD) before deploying ({DOCS})"
+    )
+
+
+def run_time_problem(directory: str | None) -> str | None:
+    """The one line a worker prints when it cannot run the code at `directory`, or None."""
+    text = (directory or "").strip()
+    if home_problem(text) is None:
+        return None
+    if not text or "{{" in text:
+        return (
+            f"the worker cannot find the globe-sms code: {HOME_ENV} was not set when deploying (nor on this "
+            f"worker); set {HOME_ENV} when deploying ({DOCS})"
+        )
+    return f"the worker cannot find the globe-sms code at {text}: set {HOME_ENV} when deploying ({DOCS})"
+
+
+def enter_checkout(directory: str | None = None) -> dict[str, str]:
+    """Pull step: make the checkout at `directory` the working directory; stop the run if it is not one.
+
+    Returns `{"directory": <absolute path>}`, as `prefect.deployments.steps.set_working_directory` does.
+    """
+    problem = run_time_problem(directory)
+    if problem is not None:
+        stop_flow_run(problem)
+    os.chdir(Path(str(directory).strip()).expanduser())
+    return {"directory": os.getcwd()}
+
+
+def stop_flow_run(message: str) -> NoReturn:
+    """End the flow run this process prepares as `Failed(message)`, print `message` once, and exit 1.
+
+    The state is set first, so the worker's own report ("Process exited with status code: 1", which would
+    mark the run Crashed) cannot replace the message: Prefect does not move a finished run to Crashed.
+    SystemExit rather than an exception, so that Prefect prints no traceback for it.
+    """
+    print(f"globe-sms: {message}", file=sys.stderr, flush=True)  # noqa: T201 - the worker's terminal
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.runtime import flow_run
+        from prefect.states import Failed
+
+        if flow_run.id:
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
+    except Exception as exc:  # noqa: BLE001 - the line above already says what is wrong
+        print(f"globe-sms: could not mark the flow run failed: {exc}", file=sys.stderr)  # noqa: T201
+    raise SystemExit(1)
