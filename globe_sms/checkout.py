@@ -78,7 +78,8 @@ def enter_checkout(directory: str | None = None) -> dict[str, str]:
 
 
 def stop_flow_run(message: str) -> NoReturn:
-    """End the flow run this process prepares as `Failed(message)`, print `message` once, and exit 1.
+    """End the flow run this process prepares as `Failed(message)` (named after its campaign, as the flow
+    would have named it), print `message` once, and exit 1.
 
     The state is set first, so the worker's own report ("Process exited with status code: 1", which would
     mark the run Crashed) cannot replace the message: Prefect does not move a finished run to Crashed.
@@ -90,9 +91,15 @@ def stop_flow_run(message: str) -> NoReturn:
         from prefect.runtime import flow_run
         from prefect.states import Failed
 
+        from globe_sms.scheduled_names import campaign_run_name
+
         if flow_run.id:
             with get_client(sync_client=True) as client:
-                client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
+                run = client.read_flow_run(flow_run.id)
+                name = campaign_run_name(run.parameters or {}, run.expected_start_time)
+                if name and name != run.name:  # the flow, which names runs, will not start
+                    client.update_flow_run(run.id, name=name)
+                client.set_flow_run_state(run.id, Failed(message=message), force=True)
     except Exception as exc:  # noqa: BLE001 - the line above already says what is wrong
         print(f"globe-sms: could not mark the flow run failed: {exc}", file=sys.stderr)  # noqa: T201
     raise SystemExit(1)
