@@ -5,8 +5,8 @@ deploy` reads from `GLOBE_SMS_HOME` (`{{ $GLOBE_SMS_HOME }}` in the pull step). 
 deployment keeps the placeholder, and Prefect fills it from the worker's own environment when a run starts
 (an empty path if the worker has none either).
 
-* `globe-sms setup` refuses a missing, relative or wrong `GLOBE_SMS_HOME` (`home_problem`), before
-  anything is deployed;
+* `globe-sms setup` and `globe-sms deploy` refuse a missing, relative or wrong `GLOBE_SMS_HOME`
+  (`deploy_time_problem`) when `prefect.yaml`'s pull steps use it, before anything is deployed;
 * the deployments' pull step `globe_sms.checkout.enter_checkout` checks the path on the worker, then makes it
   the run's working directory, as Prefect's `set_working_directory` does. A path without the code stops the
   run at once: one line on the worker's terminal, and the flow run `Failed` with that line as its message
@@ -15,10 +15,14 @@ deployment keeps the placeholder, and Prefect fills it from the worker's own env
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
+
+import yaml
 
 HOME_ENV = "GLOBE_SMS_HOME"
 MARKER = "prefect.yaml"  # every checkout has it; `prefect deploy` read it
@@ -40,9 +44,25 @@ def home_problem(directory: str | None) -> str | None:
     return None
 
 
-def deploy_time_problem(environ: dict[str, str] | None = None) -> str | None:
-    """The one line `globe-sms setup` prints when `GLOBE_SMS_HOME` would deploy a path without the code."""
+def pulls_from_home(prefect_yaml: Path) -> bool:
+    """Whether a pull step of `prefect_yaml` (top-level or a deployment's) names `$GLOBE_SMS_HOME`."""
+    data = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8")) or {}
+    steps = [data.get("pull")]
+    steps += [d.get("pull") for d in data.get("deployments") or [] if isinstance(d, dict)]
+    return f"${HOME_ENV}" in json.dumps(steps, default=str)
+
+
+def deploy_time_problem(
+    environ: Mapping[str, str] | None = None, prefect_yaml: Path | None = None
+) -> str | None:
+    """The one line `globe-sms setup` / `deploy` print when `GLOBE_SMS_HOME` would deploy a path without the
+    code; None when it is right, or when `prefect_yaml` (if given, and readable) does not use it."""
     env = os.environ if environ is None else environ
+    try:
+        if prefect_yaml is not None and not pulls_from_home(prefect_yaml):
+            return None
+    except (OSError, yaml.YAMLError):
+        pass  # the command reports the file itself
     problem = home_problem(env.get(HOME_ENV))
     if problem is None:
         return None

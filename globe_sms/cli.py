@@ -268,14 +268,15 @@ def setup(
 ) -> None:
     """Create the work pools, Secret blocks and account rate limits the deployments need (idempotent).
 
-    Refuses (exit 2) when GLOBE_SMS_HOME, the checkout the deployments' workers run, is unset or wrong.
+    Refuses (exit 2) when GLOBE_SMS_HOME, the checkout the deployments' workers run, is unset or wrong
+    (if prefect.yaml's pull steps use it).
     """
     import httpx
 
     from globe_sms.checkout import deploy_time_problem
     from globe_sms.setup import run_setup, targets_from_prefect_yaml
 
-    home = deploy_time_problem()
+    home = deploy_time_problem(prefect_yaml=prefect_yaml)
     if home is not None:
         console.print(problem("error:", home), soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -1,7 +1,7 @@
 """`globe-sms deploy`: `prefect deploy` of `prefect.yaml`, with the checks and the finish it cannot do itself.
 
-1. Refuses (exit 2, one line) a missing or wrong `GLOBE_SMS_HOME`: `prefect deploy` would store the literal
-   `{{ $GLOBE_SMS_HOME }}` in the pull step, and every run would then fail on the worker.
+1. Refuses (exit 2, one line) a missing or wrong `GLOBE_SMS_HOME` when the pull steps use it: `prefect
+   deploy` would store the literal `{{ $GLOBE_SMS_HOME }}`, and every run would then fail on the worker.
 2. Runs `prefect --no-prompt deploy --all` (or `--name` for each name given), in the folder of `prefect.yaml`,
    its output shown as it comes.
 3. Names the scheduled runs the server creates for the deployments after their campaign
@@ -84,11 +84,11 @@ def deploy(
 
     from globe_sms.checkout import deploy_time_problem
 
-    home = deploy_time_problem()
+    prefect_yaml = prefect_yaml.absolute()
+    home = deploy_time_problem(prefect_yaml=prefect_yaml)
     if home is not None:
         console.print(problem("error:", home), soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
-    prefect_yaml = prefect_yaml.absolute()
     try:
         names = deployment_names(prefect_yaml, name)
     except (OSError, yaml.YAMLError) as exc:

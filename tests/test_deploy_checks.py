@@ -146,6 +146,10 @@ class TestCheckout:
         assert "no prefect.yaml" in str(home_problem(str(tmp_path)))
         assert deploy_time_problem({"GLOBE_SMS_HOME": str(ROOT)}) is None
         assert str(deploy_time_problem({})).startswith("GLOBE_SMS_HOME is not set: set it to the absolute")
+        assert deploy_time_problem({}, ROOT / "prefect.yaml") is not None  # its pull step uses it
+        own = tmp_path / "prefect.yaml"
+        own.write_text("pull:\n  - prefect.deployments.steps.set_working_directory: {directory: /srv/x}\n")
+        assert deploy_time_problem({}, own) is None  # a prefect.yaml of one's own that does not
 
     def test_the_run_time_line_says_where_it_looked(self, tmp_path: Path) -> None:
         assert run_time_problem(str(ROOT)) is None
