@@ -32,6 +32,7 @@ from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger, RunLeaseLost, RunOwner
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
+from globe_sms.scheduled_names import name_this_deployments_runs
 from globe_sms.send_window import Clock, clock_at, utc_now
 from tasks.cost import CostEstimate, check_budget, load_price_table
 from tasks.plan import SendPlan, plan_batches
@@ -131,6 +132,7 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
     campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
     preflight(campaign)  # again, for runs from the UI or a deployment (the CLI ran it before this run)
+    name_this_deployments_runs()  # the scheduler's newer runs, named after their campaign (not for the CLI)
     # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger_location) as ledger, campaign_lease(ledger, campaign):
         summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))

@@ -20,8 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from globe_sms.cli_deploy import deploy
 from globe_sms.cli_ledger import ledger_app
 from globe_sms.cli_receipts import receipts_app
+from globe_sms.cli_run_log import RunLog, run_log, temporary_server_settings
 from globe_sms.terminal import plain, problem
 
 app = typer.Typer(
@@ -94,7 +96,7 @@ def send(
 
     from flows.send_campaign import CampaignFailed, send_campaign
 
-    with Progress(
+    with temporary_server_settings(), run_log(campaign.data_folder, campaign.campaign_id) as log, Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -117,13 +119,13 @@ def send(
             with listening(show):
                 summary = send_campaign(campaign)
         except before_sending as exc:
-            console.print(problem("error:", exc))
+            _report(log, exc, "error:", str(exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except CampaignFailed as exc:
-            console.print(problem("failed:", exc))
+            _report(log, exc, "failed:", str(exc))
             raise typer.Exit(EXIT_FAILED) from None
         except Exception as exc:  # noqa: BLE001 - any other failure is a failed run, reported plainly
-            console.print(problem("failed:", f"{type(exc).__name__}: {exc}"))
+            _report(log, exc, "failed:", f"{type(exc).__name__}: {exc}")
             raise typer.Exit(EXIT_FAILED) from None
     if summary.preview is not None and (summary.dry_run or summary.preview.cost_total is not None):
         _print_preview(summary.preview, full=summary.dry_run)
@@ -133,6 +135,13 @@ def send(
 
         # the embedded receiver stored them
         print_delivery_report(campaign.campaign_id, campaign.ledger_location)
+
+
+def _report(log: RunLog, exc: BaseException, label: str, message: str) -> None:
+    """`<label> <message> (details: <log file>)` on the terminal, unwrapped; the traceback to the file."""
+    log.record(exc)
+    text = f"{message.strip() or type(exc).__name__} (details: {log.path})"
+    console.print(problem(label, text), soft_wrap=True)
 
 
 def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.preview.Preview, imported lazily
@@ -257,11 +266,20 @@ def setup(
         Path, typer.Option("--prefect-yaml", help="The deployments whose pools, blocks and limits to create.")
     ] = Path("prefect.yaml"),
 ) -> None:
-    """Create the work pools, Secret blocks and account rate limits the deployments need (idempotent)."""
+    """Create the work pools, Secret blocks and account rate limits the deployments need (idempotent).
+
+    Refuses (exit 2) when GLOBE_SMS_HOME, the checkout the deployments' workers run, is unset or wrong
+    (if prefect.yaml's pull steps use it).
+    """
     import httpx
 
+    from globe_sms.checkout import deploy_time_problem
     from globe_sms.setup import run_setup, targets_from_prefect_yaml
 
+    home = deploy_time_problem(prefect_yaml=prefect_yaml)
+    if home is not None:
+        console.print(problem("error:", home), soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         targets = targets_from_prefect_yaml(prefect_yaml)
         steps = run_setup(targets)
@@ -274,6 +292,9 @@ def setup(
     for step in steps:
         table.add_row(*(plain(text) for text in (step.kind, step.name, step.outcome, step.detail)))
     console.print(table)
+
+
+app.command(name="deploy")(deploy)  # prefect deploy, checked and finished: globe_sms/cli_deploy.py
 
 
 if __name__ == "__main__":

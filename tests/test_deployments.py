@@ -174,9 +174,7 @@ class TestDeployments:
         for deployment in deployed.values():
             assert deployment.enforce_parameter_schema
             assert deployment.work_pool_name == "globe-sms"
-            assert deployment.pull_steps == [
-                {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
-            ]
+            assert deployment.pull_steps == [{"globe_sms.checkout.enter_checkout": {"directory": str(ROOT)}}]
         with get_client(sync_client=True) as client:
             assert client.read_work_pool("globe-sms").type == "process"
 
