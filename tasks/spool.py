@@ -36,7 +36,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
@@ -46,7 +45,7 @@ from prefect.cache_policies import NO_CACHE
 
 from globe_sms.campaign import Campaign
 from globe_sms.spreadsheets import neutralise_for_spreadsheets
-from tasks.cost import COST_DTYPE, PRICE_SCALE, CostEstimate, PriceTable, estimate_cost
+from tasks.cost import CostEstimate
 from tasks.preview import SAMPLE_SIZE, Preview, build_preview
 from tasks.reasons import DUPLICATE
 from tasks.render import MessageTemplate, render_messages
@@ -171,22 +170,6 @@ class Spool:
         neutralise_for_spreadsheets(joined).sink_csv(path)  # no cell becomes a live formula
         return path
 
-    def estimate_cost(self, prices: PriceTable) -> CostEstimate:
-        """`tasks.cost.estimate_cost` of every message, one message part at a time, merged.
-
-        The estimate is a sum over messages, so the merged one is exactly the one-frame estimate; over a whole
-        10M-row list at once it would hold about 1 GB of per-message prices and costs.
-        """
-        parts = [
-            estimate_cost(pl.read_parquet(part, columns=["country", "segments"]), prices)
-            for part in self.message_parts()
-        ]
-        if len(parts) == 1:
-            return parts[0]
-        if not parts:
-            return estimate_cost(pl.DataFrame(schema={"country": pl.String, "segments": pl.Int64}), prices)
-        return _merge_estimates(parts)
-
     def preview(self, cost: CostEstimate | None, *, batches: int, calls_per_second: float) -> Preview:
         """The pre-send preview of the spool: counts from one aggregation, samples from its first rows."""
         head = self.scan_messages().head(SAMPLE_SIZE).collect()
@@ -211,32 +194,6 @@ class Spool:
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # another run's spool is still there
             self.folder.parent.rmdir()
-
-
-def _merge_estimates(parts: list[CostEstimate]) -> CostEstimate:
-    """One estimate from estimates of disjoint sets of messages (as `estimate_cost` aggregates one frame)."""
-    price = pl.col("price_per_segment")
-    per_country = (
-        pl.concat([part.per_country for part in parts])
-        .group_by("country")
-        .agg(
-            pl.col("messages").sum().cast(pl.Int64),
-            pl.col("segments").sum().cast(pl.Int64),
-            price.drop_nulls().first(),
-            pl.col("cost").sum().cast(COST_DTYPE),
-        )
-        .with_columns(pl.when(price.is_not_null()).then(pl.col("cost")).alias("cost"))
-        .sort([pl.col("cost").is_null(), "cost", "country"], descending=[False, True, False])
-    )
-    total = per_country["cost"].sum()
-    return CostEstimate(
-        total=Decimal(total if total is not None else 0).quantize(Decimal(1).scaleb(-PRICE_SCALE)),
-        currency=parts[0].currency,
-        per_country=per_country,
-        unpriced=sorted({region for part in parts for region in part.unpriced}),
-        messages=sum(part.messages for part in parts),
-        segments=sum(part.segments for part in parts),
-    )
 
 
 def rejects_file(data_folder: Path, campaign_id: str) -> Path:

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from alibaba_sms import AccessKey, SmsClient
-from flows.send_campaign import CampaignFailed, send_campaign
+from flows.send_campaign import send_campaign
 from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.ledger import Ledger
 from globe_sms.pacing import Pacer, RateLimitTimeout, ensure_global_limit, take_slot_fairly
 from tasks.send import Batch, SendContext, send_one_batch
+from tasks.send_batches import CampaignFailed
 from tests.chaos.scenario import valid_numbers
 from tests.emulator_fixtures import StartEmulator
 

@@ -20,7 +20,7 @@ import pytest
 
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
-from tasks.cost import PriceTable, estimate_cost, load_price_table
+from tasks.cost import PriceTable, estimate_cost, estimate_cost_of_parts, load_price_table
 from tasks.plan import PlannedBatches, plan_send, preview_plan
 from tasks.preview import build_preview
 from tasks.render import MessageTemplate, TemplateError, render_messages
@@ -174,7 +174,7 @@ class TestSpool:
         messages, _ = reference(rules)
         result = spool(tmp_path, rules, 2)
         prices = load_price_table(Path(__file__).parents[1] / "examples" / "prices.csv")
-        cost = result.estimate_cost(prices)
+        cost = estimate_cost_of_parts(result.message_parts(), prices)
         whole = estimate_cost(messages, prices)
         assert cost.total == whole.total and cost.per_country.equals(whole.per_country)
         assert (cost.messages, cost.segments) == (whole.messages, whole.segments)
@@ -189,7 +189,7 @@ class TestSpool:
         """No default price: unpriced regions get null prices and costs and are listed, as in one frame."""
         messages, _ = reference(rules)
         prices = PriceTable.from_mapping({"HK": "0.05", "SG": "0.012345"})
-        cost = spool(tmp_path, rules, 2).estimate_cost(prices)
+        cost = estimate_cost_of_parts(spool(tmp_path, rules, 2).message_parts(), prices)
         whole = estimate_cost(messages, prices)
         assert cost.per_country.equals(whole.per_country) and cost.total == whole.total
         assert cost.unpriced == whole.unpriced and "MY" in cost.unpriced and "SG" not in cost.unpriced
