@@ -4,7 +4,8 @@ A campaign's recipients are read in chunks (`tasks.sources.iter_source_batches`)
 from the previous one (`source_row` keeps increasing), validated (`validate_recipients`) and rendered
 (`render_messages`), and its results are appended to Parquet files in a spool folder under the campaign's
 data folder. Only one chunk is in memory at a time, so a 10M-row list validates and renders in well under
-2 GB. A small list is the same path with one chunk.
+2 GB. A small list is the same path with one chunk. `write_spool` does this for any chunks; the
+`spool-campaign` task (`spool_campaign`) does it for a campaign's source, in a folder of its own.
 
     <data folder>/spool/<campaign>-<token>/
         owner.json                        the run it belongs to, and its heartbeat (tasks/spool_owner.py)
@@ -230,7 +231,7 @@ def _numbered(chunk: pl.DataFrame, first_row: int) -> pl.DataFrame:
     return chunk.with_columns(rows.alias("source_row"))
 
 
-def spool_recipients(
+def write_spool(
     chunks: Iterable[pl.DataFrame],
     folder: Path,
     *,
@@ -239,7 +240,9 @@ def spool_recipients(
     rules: ValidationRules | None = None,
     on_chunk: Callable[[ChunkStats], None] | None = None,
 ) -> Spool:
-    """Validate and render `chunks` one at a time into a spool at `folder`, then de-duplicate across chunks.
+    """Validate and render `chunks` one at a time into a spool at `folder`, de-duplicate across chunks, and
+    check the reject share on the totals. When anything fails, the folder is deleted; either way the chunks'
+    source is closed (a generator holding a database connection or an HTTP client lets go of it).
 
     Args:
         chunks: all-text frames in source order (from `iter_source_batches`).
@@ -254,18 +257,43 @@ def spool_recipients(
         The `Spool`, with the whole list's counts.
 
     Raises:
+        FileExistsError: `folder` holds a spool already (it is left alone).
         RecipientSchemaError, TemplateError: from validation and rendering of the first chunk.
         SourceError: from the source, part-way or at the start.
         SuppressionError: an opt-out list is missing, unreadable, or has entries that are not numbers (under
             `suppression_unreadable: error`); raised before the source is read.
+        TooManyRejects: more of the list is invalid than `rules.max_reject_share` allows.
     """
     rules = rules if rules is not None else ValidationRules()
+    try:
+        if any((folder / name).exists() for name in ("messages", "rejects", "keys")):
+            raise FileExistsError(f"{folder} holds a spool already")
+        try:
+            spool = _fill_spool(chunks, folder, phone_column, template, rules, on_chunk)
+            check_reject_share(spool, rules)
+        except BaseException:
+            Spool(folder).remove()
+            raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return spool
+
+
+def _fill_spool(
+    chunks: Iterable[pl.DataFrame],
+    folder: Path,
+    phone_column: str,
+    template: MessageTemplate | str,
+    rules: ValidationRules,
+    on_chunk: Callable[[ChunkStats], None] | None,
+) -> Spool:
+    """Validate, render and write the chunks, then de-duplicate across them (`write_spool` without checks)."""
     opt_outs = load_opt_outs(rules)  # before the source: an unusable opt-out list stops the run at once
     rules = rules.model_copy(update={"suppression_file": None, "suppression": None})
     folder.mkdir(parents=True, exist_ok=True)
     spool = Spool(folder)
-    if any(path.exists() for path in (spool.messages_dir, spool.rejects_dir, folder / "keys")):
-        raise FileExistsError(f"{folder} holds a spool already")
     reasons: Counter[str] = Counter()
     culprits: Counter[str] = Counter()
     next_row, valid, rejected, invalid, count = 1, 0, 0, 0, 0
@@ -419,36 +447,6 @@ def check_reject_share(spool: Spool, rules: ValidationRules) -> None:
         )
 
 
-def stream_campaign(
-    source_chunks: Iterator[pl.DataFrame],
-    folder: Path,
-    *,
-    phone_column: str,
-    template: MessageTemplate | str,
-    rules: ValidationRules,
-    on_chunk: Callable[[ChunkStats], None] | None = None,
-) -> Spool:
-    """`spool_recipients` plus the reject-share check; the spool folder is deleted when either fails."""
-    try:
-        spool = spool_recipients(
-            source_chunks,
-            folder,
-            phone_column=phone_column,
-            template=template,
-            rules=rules,
-            on_chunk=on_chunk,
-        )
-        check_reject_share(spool, rules)
-    except BaseException:
-        Spool(folder).remove()
-        raise
-    finally:
-        close = getattr(source_chunks, "close", None)
-        if close is not None:
-            close()  # a generator holding a database connection or an HTTP client lets go of it now
-    return spool
-
-
 def chunk_rows(environ: Mapping[str, str] | None = None) -> int:
     """Rows per chunk: `GLOBE_SMS_CHUNK_ROWS` if set, else `DEFAULT_BATCH_ROWS`.
 
@@ -463,7 +461,7 @@ def chunk_rows(environ: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
-@task(name="spool-recipients", cache_policy=NO_CACHE)
+@task(name="spool-campaign", cache_policy=NO_CACHE)
 def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
     """Read, validate and render the campaign's recipients, chunk by chunk, into a spool.
 
@@ -502,8 +500,8 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
     if removed:
         logger.info("removed %s spool(s) left by runs that crashed: %s", len(removed), ", ".join(removed))
     chunks = iter_source_batches(source, batch_rows)
-    claim_spool(folder)  # stream_campaign removes it if spooling fails
-    spool = stream_campaign(
+    claim_spool(folder)  # write_spool removes it if spooling fails
+    spool = write_spool(
         chunks,
         folder,
         phone_column=source.phone_column,

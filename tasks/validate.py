@@ -14,7 +14,7 @@ The rules model, the result and the errors live in `tasks/validation_rules.py` a
 
     ValueError
     ├── RecipientSchemaError   the frame itself is unusable (phone column missing, wrong dtype, name clash)
-    └── TooManyRejects         `check_reject_share`: the invalid share exceeds `max_reject_share`
+    └── TooManyRejects         `tasks.spool.check_reject_share`: the invalid share exceeds `max_reject_share`
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ from tasks.validation_rules import (
     TooManyRejects,
     ValidationResult,
     ValidationRules,
-    check_reject_share,
 )
 
 OUTPUT_COLUMNS = ("phone", "country", "dialing_code", "source_row")
@@ -276,7 +275,6 @@ __all__ = [
     "TooManyRejects",
     "ValidationResult",
     "ValidationRules",
-    "check_reject_share",
     "load_opt_outs",
     "load_suppression_file",
     "normalise_numbers",

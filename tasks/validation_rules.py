@@ -2,7 +2,7 @@
 
     ValueError
     ├── RecipientSchemaError   the frame itself is unusable (phone column missing, wrong dtype, name clash)
-    └── TooManyRejects         `check_reject_share`: the invalid share exceeds `max_reject_share`
+    └── TooManyRejects         `tasks.spool.check_reject_share`: the invalid share exceeds `max_reject_share`
 
 `tasks/validate.py` re-exports all of them next to `validate_recipients`.
 """
@@ -160,27 +160,9 @@ class ValidationResult:
         return self.invalid / self.total if self.total else 0.0
 
 
-def check_reject_share(result: ValidationResult, rules: ValidationRules) -> None:
-    """Fail the campaign before sending when too much of the list is invalid.
-
-    The share counts rows rejected for data reasons; rows refused only as duplicates or suppressed numbers do
-    not count, since neither says the source is broken.
-
-    Raises:
-        TooManyRejects: `result.invalid_share` exceeds `rules.max_reject_share`.
-    """
-    share = result.invalid_share
-    if share > rules.max_reject_share:
-        raise TooManyRejects(
-            f"{share:.2%} of the recipients are invalid ({result.invalid} of {result.total} rows), "
-            f"above max_reject_share {rules.max_reject_share:.2%}; nothing was sent"
-        )
-
-
 __all__ = [
     "RecipientSchemaError",
     "TooManyRejects",
     "ValidationResult",
     "ValidationRules",
-    "check_reject_share",
 ]

@@ -21,10 +21,10 @@ import pytest
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from tasks.cost import PriceTable, estimate_cost, estimate_cost_of_parts, load_price_table
-from tasks.plan import PlannedBatches, plan_send, preview_plan
+from tasks.plan import PlannedBatches, plan_read_only, register_and_plan
 from tasks.preview import build_preview
 from tasks.render import MessageTemplate, TemplateError, render_messages
-from tasks.spool import Spool, check_reject_share, reason_counts, spool_recipients, stream_campaign
+from tasks.spool import Spool, reason_counts, write_spool
 from tasks.validate import TooManyRejects, ValidationRules, validate_recipients
 
 TEMPLATE = MessageTemplate(text="Hi {first_name}, code {code} – welcome")
@@ -68,7 +68,7 @@ def chunks(frame: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
 
 def spool(tmp_path: Path, rules: ValidationRules, rows: int, frame: pl.DataFrame | None = None) -> Spool:
     frame = recipients() if frame is None else frame
-    return spool_recipients(
+    return write_spool(
         chunks(frame, rows), tmp_path / f"spool-{rows}", phone_column="phone", template=TEMPLATE, rules=rules
     )
 
@@ -135,12 +135,10 @@ class TestSpool:
         frame = pl.DataFrame(
             {"phone": ["bad", "worse", "+6591234567", "+6591234568"], "first_name": "A", "code": "1"}
         )
-        strict = ValidationRules(max_reject_share=0.4)
-        result = spool(tmp_path, strict, 2, frame)
-        assert result.invalid == 2
         with pytest.raises(TooManyRejects, match=r"50\.00% of the recipients are invalid \(2 of 4 rows\)"):
-            check_reject_share(result, strict)
-        check_reject_share(result, ValidationRules(max_reject_share=0.5))
+            spool(tmp_path, ValidationRules(max_reject_share=0.4), 2, frame)
+        assert not (tmp_path / "spool-2").exists()  # removed: it holds phone numbers
+        assert spool(tmp_path, ValidationRules(max_reject_share=0.5), 2, frame).invalid == 2
 
     def test_a_failure_removes_the_spool_and_closes_the_source(self, tmp_path: Path) -> None:
         """A template naming a missing column fails on the first chunk: no folder left, the reader closed."""
@@ -154,7 +152,7 @@ class TestSpool:
 
         folder = tmp_path / "spool"
         with pytest.raises(TemplateError, match="nickname"):
-            stream_campaign(
+            write_spool(
                 source(), folder, phone_column="phone", template="Hi {nickname}", rules=ValidationRules()
             )
         assert not folder.exists() and closed == [True]
@@ -195,7 +193,7 @@ class TestSpool:
         assert cost.unpriced == whole.unpriced and "MY" in cost.unpriced and "SG" not in cost.unpriced
 
     def test_an_empty_source_gives_an_empty_spool(self, tmp_path: Path) -> None:
-        result = spool_recipients(iter([]), tmp_path / "s", phone_column="phone", template=TEMPLATE)
+        result = write_spool(iter([]), tmp_path / "s", phone_column="phone", template=TEMPLATE)
         assert (result.source_rows, result.valid, result.rejected) == (0, 0, 0)
         assert (
             result.scan_messages().collect().height == 0
@@ -239,7 +237,7 @@ class TestPlanFromSpool:
         plans = []
         for source in (frame, frame.lazy(), tmp_path):
             with Ledger("sqlite://") as ledger:
-                plans.append(plan_send(ledger, campaign(tmp_path), source))
+                plans.append(register_and_plan(ledger, campaign(tmp_path), source))
         for plan in plans:
             batches = list(plan.batches)
             assert (
@@ -254,7 +252,7 @@ class TestPlanFromSpool:
         """Plan parts of 3 rows still give full batches of 4; the parts are files read one at a time."""
         monkeypatch.setattr("tasks.plan.PLAN_CHUNK_ROWS", 3)
         with Ledger("sqlite://") as ledger:
-            plan = plan_send(ledger, campaign(tmp_path), messages(10).lazy(), tmp_path / "plan")
+            plan = register_and_plan(ledger, campaign(tmp_path), messages(10).lazy(), tmp_path / "plan")
         assert isinstance(plan.batches, PlannedBatches)
         assert all(isinstance(part, Path) for part in plan.batches.parts) and len(plan.batches.parts) == 4
         assert [len(b) for b in plan.batches] == [4, 4, 2]
@@ -269,19 +267,19 @@ class TestPlanFromSpool:
 
         with Ledger("sqlite://") as ledger:
             monkeypatch.setattr(ledger, "pending", no_lookup)
-            plan = plan_send(ledger, campaign(tmp_path), messages(9).lazy())
+            plan = register_and_plan(ledger, campaign(tmp_path), messages(9).lazy())
         assert plan.registered == 9 and plan.recipients == 9
 
     def test_a_rerun_plans_only_what_is_still_pending(self, tmp_path: Path) -> None:
         """Rows accepted by an earlier run are registered but not planned again; batch numbers go on."""
         c = campaign(tmp_path)
         with Ledger(c.ledger) as ledger:
-            first = list(plan_send(ledger, c, messages(6)).batches)[0]
+            first = list(register_and_plan(ledger, c, messages(6)).batches)[0]
             ledger.mark_submitting(c.campaign_id, first.batch_no, list(first.phones))
             ledger.record_accepted(
                 c.campaign_id, first.batch_no, {p: f"id-{p}" for p in first.phones}, {}, "r1"
             )
-            again = plan_send(ledger, c, messages(9))
+            again = register_and_plan(ledger, c, messages(9))
         assert again.registered == 3 and again.recipients == 5 and again.already_final["accepted"] == 4
         assert [b.batch_no for b in again.batches] == [2, 3]
         assert not set(first.phones) & {p for b in again.batches for p in b.phones}
@@ -297,8 +295,8 @@ class TestPlanFromSpool:
             ledger.mark_submitting(c.campaign_id, 2, phones[1:2])
             ledger.mark_unknown(c.campaign_id, 2, [phones[1]], "ReadTimeout", None)
             before = ledger.counts(c.campaign_id)
-            plain = preview_plan(ledger, c, messages(6))
-            resend = preview_plan(ledger, c.model_copy(update={"resend_unknown": True}), messages(6))
+            plain = plan_read_only(ledger, c, messages(6))
+            resend = plan_read_only(ledger, c.model_copy(update={"resend_unknown": True}), messages(6))
             assert ledger.counts(c.campaign_id) == before
         assert [p for b in plain.batches for p in b.phones] == phones[2:]
         assert [p for b in resend.batches for p in b.phones] == phones[1:]
