@@ -28,7 +28,6 @@ from alibaba_sms.errors import (
     ResponseLost,
     RetryableError,
     ThrottledError,
-    is_retryable_code,
     normalise_code,
 )
 
@@ -183,11 +182,6 @@ class TestErrorMapping:
             client.send_batch(["85212345678"], "x")
         with client_for(time_out) as client, pytest.raises(ResponseLost):
             client.send_batch(["85212345678"], "x")
-
-    def test_retryable_codes(self) -> None:
-        """The predicate used to reopen failed rows on a rerun."""
-        assert is_retryable_code("Throttling.User") and is_retryable_code("isp.SYSTEM_ERROR")
-        assert not is_retryable_code("AMOUNT_NOT_ENOUGH") and not is_retryable_code(None)
 
 
 class TestEndpoints:
