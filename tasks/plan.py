@@ -373,7 +373,8 @@ def reopen_and_plan(
             reopened += len(moved)
             if not moved:
                 return chunk.clear()
-            return chunk.filter(pl.col("phone").is_in(pl.Series(moved, dtype=pl.String)))
+            chosen = pl.DataFrame({"phone": moved}, schema={"phone": pl.String})
+            return chunk.join(chosen, on="phone", how="semi", maintain_order="left")
 
         parts, recipients = _plan_parts(messages, plan_dir, window=window, pick=reopen)
     batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)

@@ -21,7 +21,7 @@ import pytest
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from tasks.cost import PriceTable, estimate_cost, estimate_cost_of_parts, load_price_table
-from tasks.plan import PlannedBatches, plan_read_only, register_and_plan
+from tasks.plan import PlannedBatches, plan_read_only, register_and_plan, reopen_and_plan
 from tasks.preview import build_preview
 from tasks.render import MessageTemplate, TemplateError, render_messages
 from tasks.spool import Spool, reason_counts, write_spool
@@ -301,6 +301,71 @@ class TestPlanFromSpool:
         assert [p for b in plain.batches for p in b.phones] == phones[2:]
         assert [p for b in resend.batches for p in b.phones] == phones[1:]
         assert plain.batches.first_batch_no == 3  # type: ignore[union-attr]
+
+
+class TestResendPlan:
+    """`reopen_and_plan` (the `plan-resend` task): chunk by chunk into plan parts, as `register_and_plan`.
+
+    The resend flow end to end is tested in tests/test_flow.py and tests/test_quiet_hours.py."""
+
+    def failed_campaign(self, tmp_path: Path, ledger: Ledger) -> tuple[Campaign, list[str]]:
+        """10 numbers: 0-3 failed AMOUNT_NOT_ENOUGH, 4-5 failed INVALID_SENDERID, 6 unknown, 7-9 accepted."""
+        c = campaign(tmp_path)
+        phones = messages(10)["phone"].to_list()
+        ledger.register(c.campaign_id, phones)
+        for no, (rows, code) in enumerate(
+            ((phones[:4], "AMOUNT_NOT_ENOUGH"), (phones[4:6], "INVALID_SENDERID")), start=1
+        ):
+            ledger.mark_submitting(c.campaign_id, no, rows)
+            ledger.record_failed(c.campaign_id, no, rows, code, "r")
+        ledger.mark_submitting(c.campaign_id, 3, phones[6:7])
+        ledger.mark_unknown(c.campaign_id, 3, phones[6:7], "ReadTimeout", None)
+        ledger.mark_submitting(c.campaign_id, 4, phones[7:])
+        ledger.record_accepted(c.campaign_id, 4, {p: f"m{p}" for p in phones[7:]}, {}, "r")
+        return c, phones
+
+    def test_the_chosen_rows_are_reopened_chunk_by_chunk_into_parts_on_disk(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Chunks of 3 messages: each chunk's chosen rows are reopened and written as a part; the batches
+        hold exactly them, in source order, numbered after the earlier runs' batches."""
+        monkeypatch.setattr("tasks.plan.PLAN_CHUNK_ROWS", 3)
+        with Ledger("sqlite://") as ledger:
+            c, phones = self.failed_campaign(tmp_path, ledger)
+            plan = reopen_and_plan(
+                ledger, c, messages(10).lazy(), ["failed", "unknown"], ["AMOUNT_NOT_ENOUGH"], tmp_path / "p"
+            )
+            counts = ledger.counts(c.campaign_id)
+        assert isinstance(plan.batches, PlannedBatches)
+        assert all(isinstance(part, Path) for part in plan.batches.parts) and len(plan.batches.parts) == 3
+        assert [list(b.phones) for b in plan.batches] == [phones[:4], [phones[6]]]
+        assert [b.batch_no for b in plan.batches] == [5, 6]
+        assert [list(b.messages) for b in plan.batches][1] == ["m6"]
+        assert plan.reopened == 5 and (counts["pending"], counts["failed"], counts["accepted"]) == (5, 2, 3)
+
+    def test_a_dry_run_counts_the_same_rows_and_changes_nothing(self, tmp_path: Path) -> None:
+        """The read-only resend plan picks the rows the real one would reopen; the ledger is untouched."""
+        with Ledger("sqlite://") as ledger:
+            c, phones = self.failed_campaign(tmp_path, ledger)
+            before = ledger.counts(c.campaign_id)
+            dry = c.model_copy(update={"dry_run": True})
+            plan = reopen_and_plan(ledger, dry, messages(10), ["failed"], [])
+            assert ledger.counts(c.campaign_id) == before
+        assert plan.reopened == 6 and [p for b in plan.batches for p in b.phones] == phones[:6]
+
+    def test_numbers_the_source_no_longer_renders_are_not_reopened(self, tmp_path: Path) -> None:
+        """Only the first 5 messages are rendered now: failed rows 5 and the unknown row stay as they were."""
+        with Ledger("sqlite://") as ledger:
+            c, phones = self.failed_campaign(tmp_path, ledger)
+            plan = reopen_and_plan(ledger, c, messages(5), ["failed", "unknown"])
+            rows = ledger.rows(c.campaign_id, columns=["phone", "status"])
+        assert plan.recipients == 5 and [p for b in plan.batches for p in b.phones] == phones[:5]
+        status = dict(rows.iter_rows())
+        assert status[phones[5]] == "failed" and status[phones[6]] == "unknown"
+
+    def test_only_failed_and_unknown_rows_can_be_resent(self, tmp_path: Path) -> None:
+        with Ledger("sqlite://") as ledger, pytest.raises(ValueError, match="only failed and unknown"):
+            reopen_and_plan(ledger, campaign(tmp_path), messages(2), ["accepted"])  # type: ignore[list-item]
 
 
 # ------------------------------------------------------------------------------------------------------------
