@@ -23,11 +23,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from globe_sms.campaign import Campaign
-from globe_sms.clock import Clock, clock_at, utc_now
+from globe_sms.clock import clock_at
 from globe_sms.ledger import Ledger
 from tasks.cost import estimate_campaign_cost
 from tasks.lease import campaign_lease
-from tasks.plan import SendPlan, plan_batches
+from tasks.plan import plan_batches
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
@@ -61,55 +61,49 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
     preflight(campaign)  # again, for runs from the UI or a deployment (the CLI ran it before this run)
     # The lease first, so that a second run of the campaign stops before reading anything.
+    logger = get_run_logger()
+    clock = clock_at(window_checked_at)
+    # The lease first, so that a second run of the campaign stops before reading anything.
     with Ledger(campaign.ledger_location) as ledger, campaign_lease(ledger, campaign):
-        summary = _run_campaign(campaign, ledger, started, clock_at(window_checked_at))
+        spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
+        try:
+            cost = estimate_campaign_cost(spool.message_parts(), campaign.price_table, campaign.budget)
+            summary = CampaignSummary(
+                campaign_id=campaign.campaign_id,
+                dry_run=campaign.dry_run,
+                source_rows=spool.source_rows,
+                valid=spool.valid,
+                rejected=spool.rejected,
+                rejected_by_reason=spool.rejected_by_reason,
+                opt_outs_ignored=spool.opt_outs_ignored,
+                allowed_calls_per_second=campaign.gateway.calls_per_second,
+            )
+            rejects_path = spool.write_rejects_csv(rejects_file(campaign.data_folder, campaign.campaign_id))
+            summary.rejects_file = str(rejects_path) if rejects_path else None
+
+            plan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan", clock)
+            summary.record_plan(plan)
+            summary.preview = spool.preview(
+                cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
+            )
+            if cost is not None:
+                summary.estimated_cost, summary.currency = float(cost.total), cost.currency
+            logger.info(
+                "campaign %s: %s valid, %s rejected, %s to send in %s batches",
+                campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
+            )
+            if summary.deferral_text:
+                logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,
+                            summary.deferral_text)
+            if not campaign.dry_run and plan.batches:
+                send_batches(campaign, ledger, plan, summary)
+            summary.record_ledger(ledger, campaign.campaign_id)
+            summary.elapsed_seconds = time.monotonic() - started
+            publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
+        finally:
+            spool.remove()  # it holds phone numbers
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
-    return summary
-
-
-def _run_campaign(
-    campaign: Campaign, ledger: Ledger, started: float, clock: Clock = utc_now
-) -> CampaignSummary:
-    """Spool, estimate, plan, send and report: the run's work once it holds the campaign (or is a dry run)."""
-    logger = get_run_logger()
-    spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
-    try:
-        cost = estimate_campaign_cost(spool.message_parts(), campaign.price_table, campaign.budget)
-        summary = CampaignSummary(
-            campaign_id=campaign.campaign_id,
-            dry_run=campaign.dry_run,
-            source_rows=spool.source_rows,
-            valid=spool.valid,
-            rejected=spool.rejected,
-            rejected_by_reason=spool.rejected_by_reason,
-            opt_outs_ignored=spool.opt_outs_ignored,
-            allowed_calls_per_second=campaign.gateway.calls_per_second,
-        )
-        rejects_path = spool.write_rejects_csv(rejects_file(campaign.data_folder, campaign.campaign_id))
-        summary.rejects_file = str(rejects_path) if rejects_path else None
-
-        plan: SendPlan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan", clock)
-        summary.record_plan(plan)
-        summary.preview = spool.preview(
-            cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
-        )
-        if cost is not None:
-            summary.estimated_cost, summary.currency = float(cost.total), cost.currency
-        logger.info(
-            "campaign %s: %s valid, %s rejected, %s to send in %s batches",
-            campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
-        )
-        if summary.deferral_text:
-            logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,
-                        summary.deferral_text)
-        if not campaign.dry_run and plan.batches:
-            send_batches(campaign, ledger, plan, summary)
-        summary.record_ledger(ledger, campaign.campaign_id)
-        summary.elapsed_seconds = time.monotonic() - started
-        publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
-    finally:
-        spool.remove()  # it holds phone numbers
     return summary
 
 
