@@ -2,6 +2,7 @@
 
 Usage:
     uv run python bench/bench_resend.py [--rows 1000000] [--baseline DIR] [--json PATH]
+    uv run python bench/bench_resend.py planner [--rows 1000000] [--baseline DIR]   # the resend planner alone
 
 In a temporary folder (deleted afterwards) it writes a `--rows` CSV of distinct clean mobile numbers in 13
 regions (the welcome example's; `bench/bench_sources.py` makes them), and serves the emulator in a process
@@ -15,6 +16,13 @@ Then, each in a fresh process whose peak RSS (`ru_maxrss`) is reported:
    rows reopened a chunk at a time into plan parts on disk, the same send loop;
 4. with `--baseline DIR` (a checkout of an earlier globe-sms, e.g. `git archive main | tar -x -C DIR`),
    steps 2 and 3 again with that code, for comparison.
+
+`planner` measures the resend planner alone, the part that differs from a send: `--rows` rendered messages
+(Parquet parts of 500,000, as a spool holds them) and a ledger with every row `failed`; a fresh process
+imports the code, records its RSS, runs the `plan-resend` task's function (reopening every row) and reads
+every batch as the send loop would, and reports its peak RSS above the RSS after the imports. For
+comparison, a fresh process plans the first send of the same messages (`register_and_plan`, into a new
+ledger) the same way.
 
 The temporary Prefect server of each flow run is a process of its own and is not counted either. The load
 average (`/proc/loadavg`) is recorded before and after: the machine is shared, so times vary with it; peak
@@ -179,6 +187,105 @@ def child(what: str, campaign_file: str) -> None:
     )
 
 
+def prepare_planner(rows: int, folder: Path) -> None:
+    """`rows` rendered messages as Parquet parts in `folder/messages`, and a ledger with every row failed."""
+    from globe_sms.ledger import Ledger
+
+    messages = folder / "messages"
+    messages.mkdir()
+    text = "Hi there, welcome to Globe! Your code is "
+    for part, start in enumerate(range(0, rows, 500_000)):
+        n = min(500_000, rows - start)
+        pl.DataFrame(
+            {
+                "phone": [f"6591{i:07d}" for i in range(start, start + n)],
+                "country": "SG",
+                "message": [f"{text}{i:06d}." for i in range(start, start + n)],
+            }
+        ).write_parquet(messages / f"part-{part:05d}.parquet")
+    with Ledger(f"sqlite:///{folder / 'ledger.db'}") as ledger:
+        for start in range(0, rows, 50_000):
+            phones = [f"6591{i:07d}" for i in range(start, min(rows, start + 50_000))]
+            ledger.register(CAMPAIGN_ID, phones, ["SG"] * len(phones))
+
+
+def child_planner(folder: str, send: bool = False) -> None:
+    """Child mode: plan a resend of every failed row with the code in the working directory (`send`: plan
+    the first send of every message, into a new ledger, instead)."""
+    sys.path.insert(0, os.getcwd())
+    from globe_sms.campaign import Campaign
+    from globe_sms.ledger import Ledger
+
+    root = Path(folder)
+    campaign = Campaign.parse(
+        {
+            "campaign_id": CAMPAIGN_ID,
+            "source": {"path": "unused.csv"},
+            "template": "Hi",
+            "batch_size": 1000,
+            "ledger": f"sqlite:///{root / ('ledger-send.db' if send else 'ledger.db')}",
+        }
+    )
+    try:
+        from tasks.plan import plan_resend, register_and_plan
+
+        def plan(ledger: Ledger) -> Any:
+            if send:
+                return register_and_plan(ledger, campaign, root / "messages", root / "plan-send")
+            return plan_resend.fn(ledger, campaign, root / "messages", ["failed"], [], root / "plan")
+    except ImportError:  # an earlier globe-sms: the planner was in the flow's module
+        from flows.resend import plan_resend as old_plan_resend
+
+        def plan(ledger: Ledger) -> Any:
+            return old_plan_resend.fn(ledger, campaign, root / "messages", ["failed"], [])
+
+    after_imports = _rss_mb()
+    started = time.perf_counter()
+    with Ledger(campaign.ledger) as ledger:
+        result = plan(ledger)
+        batches = recipients = 0
+        for batch in result.batches:
+            batches += 1
+            recipients += len(batch)
+    print(  # noqa: T201 - the benchmark reports on stdout
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - started,
+                "after_imports_mb": after_imports,
+                "peak_mb": _peak_mb(),
+                "planner_mb": _peak_mb() - after_imports,
+                "reopened": result.reopened,
+                "registered": result.registered,
+                "batches": batches,
+                "recipients": recipients,
+                "code": str(Path.cwd()),
+            }
+        )
+    )
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_planner(rows: int, baseline: Path | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": rows, "loadavg_before": _load()}
+    with tempfile.TemporaryDirectory(prefix="bench-resend-planner-") as tmp:
+        folder = Path(tmp)
+        prepare_planner(rows, folder)
+        out["send_planner"] = _child(["_planner_send", str(folder)])
+        for name, code in (("planner", ROOT), ("baseline_planner", baseline)):
+            if code is None:
+                continue
+            out[f"{name}_failed_rows"] = fail_every_row(folder / "ledger.db")
+            out[name] = _child(["_planner", str(folder)], cwd=code.resolve())
+            out[f"loadavg_after_{name}"] = _load()
+    return out
+
+
 def fail_every_row(ledger: Path) -> int:
     """Set every row of the campaign `failed` with `FAILED_CODE` (as an empty balance would); how many."""
     with sqlite3.connect(ledger) as conn:
@@ -224,17 +331,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", nargs="?", default="bench", choices=["bench", "_send", "_resend"])
+    parser.add_argument(
+        "what",
+        nargs="?",
+        default="bench",
+        choices=["bench", "planner", "_send", "_resend", "_planner", "_planner_send"],
+    )
     parser.add_argument("arg", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument(
         "--baseline", type=Path, default=None, help="also resend with the code in this folder"
     )
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "resend.json")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="default: bench/results/resend[-planner-<rows>].json"
+    )
     args = parser.parse_args()
-    if args.what != "bench":
+    if args.what.startswith("_planner"):
+        return child_planner(args.arg, send=args.what == "_planner_send")
+    if args.what.startswith("_"):
         return child(args.what[1:], args.arg)
-    out = bench(args.rows, args.baseline)
+    results = ROOT / "bench" / "results"
+    if args.what == "planner":
+        out = bench_planner(args.rows, args.baseline)
+        args.json = args.json or results / f"resend-planner-{args.rows // 1_000_000}m.json"
+    else:
+        out = bench(args.rows, args.baseline)
+        args.json = args.json or results / "resend.json"
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))  # noqa: T201 - the benchmark reports on stdout
