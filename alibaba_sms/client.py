@@ -5,7 +5,7 @@ Usable without Prefect::
     from alibaba_sms import AccessKey, SmsClient
 
     with SmsClient(AccessKey.from_env()) as client:
-        result = client.batch_send(["85212345678"], ["Hello"], sender="Alicloud", message_type="NOTIFY")
+        result = client.send_batch(["85212345678"], ["Hello"], sender="Alicloud", message_type="NOTIFY")
 
 Operation parameters travel as an `application/x-www-form-urlencoded` body: a 1,000-recipient batch does not
 fit in a URL. A batch can be prepared (payload built and signed) ahead of the moment it is sent, so that a
@@ -196,7 +196,7 @@ class SmsClient:
         params.update(_optional(sender, message_type, task_id, validity_period, channel_id))
         return PreparedBatch(self._build("BatchSendMessageToGlobe", params), numbers)
 
-    def send_prepared(self, prepared: PreparedBatch) -> BatchSendResult:
+    def send_prepared_batch(self, prepared: PreparedBatch) -> BatchSendResult:
         """Transmit a prepared batch and parse the answer.
 
         Raises:
@@ -208,9 +208,9 @@ class SmsClient:
         except ResponseFormatError as exc:
             raise InvalidResponse(str(exc), status=200, request_id=body.get("RequestId")) from None
 
-    def batch_send(self, to: Sequence[str], messages: Sequence[str] | str, **options: Any) -> BatchSendResult:
+    def send_batch(self, to: Sequence[str], messages: Sequence[str] | str, **options: Any) -> BatchSendResult:
         """Prepare and send one batch at once; see `prepare_batch` for the arguments."""
-        return self.send_prepared(self.prepare_batch(to, messages, **options))
+        return self.send_prepared_batch(self.prepare_batch(to, messages, **options))
 
     def send(
         self,

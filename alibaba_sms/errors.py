@@ -166,14 +166,6 @@ def is_throttling_code(code: str | None) -> bool:
     return normal.startswith("Throttling") or normal in THROTTLING_BUSINESS_CODES
 
 
-def is_retryable_code(code: str | None) -> bool:
-    """True for codes that mean "not processed, try again later" (used for failed rows on a rerun)."""
-    normal = normalise_code(code)
-    return (
-        is_throttling_code(normal) or normal in RETRYABLE_BUSINESS_CODES or normal in RETRYABLE_GATEWAY_CODES
-    )
-
-
 def gateway_error(
     status: int, code: str | None, message: str, request_id: str | None, action: str | None = None
 ) -> GatewayError:

@@ -123,7 +123,7 @@ def run_baseline(calls: int) -> dict:
     ) as client:
         for i in range(calls):
             prefect_rate_limit("bench-baseline")
-            client.batch_send([f"6591{i:06d}"], "baseline")
+            client.send_batch([f"6591{i:06d}"], "baseline")
         times = emulator.state.batch_call_times()
     return {
         "run": "baseline: prefect rate_limit alone",

@@ -1,9 +1,11 @@
 """The `reconcile_receipts` flow: settle overdue messages through QueryMessage, then report delivery.
 
-Orchestration only: `globe_sms.receipts.reconcile` asks QueryMessage (≤ 300 calls/s) about accepted messages
-with no final receipt after `older_than_minutes`, and turns those unsettled after `unknown_after_hours` into
-final `unknown`; `globe_sms.receipts.report` builds the campaign's delivery report, published as a markdown
-artifact (`<campaign>-delivery`) and a table artifact by country (`<campaign>-delivery-by-country`).
+Orchestration only; the tasks are in `tasks/reconcile.py`. `globe_sms.receipts.reconcile` asks QueryMessage
+(≤ 300 calls/s, through `globe_sms.gateway.query_client`: the same timeouts as sending) about accepted
+messages with no final receipt after `older_than_minutes`, and turns those unsettled after
+`unknown_after_hours` into final `unknown`; `globe_sms.receipts.report` builds the campaign's delivery report,
+published as a markdown artifact (`<campaign>-delivery`) and a table artifact by country
+(`<campaign>-delivery-by-country`).
 
 Run it on a schedule (e.g. every 30 minutes for three days after a campaign), or by hand with
 `globe-sms receipts reconcile CAMPAIGN.yaml`.
@@ -11,23 +13,18 @@ Run it on a schedule (e.g. every 30 minutes for three days after a campaign), or
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from alibaba_sms import SmsClient
 from globe_sms.campaign import GatewaySettings
-from globe_sms.gateway import credentials_for
 from globe_sms.ledger import LedgerLocation
 from globe_sms.ledger.url import check_plain_url
 from globe_sms.paths import default_ledger_url, resolve_ledger_file
-from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND, ReconcileResult, query_pacer, reconcile
-from globe_sms.receipts.report import DeliveryReport, build_report
-from globe_sms.receipts.store import ReceiptStore
+from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND
+from globe_sms.receipts.report import DeliveryReport
+from tasks.reconcile import publish_delivery_report, query_unsettled_messages
 
 
 class ReconcileSummary(BaseModel):
@@ -42,70 +39,6 @@ class ReconcileSummary(BaseModel):
     errors: dict[str, int] = Field(default_factory=dict)
     queries_per_second: float = 0.0
     reports: list[DeliveryReport] = Field(default_factory=list)
-
-
-def client_for(gateway: GatewaySettings) -> SmsClient:
-    """A client for the account; the embedded emulator is refused (it forgets its messages after each run).
-
-    Raises:
-        ValueError: the endpoint is `emulator`.
-    """
-    if gateway.is_emulator:
-        raise ValueError(
-            "the embedded emulator lives only as long as one send run, so it cannot be queried later; "
-            "with `gateway.emulator_receipts` its receipts are stored during the run, or point "
-            "`gateway.endpoint` at a running `globe-sms emulator`"
-        )
-    return SmsClient(
-        credentials_for(gateway),
-        endpoint=gateway.endpoint or None,
-        region=gateway.region,
-        signature_version=gateway.signature_version,
-    )
-
-
-@task(name="query-unsettled-messages", cache_policy=NO_CACHE)
-def query_unsettled(
-    ledger: LedgerLocation,
-    gateway: GatewaySettings,
-    campaign_id: str | None,
-    older_than_minutes: float,
-    unknown_after_hours: float,
-    queries_per_second: float,
-    workers: int,
-    limit: int | None,
-) -> ReconcileResult:
-    """Ask QueryMessage about every overdue message and store the answers."""
-    with ReceiptStore(ledger) as store, client_for(gateway) as client:
-        return reconcile(
-            store,
-            client,
-            campaign_id=campaign_id,
-            older_than=timedelta(minutes=older_than_minutes),
-            unknown_after=timedelta(hours=unknown_after_hours),
-            pacer=query_pacer(queries_per_second),
-            workers=workers,
-            limit=limit,
-        )
-
-
-@task(name="publish-delivery-report", cache_policy=NO_CACHE)
-def publish_delivery_report(ledger: LedgerLocation, campaign_id: str) -> DeliveryReport:
-    """Build the campaign's delivery report and publish it as markdown and table artifacts."""
-    with ReceiptStore(ledger) as store:
-        report = build_report(store, campaign_id)
-    create_markdown_artifact(
-        report.to_markdown(),
-        key=f"{campaign_id}-delivery",
-        description="Delivery outcomes (numbers never shown)",
-    )
-    if report.by_country:
-        create_table_artifact(
-            [row.model_dump() for row in report.by_country],
-            key=f"{campaign_id}-delivery-by-country",
-            description="Accepted recipients by country: delivered, failed, pending, unknown",
-        )
-    return report
 
 
 @flow(name="reconcile-receipts", flow_run_name="reconcile-{campaign_id}", log_prints=False)
@@ -144,7 +77,7 @@ def reconcile_receipts(
         ledger = default_ledger_url()
     elif isinstance(ledger, str):
         ledger = resolve_ledger_file(ledger, Path.cwd())
-    result = query_unsettled(
+    result = query_unsettled_messages(
         ledger,
         gateway,
         campaign_id,

@@ -21,11 +21,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from flows.send_campaign import campaign_lease, send_campaign
+from flows.send_campaign import send_campaign
 from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from globe_sms.receipts.retry import reopen_failed_deliveries
 from globe_sms.receipts.store import ReceiptStore
+from tasks.lease import campaign_lease
 from tasks.report import CampaignSummary
 
 

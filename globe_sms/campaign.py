@@ -26,16 +26,7 @@ from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
 from globe_sms.ids import task_id
 from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
-from globe_sms.sources import (  # noqa: F401 - CsvSource and friends re-exported for existing imports
-    FILE_KINDS,
-    CsvSource,
-    HttpSource,
-    NdjsonSource,
-    ParquetSource,
-    PostgresSource,
-    SecretRef,
-    Source,
-)
+from globe_sms.sources import SecretRef, Source
 from globe_sms.strict_model import StrictModel
 from globe_sms.template import MessageTemplate
 from globe_sms.validation_rules import ValidationRules

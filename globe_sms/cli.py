@@ -94,7 +94,8 @@ def send(
         console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
-    from flows.send_campaign import CampaignFailed, send_campaign
+    from flows.send_campaign import send_campaign
+    from tasks.send_batches import CampaignFailed
 
     with temporary_server_settings(), run_log(campaign.data_folder, campaign.campaign_id) as log, Progress(
         TextColumn("[bold]{task.description}"),

@@ -124,20 +124,47 @@ def open_gateway(
             emulator = EmulatorServer(EmulatorConfig(batch_calls_per_second=settings.calls_per_second))
             emulator.start()
             endpoint = emulator.url
-        client = SmsClient(
-            credentials,
-            endpoint=endpoint or None,
-            region=settings.region,
-            signature_version=settings.signature_version,
-            timeout=_timeout(settings.batch_timing),
-        )
-        with client:
+        with build_client(settings, credentials, endpoint=endpoint) as client:
             yield GatewaySession(client, pacer, limit_name, emulator)
     finally:
         if with_receipts is not None:
             with_receipts.stop()
         elif emulator is not None:
             emulator.stop()
+
+
+def build_client(
+    settings: GatewaySettings, credentials: AccessKey | None = None, *, endpoint: str | None = None
+) -> SmsClient:
+    """A client for the account, with the gateway's timeouts; every call to the API goes through one.
+
+    Args:
+        settings: the gateway settings (endpoint, region, signature version, timeouts).
+        credentials: the key to sign with; None: `credentials_for(settings)`.
+        endpoint: overrides `settings.endpoint` (the embedded emulator's URL).
+    """
+    return SmsClient(
+        credentials if credentials is not None else credentials_for(settings),
+        endpoint=(endpoint or settings.endpoint) or None,
+        region=settings.region,
+        signature_version=settings.signature_version,
+        timeout=_timeout(settings.batch_timing),
+    )
+
+
+def query_client(settings: GatewaySettings) -> SmsClient:
+    """A client for QueryMessage, after a run; the embedded emulator is refused (it forgets its messages).
+
+    Raises:
+        ValueError: the endpoint is `emulator`.
+    """
+    if settings.is_emulator:
+        raise ValueError(
+            "the embedded emulator lives only as long as one send run, so it cannot be queried later; "
+            "with `gateway.emulator_receipts` its receipts are stored during the run, or point "
+            "`gateway.endpoint` at a running `globe-sms emulator`"
+        )
+    return build_client(settings)
 
 
 def _timeout(timing: BatchTiming):  # noqa: ANN202 - httpx.Timeout

@@ -312,7 +312,7 @@ def slot_wait(client: Any, name: str, margin_seconds: float) -> float | None:
     does not move it). The margin is kept on the local clock against the server's: keep the machines'
     clocks in sync (NTP).
     """
-    from datetime import UTC, datetime
+    from globe_sms.clock import utc_now
 
     limit = client.read_global_concurrency_limit_by_name(name)
     if limit.active_slots > 0:
@@ -320,7 +320,7 @@ def slot_wait(client: Any, name: str, margin_seconds: float) -> float | None:
     if limit.updated is None:
         return 0.0
     spacing = 1.0 / limit.slot_decay_per_second
-    return max(0.0, spacing + margin_seconds - (datetime.now(UTC) - limit.updated).total_seconds())
+    return max(0.0, spacing + margin_seconds - (utc_now() - limit.updated).total_seconds())
 
 
 def _courtesy(call: Callable[[], Any], default: Any = None) -> Any:

@@ -5,13 +5,14 @@ is earlier than `start` it wraps midnight (`21:00`-`08:00`). A recipient may hav
 number that only tells its country, a region spanning two zones): the window is open for them only while it
 is open in **every** one of their zones, so nobody is texted at night wherever they turn out to be.
 
-Everything here is pure and works in UTC. The moment "now" always comes from an injected clock (`Clock`,
-default `utc_now`), so no test depends on the real time of day. Offsets come from `zoneinfo`, DST included.
+Everything here is pure and works in UTC. The moment "now" always comes from an injected clock
+(`globe_sms.clock.Clock`, default `utc_now`), so no test depends on the real time of day. Offsets come
+from `zoneinfo`, DST included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -19,33 +20,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Clock = Callable[[], datetime]
-"""Returns the current moment (aware, UTC)."""
+from globe_sms.clock import as_utc
+
 HORIZON_DAYS = 8
 """How far ahead an opening is looked for; beyond it a window counts as never opening."""
 Span = tuple[datetime, datetime]
 """An opening in UTC: from (inclusive) until (exclusive)."""
-
-
-def utc_now() -> datetime:
-    """The real clock, in UTC."""
-    return datetime.now(UTC)
-
-
-def fixed_clock(moment: datetime) -> Clock:
-    """A clock stopped at `moment` (a naive one is taken as UTC)."""
-    at = as_utc(moment)
-    return lambda: at
-
-
-def clock_at(moment: datetime | None) -> Clock:
-    """The real clock, or one stopped at `moment` (a flow's `window_checked_at`: tests, what-if dry runs)."""
-    return utc_now if moment is None else fixed_clock(moment)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """`moment` in UTC; a naive datetime is taken as UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @cache

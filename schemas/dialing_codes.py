@@ -112,21 +112,6 @@ class DialingTables:
         """Geographic and non-geographic codes; prefix-free, so at most one is a prefix of any number."""
         return sorted({*self.codes, *self.non_geographic})
 
-    @property
-    def code_pattern(self) -> str:
-        """A regex capturing the calling code at the start of a digits-only E.164 string."""
-        return "^(" + "|".join(sorted(self.all_codes, key=lambda c: (-len(c), c))) + ")"
-
-    @property
-    def single_region(self) -> dict[str, str]:
-        """Calling code -> region for codes used by one region only."""
-        return {c: cc.regions[0].region for c, cc in self.codes.items() if len(cc.regions) == 1}
-
-    @property
-    def mobile_length_keys(self) -> list[int]:
-        """`int(code) * 100 + national length` for every mobile length of every geographic code."""
-        return [int(c) * 100 + n for c, cc in self.codes.items() for n in cc.mobile_lengths]
-
 
 def _desc(desc: object) -> Desc | None:
     pattern = getattr(desc, "national_number_pattern", None)

@@ -23,10 +23,11 @@ batches from them one at a time while they are sent. So no step holds every mess
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 from prefect import task
@@ -34,8 +35,8 @@ from prefect.cache_policies import NO_CACHE
 
 from alibaba_sms.errors import RETRYABLE_BUSINESS_CODES, RETRYABLE_GATEWAY_CODES, THROTTLING_BUSINESS_CODES
 from globe_sms.campaign import Campaign
+from globe_sms.clock import Clock, as_utc, utc_now
 from globe_sms.ledger import Ledger, Status
-from globe_sms.send_window import Clock, as_utc, utc_now
 from tasks.deferral import WindowCheck
 from tasks.send import Batch
 
@@ -51,6 +52,8 @@ PLAN_CHUNK_ROWS = 50_000
 Messages = pl.DataFrame | pl.LazyFrame | Path
 """Rendered messages (`phone`, `country`, `message`): a frame, a LazyFrame, a Parquet file, glob or folder."""
 PlanPart = pl.DataFrame | Path
+ResendStatus = Literal["failed", "unknown"]
+"""The outcomes a resend may send again."""
 
 
 class PlannedBatches:
@@ -119,17 +122,6 @@ class SendPlan:
         return sum(len(batch) for batch in self.batches)
 
 
-def chunk_batches(
-    phones: list[str], texts: dict[str, str], first_batch_no: int, batch_size: int
-) -> list[Batch]:
-    """Cut the pending numbers into batches of at most `batch_size`, numbered from `first_batch_no`."""
-    batches: list[Batch] = []
-    for offset in range(0, len(phones), batch_size):
-        chunk = tuple(phones[offset : offset + batch_size])
-        batches.append(Batch(first_batch_no + len(batches), chunk, tuple(texts[phone] for phone in chunk)))
-    return batches
-
-
 def message_chunks(
     messages: Messages,
     rows: int | None = None,
@@ -185,15 +177,19 @@ def _plan_parts(
     only: pl.DataFrame | None = None,
     without: pl.DataFrame | None = None,
     window: WindowCheck | None = None,
+    pick: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> tuple[list[PlanPart], int]:
     """The plan parts (`phone`, `message` of the messages kept) and how many rows they hold.
 
-    With a `window`, only the rows it finds inside their send window are kept (it counts the others).
+    Each chunk of messages is narrowed by `pick` (e.g. to the rows a resend reopened), then, with a `window`,
+    to the rows it finds inside their send window (it counts the others).
     """
     parts: list[PlanPart] = []
     recipients = 0
     extra = window.columns if window else ()
     for index, chunk in enumerate(message_chunks(messages, only=only, without=without, extra_columns=extra)):
+        if pick is not None:
+            chunk = pick(chunk)
         if window is not None and chunk.height:
             chunk = window.sendable(chunk)
         if chunk.height:
@@ -202,7 +198,7 @@ def _plan_parts(
     return parts, recipients
 
 
-def plan_send(
+def register_and_plan(
     ledger: Ledger,
     campaign: Campaign,
     messages: Messages,
@@ -246,14 +242,14 @@ def plan_send(
     return SendPlan(batches, registered, recovered, reopened, final, **deferral_fields(window))
 
 
-def preview_plan(
+def plan_read_only(
     ledger: Ledger,
     campaign: Campaign,
     messages: Messages,
     plan_dir: Path | None = None,
     clock: Clock = utc_now,
 ) -> SendPlan:
-    """What `plan_send` would plan, read-only (for dry runs), deferrals included."""
+    """What `register_and_plan` would plan, read-only (for dry runs), deferrals included."""
     window = window_check(campaign, messages, clock)
     cid = campaign.campaign_id
     blocked = None
@@ -306,5 +302,100 @@ def plan_batches(
 ) -> SendPlan:
     """Plan this run's batches from the ledger (read-only for a dry run); `clock` checks the send window."""
     if campaign.dry_run:
-        return preview_plan(ledger, campaign, messages, plan_dir, clock)
-    return plan_send(ledger, campaign, messages, plan_dir, clock)
+        return plan_read_only(ledger, campaign, messages, plan_dir, clock)
+    return register_and_plan(ledger, campaign, messages, plan_dir, clock)
+
+
+def would_resend(
+    rows: pl.DataFrame, statuses: Collection[ResendStatus], failed_codes: Collection[str]
+) -> pl.DataFrame:
+    """The `phone`s of `Ledger.rows()` that `Ledger.reopen_for_resend` would reopen (read-only, dry runs)."""
+    chosen = pl.col("status").is_in([s for s in statuses if s == "unknown"])
+    failed = pl.col("status") == "failed"
+    if "failed" in statuses:
+        codes = list(failed_codes)
+        chosen = chosen | (failed & pl.col("error_code").is_in(codes) if codes else failed)
+    return rows.filter(chosen).select("phone")
+
+
+def reopen_and_plan(
+    ledger: Ledger,
+    campaign: Campaign,
+    messages: Messages,
+    statuses: Collection[ResendStatus],
+    failed_codes: Collection[str] = (),
+    plan_dir: Path | None = None,
+    clock: Clock = utc_now,
+) -> SendPlan:
+    """Reopen the chosen rows the source still renders (a dry run only reads them), and plan their batches.
+
+    The messages are read `PLAN_CHUNK_ROWS` at a time, as `register_and_plan` reads them; each chunk's chosen
+    rows move `failed`/`unknown` -> `pending` in one transaction (`Ledger.reopen_for_resend`), and those
+    rows, with a send window only the ones inside it as of `clock()` (the others stay reopened: pending), go
+    to the plan parts. So a resend of millions holds a chunk and a part, never every resent message.
+
+    Args:
+        ledger: the send ledger.
+        campaign: the campaign (its id and batch size; `dry_run` reads only).
+        messages: the rendered messages; see `Messages`.
+        statuses: `failed`, `unknown` or both.
+        failed_codes: only failed rows with one of these error codes; empty: every failed row.
+        plan_dir: where to write the plan parts; None keeps them in memory (small campaigns, tests).
+        clock: the moment the campaign's send window is checked at.
+
+    Raises:
+        ValueError: no status, a status other than failed / unknown, or a send window's `timezone_column`
+            that is not a column of the messages; nothing changed.
+        CampaignBusy: `ledger` holds no run lease for the campaign and another run does; nothing changed.
+    """
+    if not statuses or not set(statuses) <= {"failed", "unknown"}:
+        raise ValueError(f"only failed and unknown rows can be resent, not {sorted(statuses)}")
+    window = window_check(campaign, messages, clock)
+    cid = campaign.campaign_id
+    reopened = 0
+    if campaign.dry_run:
+        recovered = 0
+        known = ledger.rows(cid, statuses=["unknown", "failed"], columns=["phone", "status", "error_code"])
+
+        def count(chunk: pl.DataFrame) -> pl.DataFrame:
+            nonlocal reopened
+            reopened += chunk.height
+            return chunk
+
+        chosen = would_resend(known, statuses, failed_codes)
+        parts, recipients = _plan_parts(messages, plan_dir, only=chosen, window=window, pick=count)
+    else:
+        recovered = ledger.recover_interrupted(cid)  # a crash's leftovers: unknown
+
+        def reopen(chunk: pl.DataFrame) -> pl.DataFrame:
+            nonlocal reopened
+            moved = ledger.reopen_for_resend(cid, statuses, chunk["phone"].to_list(), failed_codes)
+            reopened += len(moved)
+            if not moved:
+                return chunk.clear()
+            chosen = pl.DataFrame({"phone": moved}, schema={"phone": pl.String})
+            return chunk.join(chosen, on="phone", how="semi", maintain_order="left")
+
+        parts, recipients = _plan_parts(messages, plan_dir, window=window, pick=reopen)
+    batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
+    return SendPlan(
+        batches,
+        recovered_as_unknown=recovered,
+        reopened=reopened,
+        already_final=_final_counts(ledger, cid),
+        **deferral_fields(window),
+    )
+
+
+@task(name="plan-resend", cache_policy=NO_CACHE)
+def plan_resend(
+    ledger: Ledger,
+    campaign: Campaign,
+    messages: Messages,
+    statuses: list[ResendStatus],
+    failed_codes: list[str],
+    plan_dir: Path | None = None,
+    clock: Clock = utc_now,
+) -> SendPlan:
+    """Reopen the chosen failed/unknown rows and plan them (read-only for a dry run): `reopen_and_plan`."""
+    return reopen_and_plan(ledger, campaign, messages, statuses, failed_codes, plan_dir, clock)

@@ -1,4 +1,5 @@
-"""Send one batch and record every recipient's outcome in the ledger.
+"""Send one batch and record every recipient's outcome in the ledger: `send_and_record_batch`, and the
+`send-batch` task (`send_batch`) that runs it as a task run of its own, `<campaign>-batch-<n>`.
 
 The order of writes is what makes "never twice" hold across crashes and retries:
 
@@ -85,14 +86,14 @@ class SendContext:
 def _transmit(context: SendContext, prepared: PreparedBatch) -> BatchSendResult:
     """Send a prepared batch; after the call that opened the connection, re-time the pacer from its answer."""
     try:
-        return context.client.send_prepared(prepared)
+        return context.client.send_prepared_batch(prepared)
     finally:
         if context.fresh_connection:
             context.fresh_connection = False
             context.pacer.connection_opened()
 
 
-def send_one_batch(context: SendContext, batch: Batch) -> BatchOutcome:
+def send_and_record_batch(context: SendContext, batch: Batch) -> BatchOutcome:
     """Send a batch and commit its outcome to the ledger.
 
     Returns:
@@ -172,7 +173,7 @@ def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: i
     """
     from prefect import get_run_logger
 
-    outcome = send_one_batch(context, batch)
+    outcome = send_and_record_batch(context, batch)
     get_run_logger().info(
         "batch %s of %s: %s recipients, %s accepted, %s failed, %s unknown",
         batch_no, campaign_id, outcome.recipients, outcome.accepted, outcome.failed, outcome.unknown,

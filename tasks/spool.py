@@ -4,7 +4,8 @@ A campaign's recipients are read in chunks (`tasks.sources.iter_source_batches`)
 from the previous one (`source_row` keeps increasing), validated (`validate_recipients`) and rendered
 (`render_messages`), and its results are appended to Parquet files in a spool folder under the campaign's
 data folder. Only one chunk is in memory at a time, so a 10M-row list validates and renders in well under
-2 GB. A small list is the same path with one chunk.
+2 GB. A small list is the same path with one chunk. `write_spool` does this for any chunks; the
+`spool-campaign` task (`spool_campaign`) does it for a campaign's source, in a folder of its own.
 
     <data folder>/spool/<campaign>-<token>/
         owner.json                        the run it belongs to, and its heartbeat (tasks/spool_owner.py)
@@ -36,7 +37,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
@@ -48,7 +48,7 @@ from globe_sms.campaign import Campaign
 from globe_sms.spreadsheets import neutralise_for_spreadsheets
 from globe_sms.template import MessageTemplate
 from globe_sms.validation_rules import TooManyRejects, ValidationRules
-from tasks.cost import COST_DTYPE, PRICE_SCALE, CostEstimate, PriceTable, estimate_cost
+from tasks.cost import CostEstimate
 from tasks.preview import SAMPLE_SIZE, Preview, build_preview
 from tasks.reasons import DUPLICATE
 from tasks.render import render_messages
@@ -173,22 +173,6 @@ class Spool:
         neutralise_for_spreadsheets(joined).sink_csv(path)  # no cell becomes a live formula
         return path
 
-    def estimate_cost(self, prices: PriceTable) -> CostEstimate:
-        """`tasks.cost.estimate_cost` of every message, one message part at a time, merged.
-
-        The estimate is a sum over messages, so the merged one is exactly the one-frame estimate; over a whole
-        10M-row list at once it would hold about 1 GB of per-message prices and costs.
-        """
-        parts = [
-            estimate_cost(pl.read_parquet(part, columns=["country", "segments"]), prices)
-            for part in self.message_parts()
-        ]
-        if len(parts) == 1:
-            return parts[0]
-        if not parts:
-            return estimate_cost(pl.DataFrame(schema={"country": pl.String, "segments": pl.Int64}), prices)
-        return _merge_estimates(parts)
-
     def preview(self, cost: CostEstimate | None, *, batches: int, calls_per_second: float) -> Preview:
         """The pre-send preview of the spool: counts from one aggregation, samples from its first rows."""
         head = self.scan_messages().head(SAMPLE_SIZE).collect()
@@ -213,32 +197,6 @@ class Spool:
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # another run's spool is still there
             self.folder.parent.rmdir()
-
-
-def _merge_estimates(parts: list[CostEstimate]) -> CostEstimate:
-    """One estimate from estimates of disjoint sets of messages (as `estimate_cost` aggregates one frame)."""
-    price = pl.col("price_per_segment")
-    per_country = (
-        pl.concat([part.per_country for part in parts])
-        .group_by("country")
-        .agg(
-            pl.col("messages").sum().cast(pl.Int64),
-            pl.col("segments").sum().cast(pl.Int64),
-            price.drop_nulls().first(),
-            pl.col("cost").sum().cast(COST_DTYPE),
-        )
-        .with_columns(pl.when(price.is_not_null()).then(pl.col("cost")).alias("cost"))
-        .sort([pl.col("cost").is_null(), "cost", "country"], descending=[False, True, False])
-    )
-    total = per_country["cost"].sum()
-    return CostEstimate(
-        total=Decimal(total if total is not None else 0).quantize(Decimal(1).scaleb(-PRICE_SCALE)),
-        currency=parts[0].currency,
-        per_country=per_country,
-        unpriced=sorted({region for part in parts for region in part.unpriced}),
-        messages=sum(part.messages for part in parts),
-        segments=sum(part.segments for part in parts),
-    )
 
 
 def rejects_file(data_folder: Path, campaign_id: str) -> Path:
@@ -275,7 +233,7 @@ def _numbered(chunk: pl.DataFrame, first_row: int) -> pl.DataFrame:
     return chunk.with_columns(rows.alias("source_row"))
 
 
-def spool_recipients(
+def write_spool(
     chunks: Iterable[pl.DataFrame],
     folder: Path,
     *,
@@ -284,7 +242,9 @@ def spool_recipients(
     rules: ValidationRules | None = None,
     on_chunk: Callable[[ChunkStats], None] | None = None,
 ) -> Spool:
-    """Validate and render `chunks` one at a time into a spool at `folder`, then de-duplicate across chunks.
+    """Validate and render `chunks` one at a time into a spool at `folder`, de-duplicate across chunks, and
+    check the reject share on the totals. When anything fails, the folder is deleted; either way the chunks'
+    source is closed (a generator holding a database connection or an HTTP client lets go of it).
 
     Args:
         chunks: all-text frames in source order (from `iter_source_batches`).
@@ -299,18 +259,43 @@ def spool_recipients(
         The `Spool`, with the whole list's counts.
 
     Raises:
+        FileExistsError: `folder` holds a spool already (it is left alone).
         RecipientSchemaError, TemplateError: from validation and rendering of the first chunk.
         SourceError: from the source, part-way or at the start.
         SuppressionError: an opt-out list is missing, unreadable, or has entries that are not numbers (under
             `suppression_unreadable: error`); raised before the source is read.
+        TooManyRejects: more of the list is invalid than `rules.max_reject_share` allows.
     """
     rules = rules if rules is not None else ValidationRules()
+    try:
+        if any((folder / name).exists() for name in ("messages", "rejects", "keys")):
+            raise FileExistsError(f"{folder} holds a spool already")
+        try:
+            spool = _fill_spool(chunks, folder, phone_column, template, rules, on_chunk)
+            check_reject_share(spool, rules)
+        except BaseException:
+            Spool(folder).remove()
+            raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return spool
+
+
+def _fill_spool(
+    chunks: Iterable[pl.DataFrame],
+    folder: Path,
+    phone_column: str,
+    template: MessageTemplate | str,
+    rules: ValidationRules,
+    on_chunk: Callable[[ChunkStats], None] | None,
+) -> Spool:
+    """Validate, render and write the chunks, then de-duplicate across them (`write_spool` without checks)."""
     opt_outs = load_opt_outs(rules)  # before the source: an unusable opt-out list stops the run at once
     rules = rules.model_copy(update={"suppression_file": None, "suppression": None})
     folder.mkdir(parents=True, exist_ok=True)
     spool = Spool(folder)
-    if any(path.exists() for path in (spool.messages_dir, spool.rejects_dir, folder / "keys")):
-        raise FileExistsError(f"{folder} holds a spool already")
     reasons: Counter[str] = Counter()
     culprits: Counter[str] = Counter()
     next_row, valid, rejected, invalid, count = 1, 0, 0, 0, 0
@@ -464,36 +449,6 @@ def check_reject_share(spool: Spool, rules: ValidationRules) -> None:
         )
 
 
-def stream_campaign(
-    source_chunks: Iterator[pl.DataFrame],
-    folder: Path,
-    *,
-    phone_column: str,
-    template: MessageTemplate | str,
-    rules: ValidationRules,
-    on_chunk: Callable[[ChunkStats], None] | None = None,
-) -> Spool:
-    """`spool_recipients` plus the reject-share check; the spool folder is deleted when either fails."""
-    try:
-        spool = spool_recipients(
-            source_chunks,
-            folder,
-            phone_column=phone_column,
-            template=template,
-            rules=rules,
-            on_chunk=on_chunk,
-        )
-        check_reject_share(spool, rules)
-    except BaseException:
-        Spool(folder).remove()
-        raise
-    finally:
-        close = getattr(source_chunks, "close", None)
-        if close is not None:
-            close()  # a generator holding a database connection or an HTTP client lets go of it now
-    return spool
-
-
 def chunk_rows(environ: Mapping[str, str] | None = None) -> int:
     """Rows per chunk: `GLOBE_SMS_CHUNK_ROWS` if set, else `DEFAULT_BATCH_ROWS`.
 
@@ -508,7 +463,7 @@ def chunk_rows(environ: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
-@task(name="spool-recipients", cache_policy=NO_CACHE)
+@task(name="spool-campaign", cache_policy=NO_CACHE)
 def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
     """Read, validate and render the campaign's recipients, chunk by chunk, into a spool.
 
@@ -547,8 +502,8 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
     if removed:
         logger.info("removed %s spool(s) left by runs that crashed: %s", len(removed), ", ".join(removed))
     chunks = iter_source_batches(source, batch_rows)
-    claim_spool(folder)  # stream_campaign removes it if spooling fails
-    spool = stream_campaign(
+    claim_spool(folder)  # write_spool removes it if spooling fails
+    spool = write_spool(
         chunks,
         folder,
         phone_column=source.phone_column,

@@ -29,10 +29,10 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from globe_sms.clock import utc_now
 from globe_sms.ledger.lease import pid_scope, process_gone
 
 OWNER_FILE = "owner.json"
@@ -58,7 +58,7 @@ class SpoolOwner:
 
     @classmethod
     def this_process(cls) -> SpoolOwner:
-        return cls(socket.gethostname(), os.getpid(), pid_scope(), datetime.now(UTC).isoformat())
+        return cls(socket.gethostname(), os.getpid(), pid_scope(), utc_now().isoformat())
 
     @classmethod
     def read(cls, folder: Path) -> SpoolOwner | None:

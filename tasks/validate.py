@@ -15,7 +15,7 @@ and the reject-share check `tasks/validation_result.py`:
 
     ValueError
     ├── RecipientSchemaError   the frame itself is unusable (phone column missing, wrong dtype, name clash)
-    └── TooManyRejects         `check_reject_share`: the invalid share exceeds `max_reject_share`
+    └── TooManyRejects         `tasks.spool.check_reject_share`: the invalid share exceeds `max_reject_share`
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from globe_sms.validation_rules import TooManyRejects, ValidationRules
 from tasks.reasons import NOT_INVALID_CODES
 
 
@@ -55,21 +54,4 @@ class ValidationResult:
         return self.invalid / self.total if self.total else 0.0
 
 
-def check_reject_share(result: ValidationResult, rules: ValidationRules) -> None:
-    """Fail the campaign before sending when too much of the list is invalid.
-
-    The share counts rows rejected for data reasons; rows refused only as duplicates or suppressed numbers do
-    not count, since neither says the source is broken.
-
-    Raises:
-        TooManyRejects: `result.invalid_share` exceeds `rules.max_reject_share`.
-    """
-    share = result.invalid_share
-    if share > rules.max_reject_share:
-        raise TooManyRejects(
-            f"{share:.2%} of the recipients are invalid ({result.invalid} of {result.total} rows), "
-            f"above max_reject_share {rules.max_reject_share:.2%}; nothing was sent"
-        )
-
-
-__all__ = ["ValidationResult", "check_reject_share"]
+__all__ = ["ValidationResult"]

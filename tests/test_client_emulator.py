@@ -36,7 +36,7 @@ def test_full_batch_of_1000_ucs2_messages_is_accepted(start_emulator: StartEmula
             numbers, texts, sender="GlobeSMS", message_type="NOTIFY", task_id="c-b00001"
         )
         assert len(prepared.request.content) > 65_536  # would not fit in a URL
-        result = client.send_prepared(prepared)
+        result = client.send_prepared_batch(prepared)
     assert result.success_count == 1000 and result.failed == ()
     assert set(result.accepted) == set(numbers) and all(result.accepted.values())
     stored = {m.to: m.message for m in server.state.accepted_messages()}
@@ -47,7 +47,7 @@ def test_mainland_and_malformed_numbers_come_back_in_failed_list(start_emulator:
     """The gateway refuses +86 and broken numbers per number; the rest get message ids."""
     server = start_emulator(batch_calls_per_second=0)
     with SmsClient(KEY, endpoint=server.url) as client:
-        result = client.batch_send(["85291234567", "8613800138000", "12", "85366123456"], "Hi")
+        result = client.send_batch(["85291234567", "8613800138000", "12", "85366123456"], "Hi")
     assert set(result.failed) == {"8613800138000", "12"}
     assert set(result.accepted) == {"85291234567", "85366123456"}
     assert server.state.accepted_numbers() == {"85291234567": 1, "85366123456": 1}
@@ -70,7 +70,7 @@ def test_wrong_secret_is_refused_as_authentication_error(start_emulator: StartEm
     wrong = AccessKey.of("testid", "not-the-secret")
     with SmsClient(wrong, endpoint=server.url, signature_version=version) as client:  # type: ignore[arg-type]
         with pytest.raises(AuthenticationError) as info:
-            client.batch_send(["85291234567"], "Hi")
+            client.send_batch(["85291234567"], "Hi")
     assert info.value.code == "SignatureDoesNotMatch" and info.value.status == 400
     assert "not-the-secret" not in str(info.value)
     assert server.state.accepted_numbers() == {}
@@ -80,9 +80,9 @@ def test_second_call_within_a_second_is_throttled(start_emulator: StartEmulator)
     """One BatchSendMessageToGlobe call per second per AccessKeyId: the second is Throttling.User."""
     server = start_emulator(batch_calls_per_second=1.0)
     with SmsClient(KEY, endpoint=server.url) as client:
-        client.batch_send(["85291234567"], "one")
+        client.send_batch(["85291234567"], "one")
         with pytest.raises(GatewayThrottled) as info:
-            client.batch_send(["85291234568"], "two")
+            client.send_batch(["85291234568"], "two")
     assert info.value.code == "Throttling.User"
 
 
@@ -100,7 +100,7 @@ def test_injected_faults_map_to_their_outcome(start_emulator: StartEmulator, fau
     server = start_emulator(batch_calls_per_second=0)
     server.state.faults.script([fault])
     with SmsClient(KEY, endpoint=server.url) as client, pytest.raises(error):
-        client.batch_send(["85291234567"], "Hi")
+        client.send_batch(["85291234567"], "Hi")
 
 
 def test_read_timeout_after_acceptance_is_ambiguous(start_emulator: StartEmulator) -> None:
@@ -109,7 +109,7 @@ def test_read_timeout_after_acceptance_is_ambiguous(start_emulator: StartEmulato
     server.state.faults.script(["timeout_after_accept:1.5"])
     with SmsClient(KEY, endpoint=server.url, timeout=httpx.Timeout(0.5, connect=2.0)) as client:
         with pytest.raises(ResponseLost):
-            client.batch_send(["85291234567"], "Hi")
+            client.send_batch(["85291234567"], "Hi")
     assert server.state.accepted_numbers() == {"85291234567": 1}
 
 
@@ -122,12 +122,12 @@ def test_secret_is_absent_from_logs_and_errors_over_real_sockets(
     texts: list[str] = []
     for version in ("v3", "v1"):
         with SmsClient(KEY, endpoint=server.url, signature_version=version) as client:  # type: ignore[arg-type]
-            client.batch_send(["85291234567"], "Hi")
+            client.send_batch(["85291234567"], "Hi")
             texts.append(repr(client))
         with SmsClient(AccessKey.of("testid", "testsecret-wrong"), endpoint=server.url,
                        signature_version=version) as client:  # type: ignore[arg-type]
             with pytest.raises(AuthenticationError) as info:
-                client.batch_send(["85291234567"], "Hi")
+                client.send_batch(["85291234567"], "Hi")
             texts += [str(info.value), repr(info.value)]
     texts += [record.getMessage() for record in caplog.records]
     texts.append(repr(server.state.config))

@@ -28,7 +28,6 @@ from alibaba_sms.errors import (
     ResponseLost,
     RetryableError,
     ThrottledError,
-    is_retryable_code,
     normalise_code,
 )
 
@@ -71,7 +70,7 @@ class TestBatchParsing:
         """FailedList / MessageIdList are JSON strings inside JSON; SuccessCount is a string."""
         api = RecordingApi(body=ok_body(["8613800138000"], ["m1", "m2"]))
         with client_for(api) as client:
-            result = client.batch_send(["85212345678", "8613800138000", "6591234567"], ["a", "b", "c"])
+            result = client.send_batch(["85212345678", "8613800138000", "6591234567"], ["a", "b", "c"])
         assert result.success_count == 2
         assert result.failed == ("8613800138000",)
         assert dict(result.accepted) == {"85212345678": "m1", "6591234567": "m2"}
@@ -80,7 +79,7 @@ class TestBatchParsing:
         """A full batch does not fit in a URL, so To and Message go in the body."""
         api = RecordingApi(body=ok_body([], ["m1"]))
         with client_for(api) as client:
-            client.batch_send(
+            client.send_batch(
                 ["85212345678"], ["Hi"], sender="Alicloud", message_type="NOTIFY", task_id="c-b1"
             )
         sent = api.requests[0]
@@ -94,7 +93,7 @@ class TestBatchParsing:
         """When MessageIdList cannot be paired, accepted numbers map to None rather than being lost."""
         api = RecordingApi(body=ok_body([], ["only-one"]))
         with client_for(api) as client:
-            result = client.batch_send(["85212345678", "6591234567"], "same text")
+            result = client.send_batch(["85212345678", "6591234567"], "same text")
         assert dict(result.accepted) == {"85212345678": None, "6591234567": None}
 
     @pytest.mark.parametrize(
@@ -107,7 +106,7 @@ class TestBatchParsing:
         """Nothing leaves for an empty, oversized or misaligned batch."""
         api = RecordingApi(body=ok_body([], []))
         with client_for(api) as client, pytest.raises(ValueError, match=match):
-            client.batch_send(to, messages)  # type: ignore[arg-type]
+            client.send_batch(to, messages)  # type: ignore[arg-type]
         assert api.requests == []
 
 
@@ -128,7 +127,7 @@ class TestErrorMapping:
         """HTTP errors map by code and status to one layer and one outcome."""
         api = RecordingApi(status, {"RequestId": "R-9", "Code": code, "Message": "nope"})
         with client_for(api) as client, pytest.raises(expected) as info:
-            client.batch_send(["85212345678"], "x")
+            client.send_batch(["85212345678"], "x")
         assert isinstance(info.value, outcome)
         assert info.value.request_id == "R-9" and info.value.code == code and info.value.status == status
         assert "R-9" in str(info.value) and code in str(info.value)
@@ -139,7 +138,7 @@ class TestErrorMapping:
             client_for(RecordingApi(503, text="Service Unavailable")) as client,
             pytest.raises(GatewayUnavailable),
         ):
-            client.batch_send(["85212345678"], "x")
+            client.send_batch(["85212345678"], "x")
 
     @pytest.mark.parametrize(
         ("code", "outcome"),
@@ -156,19 +155,19 @@ class TestErrorMapping:
         """Non-OK ResponseCodes raise, prefixes are dropped, and an unknown code is a failure."""
         body = {"ResponseCode": code, "ResponseDescription": "d", "RequestId": "R-2"}
         with client_for(RecordingApi(200, body)) as client, pytest.raises(BusinessError) as info:
-            client.batch_send(["85212345678"], "x")
+            client.send_batch(["85212345678"], "x")
         assert isinstance(info.value, outcome)
         assert info.value.code == normalise_code(code)
 
     def test_missing_response_code_is_not_success(self) -> None:
         """A 200 without ResponseCode is a failure, never an accepted batch."""
         with client_for(RecordingApi(200, {"RequestId": "R"})) as client, pytest.raises(BusinessRejected):
-            client.batch_send(["85212345678"], "x")
+            client.send_batch(["85212345678"], "x")
 
     def test_unparseable_200_is_ambiguous(self) -> None:
         """A 200 that is not JSON may mean the batch went out: ambiguous, not retryable."""
         with client_for(RecordingApi(200, text="<html>")) as client, pytest.raises(AmbiguousOutcomeError):
-            client.batch_send(["85212345678"], "x")
+            client.send_batch(["85212345678"], "x")
 
     def test_connect_error_is_retryable_and_read_timeout_is_ambiguous(self) -> None:
         """Before sending: safe to retry. After sending: outcome unknown."""
@@ -180,14 +179,9 @@ class TestErrorMapping:
             raise httpx.ReadTimeout("slow", request=request)
 
         with client_for(refuse) as client, pytest.raises(ConnectionFailed):
-            client.batch_send(["85212345678"], "x")
+            client.send_batch(["85212345678"], "x")
         with client_for(time_out) as client, pytest.raises(ResponseLost):
-            client.batch_send(["85212345678"], "x")
-
-    def test_retryable_codes(self) -> None:
-        """The predicate used to reopen failed rows on a rerun."""
-        assert is_retryable_code("Throttling.User") and is_retryable_code("isp.SYSTEM_ERROR")
-        assert not is_retryable_code("AMOUNT_NOT_ENOUGH") and not is_retryable_code(None)
+            client.send_batch(["85212345678"], "x")
 
 
 class TestEndpoints:
@@ -218,7 +212,7 @@ class TestSecretHygiene:
             with client_for(api, signature_version=version) as client:
                 texts.append(repr(client))
                 with pytest.raises(GatewayError) as info:
-                    client.batch_send(["85212345678"], "x")
+                    client.send_batch(["85212345678"], "x")
                 texts += [str(info.value), repr(info.value)]
             for request in api.requests:
                 texts += [str(request.url), str(request.headers), request.content.decode()]

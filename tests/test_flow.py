@@ -23,10 +23,11 @@ from typer.testing import CliRunner
 from alibaba_sms.emulator import EmulatorServer
 from flows.resend import resend_campaign
 from flows.retry_failed_deliveries import retry_failed_deliveries
-from flows.send_campaign import CampaignFailed, send_campaign
+from flows.send_campaign import send_campaign
 from globe_sms.campaign import Campaign
 from globe_sms.cli import EXIT_BAD_INPUT, app
 from globe_sms.ledger import CampaignBusy, Ledger, RunOwner
+from tasks.send_batches import CampaignFailed
 from tests.emulator_fixtures import FLOW_RATE
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

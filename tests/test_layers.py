@@ -41,11 +41,6 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 # Dependencies a layer must never import (the API package stays usable without Prefect).
 NEVER: dict[str, tuple[str, ...]] = {"alibaba_sms": ("prefect",)}
-# Edges against the rules that another change removes, each with that change. Kept by name so that they stay
-# visible, and `test_each_known_exception_still_exists` fails once one is gone: then delete its line.
-BEING_REMOVED: dict[tuple[str, str], str] = {
-    ("flows.resend", "flows.send_campaign._send_all"): "issue #14 point 3: the send loop moves into tasks/",
-}
 _CLI_MODULE = re.compile(r"^globe_sms\.cli[^.]*$")
 # Private modules of a dependency used where it has no public API, each with its reason and the test that pins
 # the behaviour relied on. Nothing of ours belongs here: make the name public or move it instead.
@@ -151,15 +146,8 @@ def all_offences() -> dict[tuple[str, str], list[str]]:
 
 
 def test_every_import_follows_the_layers() -> None:
-    offences = [
-        reason for key, reasons in all_offences().items() if key not in BEING_REMOVED for reason in reasons
-    ]
+    offences = [reason for reasons in all_offences().values() for reason in reasons]
     assert offences == [], "imports against the layering:\n" + "\n".join(offences)
-
-
-def test_each_known_exception_still_exists() -> None:
-    gone = set(BEING_REMOVED) - set(all_offences())
-    assert not gone, f"no longer imported, delete from BEING_REMOVED: {sorted(gone)}"
 
 
 def loaded_packages(statement: str) -> set[str]:

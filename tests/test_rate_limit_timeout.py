@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from alibaba_sms import AccessKey, SmsClient
-from flows.send_campaign import CampaignFailed, send_campaign
+from flows.send_campaign import send_campaign
 from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.ledger import Ledger
 from globe_sms.pacing import Pacer, RateLimitTimeout, ensure_global_limit, take_slot_fairly
-from tasks.send import Batch, SendContext, send_one_batch
+from tasks.send import Batch, SendContext, send_and_record_batch
+from tasks.send_batches import CampaignFailed
 from tests.chaos.scenario import valid_numbers
 from tests.emulator_fixtures import StartEmulator
 
@@ -33,7 +34,7 @@ def hold_slot(name: str) -> None:
 
 
 def one_batch_campaign(tmp_path: Path, campaign_id: str, endpoint: str, **gateway: object) -> Campaign:
-    """A campaign whose batches a test sends one by one with `send_one_batch` (its source is never read)."""
+    """A campaign whose batches a test sends one at a time (`send_and_record_batch`; source never read)."""
     return Campaign.parse(
         {
             "campaign_id": campaign_id,
@@ -99,7 +100,7 @@ class TestAgainstPrefect:
     def test_batch_timing_out_goes_back_to_pending_and_nothing_is_sent(
         self, prefect_server: str, start_emulator: StartEmulator, tmp_path: Path
     ) -> None:
-        """send_one_batch: rows are marked `submitting` only once the slot is granted; they stay pending."""
+        """Rows are marked `submitting` only once the slot is granted; they stay pending until then."""
         emulator = start_emulator(batch_calls_per_second=None)
         hold_slot("globe-sms-timeout-batch")
         campaign = one_batch_campaign(tmp_path, "timeout-batch", emulator.url, calls_per_second=SLOW_RATE)
@@ -109,7 +110,7 @@ class TestAgainstPrefect:
             ledger.register(campaign.campaign_id, phones)
             context = SendContext(campaign, client, ledger, pacer)
             with pytest.raises(RateLimitTimeout):
-                send_one_batch(context, Batch(1, phones, ("Hi",) * 3))
+                send_and_record_batch(context, Batch(1, phones, ("Hi",) * 3))
             assert ledger.counts(campaign.campaign_id)["pending"] == 3
             assert ledger.batches(campaign.campaign_id).is_empty()  # nothing was written, nothing to undo
         assert emulator.state.requests() == []
@@ -135,7 +136,7 @@ class TestAgainstPrefect:
 
             pacer = Pacer(1.0, limit_name="sms", acquire=acquire)
             context = SendContext(campaign, client, ledger, pacer)
-            outcome = send_one_batch(context, Batch(1, phones, ("Hi",) * 3))
+            outcome = send_and_record_batch(context, Batch(1, phones, ("Hi",) * 3))
             assert seen_while_waiting[0].get("pending") == 3 and not seen_while_waiting[0].get("submitting")
             assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 3
         assert len(emulator.state.requests()) == 1

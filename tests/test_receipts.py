@@ -486,7 +486,7 @@ def send_and_record(
     with Ledger(url) as ledger, SmsClient(KEY, endpoint=emulator.url) as client:
         ledger.register(campaign, list(phones), ["HK"] * len(phones))
         ledger.mark_submitting(campaign, 1, list(phones))
-        result = client.batch_send(phones, "Hello", task_id=task_id(campaign, 1))
+        result = client.send_batch(phones, "Hello", task_id=task_id(campaign, 1))
         ledger.record_accepted(campaign, 1, result.accepted, {}, result.request_id)
     return {phone: str(mid) for phone, mid in result.accepted.items()}
 

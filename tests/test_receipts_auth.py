@@ -360,7 +360,7 @@ def send_batch(emulator_url: str, ledger_url: str, campaign: str, phones: list[s
     with Ledger(ledger_url) as ledger, SmsClient(KEY, endpoint=emulator_url) as client:
         ledger.register(campaign, phones, ["HK"] * len(phones))
         ledger.mark_submitting(campaign, 1, phones)
-        result = client.batch_send(phones, "Hello", task_id=task_id(campaign, 1))
+        result = client.send_batch(phones, "Hello", task_id=task_id(campaign, 1))
         ledger.record_accepted(campaign, 1, result.accepted, {}, result.request_id)
     return {phone: str(mid) for phone, mid in result.accepted.items()}
 

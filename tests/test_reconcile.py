@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -96,6 +97,30 @@ def test_reconcile_settles_lost_receipts_through_query_message(
     assert second.candidates == stuck and queries(emulator) == 40 - settled_before + stuck
     assert second.timed_out == stuck and second.reports[0].unknown == stuck and second.reports[0].pending == 0
     assert reconcile_receipts("lost", ledger_url, gateway, older_than_minutes=0).candidates == 0
+
+
+def test_reconcile_queries_with_the_gateways_read_timeout(
+    start_emulator: StartEmulator, ledger_url: str, env_key: None
+) -> None:
+    """QueryMessage answers after 3 s; with `read_timeout_seconds: 0.5` every query gives up at 0.5 s (the
+    client comes from the gateway module, as for sending), the messages stay unsettled for the next run."""
+    emulator = start_emulator(
+        batch_calls_per_second=None, receipts=ReceiptSettings(simulate=True, delay_seconds=0)
+    )
+    ids = send_and_record(emulator, ledger_url, "slow", [str(85291000000 + i) for i in range(4)])
+    emulator.state.faults.configure(latency_seconds=3.0)
+    gateway = GatewaySettings(endpoint=emulator.url, rate_limit_name="unused", read_timeout_seconds=0.5)
+    started = time.monotonic()
+    result = reconcile_receipts("slow", ledger_url, gateway, older_than_minutes=0, workers=4)
+    assert result.candidates == 4 and result.errors == {"ReadTimeout": 4}
+    assert time.monotonic() - started < 2.5  # four 3-s answers not awaited
+    assert states(ledger_url, "slow") == {mid: None for mid in ids.values()}
+
+
+def test_reconcile_refuses_the_embedded_emulator(ledger_url: str) -> None:
+    """The embedded emulator forgets its messages after its run: reconciling against it is refused."""
+    with pytest.raises(ValueError, match="cannot be queried later"):
+        reconcile_receipts("any", ledger_url, GatewaySettings(endpoint="emulator"))
 
 
 def test_queries_are_paced_and_a_refused_key_stops_the_run(

@@ -10,7 +10,8 @@ import pytest
 from phonenumbers import tzdata
 
 from globe_sms.campaign import Campaign, CampaignFileError
-from globe_sms.send_window import SendWindow, fixed_clock
+from globe_sms.clock import fixed_clock
+from globe_sms.send_window import SendWindow
 from tasks.deferral import DEPARTURE_MARGIN, WindowCheck
 from tasks.time_zones import TIME_ZONES, with_time_zones, zone_names
 

@@ -123,11 +123,6 @@ class TestSourceModels:
                 {"campaign_id": "c", "template": "hi", "source": {"kind": "postgres", "query": "x"}}
             )
 
-    def test_csv_source_is_still_importable_from_campaign(self) -> None:
-        from globe_sms.campaign import CsvSource as Reexported
-
-        assert Reexported is CsvSource
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Files

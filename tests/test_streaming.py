@@ -22,11 +22,11 @@ from globe_sms.campaign import Campaign
 from globe_sms.ledger import Ledger
 from globe_sms.template import MessageTemplate, TemplateError
 from globe_sms.validation_rules import TooManyRejects, ValidationRules
-from tasks.cost import PriceTable, estimate_cost, load_price_table
-from tasks.plan import PlannedBatches, plan_send, preview_plan
+from tasks.cost import PriceTable, estimate_cost, estimate_cost_of_parts, load_price_table
+from tasks.plan import PlannedBatches, plan_read_only, register_and_plan, reopen_and_plan
 from tasks.preview import build_preview
 from tasks.render import render_messages
-from tasks.spool import Spool, check_reject_share, reason_counts, spool_recipients, stream_campaign
+from tasks.spool import Spool, reason_counts, write_spool
 from tasks.validate import validate_recipients
 
 TEMPLATE = MessageTemplate(text="Hi {first_name}, code {code} – welcome")
@@ -70,7 +70,7 @@ def chunks(frame: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
 
 def spool(tmp_path: Path, rules: ValidationRules, rows: int, frame: pl.DataFrame | None = None) -> Spool:
     frame = recipients() if frame is None else frame
-    return spool_recipients(
+    return write_spool(
         chunks(frame, rows), tmp_path / f"spool-{rows}", phone_column="phone", template=TEMPLATE, rules=rules
     )
 
@@ -137,12 +137,10 @@ class TestSpool:
         frame = pl.DataFrame(
             {"phone": ["bad", "worse", "+6591234567", "+6591234568"], "first_name": "A", "code": "1"}
         )
-        strict = ValidationRules(max_reject_share=0.4)
-        result = spool(tmp_path, strict, 2, frame)
-        assert result.invalid == 2
         with pytest.raises(TooManyRejects, match=r"50\.00% of the recipients are invalid \(2 of 4 rows\)"):
-            check_reject_share(result, strict)
-        check_reject_share(result, ValidationRules(max_reject_share=0.5))
+            spool(tmp_path, ValidationRules(max_reject_share=0.4), 2, frame)
+        assert not (tmp_path / "spool-2").exists()  # removed: it holds phone numbers
+        assert spool(tmp_path, ValidationRules(max_reject_share=0.5), 2, frame).invalid == 2
 
     def test_a_failure_removes_the_spool_and_closes_the_source(self, tmp_path: Path) -> None:
         """A template naming a missing column fails on the first chunk: no folder left, the reader closed."""
@@ -156,7 +154,7 @@ class TestSpool:
 
         folder = tmp_path / "spool"
         with pytest.raises(TemplateError, match="nickname"):
-            stream_campaign(
+            write_spool(
                 source(), folder, phone_column="phone", template="Hi {nickname}", rules=ValidationRules()
             )
         assert not folder.exists() and closed == [True]
@@ -176,7 +174,7 @@ class TestSpool:
         messages, _ = reference(rules)
         result = spool(tmp_path, rules, 2)
         prices = load_price_table(Path(__file__).parents[1] / "examples" / "prices.csv")
-        cost = result.estimate_cost(prices)
+        cost = estimate_cost_of_parts(result.message_parts(), prices)
         whole = estimate_cost(messages, prices)
         assert cost.total == whole.total and cost.per_country.equals(whole.per_country)
         assert (cost.messages, cost.segments) == (whole.messages, whole.segments)
@@ -191,13 +189,13 @@ class TestSpool:
         """No default price: unpriced regions get null prices and costs and are listed, as in one frame."""
         messages, _ = reference(rules)
         prices = PriceTable.from_mapping({"HK": "0.05", "SG": "0.012345"})
-        cost = spool(tmp_path, rules, 2).estimate_cost(prices)
+        cost = estimate_cost_of_parts(spool(tmp_path, rules, 2).message_parts(), prices)
         whole = estimate_cost(messages, prices)
         assert cost.per_country.equals(whole.per_country) and cost.total == whole.total
         assert cost.unpriced == whole.unpriced and "MY" in cost.unpriced and "SG" not in cost.unpriced
 
     def test_an_empty_source_gives_an_empty_spool(self, tmp_path: Path) -> None:
-        result = spool_recipients(iter([]), tmp_path / "s", phone_column="phone", template=TEMPLATE)
+        result = write_spool(iter([]), tmp_path / "s", phone_column="phone", template=TEMPLATE)
         assert (result.source_rows, result.valid, result.rejected) == (0, 0, 0)
         assert (
             result.scan_messages().collect().height == 0
@@ -241,7 +239,7 @@ class TestPlanFromSpool:
         plans = []
         for source in (frame, frame.lazy(), tmp_path):
             with Ledger("sqlite://") as ledger:
-                plans.append(plan_send(ledger, campaign(tmp_path), source))
+                plans.append(register_and_plan(ledger, campaign(tmp_path), source))
         for plan in plans:
             batches = list(plan.batches)
             assert (
@@ -256,7 +254,7 @@ class TestPlanFromSpool:
         """Plan parts of 3 rows still give full batches of 4; the parts are files read one at a time."""
         monkeypatch.setattr("tasks.plan.PLAN_CHUNK_ROWS", 3)
         with Ledger("sqlite://") as ledger:
-            plan = plan_send(ledger, campaign(tmp_path), messages(10).lazy(), tmp_path / "plan")
+            plan = register_and_plan(ledger, campaign(tmp_path), messages(10).lazy(), tmp_path / "plan")
         assert isinstance(plan.batches, PlannedBatches)
         assert all(isinstance(part, Path) for part in plan.batches.parts) and len(plan.batches.parts) == 4
         assert [len(b) for b in plan.batches] == [4, 4, 2]
@@ -271,19 +269,19 @@ class TestPlanFromSpool:
 
         with Ledger("sqlite://") as ledger:
             monkeypatch.setattr(ledger, "pending", no_lookup)
-            plan = plan_send(ledger, campaign(tmp_path), messages(9).lazy())
+            plan = register_and_plan(ledger, campaign(tmp_path), messages(9).lazy())
         assert plan.registered == 9 and plan.recipients == 9
 
     def test_a_rerun_plans_only_what_is_still_pending(self, tmp_path: Path) -> None:
         """Rows accepted by an earlier run are registered but not planned again; batch numbers go on."""
         c = campaign(tmp_path)
         with Ledger(c.ledger) as ledger:
-            first = list(plan_send(ledger, c, messages(6)).batches)[0]
+            first = list(register_and_plan(ledger, c, messages(6)).batches)[0]
             ledger.mark_submitting(c.campaign_id, first.batch_no, list(first.phones))
             ledger.record_accepted(
                 c.campaign_id, first.batch_no, {p: f"id-{p}" for p in first.phones}, {}, "r1"
             )
-            again = plan_send(ledger, c, messages(9))
+            again = register_and_plan(ledger, c, messages(9))
         assert again.registered == 3 and again.recipients == 5 and again.already_final["accepted"] == 4
         assert [b.batch_no for b in again.batches] == [2, 3]
         assert not set(first.phones) & {p for b in again.batches for p in b.phones}
@@ -299,12 +297,77 @@ class TestPlanFromSpool:
             ledger.mark_submitting(c.campaign_id, 2, phones[1:2])
             ledger.mark_unknown(c.campaign_id, 2, [phones[1]], "ReadTimeout", None)
             before = ledger.counts(c.campaign_id)
-            plain = preview_plan(ledger, c, messages(6))
-            resend = preview_plan(ledger, c.model_copy(update={"resend_unknown": True}), messages(6))
+            plain = plan_read_only(ledger, c, messages(6))
+            resend = plan_read_only(ledger, c.model_copy(update={"resend_unknown": True}), messages(6))
             assert ledger.counts(c.campaign_id) == before
         assert [p for b in plain.batches for p in b.phones] == phones[2:]
         assert [p for b in resend.batches for p in b.phones] == phones[1:]
         assert plain.batches.first_batch_no == 3  # type: ignore[union-attr]
+
+
+class TestResendPlan:
+    """`reopen_and_plan` (the `plan-resend` task): chunk by chunk into plan parts, as `register_and_plan`.
+
+    The resend flow end to end is tested in tests/test_flow.py and tests/test_quiet_hours.py."""
+
+    def failed_campaign(self, tmp_path: Path, ledger: Ledger) -> tuple[Campaign, list[str]]:
+        """10 numbers: 0-3 failed AMOUNT_NOT_ENOUGH, 4-5 failed INVALID_SENDERID, 6 unknown, 7-9 accepted."""
+        c = campaign(tmp_path)
+        phones = messages(10)["phone"].to_list()
+        ledger.register(c.campaign_id, phones)
+        for no, (rows, code) in enumerate(
+            ((phones[:4], "AMOUNT_NOT_ENOUGH"), (phones[4:6], "INVALID_SENDERID")), start=1
+        ):
+            ledger.mark_submitting(c.campaign_id, no, rows)
+            ledger.record_failed(c.campaign_id, no, rows, code, "r")
+        ledger.mark_submitting(c.campaign_id, 3, phones[6:7])
+        ledger.mark_unknown(c.campaign_id, 3, phones[6:7], "ReadTimeout", None)
+        ledger.mark_submitting(c.campaign_id, 4, phones[7:])
+        ledger.record_accepted(c.campaign_id, 4, {p: f"m{p}" for p in phones[7:]}, {}, "r")
+        return c, phones
+
+    def test_the_chosen_rows_are_reopened_chunk_by_chunk_into_parts_on_disk(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Chunks of 3 messages: each chunk's chosen rows are reopened and written as a part; the batches
+        hold exactly them, in source order, numbered after the earlier runs' batches."""
+        monkeypatch.setattr("tasks.plan.PLAN_CHUNK_ROWS", 3)
+        with Ledger("sqlite://") as ledger:
+            c, phones = self.failed_campaign(tmp_path, ledger)
+            plan = reopen_and_plan(
+                ledger, c, messages(10).lazy(), ["failed", "unknown"], ["AMOUNT_NOT_ENOUGH"], tmp_path / "p"
+            )
+            counts = ledger.counts(c.campaign_id)
+        assert isinstance(plan.batches, PlannedBatches)
+        assert all(isinstance(part, Path) for part in plan.batches.parts) and len(plan.batches.parts) == 3
+        assert [list(b.phones) for b in plan.batches] == [phones[:4], [phones[6]]]
+        assert [b.batch_no for b in plan.batches] == [5, 6]
+        assert [list(b.messages) for b in plan.batches][1] == ["m6"]
+        assert plan.reopened == 5 and (counts["pending"], counts["failed"], counts["accepted"]) == (5, 2, 3)
+
+    def test_a_dry_run_counts_the_same_rows_and_changes_nothing(self, tmp_path: Path) -> None:
+        """The read-only resend plan picks the rows the real one would reopen; the ledger is untouched."""
+        with Ledger("sqlite://") as ledger:
+            c, phones = self.failed_campaign(tmp_path, ledger)
+            before = ledger.counts(c.campaign_id)
+            dry = c.model_copy(update={"dry_run": True})
+            plan = reopen_and_plan(ledger, dry, messages(10), ["failed"], [])
+            assert ledger.counts(c.campaign_id) == before
+        assert plan.reopened == 6 and [p for b in plan.batches for p in b.phones] == phones[:6]
+
+    def test_numbers_the_source_no_longer_renders_are_not_reopened(self, tmp_path: Path) -> None:
+        """Only the first 5 messages are rendered now: failed rows 5 and the unknown row stay as they were."""
+        with Ledger("sqlite://") as ledger:
+            c, phones = self.failed_campaign(tmp_path, ledger)
+            plan = reopen_and_plan(ledger, c, messages(5), ["failed", "unknown"])
+            rows = ledger.rows(c.campaign_id, columns=["phone", "status"])
+        assert plan.recipients == 5 and [p for b in plan.batches for p in b.phones] == phones[:5]
+        status = dict(rows.iter_rows())
+        assert status[phones[5]] == "failed" and status[phones[6]] == "unknown"
+
+    def test_only_failed_and_unknown_rows_can_be_resent(self, tmp_path: Path) -> None:
+        with Ledger("sqlite://") as ledger, pytest.raises(ValueError, match="only failed and unknown"):
+            reopen_and_plan(ledger, campaign(tmp_path), messages(2), ["accepted"])  # type: ignore[list-item]
 
 
 # ------------------------------------------------------------------------------------------------------------

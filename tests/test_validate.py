@@ -21,6 +21,7 @@ from globe_sms.validation_rules import RecipientSchemaError, TooManyRejects, Val
 from schemas.dialing_codes import METADATA_VERSION, code_for_region, dialing_tables, mobile_plan
 from schemas.recipients import RejectedRecipients, ValidRecipients, raw_recipients_schema
 from tasks.reasons import REASON_CODES
+from tasks.spool import Spool, write_spool
 from tasks.suppression import (
     SuppressionFileMissing,
     UnreadableOptOuts,
@@ -28,7 +29,7 @@ from tasks.suppression import (
     normalise_numbers,
 )
 from tasks.validate import validate_recipients
-from tasks.validation_result import ValidationResult, check_reject_share
+from tasks.validation_result import ValidationResult
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class Valid:
 
     country: str
     phone: str
+
+
+def spool_checked(frame: pl.DataFrame, folder: Path, **rules: object) -> Spool:
+    """Spool `frame` (one chunk, column `mobile`) as a run does; the reject share is checked on its totals."""
+    return write_spool(
+        iter([frame]), folder, phone_column="mobile", template="Hi", rules=ValidationRules(**rules)  # type: ignore[arg-type]
+    )
 
 
 def validate_one(raw: object, **rules: object) -> Valid | list[str]:
@@ -300,12 +308,12 @@ class TestDeduplication:
         result = validate_recipients(frame, "mobile", ValidationRules(default_region="GB"))
         assert result.valid["source_row"].to_list() == [1] and result.duplicates == 1
 
-    def test_duplicates_do_not_count_as_invalid(self) -> None:
+    def test_duplicates_do_not_count_as_invalid(self, tmp_path: Path) -> None:
         """A list repeated twice is not a broken source."""
         frame = pl.DataFrame({"mobile": ["+852 5123 4567"] * 4})
         result = validate_recipients(frame, "mobile")
         assert result.duplicates == 3 and result.invalid == 0
-        check_reject_share(result, ValidationRules(max_reject_share=0.0))
+        assert spool_checked(frame, tmp_path / "spool", max_reject_share=0.0).valid == 1
 
 
 class TestSuppression:
@@ -364,17 +372,16 @@ class TestSuppression:
 
 
 class TestRejectShare:
-    def test_too_many_rejects_names_share_and_threshold(self) -> None:
+    def test_too_many_rejects_names_share_and_threshold(self, tmp_path: Path) -> None:
         """The error says how much was invalid and what was allowed."""
-        result = validate_recipients(mixed_source(), "mobile")  # 8 of 14 rows invalid (3 and 11 only repeat)
+        # 8 of 14 rows invalid (3 and 11 only repeat)
         with pytest.raises(TooManyRejects, match=r"57\.14% .*8 of 14.*max_reject_share 10\.00%"):
-            check_reject_share(result, ValidationRules(max_reject_share=0.1))
+            spool_checked(mixed_source(), tmp_path / "spool", max_reject_share=0.1)
 
-    def test_share_at_the_threshold_passes(self) -> None:
+    def test_share_at_the_threshold_passes(self, tmp_path: Path) -> None:
         """Only a share above the threshold fails."""
-        result = validate_recipients(mixed_source(), "mobile")
-        check_reject_share(result, ValidationRules(max_reject_share=8 / 14))
-        check_reject_share(result, ValidationRules())  # default 1.0 never fails
+        assert spool_checked(mixed_source(), tmp_path / "a", max_reject_share=8 / 14).invalid == 8
+        assert spool_checked(mixed_source(), tmp_path / "b").invalid == 8  # default 1.0 never fails
 
     def test_too_many_rejects_is_a_value_error(self) -> None:
         """Callers catching ValueError see it."""

@@ -155,7 +155,7 @@ def ok(call: Call, description: str | None = None, **fields: object) -> Outcome:
     return business_outcome(call.request_id, "OK", description, **fields)
 
 
-def batch_send(call: Call, state: EmulatorState) -> Outcome:
+def send_batch(call: Call, state: EmulatorState) -> Outcome:
     """BatchSendMessageToGlobe: flow control, fault, checks, then accept the deliverable numbers."""
     params = call.params
     numbers, text_raw = json_strings(required(params, "To")), required(params, "Message")
@@ -246,7 +246,7 @@ def query_message(call: Call, state: EmulatorState) -> Outcome:
 
 
 HANDLERS: dict[str, Callable[[Call, EmulatorState], Outcome]] = {
-    BATCH_ACTION: batch_send,
+    BATCH_ACTION: send_batch,
     SEND_ACTION: send_one,
     "QueryMessage": query_message,
 }

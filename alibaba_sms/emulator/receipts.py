@@ -395,11 +395,6 @@ class ReceiptEngine:
         with self._lock:
             return [list(post) for post in self._posted]
 
-    def queued(self) -> int:
-        """Receipts still waiting to be pushed (due later, or to be retried)."""
-        with self._lock:
-            return len(self._queue) + self._in_flight
-
     def drain(self, timeout: float) -> bool:
         """Wait until every queued receipt was pushed or given up; True if the queue emptied in time.
 

@@ -37,7 +37,7 @@ Typical use by the send task::
 
     ledger.mark_submitting(campaign_id, batch_no, phones)       # committed
     try:
-        response = client.batch_send(..., task_id=task_id(campaign_id, batch_no))
+        response = client.send_batch(..., task_id=task_id(campaign_id, batch_no))
     except NotProcessed as exc:                                  # throttled, refused, bad signature
         ledger.release(campaign_id, batch_no, phones, exc.code)
     except MaybeProcessed as exc:                                # timeout, dropped connection, 5xx

@@ -18,15 +18,11 @@ from typing import Self
 from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from globe_sms.clock import utc_now
 from globe_sms.ledger.backends import make_engine
 from globe_sms.ledger.errors import LedgerUnreachable
 from globe_sms.ledger.migration import prepare_schema
 from globe_sms.ledger.url import LedgerLocation, masked_error, render_masked, resolve_ledger_url
-
-
-def utcnow() -> datetime:
-    """The current time, aware, in UTC (the default clock)."""
-    return datetime.now(UTC)
 
 
 class LedgerDatabase:
@@ -45,7 +41,7 @@ class LedgerDatabase:
             globe-sms migrated it) or not globe-sms's; nothing was changed.
     """
 
-    def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._clock = clock
         resolved = resolve_ledger_url(url)  # the one place a ledger URL's password is read
         try:
@@ -66,7 +62,7 @@ class LedgerDatabase:
             raise
 
     @classmethod
-    def open(cls, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> Self:
+    def open(cls, url: LedgerLocation, *, clock: Callable[[], datetime] = utc_now) -> Self:
         """Open the store at `url`; same as the constructor."""
         return cls(url, clock=clock)
 

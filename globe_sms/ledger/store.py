@@ -25,11 +25,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from globe_sms.clock import utc_now
 from globe_sms.ids import task_id
 from globe_sms.ledger import lease
 from globe_sms.ledger._sql import Outcome, apply_outcomes, phone_list, where_they_are
 from globe_sms.ledger.backends import values_table
-from globe_sms.ledger.database import LedgerDatabase, utcnow
+from globe_sms.ledger.database import LedgerDatabase
 from globe_sms.ledger.errors import LedgerStateError
 from globe_sms.ledger.lease import HeldLease, RunLease, RunOwner
 from globe_sms.ledger.schema import (
@@ -78,7 +79,7 @@ class Ledger(LedgerDatabase):
         ...     ledger.record_accepted("spring-sale", batch_no, {"85212345678": "1008"}, {}, "req-1")
     """
 
-    def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, url: LedgerLocation, *, clock: Callable[[], datetime] = utc_now) -> None:
         """Connect, and bring the schema to head (`globe_sms.ledger.migration`).
 
         Args:

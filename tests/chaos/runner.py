@@ -15,8 +15,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from flows.send_campaign import CampaignFailed, send_campaign  # imported here so the forkserver preloads it
+from flows.send_campaign import send_campaign  # imported here so the forkserver preloads it
 from globe_sms.campaign import Campaign
+from tasks.send_batches import CampaignFailed
 
 EXIT_COMPLETED, EXIT_CRASHED, EXIT_STOPPED = 0, 1, 3
 
