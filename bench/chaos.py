@@ -1,4 +1,4 @@
-"""Benchmark: exactly-once under chaos, the full form of tests/test_chaos.py, with figures.
+"""Benchmark: exactly-once under chaos, the full form of tests/{unit,integration}/test_chaos.py, with figures.
 
 Runs `--runs` seeded scenarios one after another against one real Prefect server (the test harness) and,
 per scenario, its own emulator with fault injection and a journal file. In each scenario the campaign flow

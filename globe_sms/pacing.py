@@ -50,7 +50,7 @@ pays it after its first call.
 with `PREFECT_SERVER_CSRF_PROTECTION_ENABLED` requires. The pacer keeps one client (`open_pacing_client`)
 from call to call, whose 503s come back at once through an httpx response hook instead of after the
 client's own 2-s retry sleep; what the pacer relies on in that client is pinned by
-tests/test_prefect_client.py.
+tests/integration/test_prefect_client.py.
 
 Waiting for the slot is bounded (`GatewaySettings.rate_limit_timeout_seconds`): past it, a `RateLimitTimeout`
 names the limit. Nothing has been sent at that point, so the batch goes back to pending.
@@ -193,7 +193,7 @@ def raise_when_busy(response: Any) -> None:
     Prefect's public client retries a 503 by itself after sleeping 2 s, then 4 s, 8 s...; it sleeps 2 s even
     with `PREFECT_CLIENT_MAX_RETRIES=0` (the sleep comes before the retry count is checked), and no setting
     takes 503 out of its retried codes. For a process waiting for the slot that is a missed turn: the pacer
-    asks again within ~50 ms itself instead. tests/test_prefect_client.py pins this behaviour.
+    asks again within ~50 ms itself instead. tests/integration/test_prefect_client.py pins this behaviour.
     """
     if response.status_code == 503:
         raise ServerBusy(response)
@@ -283,7 +283,7 @@ def try_rate_limit(client: Any, name: str) -> bool:
     Uses the public `increment_concurrency_slots`, which raises on a denial (423, with the server's
     `Retry-After`, which the pacer does not need: it watches the limit instead) and never retries one. With
     a client from `open_pacing_client()`, a busy server is handed back at once too.
-    tests/test_prefect_client.py pins both behaviours.
+    tests/integration/test_prefect_client.py pins both behaviours.
 
     Raises:
         ConcurrencySlotAcquisitionError: the limit does not exist (as `rate_limit(strict=True)`).

@@ -1,5 +1,10 @@
 """Shared fixtures: an isolated Prefect home, one real Prefect test server for the whole session, and the
-emulator fixtures of tests/emulator_fixtures.py for every test module.
+emulator fixtures of tests/emulator_fixtures.py for every test module, in tests/unit and tests/integration.
+
+The folders mirror what a test needs: tests/unit holds pure functions and models (no server, no network,
+no subprocess; `uv run pytest tests/unit` runs in seconds) and every test there is marked `unit`;
+tests/integration holds the tests of real servers (Prefect, the emulator, PostgreSQL, loopback HTTP) and real
+processes, marked `integration`. A unit test that asks for a server fixture fails, saying to move it.
 
 Prefect reads its settings at import, so the environment is set here, before anything imports prefect.
 """
@@ -39,6 +44,35 @@ from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
     start_emulator,
 )
 from tests.ledger_fixtures import clock, ledger, pg_url, url  # noqa: E402, F401 - fixtures
+
+_TESTS = Path(__file__).resolve().parent
+# Fixtures that start or reach a server; a test under tests/unit must not ask for any of them (`url` and
+# `ledger` are parametrised over the PostgreSQL server too).
+SERVER_FIXTURES = frozenset({
+    "prefect_server", "gateway", "emulator", "start_emulator", "shared_emulator", "no_proxy", "pg_url", "url",
+    "ledger", "recipients_api",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder (`unit` or `integration`) so that `-m` selects either."""
+    for item in items:
+        folder = Path(str(item.path)).resolve().relative_to(_TESTS).parts[0]
+        if folder in ("unit", "integration"):
+            item.add_marker(folder)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A unit test may not ask for a server: it fails, naming the fixtures, before any of them starts."""
+    if item.get_closest_marker("unit") is None:
+        return
+    wanted = sorted(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if wanted:
+        pytest.fail(
+            f"{item.nodeid} is under tests/unit but needs {', '.join(wanted)}: a unit test runs without a "
+            "server or network; move it to tests/integration",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

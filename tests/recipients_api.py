@@ -14,7 +14,8 @@ answers N nested arrays.
 
 Faults are scripted per page: `api.faults[(route, page)] = [503, 200]` answers 503 once, then normally;
 `api.faults[(route, page)] = [500] * 99` keeps failing. Every request is recorded in `api.requests`.
-Used by tests/test_sources.py and tests/test_streaming.py through `serve()`; the server thread is started like
+Used by tests/{unit,integration}/test_sources.py and tests/{unit,integration}/test_streaming.py through
+`serve()`; the server thread is started like
 the emulator's (`alibaba_sms/emulator/server.py`).
 """
 

@@ -1,7 +1,8 @@
 """The ledger's tables and statuses (batches are keyed as `globe_sms.ids.task_id` names them).
 
 The tables as the code uses them. The database gets them through Alembic revisions
-(`globe_sms/ledger/migrations/`): a change here needs a revision too, or `tests/test_ledger_migrations.py`
+(`globe_sms/ledger/migrations/`): a change here needs a revision too, or
+`tests/integration/test_ledger_migrations.py`
 fails (docs/ledger-migrations.md).
 """
 

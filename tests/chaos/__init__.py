@@ -5,5 +5,6 @@
 - `driver`: the parent: emulator with its journal file, children, kill points, reruns until done;
 - `check`: the invariants, from the emulator's journal file and the ledger.
 
-Used by `tests/test_chaos.py` (the short CI form) and `bench/chaos.py` (the full form with figures).
+Used by `tests/{unit,integration}/test_chaos.py` (the short CI form) and `bench/chaos.py` (the full form with
+figures).
 """

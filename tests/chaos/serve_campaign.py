@@ -1,4 +1,5 @@
-"""Serve the `send_campaign` flow as a deployment, the way an operator runs it (tests/test_ui_retry.py).
+"""Serve the `send_campaign` flow as a deployment, the way an operator runs it
+(tests/integration/test_ui_retry.py).
 
     PREFECT_API_URL=... PREFECT_RUNNER_POLL_FREQUENCY=1 python -m tests.chaos.serve_campaign DEPLOYMENT_NAME
 

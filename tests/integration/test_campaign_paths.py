@@ -2,7 +2,7 @@
 campaign without a file, and the leftovers of a run that was killed (its spool, its `submitting` rows).
 
 Real Prefect server, real emulator on loopback, real SQLite ledgers; the unit tests of the path rules are in
-tests/test_paths.py.
+tests/{unit,integration}/test_paths.py.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tests.emulator_fixtures import FLOW_RATE, StartEmulator
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 VALID = [
     "+85291234567", "+85291234568", "+85366123456", "+886912345678", "+6591234567", "+6591234568",
     "+447911123456", "+4915123456789", "+61412345678", "+60123456789",

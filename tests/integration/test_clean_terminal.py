@@ -8,7 +8,6 @@ test session (analytics off among them): what they print is what a user's first 
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -18,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from globe_sms.cli_run_log import WithoutTraceback, log_file, quiet_temporary_server
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 GLOBE_SMS = Path(sys.executable).with_name("globe-sms")  # the console script `uv run globe-sms` runs
 
@@ -93,35 +90,3 @@ def test_a_failing_send_prints_one_line_and_the_path_of_its_details(welcome: Pat
     log = details.read_text()
     assert "Traceback (most recent call last)" in log and "globe-sms send failed" in log
     assert "testsecret" not in log + done.stdout
-
-
-def test_a_users_own_analytics_setting_wins() -> None:
-    """Telemetry is turned off only where the user has not chosen."""
-    env: dict[str, str] = {}
-    quiet_temporary_server(env)
-    assert env == {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
-    quiet_temporary_server(env)
-    assert env == {"PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
-
-
-def test_the_terminal_loses_the_traceback_and_the_file_keeps_it() -> None:
-    """One record, two handlers: the console formatter drops the traceback without taking it from the file."""
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "it failed", None, sys.exc_info())
-    terminal = WithoutTraceback(logging.Formatter("%(message)s")).format(record)
-    file = logging.Formatter("%(message)s").format(record)
-    assert terminal == "it failed"
-    assert "Traceback" in file and "ValueError: boom" in file
-    assert WithoutTraceback(logging.Formatter("%(message)s")).format(record) == "it failed"  # exc_text cached
-
-
-def test_log_files_never_overwrite_each_other(tmp_path: Path) -> None:
-    """Two runs in the same second get two files; an odd campaign id makes a plain file name."""
-    first = log_file(tmp_path, "a/b c")
-    first.parent.mkdir(parents=True)
-    first.write_text("x")
-    second = log_file(tmp_path, "a/b c")
-    assert first != second and first.name.startswith("send-a_b_c-") and second.name.endswith("-2.log")

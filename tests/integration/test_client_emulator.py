@@ -1,6 +1,6 @@
 """Integration tests: our SmsClient over real loopback sockets against the emulator.
 
-Edge cases of parsing and error mapping are in tests/test_client_unit.py (httpx.MockTransport fakes).
+Edge cases of parsing and error mapping are in tests/unit/test_client_unit.py (httpx.MockTransport fakes).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@
 * `globe-sms deploy` names the weekly schedule's upcoming runs after their dated campaign;
 * the command `prefect deploy` suggests for `on-request` works: a dry run of the example, Completed.
 
-The harness is tests/test_workers.py's `PrefectStack` (own server, home and worker processes); the pieces
-(`globe_sms.checkout`, `globe_sms.scheduled_names`) are unit-tested at the end.
+The harness is tests/integration/test_workers.py's `PrefectStack` (own server, home and worker processes);
+the pieces
+(`globe_sms.checkout`, `globe_sms.scheduled_names`) are unit-tested in tests/unit/test_deploy_checks.py.
 """
 
 from __future__ import annotations
@@ -16,16 +17,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from globe_sms.checkout import deploy_time_problem, home_problem, run_time_problem
-from globe_sms.scheduled_names import campaign_run_name
-from tests.test_workers import ROOT, PrefectStack
+from tests.integration.test_workers import ROOT, PrefectStack
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -135,50 +133,3 @@ def test_deployments_explain_themselves(tmp_path: Path) -> None:
         assert finished.name == "welcome-2026-11" and finished.parameters["campaign"]["dry_run"] is True
     finally:
         stack.stop()
-
-
-class TestCheckout:
-    def test_home_problem_names_what_is_wrong(self, tmp_path: Path) -> None:
-        assert home_problem(str(ROOT)) is None
-        assert home_problem(None) == home_problem("  ") == home_problem("{{ $GLOBE_SMS_HOME }}")
-        assert "absolute" in str(home_problem("globe-sms"))
-        assert "not a directory" in str(home_problem(str(tmp_path / "x")))
-        assert "no prefect.yaml" in str(home_problem(str(tmp_path)))
-        assert deploy_time_problem({"GLOBE_SMS_HOME": str(ROOT)}) is None
-        assert str(deploy_time_problem({})).startswith("GLOBE_SMS_HOME is not set: set it to the absolute")
-        assert deploy_time_problem({}, ROOT / "prefect.yaml") is not None  # its pull step uses it
-        own = tmp_path / "prefect.yaml"
-        own.write_text("pull:\n  - prefect.deployments.steps.set_working_directory: {directory: /srv/x}\n")
-        assert deploy_time_problem({}, own) is None  # a prefect.yaml of one's own that does not
-
-    def test_the_run_time_line_says_where_it_looked(self, tmp_path: Path) -> None:
-        assert run_time_problem(str(ROOT)) is None
-        assert run_time_problem(str(tmp_path)) == (
-            f"the worker cannot find the globe-sms code at {tmp_path}: set GLOBE_SMS_HOME when deploying "
-            "(docs/deployments.md)"
-        )
-        assert "was not set when deploying" in str(run_time_problem(""))
-
-    def test_enter_checkout_moves_there_like_set_working_directory(
-        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-    ) -> None:
-        from globe_sms.checkout import enter_checkout
-
-        monkeypatch.chdir(tmp_path)
-        assert enter_checkout(str(ROOT)) == {"directory": str(ROOT)}
-        assert Path.cwd() == ROOT
-        monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
-        with pytest.raises(SystemExit) as stopped:
-            enter_checkout(str(tmp_path / "gone"))
-        assert stopped.value.code == 1
-
-
-class TestScheduledNames:
-    def test_a_dated_campaign_is_named_by_its_scheduled_date_in_its_zone(self) -> None:
-        sunday_evening_utc = datetime(2026, 5, 3, 20, 0, tzinfo=UTC)
-        params = {"campaign": {"campaign_id": "weekly-news-{date:Asia/Singapore}"}}
-        assert campaign_run_name(params, sunday_evening_utc) == "weekly-news-2026-05-04"
-        assert campaign_run_name({"campaign": {"campaign_id": "fixed"}}, sunday_evening_utc) == "fixed"
-        assert campaign_run_name({}, sunday_evening_utc) is None
-        unknown_zone = {"campaign": {"campaign_id": "x-{date:Nowhere/City}"}}
-        assert campaign_run_name(unknown_zone, sunday_evening_utc) is None

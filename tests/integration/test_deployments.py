@@ -3,7 +3,7 @@ event triggers, scheduled campaign ids, per-batch events and artifacts, and the 
 
 `globe-sms setup` and `prefect deploy` run as the user runs them, in subprocesses pointed at the test server.
 Flow runs of deployments are executed with `prefect flow-run execute` (what a process worker runs), so no
-worker is needed here; two workers sharing one account are in tests/test_workers.py.
+worker is needed here; two workers sharing one account are in tests/{unit,integration}/test_workers.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.emulator_fixtures import StartEmulator
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = {"send-campaign/send-campaign", "send-campaign/weekly-news", "send-campaign/on-request",
                "resend-campaign/resend"}
 NUMBERS = [f"+65912345{i:02d}" for i in range(12)]

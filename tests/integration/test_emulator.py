@@ -2,7 +2,8 @@
 
 The fixtures (tests/emulator_fixtures.py) come through tests/conftest.py.
 
-The official SDK against the same emulator: tests/test_emulator_sdk.py. Signing: tests/test_signing.py.
+The official SDK against the same emulator: tests/integration/test_emulator_sdk.py. Signing:
+tests/unit/test_signing.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `globe-sms emulator` as a real process: a non-loopback `--host` exits 2 before binding; with `--allow-remote`
 it serves and warns that its admin endpoints and journal are open. The Python API (`EmulatorServer`,
-`serve_forever`) follows the same rule through `allow_remote=`. The emulator itself: tests/test_emulator.py.
+`serve_forever`) follows the same rule through `allow_remote=`. The emulator itself:
+tests/integration/test_emulator.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Compatibility proof: the official SDK (`alibabacloud-dysmsapi20180501`) against the emulator.
 
 The SDK puts every parameter in the URL query with an empty body, and signs V3 (its default) or, with
-`signature_algorithm='v2'`, V1. Our own signing over the same emulator: tests/test_emulator.py.
+`signature_algorithm='v2'`, V1. Our own signing over the same emulator: tests/integration/test_emulator.py.
 The fixtures (tests/emulator_fixtures.py) come through tests/conftest.py.
 """
 

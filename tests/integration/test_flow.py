@@ -270,7 +270,8 @@ def test_logs_and_artifacts_hold_no_secret_and_no_full_number(
     assert not [t for t in texts for number in full_numbers if number in t]
 
 
-# -- two runs of one campaign at once: the run lease (at ledger level: tests/test_run_lease.py) -----------
+# -- two runs of one campaign at once: the run lease (at ledger level: tests/integration/test_run_lease.py)
+# -----------
 # "Another run" is played by the test: it takes the lease through its own Ledger, as a flow run would, and
 # may have a batch in flight (`submitting`).
 

@@ -44,7 +44,7 @@ from globe_sms.receipts import ReceiptStore
 from globe_sms.receipts.store import delivery_metadata
 from tests.ledger_fixtures import PG_URL, T0, Clock, numbers
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pre_alembic"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "pre_alembic"
 runner = CliRunner()
 
 SAMPLE_REVISION = '''
@@ -238,11 +238,11 @@ class TestHistory:
 
     def test_the_migrations_ship_inside_the_package(self) -> None:
         """No alembic.ini and no top-level folder: the wheel's `globe_sms` package holds everything."""
-        package = Path(__file__).parents[1] / "globe_sms"
+        package = Path(__file__).parents[2] / "globe_sms"
         assert migration.SCRIPT_LOCATION == package / "ledger" / "migrations"
         for name in ("env.py", "script.py.mako", "versions/0001_baseline.py"):
             assert (migration.SCRIPT_LOCATION / name).is_file()
-        assert not (Path(__file__).parents[1] / "alembic.ini").exists()
+        assert not (Path(__file__).parents[2] / "alembic.ini").exists()
 
 
 class TestMigrationsMatchTheMetadata:
@@ -377,8 +377,8 @@ class TestPreMigrationLedger:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                cwd=Path(__file__).parents[1],
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                cwd=Path(__file__).parents[2],
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
             )
             for kind in kinds
         ]
@@ -601,7 +601,7 @@ class TestCommands:
             capture_output=True,
             text=True,
             timeout=120,
-            cwd=Path(__file__).parents[1],
+            cwd=Path(__file__).parents[2],
         )
         assert done.returncode == 0, done.stderr
         assert versions(url) == [migration.head_revision()]
@@ -612,7 +612,7 @@ def test_send_with_a_ledger_from_a_newer_globe_sms_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The send stops before anything is read or sent, with the reason, exit status 2."""
-    examples = Path(__file__).parents[1] / "examples"
+    examples = Path(__file__).parents[2] / "examples"
     for name in ("welcome.yaml", "welcome.csv", "prices.csv"):
         shutil.copy(examples / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)

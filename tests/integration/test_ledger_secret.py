@@ -3,7 +3,8 @@
 The campaign names where the whole URL is kept (`ledger: {env: NAME}` or `{block: NAME}`); the URL, password
 included, is read only where the engine is created. These tests run the CLI and the flow against the real
 Prefect test server, the emulator and the real PostgreSQL (trust auth: any password is accepted, so a URL with
-one works), then read back everything the run left. Load-time refusals are in tests/test_load_checks.py.
+one works), then read back everything the run left. Load-time refusals are in
+tests/{unit,integration}/test_load_checks.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 While the gateway is down, calls fail to connect: nothing was sent, so the ledger puts the batch back to
 pending and Prefect's task retries (backoff 2 s, 4 s, 8 s) send it once the gateway is back. The journal file
 is shared by both gateway processes' lifetimes, so it holds everything that was accepted. Faults and kills are
-in tests/test_chaos.py.
+in tests/{unit,integration}/test_chaos.py.
 
 Timing: about 20 s on an idle 2-core machine. The Prefect test server runs on SQLite; on a loaded machine some
 rate-limit acquisitions fail there with "database is locked" (HTTP 503), which Prefect's client retries after

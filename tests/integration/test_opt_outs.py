@@ -3,7 +3,7 @@ a real Prefect test server and the emulator on loopback.
 
 An unreadable opt-out line stops the campaign with exit 2 and nothing sent; `suppression_unreadable: ignore`
 sends and counts them; an extension still suppresses; a missing file is refused before any flow run.
-Unit tests of the parser are in tests/test_suppression.py.
+Unit tests of the parser are in tests/unit/test_suppression.py.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from globe_sms.campaign import Campaign
 from globe_sms.cli import app
 from globe_sms.pacing import Pacer, PrefectWaitingRoom, ensure_global_limit, try_rate_limit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NUMBERS = [f"+6591{i:06d}" for i in range(12)] + [f"+85291{i:06d}" for i in range(9)]
 
 pytestmark = pytest.mark.timeout(300)

@@ -21,7 +21,7 @@ from globe_sms.campaign import Campaign
 from globe_sms.cli import EXIT_OK, app
 from globe_sms.ledger import Ledger
 from tests.emulator_fixtures import FLOW_RATE
-from tests.test_flow import batch_requests, e164_digits
+from tests.integration.test_flow import batch_requests, e164_digits
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

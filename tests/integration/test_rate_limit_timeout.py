@@ -2,7 +2,7 @@
 
 When another run holds the slot too long (or the limit is stuck), the batch must fail with an error that
 names the limit, and its rows must stay pending: nothing was sent. The pacer's spacing is unit-tested
-in tests/test_pacing.py.
+in tests/{unit,integration}/test_pacing.py.
 """
 
 from __future__ import annotations

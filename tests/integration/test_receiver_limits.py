@@ -1,7 +1,8 @@
 """The receipt receiver's limits over real sockets: a push body over `max_body_bytes` is answered 413 without
 being read to its end, and JSON nested deeper than the parser goes is a 400, not a 500.
 
-The token and the receipts themselves are tested in tests/test_receipts_auth.py and tests/test_receipts.py.
+The token and the receipts themselves are tested in tests/{unit,integration}/test_receipts_auth.py and
+tests/{unit,integration}/test_receipts.py.
 """
 
 from __future__ import annotations

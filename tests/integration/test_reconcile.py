@@ -1,7 +1,7 @@
 """Reconciliation through QueryMessage, "retry failed only", and the example campaign's delivery report:
 flows on the real Prefect test server, the emulator and the receipt receiver over loopback sockets.
 
-Parsing, merging, the store and the receiver alone: tests/test_receipts.py.
+Parsing, merging, the store and the receiver alone: tests/{unit,integration}/test_receipts.py.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from globe_sms.receipts.receiver import ReceiverServer
 from globe_sms.receipts.reconcile import QueryPacer, query_pacer, reconcile
 from globe_sms.receipts.retry import reopen_failed_deliveries
 from tests.emulator_fixtures import KEY, StartEmulator
-from tests.test_receipts import WEBHOOK_STATE, send_and_record
+from tests.integration.test_receipts import WEBHOOK_STATE, send_and_record
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 MIX = {"delivered_weight": 0.5, "failed_weight": 0.3, "expired_weight": 0.1, "stuck_weight": 0.1}
 
 

@@ -1,7 +1,9 @@
 """The campaign run lease (`globe_sms.ledger.lease`) against SQLite files and the real PostgreSQL server.
 
-Every ledger test runs on both backends (the fixtures of tests/test_ledger.py); the clock is injected, so a
-lease expires without sleeping. The flows that hold the lease are tested at the end of tests/test_flow.py.
+Every ledger test runs on both backends (the fixtures of tests/integration/test_ledger.py); the clock is
+injected, so a
+lease expires without sleeping. The flows that hold the lease are tested at the end of
+tests/integration/test_flow.py.
 """
 
 from __future__ import annotations

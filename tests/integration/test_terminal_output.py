@@ -5,16 +5,12 @@ and do not crash on them."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
-from globe_sms import cli, cli_receipts
 from globe_sms.cli import EXIT_BAD_INPUT, app
-from globe_sms.terminal import plain, problem
 
 runner = CliRunner()
 
@@ -34,17 +30,6 @@ validation:
 MARKUP = ["[bold]x[/bold]", "[/oops]", "[red]r", ":thumbs_up: [link=http://x]y[/link]"]
 
 
-@pytest.fixture(autouse=True)
-def wide_consoles() -> Iterator[None]:
-    """Wide enough that no cell is wrapped, so the literal text can be looked for in the output."""
-    consoles = (cli.console, cli_receipts.console)
-    for console in consoles:
-        console.width = 400
-    yield
-    for console in consoles:
-        console.width = None  # type: ignore[assignment] - back to detecting the terminal's width
-
-
 def campaign_in(folder: Path, *, header: list[str] | None = None, template: str = "Hi {first_name}") -> Path:
     """A campaign in `folder`; its list has markup in cells (and in a header unless `header` is given).
 
@@ -60,25 +45,6 @@ def campaign_in(folder: Path, *, header: list[str] | None = None, template: str 
         csv.writer(handle).writerows(rows)
     (folder / "campaign.yaml").write_text(CAMPAIGN.replace('"Hi {first_name}"', f'"{template}"'))
     return folder / "campaign.yaml"
-
-
-class TestPlainAndProblem:
-    def test_markup_and_emoji_codes_print_as_text(self) -> None:
-        """`plain` and `problem` give rich nothing to interpret; a trailing backslash stays one backslash."""
-        console = Console(record=True, width=200)
-        for value in [*MARKUP, "ends with \\"]:
-            console.print(plain(value))
-            console.print(problem("error:", f"column {value!r} is missing"))
-        text = console.export_text()
-        for value in [*MARKUP, "ends with \\"]:
-            assert f"{value}\n" in text and f"error: column {value!r} is missing\n" in text
-
-    def test_a_plain_string_would_have_crashed(self) -> None:
-        """The failure these helpers prevent: rich reads `[/oops]` as a closing tag."""
-        from rich.errors import MarkupError
-
-        with pytest.raises(MarkupError):
-            Console(record=True).print("column [/oops]")
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -129,11 +95,3 @@ class TestSendPrintsData:
         result = runner.invoke(app, ["send", str(campaign), "--dry-run"])
         assert result.exit_code == EXIT_BAD_INPUT, result.output
         assert "[/oops]" in result.output and "[bold]b" in result.output
-
-
-def test_receipts_report_prints_a_markup_campaign_id_verbatim(tmp_path: Path) -> None:
-    """`receipts report` of a campaign id full of markup: no crash, the id printed as given."""
-    ledger = f"sqlite:///{tmp_path}/ledger.db"
-    result = runner.invoke(app, ["receipts", "report", "[/oops][bold]", "--ledger", ledger])
-    assert result.exit_code == 0, result.output
-    assert "[/oops][bold]" in result.output

@@ -3,7 +3,8 @@
 The UI's Retry button sends `POST /flow_runs/{id}/set_state` with `{type: SCHEDULED, name: AwaitingRetry}` and
 `force: true` (shared/reference/prefect-notes.md §2); the serving process then runs the *same* flow run
 again. Batch tasks are not cached, so every task re-executes: it is the ledger that keeps the batches already
-sent from going out again. Crash-free reruns are in tests/test_flow.py, crashes in tests/test_chaos.py.
+sent from going out again. Crash-free reruns are in tests/integration/test_flow.py, crashes in
+tests/{unit,integration}/test_chaos.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from globe_sms.ledger import Ledger
 from tests.chaos.scenario import valid_numbers
 from tests.emulator_fixtures import StartEmulator
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RATE = 20.0
 DEPLOYMENT = f"ui-retry-{os.getpid()}"
 

@@ -7,12 +7,10 @@ the client `open_gateway` builds and `GatewaySettings.longest_lease_gap_seconds`
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from globe_sms.batch_timing import BatchTiming
 from globe_sms.campaign import GatewaySettings
-from globe_sms.gateway import open_gateway
 from tasks.send import send_batch, send_batch_with_retries
 
 
@@ -52,17 +50,6 @@ def test_the_decorated_task_has_the_default_campaigns_retries() -> None:
         default.retry_jitter_factor,
     )
     assert send_batch.retries == 3 and send_batch.retry_delay_seconds == [2.0, 4.0, 8.0]
-
-
-def test_the_gateway_client_times_out_as_the_lease_check_assumes() -> None:
-    """The client `open_gateway` builds has the read timeout of the settings and BatchTiming's connect
-    timeout: the same numbers the lease check adds up."""
-    settings = GatewaySettings(read_timeout_seconds=7.5)
-    timing = settings.batch_timing
-    with open_gateway(settings, use_prefect_limit=False) as gateway:
-        timeout = gateway.client.timeout
-    assert timeout == httpx.Timeout(7.5, connect=timing.connect_timeout_seconds)
-    assert timeout.connect + timeout.read == timing.longest_call_seconds
 
 
 def test_timings_without_retries_have_no_back_off() -> None:

@@ -27,7 +27,8 @@ class TestCampaignFields:
         campaign = Campaign.parse(BASE)
         assert campaign.batch_size == 1000 and campaign.message_type == "NOTIFY"
         assert campaign.gateway.endpoint == "emulator" and campaign.gateway.signature_version == "v3"
-        assert campaign.ledger is None and campaign.dry_run is False  # the default: tests/test_paths.py
+        # the default: tests/{unit,integration}/test_paths.py
+        assert campaign.ledger is None and campaign.dry_run is False
         assert campaign.template.text == "Hi {first_name}"
 
     @pytest.mark.parametrize(
@@ -81,7 +82,7 @@ class TestCampaignFields:
 
 class TestCampaignFile:
     def test_example_campaign_loads_with_paths_resolved(self) -> None:
-        campaign = Campaign.from_yaml(Path(__file__).parents[1] / "examples" / "welcome.yaml")
+        campaign = Campaign.from_yaml(Path(__file__).parents[2] / "examples" / "welcome.yaml")
         assert Path(campaign.source.path).is_file()
         assert campaign.gateway.endpoint == "emulator"
 

@@ -2,7 +2,8 @@
 
 `tests/fixtures/schema/campaign.json` is the schema as it stood before the models moved down (issue #14):
 moving a model between modules must not change a field, a description, a default or a bound of the form.
-A deliberate change of the form updates the fixture in the same commit (`python tests/test_campaign_schema.py`
+A deliberate change of the form updates the fixture in the same commit (`python
+tests/unit/test_campaign_schema.py`
 writes it).
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from globe_sms.campaign import Campaign
 
-FIXTURE = Path(__file__).parent / "fixtures" / "schema" / "campaign.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "schema" / "campaign.json"
 
 
 def test_the_campaign_form_is_unchanged() -> None:

@@ -1,6 +1,6 @@
 """Unit tests for the client's parsing, error mapping and endpoint rules, through httpx.MockTransport fakes.
 
-The same client runs over real sockets against the emulator in tests/test_client_emulator.py.
+The same client runs over real sockets against the emulator in tests/integration/test_client_emulator.py.
 """
 
 from __future__ import annotations

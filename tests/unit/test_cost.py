@@ -1,6 +1,6 @@
 """Unit tests for tasks.cost: the price table CSV, per-message and per-country cost, and the budget gate.
 
-Messages come from tasks.render (tested in tests/test_render.py).
+Messages come from tasks.render (tested in tests/unit/test_render.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tasks.cost import (
 )
 from tasks.render import render_messages
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "prices.csv"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prices.csv"
 REQUIRED_REGIONS = "HK MO TW SG MY TH ID PH VN GB US DE FR AU IN JP KR AE".split()
 
 

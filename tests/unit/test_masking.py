@@ -1,6 +1,6 @@
 """Masking of phone numbers (globe_sms/masking.py): the last four digits of every number in a value hidden,
 the scalar and the vectorised paths agreeing. The rejects artifact of a real run is checked in
-tests/test_spreadsheet_safety.py."""
+tests/{unit,integration}/test_spreadsheet_safety.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Unit tests for phone normalisation (`tasks/normalise.py`) and per-country rules (`tasks/mobile_rules.py`).
 
-The end-to-end outcome of each tricky number (valid or which reasons) is in tests/test_validate.py; agreement
-with phonenumbers on random numbers is in tests/test_validate_properties.py.
+The end-to-end outcome of each tricky number (valid or which reasons) is in tests/unit/test_validate.py;
+agreement
+with phonenumbers on random numbers is in tests/unit/test_validate_properties.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """No module of ours (package, flows, tasks, tests, bench, examples) reaches into Prefect's private names.
 
 Private names move between Prefect releases without notice, and requests sent around Prefect's public client
-skip the headers it adds (a CSRF-protected server then answers 403: tests/test_prefect_csrf.py). So every
+skip the headers it adds (a CSRF-protected server then answers 403: tests/integration/test_prefect_csrf.py).
+So every
 `.py` file of the repository is parsed (ast, never imported) and the test names each file and line that:
 
 * imports a private Prefect module or name (`prefect.concurrency._asyncio`, `from prefect.x import _y`);
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from tests.import_graph import edges, is_private, private_owner, within
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SKIPPED_DIRS = {".venv", ".git", ".ruff_cache", "node_modules", "__pycache__", "build", "dist"}
 
 
@@ -39,7 +40,8 @@ def dotted(node: ast.expr) -> list[str] | None:
 def private_uses(source: str, filename: str = "<source>") -> Iterator[tuple[int, str]]:
     """(line, what) for each use of a private Prefect name or of a client's `_client` in `source`.
 
-    The imports are read by `tests.import_graph`, the same reader tests/test_layers.py uses (which holds our
+    The imports are read by `tests.import_graph`, the same reader tests/{unit,integration}/test_layers.py
+    uses (which holds our
     packages to the wider rule: no private module or name of any other package).
     """
     for edge in edges(source, "<checked>", filename=filename):

@@ -1,7 +1,7 @@
 """Unit tests for tasks.render: template parsing and compilation, the null policy, per-recipient templates,
 smart replacement, the UCS-2 culprit report and the rendered-messages schema.
 
-Segment counting itself is tested in tests/test_segments.py; cost in tests/test_cost.py.
+Segment counting itself is tested in tests/unit/test_segments.py; cost in tests/unit/test_cost.py.
 """
 
 from __future__ import annotations

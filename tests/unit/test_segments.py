@@ -2,7 +2,7 @@
 
 smsutil (a test-only dependency) is the oracle on random strings. Where it departs from the documented rules
 (an empty message, a raw ESC character) the documented rule is tested on its own; see `TestOracleCorners`.
-Rendering is tested in tests/test_render.py.
+Rendering is tested in tests/unit/test_render.py.
 """
 
 from __future__ import annotations

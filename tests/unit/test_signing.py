@@ -1,6 +1,7 @@
 """Unit tests for request signing against the published vectors (alibaba-sms-api.md §4, §5, §10).
 
-The emulator verifies with the same functions; tests/test_emulator_sdk.py shows the official SDK agrees.
+The emulator verifies with the same functions; tests/integration/test_emulator_sdk.py shows the official SDK
+agrees.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from alibaba_sms.signing import (
     v3_string_to_sign,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "signing"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "signing"
 NONCE = "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"
 SMS_PARAMS = {
     "To": '["85212345678","6591234567"]',

@@ -1,6 +1,7 @@
 """Unit tests of opt-out lists: reading messy files, reading entries as numbers, the errors and masking.
 
-Integration tests (the CLI and the flow on files, PostgreSQL and the emulator) are in tests/test_opt_outs.py.
+Integration tests (the CLI and the flow on files, PostgreSQL and the emulator) are in
+tests/integration/test_opt_outs.py.
 """
 
 from __future__ import annotations

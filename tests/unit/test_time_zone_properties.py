@@ -6,7 +6,8 @@ country gets the zones of its prefix, any other type every zone of its calling c
 window open in a zone the number cannot be in), never fewer (the bug: texting someone at night). Checked on
 every region's example number of every type, and on random valid numbers around them.
 
-Zone unit tests are in tests/test_send_window.py; the flow end to end in tests/test_quiet_hours.py.
+Zone unit tests are in tests/unit/test_send_window.py; the flow end to end in
+tests/integration/test_quiet_hours.py.
 """
 
 from __future__ import annotations

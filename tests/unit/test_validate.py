@@ -1,7 +1,7 @@
 """Tests for `validate_recipients`: tricky-number table, reasons, dedupe, suppression, reject share, schemas.
 
-Normalisation details are unit-tested in tests/test_normalise.py; agreement with phonenumbers on random
-numbers is in tests/test_validate_properties.py.
+Normalisation details are unit-tested in tests/unit/test_normalise.py; agreement with phonenumbers on random
+numbers is in tests/unit/test_validate_properties.py.
 """
 
 from __future__ import annotations

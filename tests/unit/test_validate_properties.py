@@ -4,7 +4,8 @@ The oracle for "sendable" is phonenumbers' own answer: the number parses, `is_va
 MOBILE or FIXED_LINE_OR_MOBILE, it is not +86 and not a non-geographic code. The vectorised rules must agree
 on at least 99.9% of random valid and invalid numbers, on the verdict and on the country.
 
-The tricky-number table is in tests/test_validate.py; normalisation unit tests in tests/test_normalise.py.
+The tricky-number table is in tests/unit/test_validate.py; normalisation unit tests in
+tests/unit/test_normalise.py.
 """
 
 from __future__ import annotations
