@@ -44,6 +44,7 @@ from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
     start_emulator,
 )
 from tests.ledger_fixtures import clock, ledger, pg_url, url  # noqa: E402, F401 - fixtures
+from tests.recipients_api import recipients_api  # noqa: E402, F401 - fixtures
 
 _TESTS = Path(__file__).resolve().parent
 # Fixtures that start or reach a server; a test under tests/unit must not ask for any of them (`url` and

@@ -8,7 +8,6 @@ here. Every server runs on a free loopback port in a daemon thread and is stoppe
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,19 +25,6 @@ FLOW_RATE = 20.0
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 StartEmulator = Callable[..., EmulatorServer]
-
-
-class FakeClock:
-    """Wall-clock seconds that move only when told to; starts at the real time so signatures stay fresh."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

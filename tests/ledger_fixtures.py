@@ -1,9 +1,9 @@
 """Fixtures and helpers for the tests that open a `Ledger` on SQLite and on the real PostgreSQL server.
 
 `tests/conftest.py` imports the fixtures (`pg_url`, `url`, `clock`, `ledger`), so test modules ask for them by
-name and import only the helpers (`Clock`, `T0`, `numbers`). PostgreSQL tests share one throwaway schema per
-session (dropped at the end) and a fresh campaign id per test; they are skipped, with the reason, only when
-the server is unreachable.
+name and import only the helper `numbers` (the `clock` is a `tests.clocks.FakeWallClock`). PostgreSQL tests
+share one throwaway schema per session (dropped at the end) and a fresh campaign id per test; they are
+skipped, with the reason, only when the server is unreachable.
 """
 
 from __future__ import annotations
@@ -11,29 +11,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from globe_sms.ledger import Ledger
+from tests.clocks import FakeWallClock
 
 PG_URL = os.environ.get("GLOBE_SMS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 1.0) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
 
 
 def numbers(n: int, start: int = 85_290_000_000) -> list[str]:
@@ -73,11 +58,11 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeWallClock:
+    return FakeWallClock()
 
 
 @pytest.fixture
-def ledger(url: str, clock: Clock) -> Iterator[Ledger]:
+def ledger(url: str, clock: FakeWallClock) -> Iterator[Ledger]:
     with Ledger.open(url, clock=clock) as opened:
         yield opened

@@ -196,3 +196,11 @@ def serve(api: RecipientsApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiSe
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def recipients_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
+    """The recipients API on a loopback port over `records(10)`, 3 a page; a test may replace
+    `recipients_api.api.records` (or add `faults`) before its first request."""
+    with serve(RecipientsApi(records(10)), monkeypatch) as server:
+        yield server

@@ -25,10 +25,10 @@ from alibaba_sms.emulator import DroppedConnection, EmulatorConfig, create_app, 
 from alibaba_sms.emulator import EmulatorServer as Server
 from alibaba_sms.emulator.app import segments
 from alibaba_sms.signing import API_VERSION, AcsV3Auth, format_timestamp, v1_signature, v1_string_to_sign
+from tests.clocks import FakeEpochClock
 from tests.emulator_fixtures import (
     BATCH,
     KEY,
-    FakeClock,
     StartEmulator,
     batch_params,
     call,
@@ -282,7 +282,7 @@ class TestFlowControl:
         self, start_emulator: StartEmulator
     ) -> None:
         """Default 1 call/s per key: a call sooner than 1 s after the last admitted one is Throttling.User."""
-        clock = FakeClock()
+        clock = FakeEpochClock()
         server = start_emulator(clock=clock)
         with signed_client(server) as client:
             assert send_batch(client, [HK]).json()["ResponseCode"] == "OK"
@@ -298,7 +298,7 @@ class TestFlowControl:
 
     def test_rate_is_per_access_key_and_configurable(self, start_emulator: StartEmulator) -> None:
         """Another key has its own window; at 4 calls/s, 0.25 s apart is enough."""
-        clock = FakeClock()
+        clock = FakeEpochClock()
         server = start_emulator(clock=clock, batch_calls_per_second=4, credentials={"a": "1", "b": "2"})
         with (
             signed_client(server, key=AccessKey.of("a", "1")) as a,
@@ -312,7 +312,7 @@ class TestFlowControl:
 
     def test_unlimited_rate(self, start_emulator: StartEmulator) -> None:
         """batch_calls_per_second=0 turns flow control off."""
-        server = start_emulator(batch_calls_per_second=0, clock=FakeClock())
+        server = start_emulator(batch_calls_per_second=0, clock=FakeEpochClock())
         with signed_client(server) as client:
             assert [send_batch(client, [HK]).json()["ResponseCode"] for _ in range(3)] == ["OK"] * 3
 

@@ -25,7 +25,8 @@ from globe_sms.ledger import (
     LedgerStateError,
     Status,
 )
-from tests.ledger_fixtures import T0, Clock, numbers
+from tests.clocks import T0, FakeWallClock
+from tests.ledger_fixtures import numbers
 
 ALL_STATUSES = {"pending", "submitting", "accepted", "failed", "unknown"}
 
@@ -135,7 +136,9 @@ class TestRegister:
         with pytest.raises(ValueError, match="countries"):
             ledger.register(campaign, numbers(2), ["HK"])
 
-    def test_rows_are_stamped_by_the_clock_in_utc(self, ledger: Ledger, campaign: str, clock: Clock) -> None:
+    def test_rows_are_stamped_by_the_clock_in_utc(
+        self, ledger: Ledger, campaign: str, clock: FakeWallClock
+    ) -> None:
         """created_at / updated_at come back timezone-aware UTC, equal to the injected clock."""
         ledger.register(campaign, numbers(1))
         row = ledger.rows(campaign).row(0, named=True)
@@ -145,7 +148,9 @@ class TestRegister:
 
 
 class TestLifecycle:
-    def test_submitting_then_accepted_and_failed(self, ledger: Ledger, campaign: str, clock: Clock) -> None:
+    def test_submitting_then_accepted_and_failed(
+        self, ledger: Ledger, campaign: str, clock: FakeWallClock
+    ) -> None:
         """pending -> submitting -> accepted / failed, with MessageId, error code, request id, batch row."""
         ledger.register(campaign, numbers(5))
         batch = numbers(3)
@@ -426,7 +431,7 @@ class TestIllegalTransitions:
 
 class TestRecovery:
     def test_crash_leaves_submitting_and_the_next_run_makes_it_unknown(
-        self, url: str, campaign: str, clock: Clock
+        self, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """mark_submitting, close (crash), reopen: rows are still submitting, then recovered as unknown."""
         crashed = Ledger.open(url, clock=clock)

@@ -42,7 +42,8 @@ from globe_sms.ledger.backends import make_engine
 from globe_sms.paths import default_ledger_url
 from globe_sms.receipts import ReceiptStore
 from globe_sms.receipts.store import delivery_metadata
-from tests.ledger_fixtures import PG_URL, T0, Clock, numbers
+from tests.clocks import T0, FakeWallClock
+from tests.ledger_fixtures import PG_URL, numbers
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "pre_alembic"
 runner = CliRunner()
@@ -276,7 +277,7 @@ class TestPreMigrationLedger:
         run_sql_file(empty_url, "ledger", "receipts")
         fill_old_ledger(empty_url)
         assert versions(empty_url) == []
-        clock = Clock()
+        clock = FakeWallClock()
         with Ledger(empty_url, clock=clock) as ledger:
             assert_old_rows_intact(ledger)
             ledger.acquire_run_lease("old", RunOwner.this_process("run-1"), 60)

@@ -31,9 +31,9 @@ from globe_sms.receipts import (
 )
 from globe_sms.receipts.receiver import ReceiverServer
 from globe_sms.receipts.retry import reopen_failed_deliveries
+from tests.clocks import FakeEpochClock
 from tests.emulator_fixtures import (
     KEY,
-    FakeClock,
     StartEmulator,
 )
 
@@ -400,7 +400,7 @@ class TestEmulatorPush:
         self, receiver: ReceiverServer, start_emulator: StartEmulator
     ) -> None:
         """Before the outcome is due QueryMessage says 3 (sending) and nothing is pushed; then both agree."""
-        clock = FakeClock()
+        clock = FakeEpochClock()
         emulator = start_emulator(
             batch_calls_per_second=None,
             seed=3,

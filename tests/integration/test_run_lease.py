@@ -22,7 +22,8 @@ import pytest
 from globe_sms.campaign import GatewaySettings
 from globe_sms.ledger import CampaignBusy, Ledger, RunLease, RunLeaseLost, RunOwner
 from globe_sms.ledger.lease import pid_scope
-from tests.ledger_fixtures import T0, Clock, numbers
+from tests.clocks import T0, FakeWallClock
+from tests.ledger_fixtures import numbers
 
 TTL = 60.0
 RACERS = 8
@@ -45,7 +46,9 @@ def dead_pid() -> int:
     return child.pid
 
 
-def race(url: str, clock: Clock, attempt: Callable[[Ledger, int], RunLease]) -> list[RunLease | Exception]:
+def race(
+    url: str, clock: FakeWallClock, attempt: Callable[[Ledger, int], RunLease]
+) -> list[RunLease | Exception]:
     """Run `attempt` in `RACERS` threads at once, each with its own ledger (own engine and connections)."""
     ledgers = [Ledger.open(url, clock=clock) for _ in range(RACERS)]
     barrier = threading.Barrier(RACERS)
@@ -70,7 +73,7 @@ def race(url: str, clock: Clock, attempt: Callable[[Ledger, int], RunLease]) -> 
 
 class TestAcquireAndRelease:
     def test_a_free_campaign_is_acquired_and_then_busy_for_anyone_else(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """The first run gets the lease; a second one gets CampaignBusy naming the holder and the expiry."""
         taken = ledger.acquire_run_lease(campaign, owner("first"), TTL)
@@ -88,7 +91,7 @@ class TestAcquireAndRelease:
         assert caught.value.expires_at == taken.expires_at and ledger.run_lease(campaign) == taken
 
     def test_release_frees_the_campaign_and_touches_only_its_own_lease(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """Only the acquiring ledger releases; a second release, or one by a non-holder, changes nothing."""
         with Ledger.open(url, clock=clock) as other:
@@ -107,7 +110,9 @@ class TestAcquireAndRelease:
             _ = 1 / 0
         assert ledger.run_lease(campaign) is None
 
-    def test_leases_are_per_campaign(self, ledger: Ledger, url: str, campaign: str, clock: Clock) -> None:
+    def test_leases_are_per_campaign(
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
+    ) -> None:
         """Holding one campaign does not block another."""
         ledger.acquire_run_lease(campaign, owner("first"), TTL)
         with Ledger.open(url, clock=clock) as other:
@@ -123,7 +128,7 @@ class TestAcquireAndRelease:
 
 class TestExpiryAndTakeover:
     def test_an_expired_lease_is_taken_over(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """Busy until the expiry, free at it (a crashed run's lease expires by itself)."""
         ledger.acquire_run_lease(campaign, owner("crashed"), TTL)
@@ -137,7 +142,7 @@ class TestExpiryAndTakeover:
         assert ledger.run_lease(campaign) == taken
 
     def test_renewal_extends_the_lease_from_now(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """A renewed lease stays busy past its first expiry."""
         ledger.acquire_run_lease(campaign, owner("first"), TTL)
@@ -148,7 +153,7 @@ class TestExpiryAndTakeover:
             other.acquire_run_lease(campaign, owner("second"), TTL)
 
     def test_renewal_after_a_takeover_fails_loudly_and_so_do_fenced_writes(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """The slow run learns it lost the lease: renewal and fenced writes refuse, rows untouched."""
         ledger.register(campaign, numbers(4))
@@ -176,7 +181,7 @@ class TestExpiryAndTakeover:
             assert other.run_lease(campaign) is not None and other.run_lease(campaign).owner == "run-next"
 
     def test_an_expired_lease_nobody_took_is_still_renewable(
-        self, ledger: Ledger, campaign: str, clock: Clock
+        self, ledger: Ledger, campaign: str, clock: FakeWallClock
     ) -> None:
         """Past its expiry but not taken over, the lease is still the run's own: renewal succeeds."""
         ledger.acquire_run_lease(campaign, owner("slow"), TTL)
@@ -193,7 +198,7 @@ class TestExpiryAndTakeover:
 
 class TestSameOwner:
     def test_the_same_owner_gets_the_lease_back_and_the_old_holder_loses_it(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """A UI Retry (same flow run id, new process) gets it back at once; the old acquisition is fenced."""
         first = ledger.acquire_run_lease(campaign, RunOwner.this_process("flow-run-1", "attempt 1"), TTL)
@@ -209,7 +214,7 @@ class TestSameOwner:
 
 class TestFencedWrites:
     def test_without_a_lease_recovery_and_submitting_wait_for_the_holder(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """A ledger holding no lease may not recover or submit while another run holds one."""
         ledger.register(campaign, numbers(4))
@@ -227,7 +232,7 @@ class TestFencedWrites:
             assert bystander.recover_interrupted(campaign) == 2  # the holder's lease expired: a crash
 
     def test_mark_submitting_and_recovery_renew_the_lease(
-        self, ledger: Ledger, campaign: str, clock: Clock
+        self, ledger: Ledger, campaign: str, clock: FakeWallClock
     ) -> None:
         """Each fenced write extends the lease by its ttl from that moment."""
         ledger.register(campaign, numbers(2))
@@ -249,7 +254,7 @@ class TestFencedWrites:
 @pytest.mark.skipif(pid_scope() is None, reason="process liveness is only checked on Linux")
 class TestCrashedHolderOnThisMachine:
     def test_a_gone_process_on_this_machine_is_taken_over_at_once(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """SIGKILLed here: its pid is gone in our PID namespace, so nobody waits for the expiry."""
         gone = RunOwner("killed-run", "flow run 'killed'", dead_pid(), pid_scope())
@@ -258,7 +263,7 @@ class TestCrashedHolderOnThisMachine:
             assert rerun.acquire_run_lease(campaign, owner("rerun"), TTL).owner == "run-rerun"
 
     def test_a_lease_from_another_machine_waits_for_its_expiry(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """A pid from another boot or PID namespace says nothing here: busy until the lease expires."""
         elsewhere = RunOwner("remote-run", "flow run 'remote'", dead_pid(), "another-boot/pid:[1]")
@@ -274,7 +279,7 @@ class TestCrashedHolderOnThisMachine:
             assert rerun.acquire_run_lease(campaign, owner("rerun"), TTL).owner == "run-rerun"
 
     def test_a_bystander_may_recover_what_a_gone_process_left(
-        self, ledger: Ledger, url: str, campaign: str, clock: Clock
+        self, ledger: Ledger, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """recover_interrupted without a lease is allowed when the holder is known to be gone."""
         ledger.register(campaign, numbers(2))
@@ -287,7 +292,7 @@ class TestCrashedHolderOnThisMachine:
 
 class TestRace:
     def test_of_many_runs_acquiring_at_once_exactly_one_wins(
-        self, url: str, campaign: str, clock: Clock
+        self, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """Eight ledgers (own connections) ask for a free campaign at once: one lease, seven CampaignBusy."""
         results = race(url, clock, lambda ledger, i: ledger.acquire_run_lease(campaign, owner(str(i)), TTL))
@@ -298,7 +303,7 @@ class TestRace:
             assert check.run_lease(campaign) == won[0]
 
     def test_of_many_runs_taking_over_an_expired_lease_exactly_one_wins(
-        self, url: str, campaign: str, clock: Clock
+        self, url: str, campaign: str, clock: FakeWallClock
     ) -> None:
         """The same race for a lease that has just expired."""
         with Ledger.open(url, clock=clock) as crashed:

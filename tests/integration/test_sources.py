@@ -33,7 +33,7 @@ from tasks.sources import (
     load_source,
 )
 from tasks.sources.http import iter_http_batches
-from tests.recipients_api import ApiServer, RecipientsApi, records, serve
+from tests.recipients_api import ApiServer, RecipientsApi, serve
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SOURCE = TypeAdapter(Source)
@@ -142,13 +142,6 @@ class TestPostgresSource:
 # ------------------------------------------------------------------------------------------------------------
 # HTTP
 # ------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def recipients_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    """The recipients API over 10 records, 3 a page."""
-    with serve(RecipientsApi(records(10)), monkeypatch) as server:
-        yield server
 
 
 def http_source(server: ApiServer, route: str, **extra: Any) -> HttpSource:

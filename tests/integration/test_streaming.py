@@ -113,7 +113,7 @@ def messages(n: int) -> pl.DataFrame:
 
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
 from flows.send_campaign import send_campaign  # noqa: E402
-from tests.recipients_api import ApiServer, RecipientsApi, serve  # noqa: E402
+from tests.recipients_api import ApiServer  # noqa: E402
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 RATE = 50.0
@@ -135,13 +135,6 @@ def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def recipients_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    """The recipients API, 3 records a page; tests set its records."""
-    with serve(RecipientsApi([]), monkeypatch) as server:
-        yield server
 
 
 @pytest.fixture

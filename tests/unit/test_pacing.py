@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 from globe_sms.pacing import Pacer
-from tests.fake_time import FakeTime
+from tests.clocks import FakeMonotonic
 
 
 class TestPacer:
     def test_first_call_does_not_wait_and_later_calls_keep_the_interval(self) -> None:
         """Grants are spaced one interval plus margin apart, measured from the previous grant's return."""
-        fake = FakeTime()
+        fake = FakeMonotonic()
         grants: list[float] = []
 
         def acquire(name: str) -> None:
@@ -34,7 +34,7 @@ class TestPacer:
 
     def test_work_slower_than_the_interval_causes_no_extra_wait(self) -> None:
         """When preparing a batch took longer than the interval, the pacer does not sleep at all."""
-        fake = FakeTime()
+        fake = FakeMonotonic()
         pacer = Pacer(2.0, limit_name=None, acquire=lambda name: None, clock=fake.clock, sleep=fake.sleep)
         pacer.wait()
         fake.now += 0.9
@@ -56,7 +56,7 @@ class TestPacer:
 
 def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> None:
     """A slow first call (TLS handshake) cannot squeeze the second call under one interval at the gateway."""
-    fake = FakeTime()
+    fake = FakeMonotonic()
     pacer = Pacer(1.0, limit_name=None, margin_seconds=0.0, acquire=lambda name: None, clock=fake.clock,
                   sleep=fake.sleep)
     pacer.wait()
@@ -69,7 +69,7 @@ def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> N
 
 def test_departures_stay_an_interval_apart_whatever_the_commit_between_grant_and_request_takes() -> None:
     """The ledger commit after the grant varies (5 ms, then 40 ms, then 1 ms): departures never get closer."""
-    fake = FakeTime()
+    fake = FakeMonotonic()
     pacer = Pacer(1.0, limit_name=None, margin_seconds=0.0, acquire=lambda name: None, clock=fake.clock,
                   sleep=fake.sleep)
     departures: list[float] = []

@@ -29,7 +29,7 @@ from globe_sms.pacing import (
     RateLimitTimeout,
     take_slot_fairly,
 )
-from tests.fake_time import FakeTime
+from tests.clocks import FakeMonotonic
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -62,7 +62,7 @@ class FakeRoom:
 class TestTakeSlotFairly:
     def test_a_denied_process_waits_in_the_room_and_watches_with_reads(self) -> None:
         """Denied: it joins the room once, watches with reads, asks again when free, then leaves."""
-        fake, room = FakeTime(start=1000.0), FakeRoom()
+        fake, room = FakeMonotonic(start=1000.0), FakeRoom()
         answers, looks = iter([False, False, True]), iter([None, 0.0, 0.3])
         tries: list[float] = []
 
@@ -80,13 +80,13 @@ class TestTakeSlotFairly:
 
     def test_a_granted_first_try_never_enters_the_room(self) -> None:
         """No denial, no room, no poll."""
-        fake, room = FakeTime(start=1000.0), FakeRoom()
+        fake, room = FakeMonotonic(start=1000.0), FakeRoom()
         assert take_slot_fairly("sms", lambda n: True, room=room, clock=fake.clock, sleep=fake.sleep) == 0
         assert room.events == [] and fake.sleeps == []
 
     def test_looking_first_waits_out_the_margin_before_the_first_try(self) -> None:
         """A slot that may come from another process is asked for only once the margin has passed."""
-        fake = FakeTime(start=1000.0)
+        fake = FakeMonotonic(start=1000.0)
         asked: list[float] = []
         take_slot_fairly(
             "sms", lambda n: asked.append(fake.now) or True, slot_wait=lambda n: 0.08, look_first=True,
@@ -96,7 +96,7 @@ class TestTakeSlotFairly:
 
     def test_no_slot_in_time_raises_and_leaves_the_room(self) -> None:
         """The wait is bounded: RateLimitTimeout, and the room is left."""
-        fake, room = FakeTime(start=1000.0), FakeRoom()
+        fake, room = FakeMonotonic(start=1000.0), FakeRoom()
         with pytest.raises(RateLimitTimeout):
             take_slot_fairly(
                 "sms", lambda n: False, slot_wait=lambda n: None, room=room, timeout_seconds=1.0,
@@ -107,7 +107,7 @@ class TestTakeSlotFairly:
 
     def test_a_broken_room_never_fails_the_send(self) -> None:
         """Fairness is best effort: a room that errors is retried, and the slot is still taken."""
-        fake, room = FakeTime(start=1000.0), FakeRoom(broken=True)
+        fake, room = FakeMonotonic(start=1000.0), FakeRoom(broken=True)
         answers = iter([False, True])
         assert take_slot_fairly(
             "sms", lambda n: next(answers), slot_wait=lambda n: 0.0, room=room,
@@ -118,7 +118,7 @@ class TestTakeSlotFairly:
 
 class TestPacerTakesTurns:
     @staticmethod
-    def pacer(room: FakeRoom, fake: FakeTime, denials: list[int]) -> tuple[Pacer, list[float]]:
+    def pacer(room: FakeRoom, fake: FakeMonotonic, denials: list[int]) -> tuple[Pacer, list[float]]:
         grants: list[float] = []
 
         def acquire(name: str) -> int:
@@ -132,12 +132,12 @@ class TestPacerTakesTurns:
 
     def test_steps_aside_when_someone_else_waits(self) -> None:
         """With a waiter in the room the pacer asks yield_seconds later; alone it asks on time."""
-        fake = FakeTime(start=1000.0)
+        fake = FakeMonotonic(start=1000.0)
         alone, grants = self.pacer(FakeRoom(waiting=False), fake, [])
         alone.wait()
         alone.wait()
         assert grants[1] - grants[0] == pytest.approx(1.005) and alone.stats.yields == 0
-        fake2 = FakeTime(start=1000.0)
+        fake2 = FakeMonotonic(start=1000.0)
         polite, grants2 = self.pacer(FakeRoom(waiting=True), fake2, [0, 3, 3])
         polite.wait()
         polite.wait()
@@ -145,7 +145,7 @@ class TestPacerTakesTurns:
 
     def test_stops_stepping_aside_for_nobody(self) -> None:
         """Five useless yields in a row (nobody took the slot) pause yielding for 30 s."""
-        fake = FakeTime(start=1000.0)
+        fake = FakeMonotonic(start=1000.0)
         pacer, _ = self.pacer(FakeRoom(waiting=True), fake, [])
         for _ in range(6):
             pacer.wait()
@@ -156,7 +156,7 @@ class TestPacerTakesTurns:
 
     def test_a_hand_over_is_told_apart_from_the_own_next_turn(self) -> None:
         """The first grant and one after a long pause may follow another process's; the next in line not."""
-        fake = FakeTime(start=1000.0)
+        fake = FakeMonotonic(start=1000.0)
         pacer, _ = self.pacer(FakeRoom(waiting=False), fake, [])
         pacer.wait()
         assert pacer.stats.handovers == 1
