@@ -5,6 +5,8 @@ goes to a file, so it outlives the children), kills them at seeded points and re
 done; `tests/chaos/check.py` then checks the journal against the ledger. The full form, with figures, is
 `uv run python bench/chaos.py --runs 50`; crash-free behaviour of the flow is in
 tests/integration/test_flow.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_chaos.py.
 """
 
 from __future__ import annotations

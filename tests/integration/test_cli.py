@@ -1,5 +1,8 @@
 """The `globe-sms` command: exit statuses, dry run, and the summary it prints
-(in-process, real Prefect server)."""
+(in-process, real Prefect server).
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_cli.py.
+"""
 
 from __future__ import annotations
 

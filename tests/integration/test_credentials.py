@@ -1,4 +1,7 @@
-"""Credentials: Alibaba's environment variables, a Prefect Secret block, and a secret that never shows."""
+"""Credentials: Alibaba's environment variables, a Prefect Secret block, and a secret that never shows.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_credentials.py.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@
 The harness is tests/integration/test_workers.py's `PrefectStack` (own server, home and worker processes);
 the pieces
 (`globe_sms.checkout`, `globe_sms.scheduled_names`) are unit-tested in tests/unit/test_deploy_checks.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_deploy_checks.py.
 """
 
 from __future__ import annotations

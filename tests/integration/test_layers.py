@@ -13,6 +13,8 @@ And no module imports a private module or name (`_x`) of another package, ours o
 module belongs to its package (`globe_sms.ledger._sql` is for `globe_sms.ledger.*`), a private name to its
 module. Every import counts, lazy ones inside functions too (files are parsed with `ast`, never imported); the
 test names each offending edge as `importer:line imports target`.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_layers.py.
 """
 
 from __future__ import annotations

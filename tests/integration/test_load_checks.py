@@ -3,6 +3,8 @@ created and nothing sent (the CLI in-process, against the real Prefect test serv
 tests of the YAML loader, the strict numbers and the ledger URL rules follow.
 
 The ledger's secret through a whole run is in tests/integration/test_ledger_secret.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_load_checks.py.
 """
 
 from __future__ import annotations

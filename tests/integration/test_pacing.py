@@ -1,6 +1,8 @@
 """Unit tests for the pacer (injected clock, sleep and acquire), plus one against the real Prefect limit.
 
 The achieved rate of a whole campaign is measured at the gateway by bench/bench_rate.py, not in a timed test.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_pacing.py.
 """
 
 from __future__ import annotations

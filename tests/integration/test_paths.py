@@ -2,6 +2,8 @@
 
 What a user does with them (the same campaign file run from two directories, a campaign without a file, the
 spools of crashed runs) is in tests/integration/test_campaign_paths.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_paths.py.
 """
 
 from __future__ import annotations

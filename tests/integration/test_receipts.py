@@ -4,6 +4,8 @@ over real sockets, and the emulator pushing receipts to it.
 Reconciliation through QueryMessage and "retry failed only" run flows under the Prefect server: see
 tests/integration/test_reconcile.py. The receiver's token (refused pushes, redacted logs):
 tests/{unit,integration}/test_receipts_auth.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_receipts.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Unit tests of the token, the redaction and the refusal log first; then the recei
 emulator pushing to a token URL, the embedded receiver of a run, and `globe-sms receipts serve` as a real
 process. The receipts themselves (parsing, merging, the store) are tested in
 tests/{unit,integration}/test_receipts.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_receipts_auth.py.
 """
 
 from __future__ import annotations

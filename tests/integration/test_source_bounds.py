@@ -7,6 +7,8 @@ tests/recipients_api.py: secret query parameters sent and masked in httpx's log,
 refused before a request, page bodies bounded, deeply nested JSON a `SourceHttpError`. The readers themselves
 are tested in tests/{unit,integration}/test_sources.py; the receiver's limits in
 tests/integration/test_receiver_limits.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_source_bounds.py.
 """
 
 from __future__ import annotations

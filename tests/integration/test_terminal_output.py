@@ -1,6 +1,9 @@
 """The terminal shows data, never interprets it (globe_sms/terminal.py): `globe-sms send` and `globe-sms
 receipts` print CSV cells, headers, sample messages, paths and error messages literally, `[/oops]` included,
-and do not crash on them."""
+and do not crash on them.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_terminal_output.py.
+"""
 
 from __future__ import annotations
 

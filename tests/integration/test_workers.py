@@ -16,6 +16,8 @@ databases created and dropped here): the multi-machine setup.
 First, the pieces that make the sharing fair (`globe_sms.pacing`: waiting room, polling, stepping aside,
 hand-over margin), with fakes and against the session's Prefect test server. Other pacer unit tests:
 tests/{unit,integration}/test_pacing.py; the deployments themselves: tests/integration/test_deployments.py.
+
+Here: the part that needs servers or processes; the pure part is in tests/unit/test_workers.py.
 """
 
 from __future__ import annotations

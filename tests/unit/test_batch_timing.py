@@ -3,6 +3,9 @@
 `globe_sms.batch_timing.BatchTiming` holds them; the send task's Prefect retries (`send_batch_with_retries`),
 the client `open_gateway` builds and `GatewaySettings.longest_lease_gap_seconds` all read it, so a campaign's
 `max_attempts` or `read_timeout_seconds` changes each of them alike.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_batch_timing.py.
 """
 
 from __future__ import annotations

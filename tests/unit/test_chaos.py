@@ -5,6 +5,9 @@ goes to a file, so it outlives the children), kills them at seeded points and re
 done; `tests/chaos/check.py` then checks the journal against the ledger. The full form, with figures, is
 `uv run python bench/chaos.py --runs 50`; crash-free behaviour of the flow is in
 tests/integration/test_flow.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_chaos.py.
 """
 
 from __future__ import annotations

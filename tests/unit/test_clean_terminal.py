@@ -4,6 +4,9 @@ one error line with the path of a log file that holds the traceback.
 
 The subprocesses get a fresh PREFECT_HOME and none of the PREFECT_* settings tests/conftest.py sets for the
 test session (analytics off among them): what they print is what a user's first `globe-sms send` prints.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_clean_terminal.py.
 """
 
 from __future__ import annotations

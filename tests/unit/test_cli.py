@@ -1,5 +1,9 @@
 """The `globe-sms` command: exit statuses, dry run, and the summary it prints
-(in-process, real Prefect server)."""
+(in-process, real Prefect server).
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_cli.py.
+"""
 
 from __future__ import annotations
 

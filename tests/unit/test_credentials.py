@@ -1,4 +1,8 @@
-"""Credentials: Alibaba's environment variables, a Prefect Secret block, and a secret that never shows."""
+"""Credentials: Alibaba's environment variables, a Prefect Secret block, and a secret that never shows.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_credentials.py.
+"""
 
 from __future__ import annotations
 

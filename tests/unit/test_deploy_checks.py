@@ -1,6 +1,9 @@
 """The pieces behind deployments that explain themselves, without a server: `globe_sms.checkout` (the
 GLOBE_SMS_HOME checks and the pull step) and `globe_sms.scheduled_names` (run names of scheduled runs). The
 same behaviour against a real Prefect server and worker: tests/integration/test_deploy_checks.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_deploy_checks.py.
 """
 
 from __future__ import annotations

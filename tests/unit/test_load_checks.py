@@ -3,6 +3,9 @@ created and nothing sent (the CLI in-process, against the real Prefect test serv
 tests of the YAML loader, the strict numbers and the ledger URL rules follow.
 
 The ledger's secret through a whole run is in tests/integration/test_ledger_secret.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_load_checks.py.
 """
 
 from __future__ import annotations

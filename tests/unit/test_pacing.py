@@ -1,6 +1,9 @@
 """Unit tests for the pacer (injected clock, sleep and acquire), plus one against the real Prefect limit.
 
 The achieved rate of a whole campaign is measured at the gateway by bench/bench_rate.py, not in a timed test.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_pacing.py.
 """
 
 from __future__ import annotations

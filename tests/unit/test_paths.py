@@ -2,6 +2,9 @@
 
 What a user does with them (the same campaign file run from two directories, a campaign without a file, the
 spools of crashed runs) is in tests/integration/test_campaign_paths.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_paths.py.
 """
 
 from __future__ import annotations

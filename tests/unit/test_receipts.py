@@ -4,6 +4,9 @@ over real sockets, and the emulator pushing receipts to it.
 Reconciliation through QueryMessage and "retry failed only" run flows under the Prefect server: see
 tests/integration/test_reconcile.py. The receiver's token (refused pushes, redacted logs):
 tests/{unit,integration}/test_receipts_auth.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_receipts.py.
 """
 
 from __future__ import annotations

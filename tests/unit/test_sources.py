@@ -4,6 +4,9 @@ Files are written to tmp_path, PostgreSQL is the local server (127.0.0.1:5432, a
 after), and the HTTP API is a Starlette app under uvicorn on a loopback port (tests/recipients_api.py).
 The streaming pipeline and the flow over these sources are tested in
 tests/{unit,integration}/test_streaming.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_sources.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """Files meant for spreadsheets are inert (globe_sms/spreadsheets.py): unit tests of the neutraliser, a real
 `globe-sms send` whose rejects file is checked cell by cell, and (where LibreOffice is installed) the rejects
 file opened by a real spreadsheet with formula evaluation on. Masking is tested in
-tests/unit/test_masking.py."""
+tests/unit/test_masking.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_spreadsheet_safety.py.
+"""
 
 from __future__ import annotations
 

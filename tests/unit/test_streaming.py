@@ -5,6 +5,9 @@ The spool must give the same result whatever the chunk size: the same messages a
 same reasons as validating and rendering the whole list in one frame (the reference below). The flow tests run
 on the real Prefect test server, the emulator, PostgreSQL and the local recipients API; the readers alone are
 tested in tests/{unit,integration}/test_sources.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_streaming.py.
 """
 
 from __future__ import annotations

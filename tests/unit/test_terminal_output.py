@@ -1,6 +1,10 @@
 """The terminal shows data, never interprets it (globe_sms/terminal.py): `globe-sms send` and `globe-sms
 receipts` print CSV cells, headers, sample messages, paths and error messages literally, `[/oops]` included,
-and do not crash on them."""
+and do not crash on them.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_terminal_output.py.
+"""
 
 from __future__ import annotations
 

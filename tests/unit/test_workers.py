@@ -16,6 +16,9 @@ databases created and dropped here): the multi-machine setup.
 First, the pieces that make the sharing fair (`globe_sms.pacing`: waiting room, polling, stepping aside,
 hand-over margin), with fakes and against the session's Prefect test server. Other pacer unit tests:
 tests/{unit,integration}/test_pacing.py; the deployments themselves: tests/integration/test_deployments.py.
+
+Here: the pure part (no server, no network, no subprocess); the rest is in
+tests/integration/test_workers.py.
 """
 
 from __future__ import annotations
