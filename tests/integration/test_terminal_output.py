@@ -8,11 +8,13 @@ Here: the part that needs servers or processes; the pure part is in tests/unit/t
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from globe_sms import cli, cli_receipts
 from globe_sms.cli import EXIT_BAD_INPUT, app
 
 runner = CliRunner()
@@ -31,6 +33,17 @@ validation:
 """
 
 MARKUP = ["[bold]x[/bold]", "[/oops]", "[red]r", ":thumbs_up: [link=http://x]y[/link]"]
+
+
+@pytest.fixture(autouse=True)
+def wide_consoles() -> Iterator[None]:
+    """Wide enough that no cell is wrapped, so the literal text can be looked for in the output."""
+    consoles = (cli.console, cli_receipts.console)
+    for console in consoles:
+        console.width = 400
+    yield
+    for console in consoles:
+        console.width = None  # type: ignore[assignment] - back to detecting the terminal's width
 
 
 def campaign_in(folder: Path, *, header: list[str] | None = None, template: str = "Hi {first_name}") -> Path:

@@ -8,18 +8,31 @@ tests/integration/test_terminal_output.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from globe_sms import cli, cli_receipts
 from globe_sms.cli import app
 from globe_sms.terminal import plain, problem
 
 runner = CliRunner()
 
 MARKUP = ["[bold]x[/bold]", "[/oops]", "[red]r", ":thumbs_up: [link=http://x]y[/link]"]
+
+
+@pytest.fixture(autouse=True)
+def wide_consoles() -> Iterator[None]:
+    """Wide enough that no cell is wrapped, so the literal text can be looked for in the output."""
+    consoles = (cli.console, cli_receipts.console)
+    for console in consoles:
+        console.width = 400
+    yield
+    for console in consoles:
+        console.width = None  # type: ignore[assignment] - back to detecting the terminal's width
 
 
 class TestPlainAndProblem:
