@@ -60,6 +60,7 @@ class PrefectUI:
     """A running Prefect server with its UI, the deployments of prefect.yaml, and one worker."""
 
     stack: Any  # tests.test_workers.PrefectStack
+    data_dir: Path | None = None  # the worker's GLOBE_SMS_DATA_DIR: its default ledger is data_dir/ledger.db
 
     @property
     def url(self) -> str:
@@ -121,7 +122,7 @@ def running_prefect_ui(
                     data_dir.mkdir(parents=True, exist_ok=True)
                     patch.setenv("GLOBE_SMS_DATA_DIR", str(data_dir))
                 stack.start_worker("worker")
-        yield PrefectUI(stack)
+        yield PrefectUI(stack, data_dir)
     finally:
         stack.stop()
 
