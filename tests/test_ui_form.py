@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import Locator, Page, expect
 
 from globe_sms.ledger import Ledger
 from tests.browser_fixtures import ROOT, PrefectUI, poll
@@ -105,7 +105,10 @@ class RunForm:
         return "\n".join([block.inner_text(), *values])
 
     def fill(self, label: str, value: str) -> None:
-        self.property(label).locator("textarea, input").first.fill(value)
+        """Type `value` into the field, and check that the form kept it."""
+        field = self.property(label).locator("textarea, input").first
+        field.fill(value)
+        expect(field).to_have_value(value)
 
     def is_json_box(self, label: str) -> bool:
         """Whether the field is a raw JSON editor rather than fields."""
@@ -126,8 +129,9 @@ def open_form(page: Page, ui: PrefectUI, deployment: dict[str, Any], version: st
     prefix = "/v2" if version == V2 else ""
     page.goto(f"{ui.url}{prefix}/deployments/deployment/{deployment['id']}/run")
     form = RunForm(page, version)
-    form.property("Campaign Id").wait_for(state="visible", timeout=60_000)
-    page.wait_for_timeout(500)  # the last fields settle (defaults are filled in after the first render)
+    campaign_id = form.property("Campaign Id").locator("textarea, input").first
+    # The form renders, then fills in the deployment's values: wait for them before reading or typing.
+    expect(campaign_id).to_have_value(deployment["parameters"]["campaign"]["campaign_id"], timeout=60_000)
     return form
 
 
@@ -236,7 +240,12 @@ def flow_run_id_of(ui: PrefectUI, deployment_id: str, campaign_id: str) -> str:
                 return str(run["id"])
         return None
 
-    return str(poll(created, timeout=30))
+    try:
+        return str(poll(created, timeout=60))
+    except AssertionError:
+        runs = ui.flow_runs(deployment_id)
+        ids = [run["parameters"].get("campaign", {}).get("campaign_id") for run in runs]
+        raise AssertionError(f"no run of campaign {campaign_id!r}; the deployment's runs: {ids}") from None
 
 
 def test_a_changed_campaign_submitted_from_the_form_completes_on_the_worker(
@@ -254,7 +263,10 @@ def test_a_changed_campaign_submitted_from_the_form_completes_on_the_worker(
     form.fill("Text", "Hi {first_name}, sent from the form.")
     form.choose("Select By", "None")
     form.choose("Fallback", "None")
-    form.page.get_by_role("button", name="Submit", exact=True).click()
+    submit = form.page.get_by_role("button", name="Submit", exact=True)
+    submit.click()
+    # The form leaves its /run page once the server has created the run (it stays there showing errors).
+    form.page.wait_for_url(lambda url: not url.rstrip("/").endswith("/run"), timeout=60_000)
 
     run_id = flow_run_id_of(prefect_ui, send_campaign["id"], "browser-form-plain")
     run = prefect_ui.wait_for_final_state(run_id)
