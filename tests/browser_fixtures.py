@@ -19,7 +19,6 @@ Without /usr/bin/chromium, or without the `playwright` package, the browser test
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,11 +142,11 @@ def launched_chromium() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def prefect_ui() -> Iterator[PrefectUI]:
+def prefect_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectUI]:
     """A real Prefect server with its UI, the deployments of prefect.yaml and one process worker."""
     if reason := browser_missing():
         pytest.skip(reason)
-    home = Path(tempfile.mkdtemp(prefix="globe-sms-ui-"))
+    home = tmp_path_factory.mktemp("prefect-ui")  # its logs stay there for a failed test's diagnosis
     with running_prefect_ui(home / "prefect", data_dir=home / "data") as ui:
         yield ui
 
