@@ -34,8 +34,10 @@ for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "
 
 import pytest  # noqa: E402
 
-# The emulator and ledger fixtures, imported here (not in each test module) so that pytest offers them to
-# every test module under tests/ and each is registered once. Test modules import only helpers and types.
+# The emulator, ledger and browser fixtures, imported here (not in each test module) so that pytest offers
+# them to every test module under tests/ and each is registered once. Test modules import only helpers
+# and types.
+from tests.browser_fixtures import chromium, prefect_ui, ui_page  # noqa: E402, F401 - fixtures
 from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
     emulator,
     gateway,
