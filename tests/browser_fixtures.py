@@ -58,7 +58,7 @@ def browser_missing() -> str | None:
 class PrefectUI:
     """A running Prefect server with its UI, the deployments of prefect.yaml, and one worker."""
 
-    stack: Any  # tests.test_workers.PrefectStack
+    stack: Any  # tests.integration.test_workers.PrefectStack
     data_dir: Path | None = None  # the worker's GLOBE_SMS_DATA_DIR: its default ledger is data_dir/ledger.db
 
     @property
@@ -108,7 +108,7 @@ def running_prefect_ui(
     """A Prefect server with its UI in `home`, `globe-sms setup`, every deployment of prefect.yaml applied,
     and (unless `worker=False`) a process worker of the `globe-sms` pool whose flow runs keep their default
     ledger, rejects and spools in `data_dir` (`GLOBE_SMS_DATA_DIR`); stopped on exit."""
-    from tests.test_workers import PrefectStack  # the harness of the multi-worker tests
+    from tests.integration.test_workers import PrefectStack  # the harness of the multi-worker tests
 
     stack = PrefectStack(home)
     try:

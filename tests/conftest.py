@@ -53,7 +53,7 @@ _TESTS = Path(__file__).resolve().parent
 # `ledger` are parametrised over the PostgreSQL server too).
 SERVER_FIXTURES = frozenset({
     "prefect_server", "gateway", "emulator", "start_emulator", "shared_emulator", "no_proxy", "pg_url", "url",
-    "ledger", "recipients_api",
+    "ledger", "recipients_api", "prefect_ui", "ui_page", "chromium",
 })
 
 
