@@ -141,7 +141,7 @@ def launched_chromium() -> Iterator[Browser]:
             browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectUI]:
     """A real Prefect server with its UI, the deployments of prefect.yaml and one process worker."""
     if reason := browser_missing():
@@ -151,7 +151,7 @@ def prefect_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectUI]:
         yield ui
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """Headless Chromium for the whole session."""
     if reason := browser_missing():

@@ -119,9 +119,12 @@ class RunForm:
     def is_json_box(self, label: str) -> bool:
         """Whether the field is a raw JSON editor rather than fields."""
         block = self.property(label)
-        if self.version == V1:
-            return block.locator(".schema-form-property-kind-json").count() > 0
-        return block.locator(".cm-editor").count() > 0
+        editor = ".schema-form-property-kind-json" if self.version == V1 else ".cm-editor"
+        try:  # the editor renders after the field's label: wait for it rather than count at once
+            block.locator(editor).first.wait_for(state="attached", timeout=10_000)
+        except PlaywrightTimeout:
+            return False
+        return True
 
 
 @pytest.fixture(scope="module")
