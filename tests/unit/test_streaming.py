@@ -375,12 +375,3 @@ class TestResendPlan:
 # ------------------------------------------------------------------------------------------------------------
 # The flow over every source kind
 # ------------------------------------------------------------------------------------------------------------
-
-from tests.recipients_api import ApiServer, RecipientsApi, serve  # noqa: E402
-
-
-@pytest.fixture
-def recipients_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    """The recipients API, 3 records a page; tests set its records."""
-    with serve(RecipientsApi([]), monkeypatch) as server:
-        yield server
