@@ -127,7 +127,8 @@ def test_answers_are_classified_like_the_sync_client(
         with pytest.raises(error) as sync_caught:
             sync_client.send("85212345678", "Hi")
     assert (caught.value.code, caught.value.status) == (sync_caught.value.code, sync_caught.value.status)
-    assert caught.value.action == "SendMessageToGlobe" and isinstance(caught.value, RetryableError) == retryable
+    assert caught.value.action == "SendMessageToGlobe"
+    assert isinstance(caught.value, RetryableError) == retryable
 
 
 @pytest.mark.parametrize(
