@@ -2,8 +2,8 @@
 
 `EmulatorState` is shared between the server thread (uvicorn's event loop) and the test thread, so every
 method takes a lock. The journal keeps every request and every accepted message in memory and, when
-`EmulatorConfig.journal_path` is set, appends each as one JSON line (flushed as each call ends), so that a process
-outside the emulator can count what was delivered.
+`EmulatorConfig.journal_path` is set, appends each as one JSON line (flushed as each call ends), so that a
+process outside the emulator can count what was delivered.
 """
 
 from __future__ import annotations
