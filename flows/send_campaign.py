@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from pydantic.json_schema import SkipJsonSchema
 
 from globe_sms.campaign import Campaign
 from globe_sms.clock import clock_at
@@ -37,13 +38,16 @@ from tasks.spool import rejects_file, spool_campaign
 
 
 @flow(name="send-campaign", flow_run_name=campaign_run_name, log_prints=False)
-def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None) -> CampaignSummary:
+def send_campaign(
+    campaign: Campaign, window_checked_at: SkipJsonSchema[datetime | None] = None
+) -> CampaignSummary:
     """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
 
     Args:
         campaign: the campaign; see `globe_sms.campaign.Campaign` (or an example in `examples/`).
         window_checked_at: check the campaign's send window as if it were this moment (UTC), not the real
-            clock: for tests and what-if dry runs. Leave it unset for real sends.
+            clock: for tests and what-if dry runs. Leave it unset for real sends. Not in the UI's run form
+            (`SkipJsonSchema`); a run created through the API may still set it.
 
     Returns:
         The run's summary. Rejected, failed and unknown recipients are reported there, not raised.
