@@ -274,6 +274,7 @@ class Campaign(StrictModel):
         "from the file's extension, else csv)."
     )
     template: MessageTemplate = Field(
+        title="Template",  # a field holding a model has no title of its own: the form's label
         description="The message: one text with `{column}` placeholders, or texts per language picked by a "
         "column."
     )
@@ -291,7 +292,9 @@ class Campaign(StrictModel):
         default=1000, ge=1, le=1000, description="Numbers per BatchSendMessageToGlobe call."
     )
     gateway: GatewaySettings = Field(
-        default_factory=GatewaySettings, description="Endpoint, signature and rate."
+        default_factory=GatewaySettings,
+        title="Gateway",
+        description="Endpoint, signature and rate.",
     )
     ledger: LedgerLocation | None = Field(
         default=None,
@@ -301,7 +304,8 @@ class Campaign(StrictModel):
         "block). A password in the URL is refused: it would be stored and shown as a flow parameter. A "
         "relative SQLite file (`sqlite:///ledger.db`) is beside the campaign file, or, for a campaign "
         "without a file (UI, deployment), in the flow run's working directory. Unset: "
-        "`sqlite:///<default data folder>/ledger.db`, the default data folder being $GLOBE_SMS_DATA_DIR, else "
+        "`sqlite:///<default data folder>/ledger.db`, the default data folder being $GLOBE_SMS_DATA_DIR, "
+        "else "
         "$XDG_DATA_HOME/globe-sms, else ~/.local/share/globe-sms.",
     )
     data_dir: str | None = Field(
@@ -311,7 +315,8 @@ class Campaign(StrictModel):
         "others. Unset: the folder of a SQLite ledger file, else the default data folder.",
     )
     validation: ValidationRules = Field(
-        default_factory=ValidationRules, description="Recipient validation rules."
+        default_factory=ValidationRules,
+        title="Validation", description="Recipient validation rules."
     )
     price_table: str | None = Field(
         default=None,
@@ -332,6 +337,7 @@ class Campaign(StrictModel):
     )
     send_window: SendWindow | None = Field(
         default=None,
+        title="Send Window",
         description="Quiet hours: send only between `start` and `end` in each recipient's local time (in "
         "every zone their number may be in). Recipients outside it stay pending for a later run.",
     )

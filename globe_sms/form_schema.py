@@ -1,5 +1,5 @@
-"""How a campaign's models describe themselves in JSON schema, which is the run form of the Prefect UI and what
-the Prefect server checks a deployment run's parameters against (`enforce_parameter_schema`).
+"""How a campaign's models describe themselves in JSON schema, which is the run form of the Prefect UI and
+what the Prefect server checks a deployment run's parameters against (`enforce_parameter_schema`).
 
 Pydantic's schema is right for pydantic, not always for the form and the server:
 
@@ -28,8 +28,8 @@ __all__ = ["AnyOfUnion", "extend_schema", "ignore_case"]
 
 class AnyOfUnion:
     """`Annotated[A | B, AnyOfUnion()]`: the union's schema is `anyOf` rather than `oneOf` (and carries no
-    `discriminator`, which only goes with `oneOf`), a member that is itself a bare union spliced in; validation
-    is unchanged."""
+    `discriminator`, which only goes with `oneOf`), a member that is itself a bare union spliced in;
+    validation is unchanged."""
 
     def __get_pydantic_json_schema__(
         self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
@@ -43,7 +43,9 @@ class AnyOfUnion:
                 member
                 for choice in schema["anyOf"]
                 for member in (
-                    choice.get("anyOf", choice.get("oneOf")) if set(choice) in ({"anyOf"}, {"oneOf"}) else [choice]
+                    choice.get("anyOf", choice.get("oneOf"))
+                    if set(choice) in ({"anyOf"}, {"oneOf"})
+                    else [choice]
                 )
             ]
         return schema
@@ -70,6 +72,10 @@ def ignore_case(suffix: str) -> str:
     """A regex matching `suffix` in any case without inline flags (`.csv` -> `\\.[cC][sS][vV]`), so that it
     reads the same in Python's `re` (the server) and in a browser's JavaScript."""
     return "".join(
-        f"[{char.lower()}{char.upper()}]" if char.isalpha() else "\\" + char if char in ".+*?^$()[]{}|\\" else char
+        f"[{char.lower()}{char.upper()}]"
+        if char.isalpha()
+        else "\\" + char
+        if char in ".+*?^$()[]{}|\\"
+        else char
         for char in suffix
     )

@@ -271,7 +271,8 @@ class ParquetSource(_FileSource):
     """Recipients from Parquet files; typed columns are cast to text (a numeric phone has lost its '+')."""
 
     model_config = ConfigDict(
-        title="Parquet file", json_schema_extra=extend_schema(**_kindless_path(_kind_of("parquet"), matching=True))
+        title="Parquet file",
+        json_schema_extra=extend_schema(**_kindless_path(_kind_of("parquet"), matching=True)),
     )
 
     kind: Literal["parquet"] = "parquet"
@@ -281,7 +282,8 @@ class NdjsonSource(_FileSource):
     """Recipients from newline-delimited JSON files (one object per line); every value is read as text."""
 
     model_config = ConfigDict(
-        title="NDJSON file", json_schema_extra=extend_schema(**_kindless_path(_kind_of("ndjson"), matching=True))
+        title="NDJSON file",
+        json_schema_extra=extend_schema(**_kindless_path(_kind_of("ndjson"), matching=True)),
     )
 
     kind: Literal["ndjson"] = "ndjson"
@@ -300,6 +302,7 @@ class PostgresSource(_Recipients):
         description="The SELECT that returns one row per recipient.",
     )
     connection: SecretRef = Field(
+        title="Connection",
         description="Where the connection URL (`postgresql://user:password@host:5432/db`) is kept."
     )
 
@@ -326,7 +329,7 @@ class HttpAuth(BaseModel):
         default="Bearer",
         description="Written before the secret (`Bearer`, `Token`); null for the bare secret.",
     )
-    token: SecretRef = Field(description="Where the token is kept.")
+    token: SecretRef = Field(title="Token", description="Where the token is kept.")
 
     @model_validator(mode="before")
     @classmethod
@@ -405,10 +408,14 @@ class HttpSource(_Recipients):
         pattern=r"^(/[^/]*)*$",
         description="JSON pointer to the list of records in a page (`/data`); empty: the body is the list.",
     )
-    pagination: Annotated[NextLinkPagination | PagePagination, Field(discriminator="type"), AnyOfUnion()] | None = Field(
+    pagination: (
+        Annotated[NextLinkPagination | PagePagination, Field(discriminator="type"), AnyOfUnion()] | None
+    ) = Field(
         default=None, description="How to get the next page; unset: one page only."
     )
-    auth: HttpAuth | None = Field(default=None, description="An auth header whose value is kept in a secret.")
+    auth: HttpAuth | None = Field(
+        default=None, title="Auth", description="An auth header whose value is kept in a secret."
+    )
     timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Timeout of one request.")
     max_retries: int = Field(
         default=4, ge=0, le=10, description="Retries of one page on 429, 5xx and network errors."

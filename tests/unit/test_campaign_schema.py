@@ -1,20 +1,43 @@
-"""The Campaign JSON schema, which Prefect renders as the flow's form in the UI, stays as it was.
+"""The Campaign's JSON schema: the run form of the Prefect UI, and what the server checks a deployment run's
+parameters against when it creates the run (`enforce_parameter_schema`).
 
-`tests/fixtures/schema/campaign.json` is the schema as it stood before the models moved down (issue #14):
-moving a model between modules must not change a field, a description, a default or a bound of the form.
-A deliberate change of the form updates the fixture in the same commit (`python
-tests/unit/test_campaign_schema.py`
-writes it).
+`tests/fixtures/schema/campaign.json` pins the schema: moving a model between modules must not change a
+field, a description, a default or a bound of the form. A deliberate change of the form updates the fixture in
+the same commit (`python tests/unit/test_campaign_schema.py` writes it).
+
+The other tests hold the schema to the model: a campaign the model takes, the server takes (never stricter),
+and a value the model refuses for a rule JSON schema can say, the server refuses too, checked with the very
+function and schema the server uses (`prefect.utilities.schema_tools.validate` on the flow's parameter
+schema). What JSON schema cannot say (a time zone that exists, a fallback that is one of the keys, the
+template's syntax) is refused when the run starts (tests/integration/test_ui_form.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
+from prefect.utilities.callables import parameter_schema
+from prefect.utilities.schema_tools import validate
+from pydantic import ValidationError
+
+from flows.send_campaign import send_campaign
 from globe_sms.campaign import Campaign
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "schema" / "campaign.json"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "schema" / "campaign.json"
+# The deployment's campaign, as the form shows it and a user changes it.
+DEPLOYED: dict[str, Any] = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))["deployments"][
+    0
+]["parameters"]["campaign"]
+PARAMETERS = parameter_schema(send_campaign.fn).model_dump_for_openapi()
+POSTGRES = {"kind": "postgres", "query": "SELECT phone FROM r", "connection": {"env": "RECIPIENTS_DB_URL"}}
+REAL_ENDPOINT = {"endpoint": "https://dysmsapi.ap-southeast-1.aliyuncs.com"}
 
 
 def test_the_campaign_form_is_unchanged() -> None:
@@ -22,6 +45,198 @@ def test_the_campaign_form_is_unchanged() -> None:
     actual = json.loads(json.dumps(Campaign.model_json_schema(), sort_keys=True))
     assert actual == expected
     assert "MessageTemplate" in actual["$defs"] and "ValidationRules" in actual["$defs"]  # the moved models
+
+
+def server_errors(campaign: dict[str, Any]) -> list[str]:
+    """What the server says of a run with this campaign: its schema errors, [] when it creates the run."""
+    return [error.message for error in validate({"campaign": campaign}, PARAMETERS)]
+
+
+def model_refuses(campaign: dict[str, Any]) -> bool:
+    try:
+        Campaign.model_validate(campaign)
+    except ValidationError:
+        return True
+    return False
+
+
+def changed(**fields: Any) -> dict[str, Any]:
+    """The deployment's campaign with some fields replaced whole."""
+    return {**json.loads(json.dumps(DEPLOYED)), **fields}
+
+
+ACCEPTED = {
+    "the deployment's campaign": changed(),
+    "the string shorthand of a template": changed(template="Hi {first_name}"),
+    "a plain text with options": changed(template={"text": "Hi {first_name|there}", "on_missing": "default"}),
+    "a plain text with select_by and fallback null": changed(
+        template={"text": "Hi", "select_by": None, "fallback": None}
+    ),
+    "per-language texts without a fallback": changed(template={"text": {"en": "Hi"}, "select_by": "lang"}),
+    "a file source without kind, by extension": changed(source={"path": "exports/*.parquet"}),
+    "an NDJSON file without kind, extension in capitals": changed(source={"path": "r.JSONL"}),
+    "a file of another extension without kind (csv)": changed(source={"path": "r.txt", "separator": "\t"}),
+    "a postgres source": changed(source=POSTGRES),
+    "an http source on loopback, paged": changed(
+        source={
+            "kind": "http",
+            "url": "http://127.0.0.1:8080/r",
+            "pagination": {"type": "page", "size_param": "n", "size": 100},
+        }
+    ),
+    "an https source with a token in a secret": changed(
+        source={
+            "kind": "http",
+            "url": "https://crm.example.com/api?list=a",
+            "auth": {"token": {"block": "crm-token"}},
+        }
+    ),
+    "an 11-character sender ID with letters": changed(sender_id="GlobeSMS123"),
+    "a 15-digit sender ID": changed(sender_id="123456789012345"),
+    "no sender ID with the emulator": changed(sender_id=None),
+    "a real endpoint with a sender ID": changed(gateway=REAL_ENDPOINT),
+    "a bare host as the endpoint": changed(gateway={"endpoint": "dysmsapi.aliyuncs.com"}),
+    "a region's host (empty endpoint)": changed(gateway={"endpoint": "", "region": "ap-southeast-1"}),
+    "a budget with a price table": changed(budget=10.0),
+    "no budget and no price table": changed(budget=None, price_table=None),
+    "an opt-out list from postgres": changed(validation={"suppression": POSTGRES, "allow_countries": ["HK"]}),
+}
+
+REFUSED = {
+    "sender_id": [
+        ("not letters and digits", changed(sender_id="Globe_SMS!")),
+        ("letters, over 11", changed(sender_id="GlobeSMS1234")),
+        ("all digits, over 15", changed(sender_id="1234567890123456")),
+        ("empty", changed(sender_id="")),
+        ("none with a real endpoint", changed(gateway=REAL_ENDPOINT, sender_id=None)),
+    ],
+    "template": [
+        ("a plain text with select_by", changed(template={"text": "Hi {first_name}", "select_by": "lang"})),
+        ("a plain text with a fallback", changed(template={"text": "Hi", "fallback": "en"})),
+        ("per-language texts without select_by", changed(template={"text": {"en": "Hi"}})),
+        ("no texts", changed(template={"text": {}, "select_by": "lang"})),
+        ("a blank shorthand", changed(template="  ")),
+        ("a blank text", changed(template={"text": " \n"})),
+        (
+            "a blank text of a language",
+            changed(template={"text": {"en": "Hi", "zh": " "}, "select_by": "lang"}),
+        ),
+        ("an unknown option", changed(template={"text": "Hi", "max_segment": 3})),
+        ("too many segments", changed(template={"text": "Hi", "max_segments": 256})),
+    ],
+    "source": [
+        ("an Excel file without kind", changed(source={"path": "r.xlsx"})),
+        (
+            "a postgres source without kind",
+            changed(source={k: v for k, v in POSTGRES.items() if k != "kind"}),
+        ),
+        ("a blank query", changed(source={**POSTGRES, "query": "  "})),
+        ("a secret in both places", changed(source={**POSTGRES, "connection": {"env": "A", "block": "b"}})),
+        ("a secret nowhere", changed(source={**POSTGRES, "connection": {}})),
+        ("a literal secret", changed(source={**POSTGRES, "connection": "postgresql://u:p@h/db"})),
+        ("plain http to another host", changed(source={"kind": "http", "url": "http://crm.example.com/r"})),
+        ("user info in the URL", changed(source={"kind": "http", "url": "https://u:p@crm.example.com/r"})),
+        (
+            "a page size without its parameter",
+            changed(
+                source={
+                    "kind": "http",
+                    "url": "https://a.example/r",
+                    "pagination": {"type": "page", "size": 5},
+                }
+            ),
+        ),
+    ],
+    "gateway": [
+        ("plain http to another host", changed(gateway={"endpoint": "http://sms.example.com"})),
+        ("another scheme", changed(gateway={"endpoint": "ftp://sms.example.com"})),
+        ("calls per second out of range", changed(gateway={"calls_per_second": 0})),
+    ],
+    "price_table": [("a budget without one", changed(budget=5.0, price_table=None))],
+    "validation": [
+        ("mainland China allowed", changed(validation={"allow_countries": ["HK", "cn"]})),
+        ("a share over 1", changed(validation={"max_reject_share": 1.5})),
+    ],
+}
+
+
+def refused_cases() -> Iterator[Any]:
+    for field, cases in REFUSED.items():
+        for name, campaign in cases:
+            yield pytest.param(field, campaign, id=f"{field}: {name}")
+
+
+@pytest.mark.parametrize("campaign", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_what_the_model_takes_the_server_takes(campaign: dict[str, Any]) -> None:
+    assert not model_refuses(campaign)
+    assert server_errors(campaign) == []
+
+
+@pytest.mark.parametrize(("field", "campaign"), list(refused_cases()))
+def test_what_the_model_refuses_the_server_refuses(field: str, campaign: dict[str, Any]) -> None:
+    """And the error is at the field (the UI shows it there): JSON schema errors carry their path."""
+    assert model_refuses(campaign)
+    errors = validate({"campaign": campaign}, PARAMETERS)
+    assert errors, "the server would create this run"
+    assert any(list(error.absolute_path)[:2] in (["campaign", field], ["campaign"]) for error in errors)
+
+
+def test_the_flow_offers_only_the_campaign() -> None:
+    """`window_checked_at` (a test knob) is a parameter of the flow but not of its form."""
+    assert list(PARAMETERS["properties"]) == ["campaign"]
+    assert "window_checked_at" in send_campaign.validate_parameters(
+        {"campaign": DEPLOYED, "window_checked_at": "2026-11-02T10:00:00Z"}
+    )
+
+
+def test_unions_are_choices_labelled_by_what_they_hold() -> None:
+    """`anyOf` (which both UIs show as tabs, labelled by each member's title), never `oneOf`."""
+    definitions = PARAMETERS["definitions"]
+
+    def titles(choices: list[dict[str, Any]]) -> list[str]:
+        return [
+            definitions[c["$ref"].rsplit("/", 1)[1]]["title"]
+            if "$ref" in c
+            else c.get("title", c.get("type"))
+            for c in choices
+        ]
+
+    source = definitions["Campaign"]["properties"]["source"]
+    assert titles(source["anyOf"]) == [
+        "CSV file",
+        "Parquet file",
+        "NDJSON file",
+        "PostgreSQL query",
+        "HTTP JSON API",
+    ]
+    assert titles(definitions["ValidationRules"]["properties"]["suppression"]["anyOf"])[-1] == "null"
+    assert titles(definitions["MessageTemplate"]["anyOf"]) == [
+        "Text only",
+        "Plain text",
+        "Per-language texts",
+    ]
+    assert "oneOf" not in json.dumps(PARAMETERS)
+
+
+def descriptions(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                yield value
+            else:
+                yield from descriptions(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from descriptions(value)
+
+
+def test_descriptions_have_no_bare_angle_brackets() -> None:
+    """The V1 UI renders descriptions as markdown, where `<account>` outside backticks is an HTML tag, and
+    vanishes."""
+    bare = [
+        text for text in descriptions(PARAMETERS) if re.search(r"<[A-Za-z]", re.sub(r"`[^`]*`", "", text))
+    ]
+    assert bare == []
 
 
 if __name__ == "__main__":
