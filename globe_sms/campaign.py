@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from globe_sms import paths
 from globe_sms.batch_timing import BatchTiming
@@ -29,7 +29,7 @@ from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
 from globe_sms.sources import SecretRef, Source
 from globe_sms.strict_model import StrictModel
-from globe_sms.template import MessageTemplate
+from globe_sms.template import MessageTemplate, template_form_schema
 from globe_sms.validation_rules import ValidationRules
 
 EMULATOR = "emulator"
@@ -273,7 +273,7 @@ class Campaign(StrictModel):
         description="Where the recipients come from: `kind` csv, parquet, ndjson, postgres or http (unset: "
         "from the file's extension, else csv)."
     )
-    template: MessageTemplate = Field(
+    template: Annotated[MessageTemplate, WithJsonSchema(template_form_schema())] = Field(
         title="Template",  # a field holding a model has no title of its own: the form's label
         description="The message: one text with `{column}` placeholders, or texts per language picked by a "
         "column."

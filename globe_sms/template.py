@@ -44,6 +44,7 @@ __all__ = [
     "Placeholder",
     "TemplateError",
     "parse_template",
+    "template_form_schema",
 ]
 
 DEFAULT_MAX_SEGMENTS = 10
@@ -207,15 +208,7 @@ class MessageTemplate(StrictModel):
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        return {
-            "title": "Message template",
-            "description": "Plain text, or texts per language picked by a column.",
-            "anyOf": [
-                dict(_TEXT_ONLY),
-                handler(PlainTextTemplate.__pydantic_core_schema__),
-                handler(PerLanguageTemplate.__pydantic_core_schema__),
-            ],
-        }
+        return template_form_schema()
 
     @model_validator(mode="before")
     @classmethod
@@ -308,3 +301,22 @@ class PerLanguageTemplate(BaseModel):
     on_missing: Literal["reject", "default"] = _ON_MISSING
     smart_replace: bool = _SMART_REPLACE
     max_segments: int = _MAX_SEGMENTS
+
+
+def template_form_schema() -> dict[str, Any]:
+    """The JSON schema of a `MessageTemplate`: a choice (`anyOf`) of the string shorthand, a plain text and
+    per-language texts, self-contained (no `$ref`).
+
+    A field holding a template uses it inline, `Annotated[MessageTemplate, WithJsonSchema(...)]`, rather
+    than as a `$ref` to a definition: the V1 UI shows a choice only when the `anyOf` is on the field itself
+    (behind a `$ref` it falls back to a raw JSON box).
+    """
+    return {
+        "title": "Message template",
+        "description": "Plain text, or texts per language picked by a column.",
+        "anyOf": [
+            dict(_TEXT_ONLY),
+            PlainTextTemplate.model_json_schema(),
+            PerLanguageTemplate.model_json_schema(),
+        ],
+    }

@@ -23,12 +23,14 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from prefect.states import Scheduled
 
 from globe_sms.ledger import Ledger
 from tests.browser_fixtures import ROOT, PrefectUI, poll
@@ -341,3 +343,71 @@ def test_the_server_takes_the_string_shorthand_of_a_template(
     shorthand = campaign_with(send_campaign, template="Hi {first_name}")
     assert validate_in_ui(prefect_ui, send_campaign, shorthand)
     assert create_run(prefect_ui, send_campaign, shorthand) == 201
+
+
+def refusal_by_client(ui: PrefectUI, deployment: dict[str, Any], campaign: dict[str, Any]) -> str:
+    """What the server answers Prefect's own client (as `run_deployment` and `prefect deployment run` call
+    it) when asked for a run of the deployment with this campaign; fails the test if the run is created."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with SyncPrefectClient(ui.api_url) as client:
+        try:
+            run = client.create_flow_run_from_deployment(
+                deployment["id"], parameters={"campaign": campaign},
+                state=Scheduled(scheduled_time=datetime(2099, 1, 1, tzinfo=UTC)),
+            )
+        except PrefectHTTPStatusError as exc:
+            assert exc.response.status_code == 409
+            return str(exc.response.json()["detail"])
+        client.delete_flow_run(run.id)
+    raise AssertionError("the server created the run")
+
+
+@pytest.mark.parametrize(
+    ("field", "changes"),
+    [
+        ("campaign.sender_id", {"sender_id": "Globe_SMS!"}),
+        ("campaign.template.select_by", {"template": {"text": "Hi {first_name}", "select_by": "lang"}}),
+    ],
+    ids=["bad sender ID", "plain text with select_by"],
+)
+def test_the_client_is_told_which_field_the_server_refused(
+    field: str, changes: dict[str, Any], prefect_ui: PrefectUI, send_campaign: dict[str, Any]
+) -> None:
+    detail = refusal_by_client(prefect_ui, send_campaign, campaign_with(send_campaign, **changes))
+    assert f"Validation failed for field '{field}'" in detail
+
+
+def test_a_rule_no_schema_can_say_fails_the_run_at_its_start_in_one_line(
+    prefect_ui: PrefectUI, send_campaign: dict[str, Any]
+) -> None:
+    """A fallback that is not one of the template's keys passes the schema (JSON schema cannot compare a
+    value with keys): the server creates the run, and the worker fails it at once, named after its campaign,
+    with one line naming the field, and no traceback in its logs; nothing was sent."""
+    campaign = campaign_with(
+        send_campaign, campaign_id="browser-form-fallback",
+        template={"text": {"en": "Hi {first_name}"}, "select_by": "lang", "fallback": "fr"},
+    )
+    answer = prefect_ui.api(
+        "POST", f"/deployments/{send_campaign['id']}/create_flow_run",
+        json={"parameters": {"campaign": campaign}},
+    )
+    assert answer.status_code == 201, answer.text
+    run = prefect_ui.wait_for_final_state(answer.json()["id"])
+    assert run["state_type"] == "FAILED", prefect_ui.stack.log("worker")
+    assert run["name"] == "browser-form-fallback"
+    message = run["state"]["message"]
+    assert message.startswith("campaign refused: campaign.template: ") and "fallback 'fr'" in message
+    assert "\n" not in message
+    query = {"logs": {"flow_run_id": {"any_": [run["id"]]}}}
+
+    def run_logs() -> str | None:  # logs reach the server in batches: wait for the run's last line
+        text = "\n".join(log["message"] for log in prefect_ui.api("POST", "/logs/filter", json=query).json())
+        return text if message in text and "Finished in state" in text else None
+
+    text = poll(run_logs, timeout=60)
+    assert "Traceback" not in text and "Validation of flow parameters failed" not in text, text
+    assert prefect_ui.data_dir is not None
+    with Ledger(f"sqlite:///{prefect_ui.data_dir / 'ledger.db'}") as ledger:
+        assert not any(ledger.counts("browser-form-fallback").values())

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from flows.send_campaign import send_campaign
 from globe_sms.campaign import Campaign
+from tasks.campaign_input import refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "schema" / "campaign.json"
@@ -44,7 +45,7 @@ def test_the_campaign_form_is_unchanged() -> None:
     expected = json.loads(FIXTURE.read_text(encoding="utf-8"))
     actual = json.loads(json.dumps(Campaign.model_json_schema(), sort_keys=True))
     assert actual == expected
-    assert "MessageTemplate" in actual["$defs"] and "ValidationRules" in actual["$defs"]  # the moved models
+    assert "ValidationRules" in actual["$defs"]  # a moved model
 
 
 def server_errors(campaign: dict[str, Any]) -> list[str]:
@@ -181,6 +182,43 @@ def test_what_the_model_refuses_the_server_refuses(field: str, campaign: dict[st
     assert any(list(error.absolute_path)[:2] in (["campaign", field], ["campaign"]) for error in errors)
 
 
+BEYOND_A_SCHEMA = [
+    pytest.param(
+        "campaign.template",
+        changed(template={"text": {"en": "Hi"}, "select_by": "lang", "fallback": "fr"}),
+        id="a fallback that is not a key",
+    ),
+    pytest.param("campaign.template", changed(template="Hi {first_name"), id="an unclosed placeholder"),
+    pytest.param(
+        "campaign.campaign_id",
+        changed(campaign_id="news-{date:Mars/Olympus_Mons}"),
+        id="an unknown time zone",
+    ),
+    pytest.param(
+        "campaign.validation.default_region",
+        changed(validation={"default_region": "ZZ"}),
+        id="an unknown ISO region",
+    ),
+    pytest.param(
+        "campaign.gateway", changed(gateway={"run_lease_seconds": 30}), id="a lease shorter than a call"
+    ),
+]
+
+
+@pytest.mark.parametrize(("field", "campaign"), BEYOND_A_SCHEMA)
+def test_what_no_schema_can_say_is_refused_in_one_line_naming_the_field(
+    field: str, campaign: dict[str, Any]
+) -> None:
+    """The server creates the run; the flow refuses the campaign as it starts, in one line
+    (`tasks.campaign_input.refusal`) that names the field."""
+    assert server_errors(campaign) == []
+    with pytest.raises(ValidationError) as refused:
+        Campaign.model_validate(campaign)
+    line = refusal(refused.value)
+    assert line.startswith(f"campaign refused: {field}: ") and "\n" not in line
+    assert "Value error" not in line
+
+
 def test_the_flow_offers_only_the_campaign() -> None:
     """`window_checked_at` (a test knob) is a parameter of the flow but not of its form."""
     assert list(PARAMETERS["properties"]) == ["campaign"]
@@ -210,11 +248,10 @@ def test_unions_are_choices_labelled_by_what_they_hold() -> None:
         "HTTP JSON API",
     ]
     assert titles(definitions["ValidationRules"]["properties"]["suppression"]["anyOf"])[-1] == "null"
-    assert titles(definitions["MessageTemplate"]["anyOf"]) == [
-        "Text only",
-        "Plain text",
-        "Per-language texts",
-    ]
+    # The template's choice is on the field itself, not behind a `$ref`: V1 shows a `$ref`'d `anyOf` as JSON.
+    template = definitions["Campaign"]["properties"]["template"]
+    assert titles(template["anyOf"]) == ["Text only", "Plain text", "Per-language texts"]
+    assert "$ref" not in json.dumps(template)
     assert "oneOf" not in json.dumps(PARAMETERS)
 
 
