@@ -190,7 +190,8 @@ def test_the_template_shows_the_deployments_per_language_texts(
     template with the per-language one selected, and shows those texts and the column picking one."""
     form = open_form(ui_page, prefect_ui, send_campaign, version)
     assert form.choices("Template") == (TEMPLATE_SHAPES, "Per-language texts")
-    assert DEFAULT_EN_TEXT in form.shown_text("Text")
+    # The texts are a JSON editor, which V2 loads after the rest of the form: wait for it.
+    poll(lambda: DEFAULT_EN_TEXT in form.shown_text("Text"), timeout=30)
     assert "lang" in form.shown_text("Select By")
 
 
@@ -384,7 +385,7 @@ def test_a_rule_no_schema_can_say_fails_the_run_at_its_start_in_one_line(
 ) -> None:
     """A fallback that is not one of the template's keys passes the schema (JSON schema cannot compare a
     value with keys): the server creates the run, and the worker fails it at once, named after its campaign,
-    with one line naming the field, and no traceback in its logs; nothing was sent."""
+    with one line naming the field (its state's message and its log); nothing was sent."""
     campaign = campaign_with(
         send_campaign, campaign_id="browser-form-fallback",
         template={"text": {"en": "Hi {first_name}"}, "select_by": "lang", "fallback": "fr"},
@@ -407,7 +408,11 @@ def test_a_rule_no_schema_can_say_fails_the_run_at_its_start_in_one_line(
         return text if message in text and "Finished in state" in text else None
 
     text = poll(run_logs, timeout=60)
-    assert "Traceback" not in text and "Validation of flow parameters failed" not in text, text
+    # Not Prefect's parameter validation (a pydantic dump under a random name), not an exception of the flow.
+    # (Prefect 3.9.1's engine wrapper then logs "Engine execution exited with unexpected exception" and the
+    # traceback of its own `FailedRun`, as for every failed deployment run: that is Prefect's, left alone.)
+    noise = ("Validation of flow parameters failed", "Encountered exception during execution", "pydantic")
+    assert not [line for line in noise if line in text], text
     assert prefect_ui.data_dir is not None
     with Ledger(f"sqlite:///{prefect_ui.data_dir / 'ledger.db'}") as ledger:
         assert not any(ledger.counts("browser-form-fallback").values())
