@@ -4,7 +4,9 @@
 extension (`.parquet`; `.ndjson` or `.jsonl`; `.csv`; a glob's too: `exports/*.parquet`); any other
 extension is read as CSV, as before sources had kinds (`.txt` and `.tsv` exports are CSV with another
 separator), except formats that are certainly not CSV (`.xlsx`, `.xls`, `.gz`, `.zip`, `.json`...), which
-are refused at load with what to do instead. An explicit `kind` always wins.
+are refused at load with what to do instead. Without `kind` or `path`, a `query` is a postgres source and a
+`url` an http one. An explicit `kind` always wins. In JSON schema (the UI's run form) the union is an
+`anyOf` whose members say the same (`globe_sms.form_schema`).
 
 | kind | reads | secrets |
 |---|---|---|
@@ -292,8 +294,7 @@ class NdjsonSource(_FileSource):
 class PostgresSource(_Recipients):
     """Recipients from a PostgreSQL query, read through ADBC in Arrow record batches (flat memory)."""
 
-    # `kind` is required in the schema: a source without one is a file source (`_kind`).
-    model_config = ConfigDict(title="PostgreSQL query", json_schema_extra=extend_schema(required=["kind"]))
+    model_config = ConfigDict(title="PostgreSQL query")
 
     kind: Literal["postgres"] = "postgres"
     query: str = Field(
@@ -383,7 +384,7 @@ class PagePagination(StrictModel):
 class HttpSource(_Recipients):
     """Recipients from an HTTP JSON API, read page by page with retries on 429 and 5xx."""
 
-    model_config = ConfigDict(title="HTTP JSON API", json_schema_extra=extend_schema(required=["kind"]))
+    model_config = ConfigDict(title="HTTP JSON API")
 
     kind: Literal["http"] = "http"
     url: str = Field(
@@ -519,12 +520,20 @@ def _secret_parameter_hint(names: list[str], where: str) -> str:
 
 def _kind(value: Any) -> str:
     """The `kind` of a source given as a mapping or a model; for a mapping without one, the path's extension
-    says (`.parquet`, `.ndjson`/`.jsonl`, `.csv`), and anything else is `csv`."""
+    says (`.parquet`, `.ndjson`/`.jsonl`, `.csv`, anything else `csv`), and without a path, a `query` means
+    `postgres` and a `url` `http` (a form that leaves the kind unsaid is read as the member its fields fit).
+    """
     if isinstance(value, dict):
         if "kind" in value:
             return str(value["kind"])
         path = value.get("path")
-        return KIND_BY_EXTENSION.get(path_extension(path), "csv") if isinstance(path, str) else "csv"
+        if isinstance(path, str):
+            return KIND_BY_EXTENSION.get(path_extension(path), "csv")
+        if "path" not in value and "query" in value:
+            return "postgres"
+        if "path" not in value and "url" in value:
+            return "http"
+        return "csv"
     return str(getattr(value, "kind", "csv"))
 
 

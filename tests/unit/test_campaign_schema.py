@@ -81,6 +81,8 @@ ACCEPTED = {
     "an NDJSON file without kind, extension in capitals": changed(source={"path": "r.JSONL"}),
     "a file of another extension without kind (csv)": changed(source={"path": "r.txt", "separator": "\t"}),
     "a postgres source": changed(source=POSTGRES),
+    "a postgres source without kind": changed(source={k: v for k, v in POSTGRES.items() if k != "kind"}),
+    "an http source without kind": changed(source={"url": "https://crm.example.com/r"}),
     "an http source on loopback, paged": changed(
         source={
             "kind": "http",
@@ -130,11 +132,8 @@ REFUSED = {
     ],
     "source": [
         ("an Excel file without kind", changed(source={"path": "r.xlsx"})),
-        (
-            "a postgres source without kind",
-            changed(source={k: v for k, v in POSTGRES.items() if k != "kind"}),
-        ),
         ("a blank query", changed(source={**POSTGRES, "query": "  "})),
+        ("a path and a query without kind", changed(source={"path": "r.csv", "query": "SELECT 1"})),
         ("a secret in both places", changed(source={**POSTGRES, "connection": {"env": "A", "block": "b"}})),
         ("a secret nowhere", changed(source={**POSTGRES, "connection": {}})),
         ("a literal secret", changed(source={**POSTGRES, "connection": "postgresql://u:p@h/db"})),
