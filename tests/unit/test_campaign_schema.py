@@ -104,6 +104,15 @@ ACCEPTED = {
     "a bare host as the endpoint": changed(gateway={"endpoint": "dysmsapi.aliyuncs.com"}),
     "a region's host (empty endpoint)": changed(gateway={"endpoint": "", "region": "ap-southeast-1"}),
     "a budget with a price table": changed(budget=10.0),
+    "a send window (HH:MM, and with seconds)": changed(send_window={"start": "09:00", "end": "20:30:00"}),
+    "explicit nulls for optional fields": changed(
+        validity_period=None,
+        data_dir=None,
+        gateway={"region": None, "account": None, "credentials_block": None, "rate_limit_name": None},
+        validation={"default_region": None, "suppression_file": None, "suppression": None},
+        source={**POSTGRES, "connection": {"env": "DB_URL", "block": None}},
+        send_window={"start": "09:00", "end": "20:00", "timezone_column": None},
+    ),
     "no budget and no price table": changed(budget=None, price_table=None),
     "an opt-out list from postgres": changed(validation={"suppression": POSTGRES, "allow_countries": ["HK"]}),
 }
@@ -156,6 +165,10 @@ REFUSED = {
         ("calls per second out of range", changed(gateway={"calls_per_second": 0})),
     ],
     "price_table": [("a budget without one", changed(budget=5.0, price_table=None))],
+    "send_window": [
+        ("a time with an offset", changed(send_window={"start": "09:00+08:00", "end": "20:00"})),
+        ("not a time", changed(send_window={"start": "9am", "end": "20:00"})),
+    ],
     "validation": [
         ("mainland China allowed", changed(validation={"allow_countries": ["HK", "cn"]})),
         ("a share over 1", changed(validation={"max_reject_share": 1.5})),
@@ -255,6 +268,21 @@ def test_unions_are_choices_labelled_by_what_they_hold() -> None:
     assert titles(template["anyOf"]) == ["Text only", "Plain text", "Per-language texts"]
     assert "$ref" not in json.dumps(template)
     assert "oneOf" not in json.dumps(PARAMETERS)
+
+
+def test_optional_fields_of_a_simple_type_are_plain_inputs() -> None:
+    """No "str | None" choice for `sender_id`, `price_table`, a secret's `env`...: a plain input, left empty
+    for None (the server still takes an explicit null for them, see the accepted cases)."""
+    choices = [
+        f"{model}.{name}"
+        for model, definition in PARAMETERS["definitions"].items()
+        for name, field in definition.get("properties", {}).items()
+        if {"type": "null"} in field.get("anyOf", [])
+        and len(field["anyOf"]) == 2
+        and field.get("default", "") is None  # null as the default, not as a value of its own
+        and "$ref" not in json.dumps(field["anyOf"])
+    ]
+    assert choices == []
 
 
 def descriptions(node: Any) -> Iterator[str]:
