@@ -125,7 +125,7 @@ class CampaignFileError(ValueError):
 class GatewaySettings(StrictModel):
     """Where and how fast to send."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=extend_schema())
+    model_config = ConfigDict(extra="forbid")
 
     endpoint: str = Field(
         default=EMULATOR,

@@ -23,7 +23,7 @@ from pydantic import GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-__all__ = ["AnyOfUnion", "extend_schema", "ignore_case", "plain_optionals"]
+__all__ = ["AnyOfUnion", "extend_schema", "ignore_case"]
 
 
 class AnyOfUnion:
@@ -54,35 +54,11 @@ class AnyOfUnion:
         return "AnyOfUnion()"
 
 
-_SIMPLE_TYPES = ("string", "integer", "number", "boolean")
-
-
-def plain_optionals(schema: dict[str, Any]) -> None:
-    """Show each optional field of a simple type (`str | None = None`) as a plain input, not as a choice of
-    the type and "None": its schema becomes the type's alone, without `default`.
-
-    Absent still means None, and the Prefect server still takes an explicit null for it: before validating a
-    run's parameters (at creation and for "Validate parameters") it lets every optional property of a
-    definition that has a `type` and no `default` be null (`prefect.utilities.schema_tools.validation`
-    `preprocess_schema`). Only fields of models that are definitions benefit, so a model shown inline (the
-    template's shapes) keeps its nullable fields as they are.
-    """
-    for name, field in schema.get("properties", {}).items():
-        choices = field.get("anyOf", [])
-        if "default" not in field or field["default"] is not None or len(choices) != 2:
-            continue
-        others = [choice for choice in choices if choice != {"type": "null"}]
-        if len(others) == 1 and others[0].get("type") in _SIMPLE_TYPES:
-            rest = {key: value for key, value in field.items() if key not in ("anyOf", "default")}
-            schema["properties"][name] = {**others[0], **rest}
-
-
 def extend_schema(**keywords: Any) -> Callable[[dict[str, Any]], None]:
-    """A model's `json_schema_extra`: its optional simple fields as plain inputs (`plain_optionals`), and
-    `keywords` added to its schema (`required=[...]` appended to the fields pydantic already requires)."""
+    """A model's `json_schema_extra` that adds `keywords` to its schema; `required=[...]` is appended to the
+    fields pydantic already requires."""
 
     def extend(schema: dict[str, Any]) -> None:
-        plain_optionals(schema)
         for key, value in keywords.items():
             if key == "required":
                 schema["required"] = [*schema.get("required", []), *value]

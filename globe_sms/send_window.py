@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from globe_sms.clock import as_utc
-from globe_sms.form_schema import extend_schema
 
 HORIZON_DAYS = 8
 """How far ahead an opening is looked for; beyond it a window counts as never opening."""
@@ -51,7 +50,7 @@ def zone_or_none(name: str) -> ZoneInfo | None:
 class SendWindow(BaseModel):
     """When messages may go out, in each recipient's local time (quiet hours outside it)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=extend_schema())
+    model_config = ConfigDict(extra="forbid")
 
     start: LocalTime = Field(
         description="Local time from which messages may be sent, e.g. 09:00 (inclusive).",

@@ -341,9 +341,7 @@ class HttpAuth(BaseModel):
 class NextLinkPagination(BaseModel):
     """Follow a next-page URL: at a JSON pointer into the body, or in the `Link: <...>; rel="next"` header."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, title="Next link", json_schema_extra=extend_schema()
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Next link")
 
     type: Literal["next_link"] = "next_link"
     next_pointer: str | None = Field(

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from globe_sms.form_schema import AnyOfUnion, extend_schema
+from globe_sms.form_schema import AnyOfUnion
 from globe_sms.sources import Source
 from globe_sms.strict_model import StrictModel
 
@@ -35,7 +35,7 @@ class TooManyRejects(ValueError):
 class ValidationRules(StrictModel):
     """How a campaign validates its recipients (embedded in the Campaign model as `validation:`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=extend_schema())
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_region: RegionCode | None = Field(
         default=None,

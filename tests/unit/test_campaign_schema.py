@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from prefect.utilities.callables import parameter_schema
@@ -234,6 +235,31 @@ def test_what_no_schema_can_say_is_refused_in_one_line_naming_the_field(
     assert "Value error" not in line
 
 
+def without_required(node: Any) -> Any:
+    return (
+        {key: without_required(value) for key, value in node.items() if key != "required"}
+        if isinstance(node, dict)
+        else [without_required(value) for value in node]
+        if isinstance(node, list)
+        else node
+    )
+
+
+def test_the_deployments_of_prefect_yaml_fit_the_schema() -> None:
+    """`prefect deploy` sends each deployment's parameters, which the server checks against the schema with
+    plain `jsonschema` (no `required`, and unlike a run's check, no null for a typed optional field); a run
+    of each is then checked as any run."""
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))["deployments"]
+    campaigns = [
+        d["parameters"]["campaign"] for d in deployments if isinstance(d["parameters"].get("campaign"), dict)
+    ]
+    assert len(campaigns) >= 2
+    deploy_check = jsonschema.Draft202012Validator(without_required(PARAMETERS))
+    for campaign in campaigns:
+        assert [error.message for error in deploy_check.iter_errors({"campaign": campaign})] == []
+        assert server_errors(campaign) == []
+
+
 def test_the_flow_offers_only_the_campaign() -> None:
     """`window_checked_at` (a test knob) is a parameter of the flow but not of its form; a run created through
     the API may still set it, as text (the flow takes its parameters unvalidated), which the clock reads."""
@@ -268,21 +294,6 @@ def test_unions_are_choices_labelled_by_what_they_hold() -> None:
     assert titles(template["anyOf"]) == ["Text only", "Plain text", "Per-language texts"]
     assert "$ref" not in json.dumps(template)
     assert "oneOf" not in json.dumps(PARAMETERS)
-
-
-def test_optional_fields_of_a_simple_type_are_plain_inputs() -> None:
-    """No "str | None" choice for `sender_id`, `price_table`, a secret's `env`...: a plain input, left empty
-    for None (the server still takes an explicit null for them, see the accepted cases)."""
-    choices = [
-        f"{model}.{name}"
-        for model, definition in PARAMETERS["definitions"].items()
-        for name, field in definition.get("properties", {}).items()
-        if {"type": "null"} in field.get("anyOf", [])
-        and len(field["anyOf"]) == 2
-        and field.get("default", "") is None  # null as the default, not as a value of its own
-        and "$ref" not in json.dumps(field["anyOf"])
-    ]
-    assert choices == []
 
 
 def descriptions(node: Any) -> Iterator[str]:
