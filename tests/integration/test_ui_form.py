@@ -184,15 +184,20 @@ def test_the_source_is_a_choice_of_kinds_each_with_its_fields(
 
 @pytest.mark.parametrize("version", [V2, V1])
 def test_the_template_shows_the_deployments_per_language_texts(
-    version: str, ui_page: Page, prefect_ui: PrefectUI, send_campaign: dict[str, Any]
+    version: str, ui_page: Page, prefect_ui: PrefectUI, send_campaign: dict[str, Any], tmp_path: Path
 ) -> None:
     """The deployment's template is a mapping language -> text: the form offers the three shapes of a
-    template with the per-language one selected, and shows those texts and the column picking one."""
+    template with the per-language one selected, and shows those texts and the column picking one. A
+    screenshot of it goes to docs/img/ with GLOBE_SMS_UPDATE_SCREENSHOTS=1."""
     form = open_form(ui_page, prefect_ui, send_campaign, version)
     assert form.choices("Template") == (TEMPLATE_SHAPES, "Per-language texts")
     # The texts are a JSON editor, which V2 loads after the rest of the form: wait for it.
     poll(lambda: DEFAULT_EN_TEXT in form.shown_text("Text"), timeout=30)
     assert "lang" in form.shown_text("Select By")
+    form.property("Template").scroll_into_view_if_needed()
+    name = "run-form-template.png" if version == V2 else "run-form-template-v1.png"
+    folder = IMAGES if os.environ.get("GLOBE_SMS_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    form.page.screenshot(path=str(folder / name))
 
 
 @pytest.mark.parametrize("version", [V2, V1])
