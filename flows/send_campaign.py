@@ -20,12 +20,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
+from pydantic.json_schema import SkipJsonSchema
 
 from globe_sms.campaign import Campaign
 from globe_sms.clock import clock_at
 from globe_sms.ledger import Ledger
 from globe_sms.scheduled_names import name_this_deployments_runs
+from tasks.campaign_input import campaign_of_run
 from tasks.cost import estimate_campaign_cost
 from tasks.lease import campaign_lease
 from tasks.plan import plan_batches
@@ -36,17 +38,24 @@ from tasks.send_batches import CampaignFailed, send_batches
 from tasks.spool import rejects_file, spool_campaign
 
 
-@flow(name="send-campaign", flow_run_name=campaign_run_name, log_prints=False)
-def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None) -> CampaignSummary:
+# validate_parameters=False: the flow checks its campaign itself (`campaign_of_run`), so that a campaign the
+# server's schema check let through fails in one line under the campaign's run name (tasks/campaign_input.py).
+@flow(name="send-campaign", flow_run_name=campaign_run_name, log_prints=False, validate_parameters=False)
+def send_campaign(
+    campaign: Campaign, window_checked_at: SkipJsonSchema[datetime | None] = None
+) -> CampaignSummary | State:
     """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
 
     Args:
         campaign: the campaign; see `globe_sms.campaign.Campaign` (or an example in `examples/`).
         window_checked_at: check the campaign's send window as if it were this moment (UTC), not the real
-            clock: for tests and what-if dry runs. Leave it unset for real sends.
+            clock: for tests and what-if dry runs. Leave it unset for real sends. Not in the UI's run form
+            (`SkipJsonSchema`); a run created through the API may still set it.
 
     Returns:
-        The run's summary. Rejected, failed and unknown recipients are reported there, not raised.
+        The run's summary. Rejected, failed and unknown recipients are reported there, not raised. A campaign
+        the model refuses (a run created through the API) returns a Failed state, its message one line naming
+        each bad field.
 
     Raises:
         CampaignFailed: a permanent error (balance, sender ID, credentials), exhausted retries or a lost run
@@ -58,7 +67,10 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
         PreflightError: the campaign cannot start (e.g. its ledger is unreachable); nothing was done.
     """
     started = time.monotonic()
-    campaign = campaign.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
+    checked = campaign_of_run(campaign)  # a deployment run's campaign arrives as it was stored: check it
+    if not isinstance(checked, Campaign):
+        return checked  # Failed, in one line naming the bad fields
+    campaign = checked.for_run(scheduled_start())  # `{date}` -> scheduled date: a campaign per occurrence
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
     preflight(campaign)  # again, for runs from the UI or a deployment (the CLI ran it before this run)
     name_this_deployments_runs()  # the scheduler's newer runs, named after their campaign (not for the CLI)

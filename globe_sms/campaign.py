@@ -14,21 +14,22 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from globe_sms import paths
 from globe_sms.batch_timing import BatchTiming
 from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
+from globe_sms.form_schema import extend_schema, ignore_case
 from globe_sms.ids import task_id
 from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
 from globe_sms.sources import SecretRef, Source
 from globe_sms.strict_model import StrictModel
-from globe_sms.template import MessageTemplate
+from globe_sms.template import MessageTemplate, template_form_schema
 from globe_sms.validation_rules import ValidationRules
 
 EMULATOR = "emulator"
@@ -42,6 +43,17 @@ PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("data_dir",),
 )
 _SENDER_ID = re.compile(r"^[A-Za-z0-9]+$")
+# The sender ID's rules as one JSON-schema pattern, for the form and the server (`enforce_parameter_schema`):
+# 1-11 letters and digits with at least one letter, or 1-15 digits. JSON schema patterns are searches (each
+# alternative is anchored) read by Python's `re` on the server; pydantic's regex engine has no lookahead, so
+# the model checks with `_sender_id_rules` instead.
+SENDER_ID_PATTERN = r"^(?=.*[A-Za-z])[A-Za-z0-9]{1,11}$|^[0-9]{1,15}$"
+# An endpoint with a scheme: https, or http to loopback only (`alibaba_sms.endpoints.resolve_endpoint`).
+_SCHEMED_ENDPOINT = (
+    "^(?:" + ignore_case("https://")
+    + "|" + ignore_case("http://") + "(?:" + ignore_case("localhost") + "|127(?:\\.[0-9]{1,3}){3}|\\[::1\\])"
+    + "(?::[0-9]*)?(?:[/?#]|$))"
+)
 # `{date}` or `{date:Area/City}` in a campaign id; the resolved id is plain `[a-z0-9-]`.
 _DATE_PLACEHOLDER = re.compile(r"\{date(?::(?P<zone>[A-Za-z0-9_+/-]+))?\}")
 CAMPAIGN_ID_PATTERN = r"^(?:[a-z0-9-]|\{date(?::[A-Za-z0-9_+/-]+)?\})+$"
@@ -117,6 +129,7 @@ class GatewaySettings(StrictModel):
 
     endpoint: str = Field(
         default=EMULATOR,
+        json_schema_extra={"if": {"pattern": "://"}, "then": {"pattern": _SCHEMED_ENDPOINT}},
         description="'emulator' starts the embedded emulator; otherwise an https URL, or empty for the "
         "region's host.",
     )
@@ -142,7 +155,7 @@ class GatewaySettings(StrictModel):
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="The Alibaba Cloud account the AccessKey belongs to (its UID, or any stable alias). "
         "Alibaba counts the call rate per account, so every campaign naming the same account shares one "
-        "rate limit, globe-sms-account-<account>, whichever AccessKey it uses. Unset: one limit per "
+        "rate limit, `globe-sms-account-<account>`, whichever AccessKey it uses. Unset: one limit per "
         "AccessKeyId.",
     )
     rate_limit_name: str | None = Field(
@@ -227,7 +240,26 @@ class GatewaySettings(StrictModel):
 class Campaign(StrictModel):
     """One SMS campaign: who gets what, from whom, and how it is sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    # `_consistent`'s rules, in the schema too (as `dependentSchemas`, which the UIs do not show as choices).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=extend_schema(
+            dependentSchemas={
+                "gateway": {  # a real endpoint needs a sender ID
+                    "if": {
+                        "properties": {"gateway": {"required": ["endpoint"], "properties": {
+                            "endpoint": {"not": {"const": EMULATOR}}
+                        }}}
+                    },
+                    "then": {"required": ["sender_id"], "properties": {"sender_id": {"type": "string"}}},
+                },
+                "budget": {  # a budget needs a price table
+                    "if": {"properties": {"budget": {"type": "number"}}},
+                    "then": {"required": ["price_table"], "properties": {"price_table": {"type": "string"}}},
+                },
+            }
+        ),
+    )
 
     campaign_id: str = Field(
         pattern=CAMPAIGN_ID_PATTERN,
@@ -241,12 +273,15 @@ class Campaign(StrictModel):
         description="Where the recipients come from: `kind` csv, parquet, ndjson, postgres or http (unset: "
         "from the file's extension, else csv)."
     )
-    template: MessageTemplate = Field(
-        description="Message text with {column} placeholders, or a template spec."
+    template: Annotated[MessageTemplate, WithJsonSchema(template_form_schema())] = Field(
+        title="Template",  # a field holding a model has no title of its own: the form's label
+        description="The message: one text with `{column}` placeholders, or texts per language picked by a "
+        "column."
     )
     message_type: Literal["NOTIFY", "MKT"] = Field(default="NOTIFY", description="NOTIFY or MKT (marketing).")
     sender_id: str | None = Field(
         default=None,
+        json_schema_extra={"pattern": SENDER_ID_PATTERN},
         description="Approved sender ID: letters and digits; at most 11 if it has a letter, 15 if all "
         "digits.",
     )
@@ -257,7 +292,9 @@ class Campaign(StrictModel):
         default=1000, ge=1, le=1000, description="Numbers per BatchSendMessageToGlobe call."
     )
     gateway: GatewaySettings = Field(
-        default_factory=GatewaySettings, description="Endpoint, signature and rate."
+        default_factory=GatewaySettings,
+        title="Gateway",
+        description="Endpoint, signature and rate.",
     )
     ledger: LedgerLocation | None = Field(
         default=None,
@@ -267,7 +304,8 @@ class Campaign(StrictModel):
         "block). A password in the URL is refused: it would be stored and shown as a flow parameter. A "
         "relative SQLite file (`sqlite:///ledger.db`) is beside the campaign file, or, for a campaign "
         "without a file (UI, deployment), in the flow run's working directory. Unset: "
-        "sqlite:///<default data folder>/ledger.db, the default data folder being $GLOBE_SMS_DATA_DIR, else "
+        "`sqlite:///<default data folder>/ledger.db`, the default data folder being $GLOBE_SMS_DATA_DIR, "
+        "else "
         "$XDG_DATA_HOME/globe-sms, else ~/.local/share/globe-sms.",
     )
     data_dir: str | None = Field(
@@ -277,7 +315,8 @@ class Campaign(StrictModel):
         "others. Unset: the folder of a SQLite ledger file, else the default data folder.",
     )
     validation: ValidationRules = Field(
-        default_factory=ValidationRules, description="Recipient validation rules."
+        default_factory=ValidationRules,
+        title="Validation", description="Recipient validation rules."
     )
     price_table: str | None = Field(
         default=None,
@@ -298,6 +337,7 @@ class Campaign(StrictModel):
     )
     send_window: SendWindow | None = Field(
         default=None,
+        title="Send Window",
         description="Quiet hours: send only between `start` and `end` in each recipient's local time (in "
         "every zone their number may be in). Recipients outside it stay pending for a later run.",
     )

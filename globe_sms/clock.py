@@ -30,6 +30,12 @@ def fixed_clock(moment: datetime) -> Clock:
     return lambda: at
 
 
-def clock_at(moment: datetime | None) -> Clock:
-    """The real clock, or one stopped at `moment` (a flow's `window_checked_at`: tests, what-if dry runs)."""
+def clock_at(moment: datetime | str | None) -> Clock:
+    """The real clock, or one stopped at `moment` (a flow's `window_checked_at`: tests, what-if dry runs).
+
+    An ISO 8601 string is read as the moment: the send-campaign flow takes its parameters as a deployment
+    run stored them (it validates its campaign itself, `tasks.campaign_input`), so there it is still text.
+    """
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
     return utc_now if moment is None else fixed_clock(moment)

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from globe_sms.clock import as_utc
 
@@ -26,6 +27,15 @@ HORIZON_DAYS = 8
 """How far ahead an opening is looked for; beyond it a window counts as never opening."""
 Span = tuple[datetime, datetime]
 """An opening in UTC: from (inclusive) until (exclusive)."""
+# A local clock time as the form and the server check it: HH:MM, optionally :SS and a fraction, no offset.
+# (Pydantic's `format: time` is RFC 3339's, which requires seconds and an offset: the server refused every
+# send window a deployment run was given.)
+LocalTime = Annotated[
+    time,
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?$"}
+    ),
+]
 
 
 @cache
@@ -42,10 +52,10 @@ class SendWindow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start: time = Field(
+    start: LocalTime = Field(
         description="Local time from which messages may be sent, e.g. 09:00 (inclusive).",
     )
-    end: time = Field(
+    end: LocalTime = Field(
         description="Local time at which sending stops, e.g. 20:00 (exclusive). Earlier than `start` wraps "
         "midnight: 21:00-08:00 sends through the night.",
     )

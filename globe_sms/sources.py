@@ -4,7 +4,9 @@
 extension (`.parquet`; `.ndjson` or `.jsonl`; `.csv`; a glob's too: `exports/*.parquet`); any other
 extension is read as CSV, as before sources had kinds (`.txt` and `.tsv` exports are CSV with another
 separator), except formats that are certainly not CSV (`.xlsx`, `.xls`, `.gz`, `.zip`, `.json`...), which
-are refused at load with what to do instead. An explicit `kind` always wins.
+are refused at load with what to do instead. Without `kind` or `path`, a `query` is a postgres source and a
+`url` an http one. An explicit `kind` always wins. In JSON schema (the UI's run form) the union is an
+`anyOf` whose members say the same (`globe_sms.form_schema`).
 
 | kind | reads | secrets |
 |---|---|---|
@@ -52,6 +54,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from globe_sms.form_schema import AnyOfUnion, extend_schema, ignore_case
 from globe_sms.strict_model import StrictModel
 
 FILE_KINDS = ("csv", "parquet", "ndjson")
@@ -110,8 +113,33 @@ _SECRET_SUFFIXES = (
     "password",
     "signature",
 )
+# An http source's URL as the schema says it (`HttpSource._http_url` says more): https:// with a host and no
+# user info, or http:// to loopback only.
+_HTTP_URL = (
+    "^(?:" + ignore_case("https://") + "[^/?#@\\s]+"
+    "|" + ignore_case("http://") + "(?:" + ignore_case("localhost") + "|127(?:\\.[0-9]{1,3}){3}|\\[::1\\])"
+    "(?::[0-9]*)?)(?:[/?#]|$)"
+)
 _CURSOR_TOKENS = ("pagetoken", "nexttoken", "continuationtoken", "cursortoken", "synctoken")
 _NAME = r"^[A-Za-z0-9_./:-]+$"
+_NOT_BLANK = r"\S"  # JSON schema: at least one character that is not white space
+
+
+def _kindless_path(pattern: str, *, matching: bool) -> dict[str, Any]:
+    """Schema keywords of a file source for a value without `kind`: its path must (or must not) match
+    `pattern`, as `_kind` picks the kind from the path's extension."""
+    path = {"pattern": pattern} if matching else {"not": {"pattern": pattern}}
+    return {"if": {"not": {"required": ["kind"]}}, "then": {"properties": {"path": path}}}
+
+
+def _extensions(*suffixes: str) -> str:
+    """A pattern matching a path or glob ending in one of `suffixes`, in any case."""
+    return "(?:" + "|".join(ignore_case(suffix) for suffix in suffixes) + ")$"
+
+
+def _kind_of(*kinds: str) -> str:
+    return _extensions(*(extension for extension, kind in KIND_BY_EXTENSION.items() if kind in kinds))
+
 # What a literal secret is replaced with before validation, so that pydantic's errors (which quote the input,
 # and reach logs) never show a URL with a password or a token.
 _HIDDEN = {"literal_secret": "hidden"}
@@ -127,7 +155,18 @@ def _hide_literals(data: Any, *fields: str) -> Any:
 class SecretRef(BaseModel):
     """Where a secret is: Prefect Secret block or an environment variable (exactly one), never its value."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        # Exactly one of the two, said without `oneOf`/`anyOf` (which the UIs would show as tabs).
+        json_schema_extra=extend_schema(
+            **{
+                "if": {"required": ["block"], "properties": {"block": {"type": "string"}}},
+                "then": {"properties": {"env": {"type": "null"}}},
+                "else": {"required": ["env"], "properties": {"env": {"type": "string"}}},
+            }
+        ),
+    )
 
     block: str | None = Field(
         default=None,
@@ -196,6 +235,16 @@ class _FileSource(_Recipients):
 class CsvSource(_FileSource):
     """Recipients from CSV files; every column is read as text, so phone numbers never turn into floats."""
 
+    # Without `kind`: any path but one whose extension names another kind or a format that is not CSV.
+    model_config = ConfigDict(
+        title="CSV file",
+        json_schema_extra=extend_schema(
+            **_kindless_path(
+                _extensions(*(e for e, k in KIND_BY_EXTENSION.items() if k != "csv"), *NOT_CSV_EXTENSIONS),
+                matching=False,
+            )
+        ),
+    )
     kind: Literal["csv"] = "csv"
     separator: str = Field(default=",", min_length=1, max_length=1, description="Field separator.")
     encoding: Literal["utf8", "utf8-lossy"] = Field(default="utf8", description="Text encoding of the file.")
@@ -223,11 +272,21 @@ class CsvSource(_FileSource):
 class ParquetSource(_FileSource):
     """Recipients from Parquet files; typed columns are cast to text (a numeric phone has lost its '+')."""
 
+    model_config = ConfigDict(
+        title="Parquet file",
+        json_schema_extra=extend_schema(**_kindless_path(_kind_of("parquet"), matching=True)),
+    )
+
     kind: Literal["parquet"] = "parquet"
 
 
 class NdjsonSource(_FileSource):
     """Recipients from newline-delimited JSON files (one object per line); every value is read as text."""
+
+    model_config = ConfigDict(
+        title="NDJSON file",
+        json_schema_extra=extend_schema(**_kindless_path(_kind_of("ndjson"), matching=True)),
+    )
 
     kind: Literal["ndjson"] = "ndjson"
 
@@ -235,9 +294,16 @@ class NdjsonSource(_FileSource):
 class PostgresSource(_Recipients):
     """Recipients from a PostgreSQL query, read through ADBC in Arrow record batches (flat memory)."""
 
+    model_config = ConfigDict(title="PostgreSQL query")
+
     kind: Literal["postgres"] = "postgres"
-    query: str = Field(min_length=1, description="The SELECT that returns one row per recipient.")
+    query: str = Field(
+        min_length=1,
+        json_schema_extra={"pattern": _NOT_BLANK},
+        description="The SELECT that returns one row per recipient.",
+    )
     connection: SecretRef = Field(
+        title="Connection",
         description="Where the connection URL (`postgresql://user:password@host:5432/db`) is kept."
     )
 
@@ -264,7 +330,7 @@ class HttpAuth(BaseModel):
         default="Bearer",
         description="Written before the secret (`Bearer`, `Token`); null for the bare secret.",
     )
-    token: SecretRef = Field(description="Where the token is kept.")
+    token: SecretRef = Field(title="Token", description="Where the token is kept.")
 
     @model_validator(mode="before")
     @classmethod
@@ -275,7 +341,7 @@ class HttpAuth(BaseModel):
 class NextLinkPagination(BaseModel):
     """Follow a next-page URL: at a JSON pointer into the body, or in the `Link: <...>; rel="next"` header."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Next link")
 
     type: Literal["next_link"] = "next_link"
     next_pointer: str | None = Field(
@@ -289,7 +355,18 @@ class NextLinkPagination(BaseModel):
 class PagePagination(StrictModel):
     """Ask for page 1, 2, 3... through a query parameter until a page comes back short or empty."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="Page numbers",
+        json_schema_extra=extend_schema(  # size_param and size go together
+            **{
+                "if": {"required": ["size_param"], "properties": {"size_param": {"type": "string"}}},
+                "then": {"required": ["size"], "properties": {"size": {"type": "integer"}}},
+                "else": {"properties": {"size": {"type": "null"}}},
+            }
+        ),
+    )
 
     type: Literal["page"] = "page"
     param: str = Field(default="page", min_length=1, description="The page number's query parameter.")
@@ -307,9 +384,12 @@ class PagePagination(StrictModel):
 class HttpSource(_Recipients):
     """Recipients from an HTTP JSON API, read page by page with retries on 429 and 5xx."""
 
+    model_config = ConfigDict(title="HTTP JSON API")
+
     kind: Literal["http"] = "http"
     url: str = Field(
         min_length=1,
+        json_schema_extra={"pattern": _HTTP_URL},
         description="The first page's URL: https://, or http:// to loopback only (127.0.0.0/8, ::1, "
         "localhost). No credentials in it: a query parameter such as api_key goes in `secret_params`.",
     )
@@ -329,10 +409,14 @@ class HttpSource(_Recipients):
         pattern=r"^(/[^/]*)*$",
         description="JSON pointer to the list of records in a page (`/data`); empty: the body is the list.",
     )
-    pagination: Annotated[NextLinkPagination | PagePagination, Field(discriminator="type")] | None = Field(
+    pagination: (
+        Annotated[NextLinkPagination | PagePagination, Field(discriminator="type"), AnyOfUnion()] | None
+    ) = Field(
         default=None, description="How to get the next page; unset: one page only."
     )
-    auth: HttpAuth | None = Field(default=None, description="An auth header whose value is kept in a secret.")
+    auth: HttpAuth | None = Field(
+        default=None, title="Auth", description="An auth header whose value is kept in a secret."
+    )
     timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Timeout of one request.")
     max_retries: int = Field(
         default=4, ge=0, le=10, description="Retries of one page on 429, 5xx and network errors."
@@ -436,12 +520,20 @@ def _secret_parameter_hint(names: list[str], where: str) -> str:
 
 def _kind(value: Any) -> str:
     """The `kind` of a source given as a mapping or a model; for a mapping without one, the path's extension
-    says (`.parquet`, `.ndjson`/`.jsonl`, `.csv`), and anything else is `csv`."""
+    says (`.parquet`, `.ndjson`/`.jsonl`, `.csv`, anything else `csv`), and without a path, a `query` means
+    `postgres` and a `url` `http` (a form that leaves the kind unsaid is read as the member its fields fit).
+    """
     if isinstance(value, dict):
         if "kind" in value:
             return str(value["kind"])
         path = value.get("path")
-        return KIND_BY_EXTENSION.get(path_extension(path), "csv") if isinstance(path, str) else "csv"
+        if isinstance(path, str):
+            return KIND_BY_EXTENSION.get(path_extension(path), "csv")
+        if "path" not in value and "query" in value:
+            return "postgres"
+        if "path" not in value and "url" in value:
+            return "http"
+        return "csv"
     return str(getattr(value, "kind", "csv"))
 
 
@@ -452,6 +544,7 @@ Source = Annotated[
     | Annotated[PostgresSource, Tag("postgres")]
     | Annotated[HttpSource, Tag("http")],
     Discriminator(_kind),
+    AnyOfUnion(),
 ]
 """Any recipient source, discriminated on `kind` (default: from the extension, else `csv`)."""
 

@@ -26,19 +26,25 @@ Errors:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
+from globe_sms.form_schema import extend_schema
 from globe_sms.strict_model import StrictModel
 
 __all__ = [
     "DEFAULT_MAX_SEGMENTS",
     "MessageTemplate",
+    "PerLanguageTemplate",
     "Piece",
+    "PlainTextTemplate",
     "Placeholder",
     "TemplateError",
     "parse_template",
+    "template_form_schema",
 ]
 
 DEFAULT_MAX_SEGMENTS = 10
@@ -124,8 +130,56 @@ def parse_template(text: str) -> tuple[Piece, ...]:
 # ------------------------------------------------------------------------------------------------------------
 
 
+# The fields shared by the model and the two shapes of its form (`PlainTextTemplate`, `PerLanguageTemplate`).
+_SELECT_BY_HELP = "Column whose value picks the template (e.g. a language code column such as `lang`)."
+_FALLBACK = Field(
+    default=None,
+    description=(
+        "Key of the template used when the `select_by` value is null or has no template. "
+        "Unset: such rows are rejected with `no_template:<value>` "
+        "(or `missing_value:<select_by>` for a null value)."
+    ),
+)
+_ON_MISSING = Field(
+    default="reject",
+    description=(
+        "What a null, empty or blank placeholder value does: `reject` rejects the row with "
+        "`missing_value:<column>` (placeholder defaults are ignored); `default` uses the placeholder's "
+        "default and rejects only when the placeholder has none."
+    ),
+)
+_SMART_REPLACE = Field(
+    default=False,
+    description=(
+        "Replace typographic quotes, dashes, ellipsis and special spaces (in the template and values) "
+        "by GSM-7 equivalents, so that one curly apostrophe does not turn a message into UCS-2."
+    ),
+)
+_MAX_SEGMENTS = Field(
+    default=DEFAULT_MAX_SEGMENTS,
+    ge=1,
+    le=255,
+    description="Longest message allowed, in SMS segments; longer ones get `too_many_segments`.",
+)
+_PLACEHOLDERS = "Placeholders: `{column}`, `{column|default text}`; `{{` and `}}` are literal braces."
+_NOT_BLANK = r"\S"  # at least one character that is not white space
+# The string shorthand (`template: "Hi {name}"`), as the form's first choice.
+_TEXT_ONLY = {
+    "type": "string",
+    "minLength": 1,
+    "pattern": _NOT_BLANK,
+    "title": "Text only",
+    "description": f"The message, with the other settings at their defaults. {_PLACEHOLDERS}",
+}
+
+
 class MessageTemplate(StrictModel):
     """How each recipient's message is written. A plain string is accepted as ``{"text": that string}``.
+
+    Its JSON schema (the run form in the Prefect UI, and what the server checks a run's parameters against)
+    is a choice of three shapes, each refusing what the model refuses: a string (`_TEXT_ONLY`), a plain text
+    with options (`PlainTextTemplate`), and texts per language picked by a column (`PerLanguageTemplate`), so
+    that `select_by` without a mapping, or a mapping without `select_by`, is refused when a run is created.
 
     Example:
         >>> MessageTemplate.model_validate("Hi {first_name|there}")
@@ -138,42 +192,23 @@ class MessageTemplate(StrictModel):
     text: str | dict[str, str] = Field(
         description=(
             "The template, or templates keyed by a value of the `select_by` column (e.g. a language code). "
-            "Placeholders: `{column}`, `{column|default text}`; `{{` and `}}` are literal braces."
+            + _PLACEHOLDERS
         ),
     )
     select_by: str | None = Field(
         default=None,
         description="Column whose value picks the template when `text` is a mapping; unset otherwise.",
     )
-    fallback: str | None = Field(
-        default=None,
-        description=(
-            "Key of the template used when the `select_by` value is null or has no template. "
-            "Unset: such rows are rejected with `no_template:<value>` "
-            "(or `missing_value:<select_by>` for a null value)."
-        ),
-    )
-    on_missing: Literal["reject", "default"] = Field(
-        default="reject",
-        description=(
-            "What a null, empty or blank placeholder value does: `reject` rejects the row with "
-            "`missing_value:<column>` (placeholder defaults are ignored); `default` uses the placeholder's "
-            "default and rejects only when the placeholder has none."
-        ),
-    )
-    smart_replace: bool = Field(
-        default=False,
-        description=(
-            "Replace typographic quotes, dashes, ellipsis and special spaces (in the template and values) "
-            "by GSM-7 equivalents, so that one curly apostrophe does not turn a message into UCS-2."
-        ),
-    )
-    max_segments: int = Field(
-        default=DEFAULT_MAX_SEGMENTS,
-        ge=1,
-        le=255,
-        description="Longest message allowed, in SMS segments; longer ones get `too_many_segments`.",
-    )
+    fallback: str | None = _FALLBACK
+    on_missing: Literal["reject", "default"] = _ON_MISSING
+    smart_replace: bool = _SMART_REPLACE
+    max_segments: int = _MAX_SEGMENTS
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return template_form_schema()
 
     @model_validator(mode="before")
     @classmethod
@@ -227,3 +262,61 @@ class MessageTemplate(StrictModel):
         if self.select_by is not None and self.select_by not in names:
             names.append(self.select_by)
         return names
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The shapes of the form (JSON schema only; `MessageTemplate` validates)
+# ------------------------------------------------------------------------------------------------------------
+
+
+class PlainTextTemplate(BaseModel):
+    """One text for every recipient."""
+
+    # `select_by` and `fallback` may be given only as null, as the model allows; the form does not show them.
+    model_config = ConfigDict(
+        extra="forbid",
+        title="Plain text",
+        json_schema_extra=extend_schema(patternProperties={"^(?:select_by|fallback)$": {"type": "null"}}),
+    )
+
+    text: str = Field(
+        min_length=1, pattern=_NOT_BLANK, description=f"The message for every recipient. {_PLACEHOLDERS}"
+    )
+    on_missing: Literal["reject", "default"] = _ON_MISSING
+    smart_replace: bool = _SMART_REPLACE
+    max_segments: int = _MAX_SEGMENTS
+
+
+class PerLanguageTemplate(BaseModel):
+    """Texts keyed by the value of a column, e.g. a language code."""
+
+    model_config = ConfigDict(extra="forbid", title="Per-language texts")
+
+    text: dict[str, Annotated[str, Field(min_length=1, pattern=_NOT_BLANK)]] = Field(
+        min_length=1,
+        description=f"The templates by value of the `select_by` column, e.g. `en` and `zh`. {_PLACEHOLDERS}",
+    )
+    select_by: str = Field(min_length=1, description=_SELECT_BY_HELP)
+    fallback: str | None = _FALLBACK
+    on_missing: Literal["reject", "default"] = _ON_MISSING
+    smart_replace: bool = _SMART_REPLACE
+    max_segments: int = _MAX_SEGMENTS
+
+
+def template_form_schema() -> dict[str, Any]:
+    """The JSON schema of a `MessageTemplate`: a choice (`anyOf`) of the string shorthand, a plain text and
+    per-language texts, self-contained (no `$ref`).
+
+    A field holding a template uses it inline, `Annotated[MessageTemplate, WithJsonSchema(...)]`, rather
+    than as a `$ref` to a definition: the V1 UI shows a choice only when the `anyOf` is on the field itself
+    (behind a `$ref` it falls back to a raw JSON box).
+    """
+    return {
+        "title": "Message template",
+        "description": "Plain text, or texts per language picked by a column.",
+        "anyOf": [
+            dict(_TEXT_ONLY),
+            PlainTextTemplate.model_json_schema(),
+            PerLanguageTemplate.model_json_schema(),
+        ],
+    }

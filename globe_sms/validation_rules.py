@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from globe_sms.form_schema import AnyOfUnion
 from globe_sms.sources import Source
 from globe_sms.strict_model import StrictModel
 
@@ -45,6 +46,7 @@ class ValidationRules(StrictModel):
     )
     allow_countries: list[RegionCode] = Field(
         default_factory=list,
+        json_schema_extra={"not": {"contains": {"pattern": "^[cC][nN]$"}}},  # `_mainland_never_allowed`
         description=(
             "ISO regions to send to (e.g. ['HK', 'SG']). Empty means every region except mainland China."
         ),
@@ -80,7 +82,7 @@ class ValidationRules(StrictModel):
             "campaign. Can be given with `suppression`: both lists are suppressed."
         ),
     )
-    suppression: Source | None = Field(
+    suppression: Annotated[Source | None, AnyOfUnion()] = Field(
         default=None,
         description=(
             "An opt-out list read like recipients, from any source kind (csv, parquet, ndjson, postgres, "

@@ -75,6 +75,20 @@ class TestSourceModels:
         """`kind` picks the model."""
         assert isinstance(SOURCE.validate_python(data), model)
 
+    @pytest.mark.parametrize(
+        ("data", "model"),
+        [
+            ({"query": "SELECT 1", "connection": {"env": "DB_URL"}}, PostgresSource),
+            ({"url": "https://crm.example.com/r"}, HttpSource),
+        ],
+    )
+    def test_without_kind_or_path_the_fields_say_the_kind(self, data: dict[str, Any], model: type) -> None:
+        """A form that leaves `kind` unsaid (the schema's `anyOf` takes such a value) is read as the member
+        its fields fit, as the schema reads it; a path still means a file."""
+        assert isinstance(SOURCE.validate_python(data), model)
+        with pytest.raises(ValidationError, match="query"):
+            SOURCE.validate_python({"path": "r.csv", "query": "SELECT 1"})
+
     def test_a_literal_connection_url_is_refused_without_being_echoed(self) -> None:
         """A URL with a password given in place of a secret's name never shows in the error."""
         data = {"kind": "postgres", "query": "SELECT 1", "connection": "postgresql://u:hunter2@db/x"}
