@@ -20,26 +20,36 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
 from alibaba_sms.credentials import AccessKey
 from alibaba_sms.endpoints import resolve_endpoint
-from alibaba_sms.errors import (
-    InvalidResponse,
-    business_error,
-    gateway_error,
-    transport_error,
-)
+from alibaba_sms.errors import InvalidResponse, transport_error
 from alibaba_sms.models import BatchSendResult, QueryResult, ResponseFormatError, SendResult
-from alibaba_sms.signing import API_VERSION, AcsV1Auth, AcsV3Auth, Clock, Nonce, random_nonce, utc_now
+from alibaba_sms.protocol import (
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    SignatureVersion,
+    action_headers,
+    auth_for,
+    operation_params,
+    parse_response,
+    sign,
+)
+from alibaba_sms.signing import Clock, Nonce, random_nonce, utc_now
 
-SignatureVersion = Literal["v3", "v1"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_BATCH_NUMBERS",
+    "USER_AGENT",
+    "PreparedBatch",
+    "SignatureVersion",
+    "SmsClient",
+]
+
 MAX_BATCH_NUMBERS = 1000
-# The official SDK's defaults: connect 5 s, read 10 s.
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-USER_AGENT = "globe-sms (alibaba_sms; httpx)"
 
 
 @dataclass(frozen=True)
@@ -80,12 +90,9 @@ class SmsClient:
         clock: Clock = utc_now,
         nonce: Nonce = random_nonce,
     ) -> None:
-        if signature_version not in ("v3", "v1"):
-            raise ValueError(f"signature_version must be 'v3' or 'v1', got {signature_version!r}")
+        self._auth = auth_for(signature_version, credentials, clock=clock, nonce=nonce)
         self.base_url = resolve_endpoint(endpoint, region)
         self.signature_version = signature_version
-        auth_class = AcsV3Auth if signature_version == "v3" else AcsV1Auth
-        self._auth = auth_class(credentials, clock=clock, nonce=nonce)
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
@@ -119,10 +126,10 @@ class SmsClient:
             "POST",
             "/",
             data={key: value for key, value in params.items()},
-            headers={"x-acs-action": action, "x-acs-version": API_VERSION},
+            headers=action_headers(action),
         )
-        # Sign now, through the Auth's own flow, so the request can wait and then go out unchanged.
-        return next(self._auth.sync_auth_flow(request))
+        # Sign now, so that the request can wait and then go out unchanged.
+        return sign(self._auth, request)
 
     def _send(self, request: httpx.Request) -> dict[str, Any]:
         action = request.headers.get("x-acs-action")
@@ -134,28 +141,7 @@ class SmsClient:
 
     @staticmethod
     def _parse(response: httpx.Response, action: str | None) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 400:
-            data = body if isinstance(body, dict) else {}
-            code = data.get("Code") or data.get("code")
-            message = data.get("Message") or data.get("message") or response.text[:200]
-            request_id = data.get("RequestId") or data.get("requestId")
-            raise gateway_error(response.status_code, code, str(message), request_id, action)
-        if not isinstance(body, dict):
-            raise InvalidResponse(
-                f"HTTP {response.status_code} with a body that is not a JSON object",
-                status=response.status_code,
-                action=action,
-            )
-        code = body.get("ResponseCode")
-        if code != "OK":
-            raise business_error(
-                code, str(body.get("ResponseDescription", "")), body.get("RequestId"), action
-            )
-        return body
+        return parse_response(response, action)
 
     # --- operations ---------------------------------------------------------------------------------------
 
@@ -193,7 +179,7 @@ class SmsClient:
         if len(texts) != len(numbers):
             raise ValueError(f"{len(texts)} messages for {len(numbers)} numbers: they must be parallel")
         params = {"To": _json_array(numbers), "Message": _json_array(texts)}
-        params.update(_optional(sender, message_type, task_id, validity_period, channel_id))
+        params.update(operation_params(sender, message_type, task_id, validity_period, channel_id))
         return PreparedBatch(self._build("BatchSendMessageToGlobe", params), numbers)
 
     def send_prepared_batch(self, prepared: PreparedBatch) -> BatchSendResult:
@@ -225,7 +211,7 @@ class SmsClient:
     ) -> SendResult:
         """Send one message with SendMessageToGlobe."""
         params = {"To": to, "Message": message}
-        params.update(_optional(sender, message_type, task_id, validity_period, channel_id))
+        params.update(operation_params(sender, message_type, task_id, validity_period, channel_id))
         body = self._send(self._build("SendMessageToGlobe", params))
         try:
             return SendResult.from_body(body)
@@ -237,19 +223,3 @@ class SmsClient:
         body = self._send(self._build("QueryMessage", {"MessageId": message_id}))
         return QueryResult.from_body(body)
 
-
-def _optional(
-    sender: str | None,
-    message_type: str | None,
-    task_id: str | None,
-    validity_period: int | None,
-    channel_id: str | None,
-) -> dict[str, str]:
-    values = {
-        "From": sender,
-        "Type": message_type,
-        "TaskId": task_id,
-        "ValidityPeriod": None if validity_period is None else str(int(validity_period)),
-        "ChannelId": channel_id,
-    }
-    return {key: value for key, value in values.items() if value is not None}
