@@ -32,13 +32,15 @@ from tasks.plan import plan_batches
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
-from tasks.send_batches import CampaignFailed, send_batches
+from tasks.send_batches import CampaignFailed
+from tasks.send_lanes import send_lanes
 from tasks.spool import rejects_file, spool_campaign
 
 
 @flow(name="send-campaign", flow_run_name=campaign_run_name, log_prints=False)
 def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None) -> CampaignSummary:
-    """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
+    """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe and/or SendMessageToGlobe
+    (`send_via`).
 
     Args:
         campaign: the campaign; see `globe_sms.campaign.Campaign` (or an example in `examples/`).
@@ -86,7 +88,14 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
             summary.record_plan(plan)
             summary.preview = spool.preview(
                 cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
+            ).with_lanes(
+                campaign.send_via,
+                plan.recipients,
+                batch_size=campaign.batch_size,
+                calls_per_second=campaign.gateway.calls_per_second,
+                single_calls_per_second=campaign.gateway.single_calls_per_second,
             )
+            summary.send_via = campaign.send_via
             if cost is not None:
                 summary.estimated_cost, summary.currency = float(cost.total), cost.currency
             logger.info(
@@ -97,7 +106,8 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
                 logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,
                             summary.deferral_text)
             if not campaign.dry_run and plan.batches:
-                send_batches(campaign, ledger, plan, summary)
+                send_lanes(campaign, ledger, plan, summary)  # batch, single or both (`send_via`)
+                summary.price_lanes()
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
             publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
