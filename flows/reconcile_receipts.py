@@ -22,7 +22,7 @@ from globe_sms.campaign import GatewaySettings
 from globe_sms.ledger import LedgerLocation
 from globe_sms.ledger.url import check_plain_url
 from globe_sms.paths import default_ledger_url, resolve_ledger_file
-from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND
+from globe_sms.receipts.reconcile import QUERY_CALLS_PER_SECOND, QUERY_CONCURRENCY
 from globe_sms.receipts.report import DeliveryReport
 from tasks.reconcile import publish_delivery_report, query_unsettled_messages
 
@@ -49,7 +49,7 @@ def reconcile_receipts(
     older_than_minutes: float = 30.0,
     unknown_after_hours: float = 72.0,
     queries_per_second: float = QUERY_CALLS_PER_SECOND,
-    workers: int = 4,
+    workers: int = QUERY_CONCURRENCY,
     limit: int | None = None,
 ) -> ReconcileSummary:
     """Settle accepted messages whose receipt is overdue, through QueryMessage, and report delivery.
@@ -63,7 +63,7 @@ def reconcile_receipts(
         older_than_minutes: query messages submitted at least this long ago with no final receipt.
         unknown_after_hours: a message still unsettled this long after submission becomes final `unknown`.
         queries_per_second: QueryMessage pace (the API allows 300/s per account).
-        workers: concurrent queries.
+        workers: queries in flight at once (300/s at 100 ms round trips needs 30).
         limit: at most this many queries in this run.
 
     Returns:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alibaba_sms import AccessKey, SmsClient
+from alibaba_sms.async_client import AsyncSmsClient
 from alibaba_sms.credentials import ACCESS_KEY_ID_ENV, MissingCredentials
 from alibaba_sms.emulator import EmulatorConfig, EmulatorServer
 from globe_sms.batch_timing import BatchTiming
@@ -152,8 +153,29 @@ def build_client(
     )
 
 
-def query_client(settings: GatewaySettings) -> SmsClient:
-    """A client for QueryMessage, after a run; the embedded emulator is refused (it forgets its messages).
+def build_async_client(
+    settings: GatewaySettings,
+    credentials: AccessKey | None = None,
+    *,
+    endpoint: str | None = None,
+    max_connections: int | None = None,
+) -> AsyncSmsClient:
+    """The asyncio client for the high-rate calls (SendMessageToGlobe, QueryMessage), with the gateway's
+    timeouts; arguments as for `build_client`, plus the connection pool's size (default: the client's)."""
+    options = {} if max_connections is None else {"max_connections": max_connections}
+    return AsyncSmsClient(
+        credentials if credentials is not None else credentials_for(settings),
+        endpoint=(endpoint or settings.endpoint) or None,
+        region=settings.region,
+        signature_version=settings.signature_version,
+        timeout=_timeout(settings.batch_timing),
+        **options,
+    )
+
+
+def query_client(settings: GatewaySettings, *, max_connections: int | None = None) -> AsyncSmsClient:
+    """The asyncio client reconciliation queries with, after a run; the embedded emulator is refused (it
+    forgets its messages). Not opened yet: it opens in the event loop that first uses it.
 
     Raises:
         ValueError: the endpoint is `emulator`.
@@ -164,7 +186,7 @@ def query_client(settings: GatewaySettings) -> SmsClient:
             "with `gateway.emulator_receipts` its receipts are stored during the run, or point "
             "`gateway.endpoint` at a running `globe-sms emulator`"
         )
-    return build_client(settings)
+    return build_async_client(settings, max_connections=max_connections)
 
 
 def _timeout(timing: BatchTiming):  # noqa: ANN202 - httpx.Timeout

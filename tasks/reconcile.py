@@ -1,7 +1,8 @@
 """The reconciliation stages: settle overdue messages through QueryMessage, and publish the delivery report.
 
 Thin `@task` wrappers over `globe_sms.receipts.reconcile` and `globe_sms.receipts.report`; the client comes
-from the gateway module (`globe_sms.gateway.query_client`), with the same timeouts as sending.
+from the gateway module (`globe_sms.gateway.query_client`: the asyncio client, `workers` queries in flight),
+with the same timeouts as sending.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def query_unsettled_messages(
     Raises:
         ValueError: the gateway is the embedded emulator, which cannot be queried after its run.
     """
-    with ReceiptStore(ledger) as store, query_client(gateway) as client:
+    client = query_client(gateway, max_connections=max(1, workers))  # opened, and closed, by `reconcile`
+    with ReceiptStore(ledger) as store:
         return reconcile(
             store,
             client,

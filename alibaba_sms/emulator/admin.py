@@ -3,7 +3,8 @@
 Each is a method of `Admin`; `admin_routes` binds them to one emulator state:
 
     GET       /_emulator/journal   {"requests": [...], "messages": [...]}
-    GET|POST  /_emulator/faults    show or change the fault config fields, `script`, `clear_script`
+    GET|POST  /_emulator/faults    show or change the fault config fields, `script`, `clear_script`,
+                                   `single_script`, `clear_single_script` (SendMessageToGlobe calls)
     POST      /_emulator/reset     forget everything but the configuration
     GET       /_emulator/health    {"status": "ok", "actions": [...]}
     GET       /_emulator/receipts  decided delivery outcomes and what the receipt pusher did
@@ -39,17 +40,28 @@ class Admin:
                 data = json.loads(await request.body() or b"{}")
                 if not isinstance(data, dict):
                     raise ValueError("expected a JSON object")
-                script, clear = data.pop("script", None), bool(data.pop("clear_script", False))
+                scripts = [
+                    (name, data.pop(name, None), bool(data.pop(f"clear_{name}", False)))
+                    for name in ("script", "single_script")
+                ]
+                for name, script, _ in scripts:
+                    if isinstance(script, str) or not isinstance(script or [], list):
+                        raise ValueError(f"{name} must be a list of strings")
                 if data:
                     self.state.faults.configure(**data)
-                if script is not None or clear:
-                    if isinstance(script, str) or not isinstance(script or [], list):
-                        raise ValueError("script must be a list of strings")
-                    self.state.faults.script(script or [], replace=clear)
+                for name, script, clear in scripts:
+                    if script is not None or clear:
+                        self.state.faults.script(script or [], replace=clear, single=name == "single_script")
             except (ValueError, ValidationError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
         faults = self.state.faults
-        return JSONResponse({"faults": faults.config.model_dump(), "script": faults.pending()})
+        return JSONResponse(
+            {
+                "faults": faults.config.model_dump(),
+                "script": faults.pending(),
+                "single_script": faults.pending(single=True),
+            }
+        )
 
     async def reset(self, request: Request) -> Response:
         """`POST /_emulator/reset`: forget everything but the configuration."""

@@ -1,7 +1,9 @@
 """Fault injection for the gateway emulator: random faults under a seed, and a scripted queue.
 
 Faults apply to BatchSendMessageToGlobe calls that passed signature verification and flow control (the
-per-key rate limit); latency applies to every signed API call. Two sources decide a batch call's fault:
+per-key rate limit), and in the same way to SendMessageToGlobe calls, from a script and a random stream of
+their own (`script(..., single=True)`; random draws only with `FaultConfig.single_calls`); latency applies to
+every signed API call. Two sources decide a batch call's fault:
 
 1. The script, consumed first, one entry per batch call, for exact test scenarios::
 
@@ -62,6 +64,10 @@ class FaultConfig(BaseModel):
     )
     drop_after_accept_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Chance of accepting a batch, then dropping the connection."
+    )
+    single_calls: bool = Field(
+        default=False,
+        description="Draw the random faults for SendMessageToGlobe calls too (from a stream of their own).",
     )
 
 
@@ -129,6 +135,7 @@ class FaultInjector:
         self._seed = seed
         self._lock = threading.Lock()
         self._script: deque[Fault] = deque()
+        self._single_script: deque[Fault] = deque()
         self.reset()
 
     def reset(self) -> None:
@@ -136,8 +143,11 @@ class FaultInjector:
         with self._lock:
             self._config = self._initial.model_copy()
             self._script.clear()
-            # Separate streams: the batch fault sequence must not depend on how many other calls had latency.
+            self._single_script.clear()
+            # Separate streams: the batch fault sequence must not depend on how many other calls had latency,
+            # nor on how many single calls were made.
             self._fault_rng = random.Random(self._seed)
+            self._single_rng = random.Random(None if self._seed is None else f"single:{self._seed}")
             self._latency_rng = random.Random(None if self._seed is None else f"latency:{self._seed}")
 
     @property
@@ -153,31 +163,44 @@ class FaultInjector:
             self._config = FaultConfig.model_validate(merged)
             return self._config.model_copy()
 
-    def script(self, entries: Iterable[str], *, replace: bool = False) -> None:
-        """Queue faults for the next batch calls, one entry each, in order.
+    def script(self, entries: Iterable[str], *, replace: bool = False, single: bool = False) -> None:
+        """Queue faults for the next batch calls (`single`: SendMessageToGlobe calls), one each, in order.
 
         Raises:
             ValueError: an entry outside the vocabulary (nothing is queued then).
         """
         faults = [parse_fault(entry) for entry in entries]
         with self._lock:
+            queue = self._single_script if single else self._script
             if replace:
-                self._script.clear()
-            self._script.extend(faults)
+                queue.clear()
+            queue.extend(faults)
 
-    def pending(self) -> list[str]:
-        """The script entries not consumed yet."""
+    def pending(self, *, single: bool = False) -> list[str]:
+        """The script entries not consumed yet (`single`: those for SendMessageToGlobe calls)."""
         with self._lock:
-            return [fault.label() for fault in self._script]
+            return [fault.label() for fault in (self._single_script if single else self._script)]
 
     def next_batch_fault(self) -> Fault:
         """The fault for the next batch call: the script's head, else a random draw."""
+        return self._next(self._script, self._fault_rng, always=True)
+
+    def next_single_fault(self) -> Fault:
+        """The fault for the next SendMessageToGlobe call: its script's head, else (with `single_calls`) a
+        random draw from its own stream, else none."""
+        return self._next(self._single_script, self._single_rng, always=False)
+
+    def _next(self, script: deque[Fault], rng: random.Random, *, always: bool) -> Fault:
+        if not script and not always and not self._config.single_calls:
+            return OK  # the common case of the high-rate path: no lock, no draw
         with self._lock:
-            if self._script:
-                return self._script.popleft()
+            if script:
+                return script.popleft()
             config = self._config
+            if not always and not config.single_calls:
+                return OK
             # Always draw all three numbers, so one rate's setting does not shift the others' sequence.
-            draws = (self._fault_rng.random(), self._fault_rng.random(), self._fault_rng.random())
+            draws = (rng.random(), rng.random(), rng.random())
         if draws[0] < config.error_500_rate:
             return Fault("500")
         if draws[1] < config.spurious_throttle_rate:
@@ -188,6 +211,9 @@ class FaultInjector:
 
     def latency(self) -> float:
         """Seconds to wait before answering an API call (0 when no latency is configured)."""
+        config = self._config
+        if not config.latency_seconds and not config.latency_jitter_seconds:
+            return 0.0
         with self._lock:
             config = self._config
             jitter = (

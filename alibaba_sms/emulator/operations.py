@@ -5,6 +5,9 @@ and the `EmulatorState` that returns an `Outcome` or raises a `GatewayError` / `
 (`answers.py`). BatchSendMessageToGlobe first applies flow control (400 `Throttling.User` when a call of
 the same AccessKeyId comes sooner than 1/rate seconds after the last admitted one), then the fault
 (`faults.py`), then the business checks, whose failures are HTTP 200 with a `ResponseCode` other than `OK`.
+SendMessageToGlobe does the same with its own limit, separate from the batch's: at most
+`single_calls_per_second` (2,000) admitted calls of an AccessKeyId in any rolling second, answered
+`Throttling.User` above it, exactly as the batch; QueryMessage likewise when `query_calls_per_second` is set.
 
 Choices where the documentation is silent (alibaba-sms-api.md §12): `Message` may be a JSON array parallel
 to `To` or a plain text for everyone; bad numbers (mainland 86, non-digits, under 7 or over 15 digits, a
@@ -34,6 +37,7 @@ from alibaba_sms.emulator.answers import (
     missing,
 )
 from alibaba_sms.emulator.call import Call
+from alibaba_sms.emulator.faults import OK, Fault
 from alibaba_sms.emulator.receipts import ALIBABA_TZ
 from alibaba_sms.emulator.state import BATCH_ACTION, EmulatorState
 
@@ -150,6 +154,25 @@ def numbers_in(call: Call) -> int:
 # --- the operations -----------------------------------------------------------------------------------------
 
 
+def apply_fault(call: Call, fault: Fault) -> Outcome | None:
+    """Journal a call's fault and answer it: raise the refusal it means (throttle, 500, business), return
+    the 503 answer, or None when the call goes on to be processed."""
+    call.fault = None if fault.kind == "ok" else fault.label()
+    if fault.kind == "throttle":
+        raise GatewayError(400, *THROTTLED)
+    if fault.kind == "500":  # nothing recorded, yet a client must treat a 500 as "may have been processed"
+        raise GatewayError(
+            500,
+            "InternalError",
+            "The request processing has failed due to some unknown error, exception or failure.",
+        )
+    if fault.kind == "503":
+        return Outcome(503, "ServiceUnavailable", text="Service Unavailable")
+    if fault.kind == "business":
+        raise BusinessError(fault.code)
+    return None
+
+
 def ok(call: Call, description: str | None = None, **fields: object) -> Outcome:
     """A successful business result carrying `fields`."""
     return business_outcome(call.request_id, "OK", description, **fields)
@@ -163,20 +186,11 @@ def send_batch(call: Call, state: EmulatorState) -> Outcome:
     if not state.batch_call_allowed(call.access_key_id):
         raise GatewayError(400, *THROTTLED)
     fault = state.faults.next_batch_fault()
-    call.fault = None if fault.kind == "ok" else fault.label()
-    if fault.kind == "throttle":
-        raise GatewayError(400, *THROTTLED)
-    state.admit_batch_call(call.access_key_id)
-    if fault.kind == "500":  # nothing recorded, yet a client must treat a 500 as "may have been processed"
-        raise GatewayError(
-            500,
-            "InternalError",
-            "The request processing has failed due to some unknown error, exception or failure.",
-        )
-    if fault.kind == "503":
-        return Outcome(503, "ServiceUnavailable", text="Service Unavailable")
-    if fault.kind == "business":
-        raise BusinessError(fault.code)
+    if fault.kind != "throttle":  # a throttled call is not admitted; a 500, 503 or business refusal is
+        state.admit_batch_call(call.access_key_id)
+    refused = apply_fault(call, fault)
+    if refused is not None:
+        return refused
     if not numbers:
         raise BusinessError("INVALID_JSON_PARAM")
     if len(numbers) > state.config.max_numbers_per_call:
@@ -198,8 +212,14 @@ def send_batch(call: Call, state: EmulatorState) -> Outcome:
 
 
 def send_one(call: Call, state: EmulatorState) -> Outcome:
-    """SendMessageToGlobe: one number, one text."""
+    """SendMessageToGlobe: flow control (its own rolling window), fault, checks, then one number, one text."""
     to, text = required(call.params, "To"), required(call.params, "Message")
+    if not state.admit_call(SEND_ACTION, call.access_key_id):
+        raise GatewayError(400, *THROTTLED)
+    fault = state.faults.next_single_fault()
+    refused = None if fault is OK else apply_fault(call, fault)
+    if refused is not None:
+        return refused
     sender, message_type = check_options(call.params)
     if not _NUMBER.fullmatch(to):
         raise BusinessError("MOBILE_NUMBER_ILLEGAL")
@@ -213,7 +233,7 @@ def send_one(call: Call, state: EmulatorState) -> Outcome:
         sender=sender,
         message_type=message_type,
     )
-    return ok(
+    answer = ok(
         call,
         MessageId=record.message_id,
         To=to,
@@ -221,11 +241,17 @@ def send_one(call: Call, state: EmulatorState) -> Outcome:
         Segments=str(record.segments),
         NumberDetail=number_detail(to),
     )
+    if fault is OK:
+        return answer
+    return replace(answer, delay=fault.seconds, drop=fault.kind == "drop_after_accept")
 
 
 def query_message(call: Call, state: EmulatorState) -> Outcome:
     """QueryMessage: an accepted message, with the outcome its receipt carries (`receipts.py`)."""
-    record = state.message(required(call.params, "MessageId"))
+    message_id = required(call.params, "MessageId")
+    if not state.admit_call(call.action, call.access_key_id):
+        raise GatewayError(400, *THROTTLED)
+    record = state.message(message_id)
     if record is None:
         raise BusinessError("DATA_NOT_EXIST")
     sent = datetime.fromtimestamp(record.time, ALIBABA_TZ)

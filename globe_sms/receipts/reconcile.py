@@ -2,14 +2,18 @@
 
 Receipts get lost (the push gives up after three tries), arrive late, or never come. For every accepted
 message submitted more than `older_than` ago with no final state, QueryMessage is asked, paced to at most
-`queries_per_second` (the API allows 300/s per account) by a `QueryPacer` shared by a few worker threads
-(process-local: the query quota is not the sending quota, so no Prefect limit is involved):
+`queries_per_second` (the API allows 300/s per account) by a `QueryPacer` (process-local: the query quota is
+not the sending quota, so no Prefect limit is involved). With an `AsyncSmsClient` (what
+`globe_sms.gateway.query_client` gives) up to `workers` queries are in flight at once in one event loop, so
+the pace, not the round trip, sets the rate: 300/s needs about 30 in flight at 100 ms round trips, which four
+threads (40/s) never reached; a plain `SmsClient` is still served by `workers` threads.
 
 | QueryMessage says | stored |
 |---|---|
 | `Status` 1 / 2 (/ 6) | `delivered` / `undelivered` (/ `expired`), source `query` |
 | `Status` 3 (being sent) | `sending`; then, submitted more than `unknown_after` ago (72 h), final `unknown` |
 | `DATA_NOT_EXIST` | nothing; submitted more than `unknown_after` ago: final `unknown` |
+| throttled (async client) | asked again after a second, up to `THROTTLED_ATTEMPTS` times in all |
 | a retryable or ambiguous error | nothing this time (the next run asks again) |
 | a permanent error (credentials, signature, ...) | the run stops: every other query would fail alike |
 
@@ -19,23 +23,30 @@ moves a final state back, and a receipt that arrives even after `unknown` still 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from alibaba_sms import SmsClient
-from alibaba_sms.errors import BusinessError, PermanentError, SmsApiError
+from alibaba_sms.async_client import AsyncSmsClient
+from alibaba_sms.errors import BusinessError, PermanentError, SmsApiError, ThrottledError
 from globe_sms.ids import task_id
 from globe_sms.receipts.model import DeliveryStatus, Receipt
 from globe_sms.receipts.store import ReceiptStore, Unsettled
 
 QUERY_CALLS_PER_SECOND = 300.0
 UNKNOWN_AFTER = timedelta(hours=72)
+QUERY_CONCURRENCY = 64
+"""Default queries in flight: 300/s with up to ~200 ms round trips."""
+THROTTLED_ATTEMPTS = 3
+T = TypeVar("T")
+Answer = tuple[Unsettled, Receipt | None, SmsApiError | None]
 
 
 @dataclass
@@ -65,7 +76,11 @@ class Waits(Protocol):
 
 
 class QueryPacer:
-    """Starts calls at least `1 / calls_per_second` apart, across the threads that share it.
+    """Starts calls at least `1 / calls_per_second` apart, across the threads or coroutines that share it.
+
+    Each caller reserves the next free slot (`reserve`) and waits for it outside the lock, so that many
+    waiters hold consecutive slots: a late wake-up does not push the slots after it back, and the rate stays
+    the given one (a caller that comes after an idle spell starts at once and does not catch up).
 
     Args:
         calls_per_second: the allowed rate.
@@ -86,14 +101,25 @@ class QueryPacer:
         self._next: float | None = None
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
-        """Block until the next call may start."""
+    def reserve(self) -> float:
+        """Take the next slot; the seconds until it (0: go now)."""
         with self._lock:
             now = self._clock()
-            if self._next is not None and self._next > now:
-                self._sleep(self._next - now)
-                now = self._next
-            self._next = now + self.interval
+            slot = now if self._next is None or self._next <= now else self._next
+            self._next = slot + self.interval
+            return slot - now
+
+    def wait(self) -> None:
+        """Block until the next call may start."""
+        delay = self.reserve()
+        if delay > 0:
+            self._sleep(delay)
+
+    async def wait_async(self) -> None:
+        """Wait, without blocking the event loop, until the next call may start."""
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 def query_pacer(queries_per_second: float = QUERY_CALLS_PER_SECOND) -> QueryPacer:
@@ -103,13 +129,13 @@ def query_pacer(queries_per_second: float = QUERY_CALLS_PER_SECOND) -> QueryPace
 
 def reconcile(
     store: ReceiptStore,
-    client: SmsClient,
+    client: AsyncSmsClient | SmsClient,
     *,
     campaign_id: str | None = None,
     older_than: timedelta = timedelta(minutes=30),
     unknown_after: timedelta = UNKNOWN_AFTER,
     pacer: Waits | None = None,
-    workers: int = 4,
+    workers: int = QUERY_CONCURRENCY,
     limit: int | None = None,
     monotonic: Callable[[], float] | None = None,
 ) -> ReconcileResult:
@@ -117,12 +143,14 @@ def reconcile(
 
     Args:
         store: the receipts, in the ledger's database.
-        client: a signed client for the account that sent the messages.
+        client: a signed client for the account that sent the messages. An `AsyncSmsClient` runs the
+            queries in an event loop of their own and is closed at the end; an `SmsClient` (left open) is
+            shared by `workers` threads.
         campaign_id: one campaign, or None for every campaign in the ledger.
         older_than: only messages submitted at least this long ago (their receipt is overdue).
         unknown_after: a message still unsettled this long after submission becomes final `unknown`.
         pacer: spaces the queries; default `query_pacer()` (300/s).
-        workers: concurrent queries (the pacer keeps the rate whatever their number).
+        workers: queries in flight at once (the pacer keeps the rate whatever their number).
         limit: query at most this many messages in this pass.
 
     Raises:
@@ -136,24 +164,11 @@ def reconcile(
     result = ReconcileResult(
         candidates=len(candidates), campaigns=sorted({c.campaign_id for c in candidates})
     )
-    stop = threading.Event()
-
-    def ask(candidate: Unsettled) -> tuple[Unsettled, Receipt | None, SmsApiError | None]:
-        if stop.is_set():
-            return candidate, None, None
-        pacer.wait()
-        try:
-            answer = client.query(candidate.message_id)
-        except SmsApiError as exc:
-            if _fatal(exc):
-                stop.set()
-            return candidate, None, exc
-        batch = task_id(candidate.campaign_id, candidate.batch_no) if candidate.batch_no is not None else None
-        return candidate, Receipt.from_query(answer, batch), None
-
     started = clock()
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="query-message") as pool:
-        answers = list(pool.map(ask, candidates))
+    if isinstance(client, AsyncSmsClient):
+        answers = run_coroutine(_ask_all(client, candidates, pacer, max(1, workers)))
+    else:
+        answers = _ask_all_threaded(client, candidates, pacer, max(1, workers))
     result.query_seconds = clock() - started
 
     receipts: list[Receipt] = []
@@ -198,6 +213,88 @@ def reconcile(
     if fatal is not None:
         raise fatal
     return result
+
+
+def _receipt(candidate: Unsettled, answer: Any) -> Receipt:
+    batch = task_id(candidate.campaign_id, candidate.batch_no) if candidate.batch_no is not None else None
+    return Receipt.from_query(answer, batch)
+
+
+def _ask_all_threaded(
+    client: SmsClient, candidates: list[Unsettled], pacer: Waits, workers: int
+) -> list[Answer]:
+    """The queries through a sync client, `workers` threads sharing the pacer."""
+    stop = threading.Event()
+
+    def ask(candidate: Unsettled) -> Answer:
+        if stop.is_set():
+            return candidate, None, None
+        pacer.wait()
+        try:
+            answer = client.query(candidate.message_id)
+        except SmsApiError as exc:
+            if _fatal(exc):
+                stop.set()
+            return candidate, None, exc
+        return candidate, _receipt(candidate, answer), None
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="query-message") as pool:
+        return list(pool.map(ask, candidates))
+
+
+async def _ask_all(
+    client: AsyncSmsClient, candidates: list[Unsettled], pacer: Waits, workers: int
+) -> list[Answer]:
+    """The queries through the async client, at most `workers` in flight; closes the client at the end."""
+    answers: list[Answer] = [(candidate, None, None) for candidate in candidates]
+    pending = iter(range(len(candidates)))
+    stopped = False
+    wait_async = getattr(pacer, "wait_async", None)
+
+    async def pace() -> None:
+        if wait_async is not None:
+            await wait_async()
+        else:  # a blocking pacer (e.g. `globe_sms.pacing.Pacer`): wait for it off the loop
+            await asyncio.to_thread(pacer.wait)
+
+    async def ask(candidate: Unsettled) -> Answer:
+        for attempt in range(1, THROTTLED_ATTEMPTS + 1):
+            await pace()
+            try:
+                return candidate, _receipt(candidate, await client.query(candidate.message_id)), None
+            except ThrottledError as exc:
+                if attempt == THROTTLED_ATTEMPTS:
+                    return candidate, None, exc
+                await asyncio.sleep(1.0)  # flow control counts per second: let the window pass
+            except SmsApiError as exc:
+                return candidate, None, exc
+        raise AssertionError("unreachable")
+
+    async def worker() -> None:
+        nonlocal stopped
+        for index in pending:  # one iterator shared by every worker: each candidate is asked once
+            if stopped:
+                return
+            answers[index] = answer = await ask(candidates[index])
+            if answer[2] is not None and _fatal(answer[2]):
+                stopped = True
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(workers, len(candidates)))))
+    finally:
+        await client.aclose()
+    return answers
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from sync code: in this thread, or in a thread of its own when this one
+    already runs an event loop (an async caller)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-message-loop") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _fatal(error: SmsApiError) -> bool:

@@ -120,3 +120,22 @@ def test_sdk_full_batch_in_the_url_query(emulator: EmulatorServer) -> None:
     body = sdk_client(emulator, "v3").batch_send_message_to_globe(batch_request(numbers, ["Hi"] * 1000)).body
     assert (body.response_code, body.success_count) == ("OK", "1000")
     assert emulator.state.accepted_numbers() == Counter(numbers)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sdk_single_sends_are_throttled_above_their_own_rate(
+    start_emulator: StartEmulator, mode: str
+) -> None:
+    """SendMessageToGlobe has its own limit (here 2 per rolling second, 2,000 by default), apart from the
+    batch's: the SDK's third call in the second raises ClientException `Throttling.User`, after a batch
+    call in the same second was accepted."""
+    server = start_emulator(single_calls_per_second=2)
+    client = sdk_client(server, mode)
+    assert client.batch_send_message_to_globe(batch_request([SG], ["Hi"])).body.response_code == "OK"
+    for number in ("85212345601", "85212345602"):
+        request = models.SendMessageToGlobeRequest(to=number, message="Hi", type="OTP")
+        assert client.send_message_to_globe(request).body.response_code == "OK"
+    with pytest.raises(ClientException) as caught:
+        client.send_message_to_globe(models.SendMessageToGlobeRequest(to="85212345603", message="Hi"))
+    assert (caught.value.code, caught.value.status_code) == ("Throttling.User", 400)
+    assert sorted(server.state.accepted_numbers()) == ["6591234567", "85212345601", "85212345602"]
