@@ -26,6 +26,7 @@ call open it and `await client.aclose()` at the end.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from alibaba_sms.protocol import (
     action_headers,
     auth_for,
     operation_params,
+    parse_answer,
     parse_response,
     sign,
 )
@@ -140,15 +142,24 @@ class AsyncSmsClient:
         if self._closed:
             raise RuntimeError("the AsyncSmsClient is closed")
         action = request.headers.get("x-acs-action")
+        transport = self._transport
         try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            if isinstance(transport, AiohttpTransport):  # fast path: no httpx.Response for a small JSON body
+                status, content = await transport.exchange(request)
+            else:
+                response = await transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+                return parse_response(response, action)
         except httpx.TransportError as exc:
             raise transport_error(exc, action) from None
-        return parse_response(response, action)
+        try:
+            body = json.loads(content)
+        except ValueError:
+            body = None
+        return parse_answer(status, body, content.decode("utf-8", "replace"), action)
 
     # --- operations ---------------------------------------------------------------------------------------
 

@@ -69,7 +69,8 @@ def format_timestamp(moment: datetime) -> str:
     """
     if moment.tzinfo is None:
         raise ValueError("signing needs a timezone-aware datetime (e.g. datetime.now(UTC))")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    m = moment.astimezone(UTC)  # formatted by hand: strftime costs several times more
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
 def percent_encode(value: str) -> str:
@@ -236,24 +237,38 @@ class AcsV1Auth(_AcsAuth):
 
 
 def sign_v3(request: httpx.Request, credentials: AccessKey, *, moment: datetime, nonce: str) -> None:
-    """Add the V3 headers and `Authorization` to a built request, in place."""
+    """Add the V3 headers and `Authorization` to a built request, in place.
+
+    Each lookup in `httpx.Headers` scans every header, so the headers are read once into a dict and
+    written once: signing is on the path of every one of 2,000 calls a second.
+    """
+    headers = request.headers
     # This could be a retry: drop the previous signature before signing again.
-    request.headers.pop("Authorization", None)
-    request.headers["x-acs-version"] = request.headers.get("x-acs-version", API_VERSION)
-    request.headers["x-acs-date"] = format_timestamp(moment)
-    request.headers["x-acs-signature-nonce"] = nonce
-    request.headers["x-acs-content-sha256"] = hashlib.sha256(request.content).hexdigest()
-    signed = sorted({name.lower() for name in request.headers if is_v3_signed_header(name)})
-    canonical = canonical_request(
-        request.method,
-        request.url.path,
-        request.url.params.multi_items(),
-        dict(request.headers),
-        signed,
-        request.headers["x-acs-content-sha256"],
-    )
+    current = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in headers.raw
+        if name.lower() != b"authorization"
+    }
+    payload_hash = hashlib.sha256(request.content).hexdigest()
+    added = {
+        "x-acs-version": current.get("x-acs-version", API_VERSION),
+        "x-acs-date": format_timestamp(moment),
+        "x-acs-signature-nonce": nonce,
+        "x-acs-content-sha256": payload_hash,
+    }
+    current.update(added)
+    signed = sorted(name for name in current if is_v3_signed_header(name))
+    query = parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True) if request.url.query else []
+    canonical = canonical_request(request.method, request.url.path, query, current, signed, payload_hash)
     signature = v3_signature(credentials.secret(), v3_string_to_sign(canonical))
-    request.headers["Authorization"] = v3_authorization(credentials.access_key_id, signed, signature)
+    added["Authorization"] = v3_authorization(credentials.access_key_id, signed, signature)
+    kept = [(n, v) for n, v in headers.raw if n.lower() not in _V3_REPLACED]
+    request.headers = httpx.Headers(kept + [(n.encode(), v.encode()) for n, v in added.items()])
+
+
+_V3_REPLACED = frozenset(
+    {b"authorization", b"x-acs-version", b"x-acs-date", b"x-acs-signature-nonce", b"x-acs-content-sha256"}
+)
 
 
 def sign_v1(request: httpx.Request, credentials: AccessKey, *, moment: datetime, nonce: str) -> None:

@@ -62,7 +62,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                auto_decompress=False,  # httpx.Response decodes, from the headers, as for any transport
                 trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Content-Type"),
@@ -71,6 +70,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        status, raw_headers, content = await self._exchange(request)
+        # aiohttp decoded the body already: drop the header that would have httpx decode it again.
+        headers = [(name, value) for name, value in raw_headers if name.lower() != b"content-encoding"]
+        return httpx.Response(
+            status,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def exchange(self, request: httpx.Request) -> tuple[int, bytes]:
+        """Send a request and return its status and (decoded) body, without building an `httpx.Response`:
+        the client's fast path, for small JSON answers. Errors are httpx's, as for `handle_async_request`."""
+        status, _, content = await self._exchange(request)
+        return status, content
+
+    async def _exchange(self, request: httpx.Request) -> tuple[int, Any, bytes]:
         session = self._open()
         timeout = request.extensions.get("timeout", {})
         connect, pool, read = timeout.get("connect"), timeout.get("pool"), timeout.get("read")
@@ -93,8 +110,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 compress=False,
             ) as answer:
                 content = await answer.read()
-                raw_headers: Any = answer.raw_headers
-                status = answer.status
+                return answer.status, answer.raw_headers, content
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request) from exc
         except aiohttp.ClientConnectorError as exc:
@@ -107,13 +123,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc
-        return httpx.Response(
-            status,
-            headers=raw_headers,
-            content=content,
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
 
     async def aclose(self) -> None:
         """Close the session and its connections."""

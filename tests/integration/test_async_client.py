@@ -358,3 +358,26 @@ def test_closed_client_and_transport_reuse() -> None:
         await transport.aclose()
 
     run(scenario())
+
+
+def test_the_transport_serves_a_plain_httpx_async_client(start_emulator: StartEmulator) -> None:
+    """`AiohttpTransport` is an ordinary httpx transport: an `httpx.AsyncClient` signing with the package's
+    Auth sends through it and reads an `httpx.Response` (the client itself takes a shorter path)."""
+    from alibaba_sms.signing import AcsV3Auth
+
+    server = start_emulator()
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(
+            base_url=server.url, transport=AiohttpTransport(max_connections=2), auth=AcsV3Auth(KEY)
+        ) as client:
+            return await client.post(
+                "/",
+                data={"To": HK, "Message": "Hi"},
+                headers={"x-acs-action": "SendMessageToGlobe", "x-acs-version": "2018-05-01"},
+            )
+
+    response = run(scenario())
+    assert response.status_code == 200 and response.json()["ResponseCode"] == "OK"
+    assert response.headers["content-type"].startswith("application/json")
+    assert server.state.accepted_numbers() == {HK: 1}
