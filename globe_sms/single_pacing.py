@@ -4,7 +4,8 @@ The batch lane asks Prefect for one slot per call (`globe_sms.pacing`); at 2,000
 2,000 requests a second to the Prefect server. The single lane asks for *many* slots at a time instead:
 
 * **Server side**: the account's single-call limit `<limit>-single` is a Prefect global concurrency limit with
-  slot decay (a leaky bucket): `slot_decay_per_second` = the lane's rate, `limit` = two grants' worth of slots.
+  slot decay (a leaky bucket): `slot_decay_per_second` = the lane's rate, `limit` = two grants' worth of
+  slots.
   Every process sending for the account takes its slots from it, `grant_slots` at a time (about
   `grants_per_second` = 20 requests a second in all, whatever the rate), with the public
   client's

@@ -66,6 +66,8 @@ class LaneSummary(BaseModel):
         default=0, description="Calls the gateway throttled (their recipients went again)."
     )
     requeued: int = Field(default=0, description="Recipients handed back to the queue and sent again.")
+    limit_requests: int = Field(default=0, description="Requests to the Prefect server for slots (single).")
+    limit_grants: int = Field(default=0, description="Of which granted (each many slots).")
     estimated_cost: float | None = None
 
     @property
@@ -209,8 +211,8 @@ class CampaignSummary(BaseModel):
             "",
             f"## Lanes (`send_via: {self.send_via}`)",
             "",
-            "| lane | recipients | accepted | failed | unknown | calls | seconds | recipients/s | throttled | "
-            "sent again | segments (single) | est. cost |",
+            "| lane | recipients | accepted | failed | unknown | calls | seconds | recipients/s | "
+            "throttled | sent again | segments (single) | est. cost |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for lane in self.lanes:

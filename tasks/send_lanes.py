@@ -135,6 +135,7 @@ class LaneTally:
     requeued: int = 0
     first: float | None = None
     last: float | None = None
+    pacing: Any = None  # the single lane's SinglePacingStats
     reports: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, accepted: int, failed: int, unknown: int, calls: int) -> None:
@@ -211,6 +212,7 @@ def send_lanes(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Camp
     with open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway:
         with open_single_lane(campaign.gateway, gateway) as lane:
             context = SingleContext(campaign, lane, ledger)
+            run.started = time.monotonic()  # the lanes' sending time, without opening them
             batch_thread = None
             if campaign.send_via == "both":
                 batch_context = SendContext(campaign, gateway.client, ledger, gateway.pacer)
@@ -225,6 +227,7 @@ def send_lanes(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Camp
                 if batch_thread is not None:
                     batch_thread.join()
             single.throttled = lane.pacer.stats.throttled
+            single.pacing = lane.pacer.stats
     reports = batch.reports + single.reports
     publish_batch_table(campaign.campaign_id, reports, len(reports))
     summary.accepted += single.accepted + batch.accepted
@@ -252,6 +255,8 @@ def _lane_summary(tally: LaneTally, started: float) -> LaneSummary:
         segments=tally.segments,
         throttled=tally.throttled,
         requeued=tally.requeued,
+        limit_requests=tally.pacing.asks if tally.pacing is not None else 0,
+        limit_grants=tally.pacing.grants if tally.pacing is not None else 0,
     )
 
 

@@ -1,7 +1,8 @@
 """Ledger migrations (Alembic) on SQLite and the real PostgreSQL server.
 
 A pre-migration ledger is built from the frozen DDL globe-sms emitted before it had migrations
-(`tests/fixtures/pre_alembic/*.sql`), filled with rows, and opened by today's code; a test-only revision after head
+(`tests/fixtures/pre_alembic/*.sql`), filled with rows, and opened by today's code; a test-only revision after
+head
 (a column added to `send_ledger`) shows how a later revision reaches an older ledger: upgraded in place on
 SQLite, refused with the command to run on PostgreSQL, then upgraded by `globe-sms ledger upgrade`.
 """

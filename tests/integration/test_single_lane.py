@@ -1,4 +1,4 @@
-"""The single lane (issue #16) end to end: a real Prefect server, the emulator on loopback, a real SQLite ledger.
+"""The single lane (issue #16) end to end: a real Prefect server, the emulator on loopback, a SQLite ledger.
 
 `send_via: single` sends every recipient with SendMessageToGlobe, `both` splits one queue between the two
 lanes; in both cases every valid recipient gets exactly one message, the ledger records each row's lane,
@@ -106,7 +106,9 @@ def test_single_sends_each_recipient_once_with_single_calls(
     assert "## Lanes (`send_via: single`)" in summary.to_markdown()
 
 
-def test_both_splits_one_queue_between_the_lanes(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+def test_both_splits_one_queue_between_the_lanes(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
     numbers = phones(300)
     campaign = make_campaign(numbers, send_via="both")
     summary = send_campaign(campaign)
@@ -121,7 +123,8 @@ def test_both_splits_one_queue_between_the_lanes(make_campaign: MakeCampaign, ga
     assert batches["batch_no"].n_unique() == len(batches)  # one sequence of numbers: unique TaskIds
     by_lane = {lane.lane: lane for lane in summary.lanes}
     assert by_lane["batch"].recipients + by_lane["single"].recipients == 300
-    assert task_run_names(f"{campaign.campaign_id}-batch-") and task_run_names(f"{campaign.campaign_id}-single-")
+    assert task_run_names(f"{campaign.campaign_id}-batch-")
+    assert task_run_names(f"{campaign.campaign_id}-single-")
     # batch rows carry no per-number segments; single rows do
     assert rows.filter(rows["lane"] == "batch")["segments"].null_count() == lanes["batch"]
 
@@ -137,7 +140,9 @@ def test_a_rerun_of_a_single_campaign_sends_nothing_again(
     assert max(gateway.state.accepted_numbers().values()) == 1
 
 
-def test_refused_numbers_fail_and_the_lane_goes_on(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+def test_refused_numbers_fail_and_the_lane_goes_on(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
     """A Chinese mainland number is NOT_SUPPORTED_COUNTRY for SendMessageToGlobe: that recipient fails only."""
     numbers = phones(30)
     campaign = make_campaign(numbers, send_via="single", validation={"max_reject_share": 0.9})
