@@ -140,25 +140,32 @@ def test_a_rerun_of_a_single_campaign_sends_nothing_again(
     assert max(gateway.state.accepted_numbers().values()) == 1
 
 
-def test_refused_numbers_fail_and_the_lane_goes_on(
-    make_campaign: MakeCampaign, gateway: EmulatorServer
-) -> None:
-    """A Chinese mainland number is NOT_SUPPORTED_COUNTRY for SendMessageToGlobe: that recipient fails only."""
-    numbers = phones(30)
-    campaign = make_campaign(numbers, send_via="single", validation={"max_reject_share": 0.9})
-    mainland = "8613800138000"
-    with Ledger(campaign.ledger_location) as ledger:
-        ledger.register(campaign.campaign_id, [mainland])  # as if an older validation had let it through
-    rows_csv = Path(campaign.source.path)  # type: ignore[union-attr]
-    rows_csv.write_text(rows_csv.read_text() + f"+{mainland},Mainland\n")
+def test_each_call_follows_the_state_machine(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
+    """Faults on single calls: throttled and 503 rows go again (sent once in the end), a 500 or a dropped
+    answer leaves its row unknown (maybe sent: never resent), a business refusal of the number fails it; the
+    gateway sees every number at most once."""
+    numbers = phones(60)
+    campaign = make_campaign(numbers, send_via="single", single_chunk_size=20)
+    faults = ["throttle", "503", "500", "drop_after_accept", "business:MOBILE_NUMBER_ILLEGAL", "throttle"]
+    gateway.state.faults.script(faults, single=True)
     summary = send_campaign(campaign)
     with Ledger(campaign.ledger_location) as ledger:
         rows = ledger.rows(campaign.campaign_id)
-    assert summary.error is None
-    assert rows.filter(rows["phone"].is_in(numbers))["status"].unique().to_list() == ["accepted"]
-    if mainland in rows["phone"].to_list():  # validation may reject it before the ledger sees it again
-        row = rows.filter(rows["phone"] == mainland).row(0, named=True)
-        assert row["status"] in {"failed", "pending"}
+    counts = dict(rows.group_by("status").len().iter_rows())
+    assert counts == {"accepted": 57, "unknown": 2, "failed": 1}
+    unknown = rows.filter(rows["status"] == "unknown")
+    codes = unknown["error_code"].to_list()
+    assert "InternalError" in codes and len(codes) == 2  # the 500, and the answer dropped mid-body
+    assert rows.filter(rows["status"] == "failed")["error_code"].to_list() == ["MOBILE_NUMBER_ILLEGAL"]
+    sent = gateway.state.accepted_numbers()
+    assert max(sent.values()) == 1  # 0 duplicates
+    accepted = set(rows.filter(rows["status"] == "accepted")["phone"])
+    assert accepted <= set(sent) and len(set(sent) - accepted) == 1  # the dropped answer went out
+    # the throttled and refused-before-processing rows were sent again, and their attempts say so
+    assert rows.filter(rows["attempts"] == 2).height == 3
+    [single] = summary.lanes
+    assert single.requeued == 3 and single.throttled == 2
+    assert summary.unknown == 2 and summary.failed == 1 and summary.accepted == 57
 
 
 def test_a_dry_run_previews_each_lane(make_campaign: MakeCampaign, gateway: EmulatorServer) -> None:
