@@ -133,6 +133,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "chaos.json")
     parser.add_argument("--readme", type=Path, default=HERE / "README-chaos.md")
     parser.add_argument("--workdir", type=Path, default=None, help="keep scenario folders here")
+    parser.add_argument("--send-via", choices=("batch", "single", "both", "all"), default="batch",
+                        help="the campaign's lane(s); `all` cycles batch, single, both over the runs")
     args = parser.parse_args()
 
     import prefect
@@ -149,17 +151,18 @@ def main() -> int:
         api_url = PREFECT_API_URL.value()
         launcher = ExecLauncher() if args.mode == "exec" else ForkLauncher()
         for i in range(args.runs):
+            lanes = ("batch", "single", "both") if args.send_via == "all" else (args.send_via,)
             spec = ChaosSpec(
                 seed=args.first_seed + i, recipients=args.recipients, batch_size=args.batch_size,
                 rate=args.rate, kills=args.kills, error_500_rate=args.fault_rate,
-                throttle_rate=args.fault_rate, drop_rate=args.fault_rate,
+                throttle_rate=args.fault_rate, drop_rate=args.fault_rate, send_via=lanes[i % len(lanes)],
             )
             result = run_scenario(spec, root / f"seed-{spec.seed}", api_url, launcher)
             row = result_json(result)
             results.append(row)
             print(json.dumps({k: row[k] for k in (  # noqa: T201 - a benchmark's progress
-                "seed", "ok", "child_runs", "kills", "faults", "accepted", "failed", "unknown", "duplicates",
-                "lost", "seconds")}), flush=True)
+                "seed", "send_via", "ok", "child_runs", "kills", "faults", "accepted", "failed", "unknown",
+                "duplicates", "lost", "seconds")}), flush=True)
     total = totals(results)
     conditions = {
         "date": time.strftime("%Y-%m-%d"),
@@ -171,6 +174,7 @@ def main() -> int:
         "kills": args.kills,
         "fault_rate": args.fault_rate,
         "mode": args.mode,
+        "send_via": args.send_via,
         "prefect": prefect.__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
