@@ -42,13 +42,13 @@ import polars as pl  # noqa: E402
 BATCH_ONLY_CEILING = 1000.0  # recipients/s: 1 BatchSendMessageToGlobe call/s x 1,000 numbers
 
 
-def make_recipients(count: int, path: Path, offset: int = 0) -> None:
+def make_recipients(count: int, path: Path) -> None:
     """`count` distinct valid Singapore, Hong Kong and UK mobiles."""
     widths = {"+6591": 6, "+85291": 6, "+447911": 6}
     per = count // len(widths) + 1
     phones = []
     for prefix, width in widths.items():
-        phones += [f"{prefix}{i + offset:0{width}d}" for i in range(per)]
+        phones += [f"{prefix}{i:0{width}d}" for i in range(per)]
     pl.DataFrame({"phone": phones[:count], "first_name": ["Ada"] * count}).write_csv(path)
 
 
@@ -93,7 +93,7 @@ def run(send_via: str, count: int, folder: Path, port: int) -> dict:
     from globe_sms.campaign import Campaign
 
     source = folder / f"{send_via}.csv"
-    make_recipients(count, source, offset=0 if send_via == "single" else 400_000)
+    make_recipients(count, source)
     name = f"bench-{send_via}-{int(time.time())}"
     campaign = Campaign.parse(
         {
@@ -111,6 +111,7 @@ def run(send_via: str, count: int, folder: Path, port: int) -> dict:
     cpu = time.process_time()
     started = time.monotonic()
     summary = send_campaign(campaign)
+    assert summary.valid == count, f"{count - summary.valid} generated recipients were rejected"
     elapsed = time.monotonic() - started
     cpu = time.process_time() - cpu
     after = journal(port)
@@ -126,8 +127,11 @@ def run(send_via: str, count: int, folder: Path, port: int) -> dict:
         "send_via": send_via,
         "recipients": count,
         "accepted": summary.accepted,
+        "failed": summary.failed,
         "pending": summary.pending,
         "unknown": summary.unknown,
+        "ledger": summary.ledger_counts,
+        "error": summary.error,
         "sending_s": round(sending, 2),
         "recipients_per_s": round(summary.accepted / sending, 1) if sending else 0.0,
         "ratio_to_batch_only_ceiling": (

@@ -6,6 +6,13 @@ it blocks until every call of the chunk has an answer (or was never started), wh
 runs share the same loop, connections, pacer and in-flight bound (`concurrency`). No ledger here: the caller
 writes the chunk `submitting` before `send_chunk` and records the answers after it (`tasks/send_single.py`).
 
+**In-flight window.** At most `concurrency` calls are in flight, and fewer while the gateway answers slowly:
+the window shrinks by a third (at most every `latency_target` seconds) when calls take longer than
+`latency_target` (a tenth of the read timeout by default), and grows back by one per call answered faster
+than half of it. A gateway that is slower than the rate (an overloaded emulator, a congested network) then
+sees a short queue, not hundreds of waiting calls, so calls are not left to time out (their outcome would be
+unknown). At the rate, calls in flight are the rate times the round trip: 2,000/s at 50 ms is 100.
+
 A call never leaves once the lane is *stopped*: an answer that will be the same for every other call (a
 refused signature or AccessKey, an unapproved sender ID, no balance: `stops_the_lane`) stops it, and so does
 the pacer's timeout; the calls of the chunk not yet started come back `sent=False`, so their rows go back to
@@ -68,13 +75,22 @@ class SingleLane:
         make_client: builds the async client; called on the lane's own loop (its connections belong there).
         pacer: the lane's pacer (started and closed with the lane).
         concurrency: most calls in flight at once, across every chunk.
+        latency_target: answers slower than this shrink the in-flight window (see the module docstring).
     """
 
     def __init__(
-        self, make_client: Callable[[], AsyncSmsClient], pacer: SingleLanePacer, concurrency: int
+        self,
+        make_client: Callable[[], AsyncSmsClient],
+        pacer: SingleLanePacer,
+        concurrency: int,
+        latency_target: float = 1.0,
     ) -> None:
         self.pacer = pacer
         self.concurrency = concurrency
+        self.latency_target = latency_target
+        self.window = float(concurrency)
+        self.smallest_window = float(concurrency)
+        self._last_shrink = 0.0
         self.stopped = threading.Event()
         self.stop_reason: BaseException | None = None
         self._make_client = make_client
@@ -120,6 +136,16 @@ class SingleLane:
         assert self._client is not None, "start() the lane first"
         return self._client.prepare_send(phone, text, **options)  # type: ignore[arg-type]
 
+    def _adapt(self, now: float, latency: float) -> None:
+        """Shrink the in-flight window on slow answers, grow it back on fast ones (loop thread only)."""
+        if latency > self.latency_target:
+            if now - self._last_shrink >= self.latency_target:
+                self._last_shrink = now
+                self.window = max(1.0, self.window * 2 / 3)
+                self.smallest_window = min(self.smallest_window, self.window)
+        elif latency < self.latency_target / 2 and self.window < self.concurrency:
+            self.window = min(float(self.concurrency), self.window + 1.0)
+
     def stop(self, reason: BaseException) -> None:
         """Start no more calls (in-flight ones finish)."""
         if not self.stopped.is_set():
@@ -139,8 +165,10 @@ class SingleLane:
         answers: list[CallAnswer | None] = [None] * len(calls)
         tasks: set[asyncio.Task[None]] = set()
         client, freed = self._client, self._freed
+        loop = asyncio.get_running_loop()
 
         async def call(index: int, prepared: PreparedSend) -> None:
+            started = loop.time()
             try:
                 result = await client.send_prepared(prepared)
                 answers[index] = CallAnswer(prepared.to, result=result)
@@ -155,6 +183,7 @@ class SingleLane:
                 answers[index] = CallAnswer(prepared.to, error=exc)
             finally:
                 self._in_flight -= 1
+                self._adapt(loop.time(), loop.time() - started)
                 freed.set()
 
         self._active_chunks += 1
@@ -162,7 +191,7 @@ class SingleLane:
         next_call = 0
         try:
             while next_call < len(calls) and not self.stopped.is_set():
-                room = self.concurrency - self._in_flight
+                room = int(self.window) - self._in_flight
                 if room <= 0:
                     freed.clear()
                     await freed.wait()
@@ -227,5 +256,6 @@ def open_single_lane(
             max_connections=settings.single_concurrency,
         )
 
-    with SingleLane(make_client, pacer, settings.single_concurrency) as lane:
+    latency_target = max(0.2, timing.read_timeout_seconds / 10)
+    with SingleLane(make_client, pacer, settings.single_concurrency, latency_target) as lane:
         yield lane

@@ -34,6 +34,7 @@ throttled calls' recipients go back to `pending` and are sent again later throug
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
@@ -252,11 +253,13 @@ class SingleLanePacer:
                 self._api_stack.close()
 
     def start(self) -> None:
-        """Start the refiller thread (idempotent)."""
+        """Start the refiller thread (idempotent), in a copy of the caller's context: Prefect's settings (the
+        API URL of a `temporary_settings` block, a flow run's) live in context variables."""
         with self._lock:
             if self._thread is None:
+                context = contextvars.copy_context()
                 self._thread = threading.Thread(
-                    target=self._refill_loop, name="single-lane-slots", daemon=True
+                    target=context.run, args=(self._refill_loop,), name="single-lane-slots", daemon=True
                 )
                 self._thread.start()
 
