@@ -83,12 +83,18 @@ def journal(port: int) -> dict:
         return json.loads(response.read())
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def max_in_rolling_second(times: list[float]) -> int:
     ordered = sorted(times)
     return max((bisect.bisect_left(ordered, t + 1.0) - i for i, t in enumerate(ordered)), default=0)
 
 
-def run(send_via: str, count: int, folder: Path, port: int) -> dict:
+def run(send_via: str, count: int, folder: Path, port: int, emulator_pid: int) -> dict:
     from flows.send_campaign import send_campaign
     from globe_sms.campaign import Campaign
 
@@ -109,11 +115,13 @@ def run(send_via: str, count: int, folder: Path, port: int) -> dict:
     before = journal(port)
     seen_requests, seen_messages = len(before["requests"]), len(before["messages"])
     cpu = time.process_time()
+    emulator_cpu = process_cpu_seconds(emulator_pid)
     started = time.monotonic()
     summary = send_campaign(campaign)
     assert summary.valid == count, f"{count - summary.valid} generated recipients were rejected"
     elapsed = time.monotonic() - started
     cpu = time.process_time() - cpu
+    emulator_cpu = process_cpu_seconds(emulator_pid) - emulator_cpu
     after = journal(port)
     requests = after["requests"][seen_requests:]
     messages = after["messages"][seen_messages:]
@@ -151,6 +159,8 @@ def run(send_via: str, count: int, folder: Path, port: int) -> dict:
         "gateway_max_single_calls_in_1s": max_in_rolling_second(times),
         "client_cpu_ms_per_call": round(1000 * cpu / max(len(single_calls), 1), 3),
         "client_cpu_s": round(cpu, 1),
+        "emulator_cpu_s": round(emulator_cpu, 1),
+        "emulator_cpu_ms_per_call": round(1000 * emulator_cpu / max(len(requests), 1), 3),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
 
@@ -174,10 +184,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
             folder = Path(tmp)
             if args.single:
-                results.append(run("single", args.single, folder, port))
+                results.append(run("single", args.single, folder, port, emulator.pid))
                 print(json.dumps(results[-1]), flush=True)  # noqa: T201 - a benchmark's output
             if args.both:
-                results.append(run("both", args.both, folder, port))
+                results.append(run("both", args.both, folder, port, emulator.pid))
                 print(json.dumps(results[-1]), flush=True)  # noqa: T201
     finally:
         emulator.terminate()

@@ -7,7 +7,8 @@
 * `both`: the batch lane (in a thread of its own, one `send-batch` task run per call, paced as always) and the
   single lane take their recipients from **one queue** (`RecipientQueue`), each as fast as its rate allows,
   so neither waits for the other and both finish together: near the end the batch lane takes only its share
-  of what is left (in proportion to the two lanes' rates), not a full batch.
+  of what is left (in proportion to the two lanes' rates, the single lane's as measured once it has sent for
+  a few seconds), not a full batch.
 
 Recipients a chunk hands back (throttled, refused before sending, never started) go back to the front of the
 queue and are sent again, through the same pacer, by whichever lane takes them, at most `max_attempts` times
@@ -167,6 +168,14 @@ class _Run:
             0.0, key=f"{campaign.campaign_id}-progress", description=f"Recipients sent of {self.total:,}"
         )
         self.started = time.monotonic()
+        self.single: LaneTally | None = None
+
+    def single_rate(self, nominal: float) -> float:
+        """The single lane's rate: measured once it has sent for a few seconds, else its nominal rate."""
+        tally = self.single
+        if tally is None or tally.first is None or tally.last is None or tally.last - self.started < 3:
+            return nominal
+        return max(tally.recipients / (tally.last - self.started), 1.0)
 
     def stopped_by(self, where: str, exc: BaseException) -> None:
         with self.lock:
@@ -207,7 +216,7 @@ def send_lanes(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Camp
         ]
         return
     run = _Run(campaign, plan, summary)
-    single = LaneTally("single")
+    single = run.single = LaneTally("single")
     batch = LaneTally("batch")
     with open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway:
         with open_single_lane(campaign.gateway, gateway) as lane:
@@ -324,9 +333,9 @@ def _batch_lane(run: _Run, context: SendContext, tally: LaneTally) -> None:
     cid = campaign.campaign_id
     send_with_retries = send_batch_with_retries(campaign.gateway)
     batch_rate = campaign.batch_size * campaign.gateway.calls_per_second
-    single_rate = lane_rate(campaign.gateway.single_calls_per_second)
-    share = batch_rate / (batch_rate + single_rate)
+    nominal = lane_rate(campaign.gateway.single_calls_per_second)
     while not run.stop.is_set():
+        share = batch_rate / (batch_rate + run.single_rate(nominal))
         wanted = min(campaign.batch_size, math.ceil(len(run.queue) * share))
         taken = run.queue.take(max(wanted, 1)) if wanted > 0 else None
         if taken is None:
