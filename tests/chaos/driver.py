@@ -332,7 +332,9 @@ class ScenarioDriver:
     def _remaining_batches(self) -> int:
         """Batches the next run will plan (about: what is pending or will be reopened)."""
         counts = self._counts()
-        per_call = 1 if self.single_faults else self.spec.batch_size  # recipients per call
+        # recipients per call: the batch lane's batch size, 1 for single calls, and with both lanes at once
+        # (most recipients go one per call) 2, so that a kill point drawn from it is always reached
+        per_call = {"batch": self.spec.batch_size, "single": 1, "both": 2}[self.spec.send_via]
         if sum(counts[s] for s in ("pending", "submitting", "accepted", "failed", "unknown")) == 0:
             return math.ceil(len(self.expected) / per_call)
         return math.ceil((counts["pending"] + counts["reopenable"]) / per_call)
