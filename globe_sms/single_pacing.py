@@ -14,12 +14,14 @@ The batch lane asks Prefect for one slot per call (`globe_sms.pacing`); at 2,000
   interval (`grant_slots / rate`) after its previous *ask left*, so the grant's round trip is hidden behind
   the interval instead of added to it, and a denial (423, or a busy server) is asked again a quarter interval
   later.
-* **Client side**: the granted slots are spent smoothly, at most `rate` calls a second (in ticks of a few
-  milliseconds), not in bursts of `grant_slots`, so the gateway sees an even flow.
+* **Client side**: the granted slots are spent smoothly, at most `rate` calls a second (at most 25 ms worth
+  at once, so an event loop that wakes late under load catches up without a burst), not in bursts of
+  `grant_slots`, so the gateway sees an even flow.
 
 **Rate and margin.** The lane runs at `calls_per_second * (1 - margin)` (3 % by default) so that network and
 scheduling jitter never puts more than the account's allowance into one second at the gateway. Within one
-process the smooth spending bounds any one-second window to the rate plus one tick. Across processes, the
+process the smooth spending bounds any one-second window to the rate plus 25 ms worth (2.5 %, inside the
+margin). Across processes, the
 leaky bucket bounds it to the rate plus its size (two grants, about 10 % of the rate) when several processes
 start at once; a throttling answer then slows the lane down (below).
 
@@ -52,7 +54,8 @@ TakeSlots = Callable[[int], bool]
 
 DEFAULT_MARGIN = 0.03
 GRANTS_PER_SECOND = 20.0
-TICK_SECONDS = 0.005  # the smallest spending step: rate x tick calls may start together
+TICK_SECONDS = 0.005  # how often a waiting dispatcher looks again
+BURST_SECONDS = 0.025  # at most rate x this many calls start together (a late wake-up catches up that much)
 THROTTLE_CUT = 0.7
 THROTTLE_PAUSE_SECONDS = 0.1
 RECOVERY_PER_SECOND = 0.1  # of the full rate, per second without a throttling answer
@@ -292,7 +295,7 @@ class SingleLanePacer:
                 raise self._error
             now = self._clock()
             self._recover(now)
-            burst = max(1.0, self._current * TICK_SECONDS)
+            burst = max(1.0, self._current * BURST_SECONDS)
             if now >= self._paused_until:
                 self._allowance = min(burst, self._allowance + self._current * (now - self._last_refill))
             self._last_refill = now

@@ -23,6 +23,7 @@ from alibaba_sms.models import NumberDetail, SendResult
 from globe_sms.ledger import INTERRUPTED, Status
 from globe_sms.single_lane import CallAnswer, stops_the_lane
 from globe_sms.single_pacing import (
+    BURST_SECONDS,
     MIN_RATE_FRACTION,
     THROTTLE_CUT,
     SingleLanePacer,
@@ -84,8 +85,20 @@ class TestSpending:
             n, _ = pacer.take(1000)
             started += n
             clock.sleep(0.005)
-        # about the lane's rate, never a grant's worth at once
-        assert 0.9 * pacer.rate <= started <= pacer.rate + pacer.rate * 0.01
+        # about the lane's rate: at most 25 ms worth more in any second, never a grant's worth at once
+        assert 0.9 * pacer.rate <= started <= pacer.rate * (1 + BURST_SECONDS) + 1
+
+    def test_a_late_wake_up_catches_up_without_a_burst(self) -> None:
+        """An event loop that wakes every 20 ms instead of 5 still spends at the rate."""
+        clock = FakeMonotonic()
+        pacer = pacer_with(clock)
+        pacer._slots = 10_000  # noqa: SLF001
+        started, biggest = 0, 0
+        for _ in range(50):
+            n, _ = pacer.take(1000)
+            started, biggest = started + n, max(biggest, n)
+            clock.sleep(0.02)
+        assert started >= 0.95 * pacer.rate and biggest <= pacer.rate * BURST_SECONDS + 1
 
     def test_throttling_slows_the_lane_down_then_it_recovers(self) -> None:
         clock = FakeMonotonic()
