@@ -94,7 +94,7 @@ class SingleLane:
         self.stopped = threading.Event()
         self.stop_reason: BaseException | None = None
         self._make_client = make_client
-        self._client: AsyncSmsClient | None = None
+        self._sms: AsyncSmsClient | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="single-lane-loop", daemon=True)
         self._in_flight = 0
@@ -115,15 +115,15 @@ class SingleLane:
         self.pacer.start()
 
     async def _open(self) -> None:
-        self._client = self._make_client()
+        self._sms = self._make_client()
         self._freed = asyncio.Event()
 
     def close(self) -> None:
         """Close the client and stop the loop and the pacer."""
         self.pacer.close()
         if self._thread.is_alive():
-            if self._client is not None:
-                self._run(self._client.aclose()).result(10)
+            if self._sms is not None:
+                self._run(self._sms.aclose()).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         self._loop.close()
@@ -133,8 +133,8 @@ class SingleLane:
 
     def prepare(self, phone: str, text: str, **options: object) -> PreparedSend:
         """Build and sign one call (any thread; before the chunk's ledger write, as the batch lane does)."""
-        assert self._client is not None, "start() the lane first"
-        return self._client.prepare_send(phone, text, **options)  # type: ignore[arg-type]
+        assert self._sms is not None, "start() the lane first"
+        return self._sms.prepare_send(phone, text, **options)  # type: ignore[arg-type]
 
     def _adapt(self, now: float, latency: float) -> None:
         """Shrink the in-flight window on slow answers, grow it back on fast ones (loop thread only)."""
@@ -161,10 +161,10 @@ class SingleLane:
         return self._run(self._send_chunk(list(calls))).result()
 
     async def _send_chunk(self, calls: list[PreparedSend]) -> list[CallAnswer]:
-        assert self._client is not None and self._freed is not None
+        assert self._sms is not None and self._freed is not None
         answers: list[CallAnswer | None] = [None] * len(calls)
         tasks: set[asyncio.Task[None]] = set()
-        client, freed = self._client, self._freed
+        client, freed = self._sms, self._freed
         loop = asyncio.get_running_loop()
 
         async def call(index: int, prepared: PreparedSend) -> None:
