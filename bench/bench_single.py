@@ -200,7 +200,7 @@ def main() -> None:
         emulator.wait(10)
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)
-    (out / "single.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "single-lane.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ is a signed SendMessageToGlobe (V3) over loopback.
 2. **emulator**: two load processes (aiohttp transport, uvloop) against an unlimited emulator: the calls/s
    it serves and its CPU per call; then against the default limit (2,000 calls per rolling second) for 4 s:
    what it admitted per rolling second (never above 2,000) and how many it throttled.
-3. **bookkeeping**: in-process, what the journal costs per accepted call (`accept_messages` +
-   `record_request`): memory only, with a journal file, with receipts decided.
+3. **bookkeeping**: in-process, what the state costs per accepted call over 20,000 calls (request id,
+   nonce, rolling window, `accept_messages`, `record_request`): memory only, with a journal file, with
+   receipts decided.
 4. **reconcile**: 20,000 accepted messages (20 batches, recorded in a SQLite ledger as the send task
    does), the emulator answering after 100 ms and enforcing QueryMessage's 300 calls per rolling second;
    `reconcile` with `AsyncSmsClient` (64 in flight, 300/s pacer), against the old way (a sync `SmsClient`,
@@ -324,6 +325,7 @@ def bookkeeping_phase(calls: int = 20000) -> dict[str, Any]:
         started = time.perf_counter()
         for i in range(calls):
             rid = state.new_request_id()
+            state.use_nonce("testid", f"nonce-{i}")
             state.admit_call("SendMessageToGlobe", "testid")
             number = str(85290000000 + i)
             state.accept_messages(

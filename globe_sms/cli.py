@@ -244,6 +244,10 @@ def emulator(
     rate: Annotated[
         float, typer.Option(help="BatchSendMessageToGlobe calls per second per AccessKeyId (0 = unlimited).")
     ] = 1.0,
+    single_rate: Annotated[
+        float,
+        typer.Option(help="SendMessageToGlobe calls per rolling second per AccessKeyId (0 = unlimited)."),
+    ] = 2000.0,
     journal: Annotated[
         Path | None, typer.Option(help="Append every request and message to this JSON-lines file.")
     ] = None,
@@ -270,7 +274,8 @@ def emulator(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     logging.basicConfig(level=logging.INFO)
     config = EmulatorConfig.from_env().model_copy(
-        update={"batch_calls_per_second": rate or None, "journal_path": journal, "seed": seed,
+        update={"batch_calls_per_second": rate or None, "single_calls_per_second": single_rate or None,
+                "journal_path": journal, "seed": seed,
                 "receipt_callback_url": receipt_callback}
     )
     console.print(plain(f"emulator listening on http://{host}:{port}/"))

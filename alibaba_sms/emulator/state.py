@@ -2,8 +2,8 @@
 
 `EmulatorState` is shared between the server thread (uvicorn's event loop) and the test thread, so every
 method takes a lock. The journal keeps every request and every accepted message in memory and, when
-`EmulatorConfig.journal_path` is set, appends each as one JSON line (flushed at once), so that a process
-outside the emulator can count what was delivered.
+`EmulatorConfig.journal_path` is set, appends each as one JSON line (flushed as each call ends), so that a
+process outside the emulator can count what was delivered.
 """
 
 from __future__ import annotations
@@ -252,9 +252,13 @@ class EmulatorState:
             seen = self._nonces.setdefault(access_key_id, {})
             if nonce in seen:
                 return False
-            if len(seen) > 10_000:
-                for old in [n for n, at in seen.items() if at < horizon]:
-                    del seen[old]
+            # Oldest first (a dict keeps insertion order): forget from the front, so each call costs O(1)
+            # whatever the number remembered (scanning them all made every call slower at 2,000 calls/s).
+            while seen:
+                oldest = next(iter(seen))
+                if seen[oldest] >= horizon:
+                    break
+                del seen[oldest]
             seen[nonce] = now
             return True
 
@@ -309,7 +313,7 @@ class EmulatorState:
                 self._messages[message_id] = record
                 self._accepted.append(record)
                 if self._file is not None:  # the JSON line costs more than the rest: only build it to write
-                    self._write(record.to_json())
+                    self._write(record.to_json(), flush=False)  # flushed with its call's request line
                 records.append(record)
             self.receipts.on_accepted(records)
             return records
@@ -327,10 +331,11 @@ class EmulatorState:
                 self._write(record.to_json())
         logger.debug("%s %s -> %s %s", record.action, record.request_id, record.status, record.code)
 
-    def _write(self, entry: dict[str, Any]) -> None:
+    def _write(self, entry: dict[str, Any], *, flush: bool = True) -> None:
         if self._file is not None:
             self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            self._file.flush()
+            if flush:
+                self._file.flush()
 
     # --- views for tests ----------------------------------------------------------------------------------
 

@@ -72,7 +72,11 @@ def check_timestamp(value: str, state: EmulatorState) -> None:
     try:
         if not _TIMESTAMP.fullmatch(value):
             raise ValueError(value)
-        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        # By hand: strptime costs more than the rest of the check, on every call.
+        moment = datetime(
+            int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), int(value[14:16]),
+            int(value[17:19]), tzinfo=UTC,
+        )
     except ValueError:
         raise GatewayError(
             400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +45,8 @@ UNKNOWN_AFTER = timedelta(hours=72)
 QUERY_CONCURRENCY = 64
 """Default queries in flight: 300/s with up to ~200 ms round trips."""
 THROTTLED_ATTEMPTS = 3
+WINDOW_MARGIN = 0.05
+"""Seconds added to the rolling second the async pacer keeps its departures in (network jitter)."""
 T = TypeVar("T")
 Answer = tuple[Unsettled, Receipt | None, SmsApiError | None]
 
@@ -76,7 +78,8 @@ class Waits(Protocol):
 
 
 class QueryPacer:
-    """Starts calls at least `1 / calls_per_second` apart, across the threads or coroutines that share it.
+    """Starts calls at least `1 / calls_per_second` apart, across the threads or coroutines that share it
+    (the coroutines of one event loop also keep at most `calls_per_second` in any rolling second).
 
     Each caller reserves the next free slot (`reserve`) and waits for it outside the lock, so that many
     waiters hold consecutive slots: a late wake-up does not push the slots after it back, and the rate stays
@@ -91,15 +94,18 @@ class QueryPacer:
         self,
         calls_per_second: float,
         *,
+        window_margin: float = WINDOW_MARGIN,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if calls_per_second <= 0:
             raise ValueError("calls_per_second must be positive")
         self.interval = 1.0 / calls_per_second
+        self.window = 1.0 + window_margin
         self._clock, self._sleep = clock, sleep
         self._next: float | None = None
         self._lock = threading.Lock()
+        self._departed: deque[float] = deque(maxlen=max(1, int(calls_per_second)))
 
     def reserve(self) -> float:
         """Take the next slot; the seconds until it (0: go now)."""
@@ -116,10 +122,22 @@ class QueryPacer:
             self._sleep(delay)
 
     async def wait_async(self) -> None:
-        """Wait, without blocking the event loop, until the next call may start."""
+        """Wait, without blocking the event loop, until the next call may start.
+
+        Then, as the gateway counts calls per rolling second: never more than `calls_per_second` departures
+        in any `window` (1 s plus a margin for the network's jitter). Coroutines that woke late after a
+        stall of the loop would otherwise leave together, on top of the ones on time, and be throttled.
+        """
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
+        departed = self._departed
+        while len(departed) == departed.maxlen:
+            gap = departed[0] + self.window - self._clock()
+            if gap <= 0:
+                break
+            await asyncio.sleep(gap)
+        departed.append(self._clock())  # one event loop: nothing runs between the check and this
 
 
 def query_pacer(queries_per_second: float = QUERY_CALLS_PER_SECOND) -> QueryPacer:
