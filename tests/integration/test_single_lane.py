@@ -193,3 +193,24 @@ def test_otp_goes_through_the_single_lane(make_campaign: MakeCampaign, gateway: 
     summary = send_campaign(make_campaign(numbers, send_via="single", message_type="OTP"))
     assert summary.accepted == 10
     assert {record.type for record in gateway.state.accepted_messages()} == {"OTP"}
+
+
+def test_a_resend_goes_through_the_campaigns_lane(
+    make_campaign: MakeCampaign, gateway: EmulatorServer
+) -> None:
+    """An OTP campaign's unknown recipient, resent on request, goes out with SendMessageToGlobe again (the
+    batch operation takes no OTP)."""
+    from flows.resend import resend_campaign
+
+    numbers = phones(8)
+    campaign = make_campaign(numbers, send_via="single", message_type="OTP")
+    gateway.state.faults.script(["500"], single=True)  # the first call's answer is lost: unknown
+    first = send_campaign(campaign)
+    assert (first.accepted, first.unknown) == (7, 1)
+    resent = resend_campaign(campaign, statuses=["unknown"])
+    assert resent.accepted == 1
+    assert not gateway.state.requests("BatchSendMessageToGlobe")
+    assert {record.type for record in gateway.state.accepted_messages()} == {"OTP"}
+    with Ledger(campaign.ledger_location) as ledger:
+        rows = ledger.rows(campaign.campaign_id)
+    assert set(rows["status"]) == {"accepted"} and set(rows["lane"]) == {"single"}
