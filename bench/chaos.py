@@ -77,7 +77,11 @@ def figures_markdown(total: dict[str, Any], conditions: dict[str, Any]) -> str:
         ("faults injected by the gateway", f"{total['faults_injected']} ({faults})"),
         ("calls refused by the gateway's own rate check (retried)",
          total["faults"].get("flow_control_throttle", 0)),
-        ("BatchSendMessageToGlobe calls", total["batch_calls"]),
+        (
+            "BatchSendMessageToGlobe calls" if conditions.get("send_via", "batch") == "batch"
+            else "calls (SendMessageToGlobe and, with both lanes, BatchSendMessageToGlobe)",
+            total["batch_calls"],
+        ),
         ("valid recipients", total["expected"]),
         ("accepted (one message each, MessageId matching the journal)", total["accepted"]),
         ("failed, with a reason", total["failed"]),
@@ -94,7 +98,8 @@ def figures_markdown(total: dict[str, Any], conditions: dict[str, Any]) -> str:
         f"{conditions['rate']:g} calls/s, {conditions['kills']} kills per campaign, random faults at "
         f"{conditions['fault_rate']:g} per call for each of HTTP 500, throttling and accept-then-drop, plus "
         f"latency, scripted business errors and slow accepts; children started by "
-        f"{conditions['mode']}; prefect {conditions['prefect']}, Python {conditions['python']}, "
+        f"{conditions['mode']}; send_via {conditions.get('send_via', 'batch')}; "
+        f"prefect {conditions['prefect']}, Python {conditions['python']}, "
         f"{conditions['cpus']} CPUs).",
         "",
         "| | |",
