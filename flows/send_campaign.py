@@ -6,6 +6,8 @@ spooling `tasks/spool.py`, pricing `tasks/cost.py`, planning `tasks/plan.py`, th
 before the first batch goes out, so bad input never leaves a campaign half-sent. Recipients stream from their
 source in chunks into a Parquet spool that planning and sending read back a part at a time, so a list of
 millions runs in bounded memory; the spool is deleted when the run ends.
+With `send_via: single` or `both` the recipients go (also) one SendMessageToGlobe call each, in chunks that
+are task runs of their own (`<campaign>-single-<n>`, `tasks/send_lanes.py`, `tasks/send_single.py`).
 Each batch is its own task run (`<campaign>-batch-<n>`), sent one after another under the account's shared
 rate limit, and every recipient's outcome is committed to the send ledger, which is what makes reruns, UI
 retries and crash recovery safe. With a send window (quiet hours), recipients whose local time is outside it
