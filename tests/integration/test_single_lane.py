@@ -214,3 +214,31 @@ def test_a_resend_goes_through_the_campaigns_lane(
     with Ledger(campaign.ledger_location) as ledger:
         rows = ledger.rows(campaign.campaign_id)
     assert set(rows["status"]) == {"accepted"} and set(rows["lane"]) == {"single"}
+
+
+def test_the_single_limit_is_a_leaky_bucket_taken_many_slots_at_a_time() -> None:
+    """`ensure_single_limit` makes `<limit>-single` decay at the lane's rate with room for two grants; slots
+    are taken a grant at a time, strictly (a missing limit is an error, never an unthrottled send)."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+    from globe_sms.pacing import open_pacing_client
+    from globe_sms.single_pacing import ensure_single_limit, grant_size, lane_rate, prefect_take_slots
+
+    name = "test-single-lane-bucket"
+    assert ensure_single_limit(name, 1.0) in {"created", "updated"}
+    assert ensure_single_limit(name, 1.0) == "exists"
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert limit.limit == 2 * grant_size(lane_rate(1.0)) == 2
+    assert limit.slot_decay_per_second == pytest.approx(0.97)
+    with open_pacing_client() as client:
+        take = prefect_take_slots(client, name)
+        assert take(1) and take(1)
+        assert not take(1)  # two grants' room, and a slot takes a second to decay
+        with pytest.raises(ConcurrencySlotAcquisitionError):
+            prefect_take_slots(client, "test-single-lane-missing")(1)
+    assert ensure_single_limit(name, 2000.0) == "updated"  # another rate: the limit follows
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert (limit.limit, limit.slot_decay_per_second) == (2 * 97, pytest.approx(1940.0))
