@@ -77,7 +77,11 @@ def figures_markdown(total: dict[str, Any], conditions: dict[str, Any]) -> str:
         ("faults injected by the gateway", f"{total['faults_injected']} ({faults})"),
         ("calls refused by the gateway's own rate check (retried)",
          total["faults"].get("flow_control_throttle", 0)),
-        ("BatchSendMessageToGlobe calls", total["batch_calls"]),
+        (
+            "BatchSendMessageToGlobe calls" if conditions.get("send_via", "batch") == "batch"
+            else "calls (SendMessageToGlobe and, with both lanes, BatchSendMessageToGlobe)",
+            total["batch_calls"],
+        ),
         ("valid recipients", total["expected"]),
         ("accepted (one message each, MessageId matching the journal)", total["accepted"]),
         ("failed, with a reason", total["failed"]),
@@ -94,7 +98,8 @@ def figures_markdown(total: dict[str, Any], conditions: dict[str, Any]) -> str:
         f"{conditions['rate']:g} calls/s, {conditions['kills']} kills per campaign, random faults at "
         f"{conditions['fault_rate']:g} per call for each of HTTP 500, throttling and accept-then-drop, plus "
         f"latency, scripted business errors and slow accepts; children started by "
-        f"{conditions['mode']}; prefect {conditions['prefect']}, Python {conditions['python']}, "
+        f"{conditions['mode']}; send_via {conditions.get('send_via', 'batch')}; "
+        f"prefect {conditions['prefect']}, Python {conditions['python']}, "
         f"{conditions['cpus']} CPUs).",
         "",
         "| | |",
@@ -133,6 +138,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "chaos.json")
     parser.add_argument("--readme", type=Path, default=HERE / "README-chaos.md")
     parser.add_argument("--workdir", type=Path, default=None, help="keep scenario folders here")
+    parser.add_argument("--send-via", choices=("batch", "single", "both", "all"), default="batch",
+                        help="the campaign's lane(s); `all` cycles batch, single, both over the runs")
     args = parser.parse_args()
 
     import prefect
@@ -149,17 +156,18 @@ def main() -> int:
         api_url = PREFECT_API_URL.value()
         launcher = ExecLauncher() if args.mode == "exec" else ForkLauncher()
         for i in range(args.runs):
+            lanes = ("batch", "single", "both") if args.send_via == "all" else (args.send_via,)
             spec = ChaosSpec(
                 seed=args.first_seed + i, recipients=args.recipients, batch_size=args.batch_size,
                 rate=args.rate, kills=args.kills, error_500_rate=args.fault_rate,
-                throttle_rate=args.fault_rate, drop_rate=args.fault_rate,
+                throttle_rate=args.fault_rate, drop_rate=args.fault_rate, send_via=lanes[i % len(lanes)],
             )
             result = run_scenario(spec, root / f"seed-{spec.seed}", api_url, launcher)
             row = result_json(result)
             results.append(row)
             print(json.dumps({k: row[k] for k in (  # noqa: T201 - a benchmark's progress
-                "seed", "ok", "child_runs", "kills", "faults", "accepted", "failed", "unknown", "duplicates",
-                "lost", "seconds")}), flush=True)
+                "seed", "send_via", "ok", "child_runs", "kills", "faults", "accepted", "failed", "unknown",
+                "duplicates", "lost", "seconds")}), flush=True)
     total = totals(results)
     conditions = {
         "date": time.strftime("%Y-%m-%d"),
@@ -171,6 +179,7 @@ def main() -> int:
         "kills": args.kills,
         "fault_rate": args.fault_rate,
         "mode": args.mode,
+        "send_via": args.send_via,
         "prefect": prefect.__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

@@ -7,12 +7,12 @@ message twice: the request may have gone through before the answer was lost).
 It goes the same way as `send_campaign`, in the same bounded memory: the source is read, validated and
 rendered again into a spool (the ledger keeps outcomes, not texts), the chosen rows move `failed`/`unknown`
 -> `pending` a chunk of messages at a time (`tasks.plan.plan_resend`: `Ledger.reopen_for_resend`, one
-transaction per chunk) into plan parts on disk, and exactly those numbers go out through the same send loop
-(`tasks/send_batches.py`): batch task, pacing, events and artifacts. Rows that are `pending` (never sent: a
-stopped run) or `accepted` are left alone, and numbers the source no longer renders are not reopened. It
-holds the campaign's run lease as `send_campaign` does, so it stops at once with `CampaignBusy` while
-another run of the campaign is sending (and a run of the campaign started while it resends stops the same
-way).
+transaction per chunk) into plan parts on disk, and exactly those numbers go out through the same send loop,
+in the campaign's lane(s) (`tasks/send_lanes.py`, `send_via`): task runs, pacing, events and artifacts. Rows
+that are `pending` (never sent: a stopped run) or `accepted` are left alone, and numbers the source no longer
+renders are not reopened. It holds the campaign's run lease as `send_campaign` does, so it stops at once with
+`CampaignBusy` while another run of the campaign is sending (and a run of the campaign started while it
+resends stops the same way).
 
 With a send window (quiet hours), the chosen rows are reopened all the same, but only those inside their
 window go out now; the others stay `pending`, counted as deferred, and the next run of the campaign sends
@@ -33,7 +33,8 @@ from globe_sms.ledger import Ledger
 from tasks.lease import campaign_lease
 from tasks.plan import ResendStatus, plan_resend
 from tasks.report import CampaignSummary, publish_report
-from tasks.send_batches import CampaignFailed, send_batches
+from tasks.send_batches import CampaignFailed
+from tasks.send_lanes import send_lanes
 from tasks.spool import spool_campaign
 
 
@@ -99,7 +100,7 @@ def resend_campaign(
                 campaign.campaign_id, summary.planned, " and ".join(statuses), summary.batches,
             )
             if not campaign.dry_run and plan.batches:
-                send_batches(campaign, ledger, plan, summary)
+                send_lanes(campaign, ledger, plan, summary)  # through the campaign's `send_via`
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
             publish_report(summary, spool.rejects_head(0), campaign.source.phone_column)

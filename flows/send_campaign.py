@@ -6,6 +6,8 @@ spooling `tasks/spool.py`, pricing `tasks/cost.py`, planning `tasks/plan.py`, th
 before the first batch goes out, so bad input never leaves a campaign half-sent. Recipients stream from their
 source in chunks into a Parquet spool that planning and sending read back a part at a time, so a list of
 millions runs in bounded memory; the spool is deleted when the run ends.
+With `send_via: single` or `both` the recipients go (also) one SendMessageToGlobe call each, in chunks that
+are task runs of their own (`<campaign>-single-<n>`, `tasks/send_lanes.py`, `tasks/send_single.py`).
 Each batch is its own task run (`<campaign>-batch-<n>`), sent one after another under the account's shared
 rate limit, and every recipient's outcome is committed to the send ledger, which is what makes reruns, UI
 retries and crash recovery safe. With a send window (quiet hours), recipients whose local time is outside it
@@ -34,7 +36,8 @@ from tasks.plan import plan_batches
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
-from tasks.send_batches import CampaignFailed, send_batches
+from tasks.send_batches import CampaignFailed
+from tasks.send_lanes import send_lanes
 from tasks.spool import rejects_file, spool_campaign
 
 
@@ -44,7 +47,8 @@ from tasks.spool import rejects_file, spool_campaign
 def send_campaign(
     campaign: Campaign, window_checked_at: SkipJsonSchema[datetime | None] = None
 ) -> CampaignSummary | State:
-    """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe.
+    """Send an SMS campaign through Alibaba Cloud's BatchSendMessageToGlobe and/or SendMessageToGlobe
+    (`send_via`).
 
     Args:
         campaign: the campaign; see `globe_sms.campaign.Campaign` (or an example in `examples/`).
@@ -98,7 +102,14 @@ def send_campaign(
             summary.record_plan(plan)
             summary.preview = spool.preview(
                 cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second
+            ).with_lanes(
+                campaign.send_via,
+                plan.recipients,
+                batch_size=campaign.batch_size,
+                calls_per_second=campaign.gateway.calls_per_second,
+                single_calls_per_second=campaign.gateway.single_calls_per_second,
             )
+            summary.send_via = campaign.send_via
             if cost is not None:
                 summary.estimated_cost, summary.currency = float(cost.total), cost.currency
             logger.info(
@@ -109,7 +120,8 @@ def send_campaign(
                 logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,
                             summary.deferral_text)
             if not campaign.dry_run and plan.batches:
-                send_batches(campaign, ledger, plan, summary)
+                send_lanes(campaign, ledger, plan, summary)  # batch, single or both (`send_via`)
+                summary.price_lanes()
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
             publish_report(summary, spool.report_rejects(), campaign.source.phone_column)

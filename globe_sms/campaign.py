@@ -145,6 +145,19 @@ class GatewaySettings(StrictModel):
         le=50,
         description="BatchSendMessageToGlobe calls per second allowed for the account.",
     )
+    single_calls_per_second: float = Field(
+        default=2000.0,
+        gt=0,
+        le=10000,
+        description="SendMessageToGlobe calls per second allowed for the account (the single lane); shared "
+        "by every campaign of the account, like the batch rate, through its own limit <limit>-single.",
+    )
+    single_concurrency: int = Field(
+        default=200,
+        ge=1,
+        le=2000,
+        description="Most SendMessageToGlobe calls in flight at once (the single lane's connections).",
+    )
     credentials_block: str | None = Field(
         default=None,
         description="Name of a Prefect Secret block holding the AccessKey; else "
@@ -278,7 +291,16 @@ class Campaign(StrictModel):
         description="The message: one text with `{column}` placeholders, or texts per language picked by a "
         "column."
     )
-    message_type: Literal["NOTIFY", "MKT"] = Field(default="NOTIFY", description="NOTIFY or MKT (marketing).")
+    message_type: Literal["NOTIFY", "MKT", "OTP"] = Field(
+        default="NOTIFY",
+        description="NOTIFY, MKT (marketing) or OTP (one-time passwords: with `send_via: single` only).",
+    )
+    send_via: Literal["batch", "single", "both"] = Field(
+        default="batch",
+        description="batch: BatchSendMessageToGlobe, up to 1,000 numbers per call at the account's batch "
+        "rate; single: one SendMessageToGlobe call per recipient, concurrently, at the account's single-call "
+        "rate (for time-sensitive messages); both: the two lanes at once over one queue, finishing together.",
+    )
     sender_id: str | None = Field(
         default=None,
         json_schema_extra={"pattern": SENDER_ID_PATTERN},
@@ -290,6 +312,13 @@ class Campaign(StrictModel):
     )
     batch_size: int = Field(
         default=1000, ge=1, le=1000, description="Numbers per BatchSendMessageToGlobe call."
+    )
+    single_chunk_size: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="Recipients per chunk of the single lane: one task run, one ledger transaction before "
+        "its calls and one after.",
     )
     gateway: GatewaySettings = Field(
         default_factory=GatewaySettings,
@@ -409,6 +438,11 @@ class Campaign(StrictModel):
             raise ValueError("sender_id is required when sending through a real endpoint")
         if self.budget is not None and self.price_table is None:
             raise ValueError("budget needs a price_table to be checked against")
+        if self.message_type == "OTP" and self.send_via != "single":
+            raise ValueError(
+                "message_type OTP needs send_via: single (BatchSendMessageToGlobe takes NOTIFY and MKT only, "
+                f"so one-time passwords cannot go through the batch lane; send_via is {self.send_via!r})"
+            )
         return self
 
     @property

@@ -152,6 +152,15 @@ def _print_preview(preview, *, full: bool) -> None:  # noqa: ANN001 - tasks.prev
             f"[bold]preview[/bold]: {preview.messages:,} messages, {preview.segments:,} segments, "
             f"{preview.batches} batches, ETA {preview.eta_seconds:,.0f} s at the account's rate"
         )
+        if preview.send_via != "batch":
+            for lane in preview.lanes:
+                cost = "" if lane.cost is None else f", est. {lane.cost:,.4f} {preview.currency}"
+                console.print(
+                    plain(
+                        f"  {lane.lane} lane: {lane.recipients:,} recipients in {lane.calls:,} calls at "
+                        f"{lane.rate:,.0f}/s, ETA {lane.eta_seconds:,.1f} s{cost}"
+                    )
+                )
         encodings = ", ".join(f"{name} {count:,}" for name, count in preview.encodings.items())
         segments = ", ".join(
             f"{n} segment(s): {count:,}" for n, count in preview.segment_distribution.items()
@@ -206,6 +215,13 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
             f"{summary.calls_per_second:.3f} (allowed {summary.allowed_calls_per_second:g})",
         ),
     ]
+    if summary.send_via != "batch":
+        for lane in summary.lanes:
+            rows.append((
+                f"{lane.lane} lane",
+                f"{lane.recipients:,} recipients in {lane.seconds:.1f} s "
+                f"({lane.recipients_per_second:,.0f}/s, {lane.throttled:,} throttled)",
+            ))
     for reason, count in sorted(summary.rejected_by_reason.items()):
         rows.append((f"  rejected: {reason}", f"{count:,}"))
     if summary.opt_outs_ignored:

@@ -117,12 +117,18 @@ def open_gateway(
         if settings.is_emulator and settings.emulator_receipts and ledger_url:
             from globe_sms.receipts.receiver import EmulatorWithReceipts
 
-            config = EmulatorConfig(batch_calls_per_second=settings.calls_per_second)
+            config = EmulatorConfig(
+                batch_calls_per_second=settings.calls_per_second,
+                single_calls_per_second=settings.single_calls_per_second,
+            )
             with_receipts = EmulatorWithReceipts(config, ledger_url)
             emulator = with_receipts.start()
             endpoint = emulator.url
         elif settings.is_emulator:
-            emulator = EmulatorServer(EmulatorConfig(batch_calls_per_second=settings.calls_per_second))
+            emulator = EmulatorServer(EmulatorConfig(
+                batch_calls_per_second=settings.calls_per_second,
+                single_calls_per_second=settings.single_calls_per_second,
+            ))
             emulator.start()
             endpoint = emulator.url
         with build_client(settings, credentials, endpoint=endpoint) as client:

@@ -26,6 +26,57 @@ class CountryCost(BaseModel):
     cost: float | None
 
 
+class LanePlan(BaseModel):
+    """One lane of the plan: how many recipients, in how many calls, at what rate, how long, at what cost."""
+
+    lane: str
+    recipients: int
+    calls: int
+    rate: float = Field(description="Recipients per second the lane sends at.")
+    eta_seconds: float
+    cost: float | None = None
+
+
+def plan_lanes(
+    send_via: str,
+    recipients: int,
+    *,
+    batch_size: int,
+    calls_per_second: float,
+    single_calls_per_second: float,
+    cost_total: float | None = None,
+) -> list[LanePlan]:
+    """Split `recipients` between the lanes of `send_via` as the send loop does, with each lane's ETA.
+
+    The batch lane sends `batch_size` recipients per call at `calls_per_second`; the single lane one per call
+    at its pacer's rate (`single_calls_per_second` less its margin). With `both` the lanes share one queue and
+    finish together, so each takes recipients in proportion to its rate. Cost is per segment in both lanes,
+    so a lane's cost is its share of `cost_total`.
+    """
+    from globe_sms.single_pacing import lane_rate
+
+    batch_rate = batch_size * calls_per_second
+    single_rate = lane_rate(single_calls_per_second)
+    if send_via == "single":
+        shares = {"single": recipients}
+    elif send_via == "both":
+        to_batch = round(recipients * batch_rate / (batch_rate + single_rate))
+        shares = {"batch": to_batch, "single": recipients - to_batch}
+    else:
+        shares = {"batch": recipients}
+    lanes = []
+    for lane, n in shares.items():
+        if lane == "batch":
+            calls = -(-n // batch_size)
+            eta = max(calls - 1, 0) / calls_per_second if n else 0.0
+            rate = batch_rate
+        else:
+            calls, eta, rate = n, n / single_rate, single_rate
+        cost = None if cost_total is None or not recipients else cost_total * n / recipients
+        lanes.append(LanePlan(lane=lane, recipients=n, calls=calls, rate=rate, eta_seconds=eta, cost=cost))
+    return lanes
+
+
 class Preview(BaseModel):
     """Encodings, segments, cost and ETA of the messages a run would send."""
 
@@ -41,6 +92,29 @@ class Preview(BaseModel):
     samples: list[dict[str, str | int]] = Field(default_factory=list)
     batches: int = 0
     eta_seconds: float = 0.0
+    send_via: str = "batch"
+    lanes: list[LanePlan] = Field(default_factory=list)
+
+    def with_lanes(
+        self,
+        send_via: str,
+        recipients: int,
+        *,
+        batch_size: int,
+        calls_per_second: float,
+        single_calls_per_second: float,
+    ) -> Preview:
+        """This preview with the plan split between the lanes of `send_via`; the ETA is the longest lane's."""
+        lanes = plan_lanes(
+            send_via,
+            recipients,
+            batch_size=batch_size,
+            calls_per_second=calls_per_second,
+            single_calls_per_second=single_calls_per_second,
+            cost_total=self.cost_total,
+        )
+        eta = max((lane.eta_seconds for lane in lanes), default=0.0)
+        return self.model_copy(update={"send_via": send_via, "lanes": lanes, "eta_seconds": eta})
 
     def culprit_lines(self) -> list[str]:
         """Sentences like `’ (U+2019) turns 12,400 messages into UCS-2`."""
@@ -49,6 +123,24 @@ class Preview(BaseModel):
             for char, count in self.ucs2_culprits.items()
         ]
 
+    def _lane_lines(self) -> list[str]:
+        if self.send_via == "batch" or not self.lanes:
+            return []
+        lines = [
+            "",
+            f"Lanes (`send_via: {self.send_via}`):",
+            "",
+            "| lane | recipients | calls | recipients/s | ETA | est. cost |",
+            "|---|---|---|---|---|---|",
+        ]
+        for lane in self.lanes:
+            cost = "" if lane.cost is None else f"{lane.cost:,.4f} {self.currency or ''}"
+            lines.append(
+                f"| {lane.lane} | {lane.recipients:,} | {lane.calls:,} | {lane.rate:,.0f} | "
+                f"{lane.eta_seconds:,.1f} s | {cost} |"
+            )
+        return lines
+
     def to_markdown(self) -> str:
         """The preview as a markdown artifact."""
         lines = [
@@ -56,6 +148,7 @@ class Preview(BaseModel):
             "",
             f"{self.messages:,} messages, {self.segments:,} segments, {self.batches} batches, "
             f"ETA {self.eta_seconds:,.0f} s at the account's rate.",
+            *self._lane_lines(),
             "",
             "| encoding | messages |",
             "|---|---|",

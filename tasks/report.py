@@ -51,6 +51,30 @@ def unknown_recipients(rows: pl.DataFrame, limit: int = ARTIFACT_TABLE_ROWS) -> 
     ]
 
 
+class LaneSummary(BaseModel):
+    """What one lane (`batch`: BatchSendMessageToGlobe, `single`: SendMessageToGlobe) did in a run."""
+
+    lane: str
+    recipients: int = 0
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+    segments: int = Field(default=0, description="Billed segments SendMessageToGlobe reported (single lane).")
+    throttled: int = Field(
+        default=0, description="Calls the gateway throttled (their recipients went again)."
+    )
+    requeued: int = Field(default=0, description="Recipients handed back to the queue and sent again.")
+    limit_requests: int = Field(default=0, description="Requests to the Prefect server for slots (single).")
+    limit_grants: int = Field(default=0, description="Of which granted (each many slots).")
+    estimated_cost: float | None = None
+
+    @property
+    def recipients_per_second(self) -> float:
+        return self.recipients / self.seconds if self.seconds > 0 else 0.0
+
+
 class CampaignSummary(BaseModel):
     """What one run of a campaign did; the flow's return value and the CLI's printout."""
 
@@ -95,6 +119,10 @@ class CampaignSummary(BaseModel):
     )
     preview: Preview | None = None
     error: str | None = None
+    send_via: str = "batch"
+    lanes: list[LaneSummary] = Field(
+        default_factory=list, description="Per lane: recipients, calls, time, rate and cost of this run."
+    )
 
     @property
     def rate_fraction(self) -> float:
@@ -156,6 +184,7 @@ class CampaignSummary(BaseModel):
             lines += [
                 f"| {reason} | {count:,} |" for reason, count in sorted(self.rejected_by_reason.items())
             ]
+        lines += self._lanes_markdown()
         lines += self._unknown_markdown()
         if self.preview is not None:
             lines += ["", self.preview.to_markdown()]
@@ -163,6 +192,39 @@ class CampaignSummary(BaseModel):
             lines += ["", f"**Stopped:** {self.error}"]
         return "\n".join(lines)
 
+
+    def price_lanes(self) -> None:
+        """Share the estimated cost between the lanes by the recipients each one sent (both lanes bill per
+        segment, at the same price)."""
+        sent = sum(lane.recipients for lane in self.lanes)
+        if self.estimated_cost is None or not sent or not self.planned:
+            return
+        per_recipient = self.estimated_cost / self.planned
+        for lane in self.lanes:
+            lane.estimated_cost = per_recipient * lane.recipients
+
+    def _lanes_markdown(self) -> list[str]:
+        """The lanes section: recipients, calls, time and rate of each lane (`send_via` single or both)."""
+        if self.send_via == "batch" or not self.lanes:
+            return []
+        lines = [
+            "",
+            f"## Lanes (`send_via: {self.send_via}`)",
+            "",
+            "| lane | recipients | accepted | failed | unknown | calls | seconds | recipients/s | "
+            "throttled | sent again | segments (single) | est. cost |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for lane in self.lanes:
+            currency = self.currency or ""
+            cost = "" if lane.estimated_cost is None else f"{lane.estimated_cost:,.2f} {currency}"
+            rate = lane.recipients_per_second
+            lines.append(
+                f"| {lane.lane} | {lane.recipients:,} | {lane.accepted:,} | {lane.failed:,} | "
+                f"{lane.unknown:,} | {lane.calls:,} | {lane.seconds:.1f} | {rate:,.0f} | "
+                f"{lane.throttled:,} | {lane.requeued:,} | {lane.segments:,} | {cost} |"
+            )
+        return lines
 
     def _unknown_markdown(self) -> list[str]:
         """The unknown rows section: why they are not resent, and the masked list."""

@@ -71,6 +71,7 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
         "BATCH_SCHEMA",
         "INTERRUPTED",
         "ROW_SCHEMA",
+        "Lane",
         "BatchStatus",
         "Status",
         "campaign_batches",

@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, select, update
+from sqlalchemy import ColumnElement, Connection, Integer, Select, bindparam, cast, select, update
 
 from globe_sms.ledger.backends import values_table
 from globe_sms.ledger.schema import Status, send_ledger
 
 Outcome = tuple[Status, str | None, str | None]
 """What a row becomes: (status, message_id, error_code)."""
+SingleExtra = tuple[str | None, int | None, str | None]
+"""What a single call adds to its row: (request_id, segments, carrier)."""
 
 
 def phone_list(dialect: str, phones: Sequence[str]) -> Select[tuple[str]]:
@@ -71,6 +73,67 @@ def apply_outcomes(
         message_id=src.c.message_id,
         error_code=src.c.error_code,
         request_id=request_id,
+        updated_at=now,
+    )
+    return conn.execute(statement).rowcount
+
+
+def apply_single_outcomes(
+    conn: Connection,
+    dialect: str,
+    rows_in_chunk: ColumnElement[bool],
+    outcome: Mapping[str, Outcome],
+    extra: Mapping[str, SingleExtra],
+    now: datetime,
+) -> int:
+    """`apply_outcomes` for a chunk of single calls: each row also gets its own request_id, segments and
+    carrier. One round trip (an executemany on SQLite, one UPDATE ... FROM unnest on PostgreSQL)."""
+    c = send_ledger.c
+    statement = update(send_ledger).where(rows_in_chunk)
+    if dialect == "sqlite":
+        params = [
+            {
+                "o_phone": p,
+                "o_status": status.value,
+                "o_message_id": message_id,
+                "o_error_code": code,
+                "o_request_id": extra[p][0],
+                "o_segments": extra[p][1],
+                "o_carrier": extra[p][2],
+            }
+            for p, (status, message_id, code) in outcome.items()
+        ]
+        statement = statement.where(c.phone == bindparam("o_phone")).values(
+            status=bindparam("o_status"),
+            message_id=bindparam("o_message_id"),
+            error_code=bindparam("o_error_code"),
+            request_id=bindparam("o_request_id"),
+            segments=bindparam("o_segments"),
+            carrier=bindparam("o_carrier"),
+            updated_at=now,
+        )
+        return conn.execute(statement, params).rowcount
+    names = ("phone", "status", "message_id", "error_code", "request_id", "segments", "carrier")
+    rows = [
+        (
+            p,
+            status.value,
+            message_id,
+            code,
+            extra[p][0],
+            None if extra[p][1] is None else str(extra[p][1]),
+            extra[p][2],
+        )
+        for p, (status, message_id, code) in outcome.items()
+    ]
+    src = values_table(dialect, names, rows)
+    statement = statement.where(c.phone == src.c.phone).values(
+        status=src.c.status,
+        message_id=src.c.message_id,
+        error_code=src.c.error_code,
+        request_id=src.c.request_id,
+        segments=cast(src.c.segments, Integer),
+        carrier=src.c.carrier,
         updated_at=now,
     )
     return conn.execute(statement).rowcount

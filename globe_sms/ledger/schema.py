@@ -50,6 +50,13 @@ class BatchStatus(StrEnum):
     UNKNOWN = "unknown"  # maybe processed; its rows are unknown
 
 
+class Lane(StrEnum):
+    """How a row or batch was sent: `campaign_batches.lane`, `send_ledger.lane`."""
+
+    BATCH = "batch"  # BatchSendMessageToGlobe, up to 1,000 numbers per call
+    SINGLE = "single"  # SendMessageToGlobe, one number per call; a "batch" row is then a chunk of calls
+
+
 INTERRUPTED = "Interrupted"
 """The error_code `recover_interrupted` gives to rows and batches a crashed run left in `submitting`."""
 
@@ -110,6 +117,11 @@ send_ledger = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("submitted_at", UtcDateTime),
+    # Revision 0002 (the single lane): the lane that last put the row in flight (`Lane`; NULL: never sent),
+    # and what SendMessageToGlobe answered for it: billed `Segments` and `NumberDetail.Carrier`.
+    Column("lane", String(8)),
+    Column("segments", Integer),
+    Column("carrier", String),
     UniqueConstraint("campaign_id", "phone", name="uq_send_ledger_campaign_phone"),
     CheckConstraint(_one_of(Status), name="ck_send_ledger_status"),
     Index("ix_send_ledger_campaign_status", "campaign_id", "status"),
@@ -131,6 +143,7 @@ campaign_batches = Table(
     Column("error_code", String),
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
+    Column("lane", String(8), nullable=False, server_default="batch"),  # revision 0002: `Lane`
     PrimaryKeyConstraint("campaign_id", "batch_no", name="pk_campaign_batches"),
     CheckConstraint(_one_of(BatchStatus), name="ck_campaign_batches_status"),
 )
@@ -164,6 +177,9 @@ ROW_SCHEMA: dict[str, Any] = {
     "created_at": _TS,
     "updated_at": _TS,
     "submitted_at": _TS,
+    "lane": pl.String,
+    "segments": pl.Int64,
+    "carrier": pl.String,
 }
 """Columns and dtypes of `Ledger.rows()` (every `send_ledger` column but the surrogate `id`)."""
 
@@ -179,5 +195,6 @@ BATCH_SCHEMA: dict[str, Any] = {
     "error_code": pl.String,
     "started_at": _TS,
     "finished_at": _TS,
+    "lane": pl.String,
 }
 """Columns and dtypes of `Ledger.batches()`, which adds `task_id`."""

@@ -6,6 +6,7 @@ import re
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -28,7 +29,14 @@ from sqlalchemy.exc import IntegrityError
 from globe_sms.clock import utc_now
 from globe_sms.ids import task_id
 from globe_sms.ledger import lease
-from globe_sms.ledger._sql import Outcome, apply_outcomes, phone_list, where_they_are
+from globe_sms.ledger._sql import (
+    Outcome,
+    SingleExtra,
+    apply_outcomes,
+    apply_single_outcomes,
+    phone_list,
+    where_they_are,
+)
 from globe_sms.ledger.backends import values_table
 from globe_sms.ledger.database import LedgerDatabase
 from globe_sms.ledger.errors import LedgerStateError
@@ -38,6 +46,7 @@ from globe_sms.ledger.schema import (
     INTERRUPTED,
     ROW_SCHEMA,
     BatchStatus,
+    Lane,
     Status,
     UtcDateTime,
     campaign_batches,
@@ -49,6 +58,18 @@ from globe_sms.masking import mask_number
 _E164_DIGITS = re.compile(r"[1-9][0-9]{1,14}")  # E.164 without '+': no leading zero, at most 15 digits
 _REGISTER_CHUNK = 50_000
 _b, _c = campaign_batches.c, send_ledger.c
+
+
+@dataclass(frozen=True)
+class SingleOutcome:
+    """What one SendMessageToGlobe call did to its row (`Ledger.record_singles`)."""
+
+    status: Status
+    message_id: str | None = None
+    error_code: str | None = None
+    request_id: str | None = None
+    segments: int | None = None
+    carrier: str | None = None
 
 
 def _distinct(phones: Sequence[str], what: str) -> list[str]:
@@ -358,7 +379,9 @@ class Ledger(LedgerDatabase):
             in_batches, in_rows = conn.execute(query).one()
         return max(int(in_batches), int(in_rows)) + 1
 
-    def mark_submitting(self, campaign_id: str, batch_no: int, phones: Sequence[str]) -> None:
+    def mark_submitting(
+        self, campaign_id: str, batch_no: int, phones: Sequence[str], lane: Lane = Lane.BATCH
+    ) -> None:
         """Move a batch `pending` -> `submitting`, committed before returning: send the request after.
 
         Sets `batch_no`, `submitted_at` and `attempts + 1` on the rows and writes the batch row. In the same
@@ -369,6 +392,8 @@ class Ledger(LedgerDatabase):
             campaign_id: the campaign.
             batch_no: a fresh number from `next_batch_no`, or that of a `released` batch.
             phones: the batch's numbers, each once.
+            lane: `batch` (one BatchSendMessageToGlobe call) or `single` (a chunk of SendMessageToGlobe calls,
+                settled with `record_singles`); recorded on the rows and the batch.
 
         Raises:
             LedgerStateError: a number is not `pending`, or the batch number is taken; nothing changed.
@@ -397,6 +422,7 @@ class Ledger(LedgerDatabase):
                     attempts=_c.attempts + 1,
                     submitted_at=now,
                     updated_at=now,
+                    lane=lane,
                 )
             ).rowcount
             if changed != len(batch):
@@ -421,6 +447,7 @@ class Ledger(LedgerDatabase):
                 "error_code": None,
                 "started_at": now,
                 "finished_at": None,
+                "lane": lane,
             }
             if taken is not None:
                 conn.execute(update(campaign_batches).where(key).values(**values))
@@ -514,6 +541,43 @@ class Ledger(LedgerDatabase):
         counts = {"accepted": 0, "failed": 0, "unknown": len(outcome)}
         self._settle(campaign_id, batch_no, outcome, request_id, (BatchStatus.UNKNOWN, error_code), counts)
 
+    def record_singles(self, campaign_id: str, batch_no: int, outcomes: Mapping[str, SingleOutcome]) -> None:
+        """Record a chunk of SendMessageToGlobe calls (the single lane), every row its own outcome, in one
+        transaction: `submitting` -> `accepted` (MessageId, Segments, carrier), `failed` (its code), `pending`
+        (definitely not processed: throttled, refused before sending) or `unknown` (maybe processed).
+
+        The chunk's batch row becomes `released` when every row went back to pending, `unknown` when every
+        row is unknown, `failed` when every row failed, else `accepted` with its counts.
+
+        Raises:
+            LedgerStateError: `outcomes` are not exactly the chunk's rows in `submitting`; nothing changed.
+            ValueError: no outcomes, or a status a call cannot end in.
+        """
+        if not outcomes:
+            raise ValueError(f"campaign {campaign_id!r} batch {batch_no}: no numbers given")
+        allowed = {Status.ACCEPTED, Status.FAILED, Status.PENDING, Status.UNKNOWN}
+        wrong = {str(o.status) for o in outcomes.values() if o.status not in allowed}
+        if wrong:
+            raise ValueError(f"a call cannot end in {sorted(wrong)}")
+        counts = dict.fromkeys(("accepted", "failed", "unknown", "pending"), 0)
+        for single in outcomes.values():
+            counts[Status(single.status).value] += 1
+        n = len(outcomes)
+        if counts["pending"] == n:
+            status = BatchStatus.RELEASED
+        elif counts["unknown"] == n:
+            status = BatchStatus.UNKNOWN
+        elif counts["failed"] == n:
+            status = BatchStatus.FAILED
+        else:
+            status = BatchStatus.ACCEPTED
+        codes = {o.error_code for o in outcomes.values() if o.error_code}
+        batch_error = codes.pop() if len(codes) == 1 else (None if not codes else "MIXED")
+        rows = {phone: (o.status, o.message_id, o.error_code) for phone, o in outcomes.items()}
+        extra = {phone: (o.request_id, o.segments, o.carrier) for phone, o in outcomes.items()}
+        del counts["pending"]
+        self._settle(campaign_id, batch_no, rows, None, (status, batch_error), counts, extra=extra)
+
     def _settle(
         self,
         campaign_id: str,
@@ -522,8 +586,11 @@ class Ledger(LedgerDatabase):
         request_id: str | None,
         batch_outcome: tuple[BatchStatus, str | None],
         counts: Mapping[str, int],
+        *,
+        extra: Mapping[str, SingleExtra] | None = None,
     ) -> None:
-        """Move exactly the batch's `submitting` rows to their (status, message_id, error_code)."""
+        """Move exactly the batch's `submitting` rows to their (status, message_id, error_code); with `extra`
+        (the single lane), each row also gets its own (request_id, segments, carrier)."""
         if not outcome:
             raise ValueError(f"campaign {campaign_id!r} batch {batch_no}: no numbers given")
         now = self.now()
@@ -541,7 +608,10 @@ class Ledger(LedgerDatabase):
                     batch_no=batch_no,
                     offenders=offenders,
                 )
-            changed = apply_outcomes(conn, self._dialect, in_batch, outcome, request_id, now)
+            if extra is None:
+                changed = apply_outcomes(conn, self._dialect, in_batch, outcome, request_id, now)
+            else:
+                changed = apply_single_outcomes(conn, self._dialect, in_batch, outcome, extra, now)
             batch_status, batch_error = batch_outcome
             finished = conn.execute(
                 update(campaign_batches)

@@ -39,6 +39,9 @@ from tests.chaos.runner import EXIT_COMPLETED, EXIT_CRASHED, EXIT_STOPPED
 from tests.chaos.scenario import FINAL_CODE, REOPENED_CODE, ChaosSpec, make_campaign, write_recipients
 
 BATCH = "BatchSendMessageToGlobe"
+SINGLE = "SendMessageToGlobe"
+LANE_ACTIONS = {"batch": (BATCH,), "single": (SINGLE,), "both": (BATCH, SINGLE)}
+"""The calls each `send_via` makes: the ones the driver counts, scripts faults into and kills after."""
 REPO = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 0.003
 CHILD_TIMEOUT_SECONDS = 120.0
@@ -180,6 +183,7 @@ class ScenarioResult:
         """Everything a report needs, with no phone number in it."""
         return {
             "seed": self.spec.seed,
+            "send_via": self.spec.send_via,
             "done": self.done,
             "ok": self.ok,
             "child_runs": len(self.runs),
@@ -207,12 +211,14 @@ FAULT_NAMES = {IN_FLIGHT_HOLD: "in_flight_hold", SLOW_ACCEPT: "slow_accept"}
 NOT_FAULTS = ("in_flight_hold", "flow_control_throttle")  # a kill's hold; the emulator's own rate check
 
 
-def fault_counts(journal_path: Path, campaign_id: str) -> dict[str, int]:
+def fault_counts(journal_path: Path, campaign_id: str, actions: tuple[str, ...] = (BATCH,)) -> dict[str, int]:
     """Faults the gateway injected into the campaign's calls, by kind, plus in-flight holds (where a kill
     struck) and flow-control throttles (calls the emulator found too close to the previous one)."""
     counts: Counter[str] = Counter()
     for request in journal_requests(journal_path):
-        if request["action"] != BATCH or not str(request.get("task_id") or "").startswith(f"{campaign_id}-b"):
+        if request["action"] not in actions or not str(request.get("task_id") or "").startswith(
+            f"{campaign_id}-b"
+        ):
             continue
         fault = request.get("fault")
         if fault:
@@ -251,6 +257,7 @@ class ScenarioDriver:
     def __enter__(self) -> ScenarioDriver:
         config = EmulatorConfig(
             batch_calls_per_second=self.spec.rate,
+            single_calls_per_second=self.spec.single_rate,
             faults=self.spec.faults(),
             seed=self.spec.seed,
             journal_path=self.journal_path,
@@ -289,7 +296,7 @@ class ScenarioDriver:
             spec=self.spec,
             runs=self.runs,
             verdict=verdict,
-            faults=fault_counts(self.journal_path, self.spec.campaign_id),
+            faults=fault_counts(self.journal_path, self.spec.campaign_id, self.actions),
             batch_calls=len(self._batch_requests()),
             done=done,
             seconds=time.monotonic() - started,
@@ -299,9 +306,19 @@ class ScenarioDriver:
             logs=self.logs,
         )
 
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return LANE_ACTIONS[self.spec.send_via]
+
+    @property
+    def single_faults(self) -> bool:
+        """Whether scripted faults go to single calls (the single lane, and `both`) or batch calls."""
+        return self.spec.send_via != "batch"
+
     def _batch_requests(self) -> list[Any]:
+        """The campaign's calls of its lane(s), in the order answered."""
         assert self.emulator is not None
-        return self.emulator.state.requests(BATCH)
+        return [r for r in self.emulator.state.requests() if r.action in self.actions]
 
     def _counts(self) -> dict[str, int]:
         with Ledger(self.ledger_url) as ledger:
@@ -315,9 +332,12 @@ class ScenarioDriver:
     def _remaining_batches(self) -> int:
         """Batches the next run will plan (about: what is pending or will be reopened)."""
         counts = self._counts()
+        # recipients per call: the batch lane's batch size, 1 for single calls, and with both lanes at once
+        # (most recipients go one per call) 2, so that a kill point drawn from it is always reached
+        per_call = {"batch": self.spec.batch_size, "single": 1, "both": 2}[self.spec.send_via]
         if sum(counts[s] for s in ("pending", "submitting", "accepted", "failed", "unknown")) == 0:
-            return math.ceil(len(self.expected) / self.spec.batch_size)
-        return math.ceil((counts["pending"] + counts["reopenable"]) / self.spec.batch_size)
+            return math.ceil(len(self.expected) / per_call)
+        return math.ceil((counts["pending"] + counts["reopenable"]) / per_call)
 
     def _settled(self) -> bool:
         counts = self._counts()
@@ -347,11 +367,13 @@ class ScenarioDriver:
     def _run_child(self, index: int, kill: KillPlan | None, remaining: int) -> ChildRun:
         assert self.emulator is not None
         faults = self.emulator.state.faults
+        single = self.single_faults
         faults.script([], replace=True)
+        faults.script([], replace=True, single=True)
         scripted: list[str] = []
         if kill is not None and kill.kind == "in_flight":
             # Queued before the child starts, so no call can slip past it: its (calls + 1)-th call is held.
-            faults.script(["ok"] * kill.calls + [IN_FLIGHT_HOLD])
+            faults.script(["ok"] * kill.calls + [IN_FLIGHT_HOLD], single=single)
             scripted.append(IN_FLIGHT_HOLD)
             scripts = []
         else:
@@ -369,7 +391,7 @@ class ScenarioDriver:
             calls = len(requests)
             while scripts and scripts[0][0] <= calls:
                 entry = scripts.pop(0)[1]
-                faults.script([entry])
+                faults.script([entry], single=single)
                 scripted.append(entry)
             if kill is not None:
                 if kill.kind == "early" and now - started >= kill.delay:
@@ -393,6 +415,7 @@ class ScenarioDriver:
                 handle.write(f"\n[driver] no exit after {CHILD_TIMEOUT_SECONDS:g} s: killed\n")
             code = EXIT_CRASHED
         faults.script([], replace=True)
+        faults.script([], replace=True, single=True)
         return ChildRun(
             index=index,
             mode=self.launcher.mode,

@@ -41,6 +41,10 @@ class ChaosSpec:
             read timeout (accepted, but the client times out: unknown).
         read_timeout_seconds: the campaign's read timeout.
         max_runs: child runs before the driver gives up (the check then reports lost recipients).
+        send_via: the campaign's lane(s): `batch`, `single` (SendMessageToGlobe; the emulator's random
+            faults then hit single calls too) or `both`.
+        single_chunk_size: recipients per single-lane chunk.
+        single_rate: SendMessageToGlobe calls per second, at the gateway and in the campaign.
     """
 
     seed: int
@@ -58,10 +62,13 @@ class ChaosSpec:
     slow_accept_rate: float = 0.25
     read_timeout_seconds: float = 1.0
     max_runs: int = 14
+    send_via: str = "batch"
+    single_chunk_size: int = 5
+    single_rate: float = 200.0
 
     @property
     def campaign_id(self) -> str:
-        return f"chaos-{self.seed}"
+        return f"chaos-{self.seed}" if self.send_via == "batch" else f"chaos-{self.send_via}-{self.seed}"
 
     def faults(self) -> FaultConfig:
         """The emulator's random fault configuration."""
@@ -71,6 +78,7 @@ class ChaosSpec:
             drop_after_accept_rate=self.drop_rate,
             latency_seconds=self.latency_seconds,
             latency_jitter_seconds=self.latency_jitter_seconds,
+            single_calls=self.send_via != "batch",
         )
 
 
@@ -112,6 +120,8 @@ def make_campaign(spec: ChaosSpec, source: Path, ledger_url: str, endpoint: str,
             "template": "Hi {first_name}, welcome to Globe!",
             "sender_id": "GlobeSMS",
             "batch_size": spec.batch_size,
+            "send_via": spec.send_via,
+            "single_chunk_size": spec.single_chunk_size,
             "ledger": ledger_url,
             "validation": {"max_reject_share": 0.5},
             "retry_failed_codes": [REOPENED_CODE],
@@ -124,6 +134,8 @@ def make_campaign(spec: ChaosSpec, source: Path, ledger_url: str, endpoint: str,
                 "read_timeout_seconds": spec.read_timeout_seconds,
                 "max_attempts": 4,
                 "rate_limit_timeout_seconds": 60,
+                "single_calls_per_second": spec.single_rate,
+                "single_concurrency": 20,
             },
         }
     )

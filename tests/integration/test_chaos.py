@@ -49,6 +49,31 @@ def test_faults_and_kills_never_send_a_number_twice_nor_lose_one(
     assert figures["accepted"] + figures["failed"] + figures["unknown"] == len(result.expected)
 
 
+LANE_SEEDS = (("single", 111), ("single", 222), ("both", 333))
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize(("send_via", "seed"), LANE_SEEDS)
+def test_the_single_lane_under_faults_and_kills_never_sends_twice_nor_loses_one(
+    send_via: str, seed: int, tmp_path: Path, prefect_server: str, fork_launcher: ForkLauncher
+) -> None:
+    """The same chaos on SendMessageToGlobe calls (alone, and beside the batch lane): random 500s, throttles,
+    drops and latency on single calls, scripted business errors, 2 SIGKILLs mid-chunk: invariants hold."""
+    spec = ChaosSpec(seed=seed, kills=2, send_via=send_via, recipients=60)
+    result = run_scenario(spec, tmp_path, prefect_server, fork_launcher)
+    assert result.done, f"not done after {len(result.runs)} runs: {result.runs}"
+    assert result.kills == spec.kills, result.runs
+    assert result.crashes == 0, result.crash_logs()
+    assert result.verdict.ok, result.verdict.problems()
+    figures = result.figures()
+    assert figures["duplicates"] == 0 and figures["lost"] == 0
+    assert figures["accepted"] + figures["failed"] + figures["unknown"] == len(result.expected)
+    with Ledger(result.ledger_url) as ledger:
+        rows = ledger.rows(spec.campaign_id)
+    assert "single" in set(rows["lane"].drop_nulls())  # the faults hit the single lane's calls
+    assert sum(result.faults.values()) > 0, result.faults
+
+
 @pytest.mark.prefect
 def test_kill_between_acceptance_and_ledger_write_leaves_unknown_rows_resent_only_on_request(
     tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch

@@ -194,6 +194,7 @@ class TestLifecycle:
             "error_code": None,
             "started_at": sent_at,
             "finished_at": done_at,
+            "lane": "batch",
             "task_id": f"{campaign}-b00001",
         }
         assert ledger.counts(campaign) == {

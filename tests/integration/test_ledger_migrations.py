@@ -1,7 +1,8 @@
 """Ledger migrations (Alembic) on SQLite and the real PostgreSQL server.
 
 A pre-migration ledger is built from the frozen DDL globe-sms emitted before it had migrations
-(`tests/fixtures/pre_alembic/*.sql`), filled with rows, and opened by today's code; a test-only revision 0002
+(`tests/fixtures/pre_alembic/*.sql`), filled with rows, and opened by today's code; a test-only revision after
+head
 (a column added to `send_ledger`) shows how a later revision reaches an older ledger: upgraded in place on
 SQLite, refused with the command to run on PostgreSQL, then upgraded by `globe-sms ledger upgrade`.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import polars as pl
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -48,29 +50,42 @@ from tests.ledger_fixtures import PG_URL, numbers
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "pre_alembic"
 runner = CliRunner()
 
-SAMPLE_REVISION = '''
-"""Test only: send_ledger.lane, the way a later issue adds a column.
+def _real_head() -> str:
+    """The package's own head revision (read before any test swaps the script directory)."""
+    from alembic.script import ScriptDirectory
 
-Revision ID: 0002
-Revises: 0001
+    return ScriptDirectory(str(migration.SCRIPT_LOCATION)).get_current_head() or "0001"
+
+
+HEAD = _real_head()
+"""The newest real revision; the test-only sample revision comes right after it."""
+SAMPLE = f"{int(HEAD) + 1:04d}"
+
+SAMPLE_REVISION = f'''
+"""Test only: send_ledger.test_tag, the way a later issue adds a column.
+
+Revision ID: {SAMPLE}
+Revises: {HEAD}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{SAMPLE}"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("send_ledger", sa.Column("lane", sa.String(16), nullable=False, server_default="default"))
+    op.add_column(
+        "send_ledger", sa.Column("test_tag", sa.String(16), nullable=False, server_default="default")
+    )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("send_ledger") as batch:
-        batch.drop_column("lane")
+        batch.drop_column("test_tag")
 '''
 
 
@@ -116,6 +131,15 @@ def pg_empty_url() -> Iterator[str]:
         yield url
 
 
+def upgrade_a_server_ledger(url: str) -> None:
+    """A PostgreSQL ledger behind head is refused when opened (docs/ledger-migrations.md): the operator runs
+    `globe-sms ledger upgrade` first. A SQLite ledger is upgraded when opened: nothing to do here."""
+    if url.startswith("sqlite") or HEAD == "0001":
+        return
+    result = runner.invoke(app, ["ledger", "upgrade", url])
+    assert result.exit_code == 0, result.output
+
+
 def flat(output: str) -> str:
     """CLI output with the terminal's line wrapping undone."""
     return " ".join(output.split())
@@ -123,10 +147,11 @@ def flat(output: str) -> str:
 
 @pytest.fixture
 def sample_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The real script directory plus the test-only revision 0002, in place of the package's for this test."""
+    """The real script directory plus the test-only revision `SAMPLE`, in place of the package's for this
+    test."""
     location = tmp_path / "migrations"
     shutil.copytree(migration.SCRIPT_LOCATION, location, ignore=shutil.ignore_patterns("__pycache__"))
-    (location / "versions" / "0002_test_lane.py").write_text(SAMPLE_REVISION)
+    (location / "versions" / f"{SAMPLE}_test_tag.py").write_text(SAMPLE_REVISION)
     monkeypatch.setattr(migration, "SCRIPT_LOCATION", location)
     migration.script_directory.cache_clear()
     yield location
@@ -259,12 +284,13 @@ class TestMigrationsMatchTheMetadata:
         changed = MetaData()
         for table in metadata.tables.values():
             table.to_metadata(changed)
-        changed.tables["send_ledger"].append_column(Column("lane", Integer))
+        changed.tables["send_ledger"].append_column(Column("test_tag", Integer))
         diff = schema_diff(empty_url, changed, delivery_metadata)
-        assert [(d[0], d[2], d[3].name) for d in diff] == [("add_column", "send_ledger", "lane")]
+        assert [(d[0], d[2], d[3].name) for d in diff] == [("add_column", "send_ledger", "test_tag")]
 
     def test_a_pre_migration_ledger_upgraded_is_exactly_the_metadata(self, empty_url: str) -> None:
         run_sql_file(empty_url, "ledger")
+        upgrade_a_server_ledger(empty_url)
         ReceiptStore(empty_url).close()
         assert schema_diff(empty_url, metadata, delivery_metadata) == []
 
@@ -277,6 +303,7 @@ class TestPreMigrationLedger:
         run_sql_file(empty_url, "ledger", "receipts")
         fill_old_ledger(empty_url)
         assert versions(empty_url) == []
+        upgrade_a_server_ledger(empty_url)
         clock = FakeWallClock()
         with Ledger(empty_url, clock=clock) as ledger:
             assert_old_rows_intact(ledger)
@@ -293,6 +320,7 @@ class TestPreMigrationLedger:
         """Made by `Ledger` alone (no receipt store yet): the tables and index the store added are created."""
         run_sql_file(empty_url, "ledger")
         fill_old_ledger(empty_url)
+        upgrade_a_server_ledger(empty_url)
         with ReceiptStore(empty_url) as store:
             assert store.get("m-1") is None
         engine = make_engine(empty_url)
@@ -388,7 +416,13 @@ class TestPreMigrationLedger:
             time.sleep(0.01)
         (tmp_path / "go").touch()
         outputs = [proc.communicate(timeout=120) for proc in procs]
-        assert [proc.returncode for proc in procs] == [0, 0, 0, 0], outputs
+        if not empty_url.startswith("sqlite") and HEAD != "0001":
+            # a server ledger behind head: every process is refused, nothing is stamped; then the command
+            assert [proc.returncode for proc in procs] == [1, 1, 1, 1], outputs
+            assert all("LedgerSchemaBehind" in err for _, err in outputs) and versions(empty_url) == []
+            upgrade_a_server_ledger(empty_url)
+        else:
+            assert [proc.returncode for proc in procs] == [0, 0, 0, 0], outputs
         assert versions(empty_url) == [migration.head_revision()]
         assert schema_diff(empty_url, metadata, delivery_metadata) == []
         with Ledger(empty_url) as ledger:
@@ -437,12 +471,12 @@ class TestBehind:
         fill_old_ledger(url)
         with Ledger(url) as ledger:
             assert_old_rows_intact(ledger)
-        assert versions(url) == ["0002"]
+        assert versions(url) == [SAMPLE]
         engine = create_engine(url)
         with engine.connect() as conn:
-            lanes = conn.execute(text("SELECT DISTINCT lane FROM send_ledger")).scalars().all()
+            tags = conn.execute(text("SELECT DISTINCT test_tag FROM send_ledger")).scalars().all()
         engine.dispose()
-        assert lanes == ["default"]
+        assert tags == ["default"]
 
     @pytest.mark.postgres
     @pytest.mark.usefixtures("sample_revision")
@@ -453,19 +487,19 @@ class TestBehind:
         # a pre-migration ledger behind head: refused as a whole, not even stamped
         with pytest.raises(LedgerSchemaBehind, match=r"globe-sms ledger upgrade") as raised:
             Ledger(empty_url)
-        assert "0002 Test only: send_ledger.lane" in str(raised.value)
-        assert versions(empty_url) == [] and "lane" not in columns(empty_url, "send_ledger")
+        assert f"{SAMPLE} Test only: send_ledger.test_tag" in str(raised.value)
+        assert versions(empty_url) == [] and "test_tag" not in columns(empty_url, "send_ledger")
 
         status = runner.invoke(app, ["ledger", "status", empty_url])
         assert status.exit_code == 1, status.output
-        assert "unversioned" in status.output and "pending: 0002" in status.output
+        assert "unversioned" in status.output and f"pending: {SAMPLE}" in status.output
         assert "pending: 0001" not in status.output
 
         result = runner.invoke(app, ["ledger", "upgrade", empty_url])
         assert result.exit_code == 0, result.output
-        assert "stamped a pre-migration ledger as 0001, now at revision 0002" in flat(result.output)
-        assert "applied: 0002" in result.output and "applied: 0001" not in result.output
-        assert versions(empty_url) == ["0002"] and "lane" in columns(empty_url, "send_ledger")
+        assert f"stamped a pre-migration ledger as 0001, now at revision {SAMPLE}" in flat(result.output)
+        assert f"applied: {SAMPLE}" in result.output and "applied: 0001" not in result.output
+        assert versions(empty_url) == [SAMPLE] and "test_tag" in columns(empty_url, "send_ledger")
         with Ledger(empty_url) as ledger:
             assert_old_rows_intact(ledger)
         assert runner.invoke(app, ["ledger", "status", empty_url]).exit_code == 0
@@ -474,22 +508,22 @@ class TestBehind:
     def test_a_stamped_postgres_ledger_one_revision_behind(
         self, pg_empty_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """At 0001 (opened by this globe-sms), then globe-sms gains 0002: refused, then upgraded."""
+        """At head (opened by this globe-sms), then globe-sms gains a revision: refused, then upgraded."""
         empty_url = pg_empty_url
         with Ledger(empty_url) as ledger:
             ledger.register("c", numbers(2))
         location = tmp_path / "migrations"
         shutil.copytree(migration.SCRIPT_LOCATION, location, ignore=shutil.ignore_patterns("__pycache__"))
-        (location / "versions" / "0002_test_lane.py").write_text(SAMPLE_REVISION)
+        (location / "versions" / f"{SAMPLE}_test_tag.py").write_text(SAMPLE_REVISION)
         monkeypatch.setattr(migration, "SCRIPT_LOCATION", location)
         migration.script_directory.cache_clear()
         try:
-            with pytest.raises(LedgerSchemaBehind, match="revision 0001; this globe-sms needs 0002"):
+            with pytest.raises(LedgerSchemaBehind, match=f"revision {HEAD}; this globe-sms needs {SAMPLE}"):
                 ReceiptStore(empty_url)
             assert runner.invoke(app, ["ledger", "upgrade", empty_url]).exit_code == 0
             with Ledger(empty_url) as ledger:
                 assert ledger.pending("c") == numbers(2)
-            assert versions(empty_url) == ["0002"]
+            assert versions(empty_url) == [SAMPLE]
         finally:
             migration.script_directory.cache_clear()
 
@@ -500,15 +534,15 @@ class TestBehind:
         engine = make_engine(url)
         with engine.connect() as conn, conn.begin():
             command.upgrade(migration.migration_config(conn), "0001")
-        assert versions(url) == ["0001"] and "lane" not in columns(url, "send_ledger")
+        assert versions(url) == ["0001"] and "test_tag" not in columns(url, "send_ledger")
         fill_old_ledger(url)
         with Ledger(url) as ledger:
             assert_old_rows_intact(ledger)
-        assert versions(url) == ["0002"] and "lane" in columns(url, "send_ledger")
+        assert versions(url) == [SAMPLE] and "test_tag" in columns(url, "send_ledger")
         with engine.connect() as conn, conn.begin():
-            command.downgrade(migration.migration_config(conn), "0001")
+            command.downgrade(migration.migration_config(conn), HEAD)
         engine.dispose()
-        assert versions(url) == ["0001"] and "lane" not in columns(url, "send_ledger")
+        assert versions(url) == [HEAD] and "test_tag" not in columns(url, "send_ledger")
         assert schema_diff(url, metadata, delivery_metadata) == []
 
     @pytest.mark.usefixtures("sample_revision")
@@ -531,9 +565,71 @@ class TestBehind:
             thread.start()
         for thread in threads:
             thread.join(120)
-        assert errors == [] and versions(url) == ["0002"]
+        assert errors == [] and versions(url) == [SAMPLE]
         with Ledger(url) as ledger:
             assert_old_rows_intact(ledger)
+
+
+class TestSingleLaneRevision:
+    """Revision 0002 (issue #16): lane, segments and carrier on the rows, lane on the batches."""
+
+    def _at_0001_with_rows(self, url: str) -> None:
+        engine = make_engine(url)
+        with engine.connect() as conn, conn.begin():
+            command.upgrade(migration.migration_config(conn), "0001")
+        engine.dispose()
+        fill_old_ledger(url)
+
+    def _check_upgraded(self, url: str) -> None:
+        with Ledger(url) as ledger:
+            assert_old_rows_intact(ledger)
+            rows = ledger.rows("old").sort("phone")
+            # the accepted row went through the only lane there was; pending rows were never sent
+            assert rows["lane"].to_list() == ["batch", None, None]
+            assert rows["segments"].to_list() == [None] * 3 and rows["carrier"].to_list() == [None] * 3
+            assert ledger.batches("old")["lane"].to_list() == ["batch"]
+            phone = numbers(3)[1]
+            from globe_sms.ledger import Lane, Status
+            from globe_sms.ledger.store import SingleOutcome
+
+            ledger.mark_submitting("old", 2, [phone], Lane.SINGLE)
+            outcome = SingleOutcome(Status.ACCEPTED, "m-2", None, "req-2", 3, "CMI")
+            ledger.record_singles("old", 2, {phone: outcome})
+            row = ledger.rows("old").filter(pl.col("phone") == phone).row(0, named=True)
+            assert (row["lane"], row["segments"], row["carrier"], row["request_id"]) == (
+                "single", 3, "CMI", "req-2"
+            )
+            assert ledger.batches("old")["lane"].to_list() == ["batch", "single"]
+
+    def test_a_sqlite_ledger_at_0001_is_upgraded_when_opened(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path}/ledger.db"
+        self._at_0001_with_rows(url)
+        self._check_upgraded(url)
+        assert versions(url)[0] >= "0002"
+        assert schema_diff(url, metadata, delivery_metadata) == []
+
+    @pytest.mark.postgres
+    def test_a_postgres_ledger_at_0001_is_upgraded_by_command(self, pg_empty_url: str) -> None:
+        self._at_0001_with_rows(pg_empty_url)
+        with pytest.raises(LedgerSchemaBehind, match="0002"):
+            Ledger(pg_empty_url)
+        result = runner.invoke(app, ["ledger", "upgrade", pg_empty_url])
+        assert result.exit_code == 0, result.output
+        assert "applied: 0002" in result.output
+        self._check_upgraded(pg_empty_url)
+        assert schema_diff(pg_empty_url, metadata, delivery_metadata) == []
+
+    def test_0002_downgrades_to_0001(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path}/ledger.db"
+        self._at_0001_with_rows(url)
+        Ledger(url).close()
+        engine = make_engine(url)
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(migration.migration_config(conn), "0001")
+        engine.dispose()
+        assert versions(url) == ["0001"]
+        assert {"lane", "segments", "carrier"}.isdisjoint(columns(url, "send_ledger"))
+        assert "lane" not in columns(url, "campaign_batches")
 
 
 class TestAhead:
@@ -566,7 +662,7 @@ class TestCommands:
 
     def test_upgrade_creates_then_has_nothing_to_do(self, empty_url: str) -> None:
         first = runner.invoke(app, ["ledger", "upgrade", empty_url])
-        assert first.exit_code == 0 and "created, now at revision 0001" in flat(first.output)
+        assert first.exit_code == 0 and f"created, now at revision {HEAD}" in flat(first.output)
         again = runner.invoke(app, ["ledger", "upgrade", empty_url])
         assert again.exit_code == 0 and "nothing to do" in again.output
         status = runner.invoke(app, ["ledger", "status", empty_url])

@@ -126,3 +126,40 @@ class TestAccountRateLimit:
     def test_an_explicit_limit_name_wins(self) -> None:
         settings = self.gateway(account="acme", rate_limit_name="shared-acme")
         assert limit_name_for(settings, self.KEY_A) == named_limit(settings) == "shared-acme"
+
+
+class TestLanes:
+    """`send_via` picks the lane(s); OTP goes through the single lane only (issue #16)."""
+
+    def test_the_batch_lane_is_the_default(self) -> None:
+        campaign = Campaign.parse(BASE)
+        assert campaign.send_via == "batch" and campaign.single_chunk_size == 500
+        assert campaign.gateway.single_calls_per_second == 2000.0
+
+    @pytest.mark.parametrize("send_via", ["single", "both"])
+    def test_the_other_lanes_load(self, send_via: str) -> None:
+        assert Campaign.parse(with_(send_via=send_via)).send_via == send_via
+
+    def test_an_unknown_lane_is_refused_naming_the_field(self) -> None:
+        with pytest.raises(CampaignFileError, match="send_via"):
+            Campaign.parse(with_(send_via="fast"))
+
+    def test_otp_with_the_single_lane_loads(self) -> None:
+        campaign = Campaign.parse(with_(send_via="single", message_type="OTP"))
+        assert campaign.message_type == "OTP"
+
+    @pytest.mark.parametrize("send_via", [None, "batch", "both"])
+    def test_otp_through_the_batch_lane_is_refused_at_load(self, send_via: str | None) -> None:
+        data = with_(message_type="OTP") if send_via is None else with_(message_type="OTP", send_via=send_via)
+        with pytest.raises(CampaignFileError, match="message_type OTP needs send_via: single"):
+            Campaign.parse(data)
+
+    def test_otp_from_a_file_is_refused_with_the_file_named(self, tmp_path: Path) -> None:
+        path = tmp_path / "otp.yaml"
+        path.write_text(
+            "campaign_id: otp\nsource: {path: r.csv}\ntemplate: 'Code {code}'\nmessage_type: OTP\n",
+            encoding="utf-8",
+        )
+        with pytest.raises(CampaignFileError, match=r"otp\.yaml is not a valid campaign") as raised:
+            Campaign.from_yaml(path)
+        assert "OTP needs send_via: single" in str(raised.value)

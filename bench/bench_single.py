@@ -1,0 +1,207 @@
+"""Benchmark: the single lane (SendMessageToGlobe) and both lanes together, end to end, against the emulator.
+
+One real Prefect server (the test harness), the emulator in a process of its own (`globe-sms emulator`, at
+its default 2,000 SendMessageToGlobe calls per rolling second and 1 BatchSendMessageToGlobe call per second),
+a SQLite ledger on disk. Two campaigns:
+
+1. `send_via: single`, 20,000 recipients (target: >= 1,800 recipients/s);
+2. `send_via: both`, 30,000 recipients (target: >= 2,500 recipients/s; the batch-only ceiling is 1,000/s).
+
+Recipients per second are accepted recipients over the lanes' sending time (from the moment the lanes are
+open to the last chunk or batch committed to the ledger: flow start-up, loading, validation and planning
+excluded; the ledger's writes included). At the gateway (the emulator's journal): throttled calls, duplicate
+numbers, the most SendMessageToGlobe calls in any rolling second. Client CPU per call: this process's CPU
+time over the sending time (the flow, the ledger, the lanes; the emulator and the Prefect server are other
+processes), divided by the calls.
+
+    uv run python bench/bench_single.py [--single 20000] [--both 30000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="globe-sms-bench-"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import polars as pl  # noqa: E402
+
+BATCH_ONLY_CEILING = 1000.0  # recipients/s: 1 BatchSendMessageToGlobe call/s x 1,000 numbers
+
+
+def make_recipients(count: int, path: Path) -> None:
+    """`count` distinct valid Singapore, Hong Kong and UK mobiles."""
+    widths = {"+6591": 6, "+85291": 6, "+447911": 6}
+    per = count // len(widths) + 1
+    phones = []
+    for prefix, width in widths.items():
+        phones += [f"{prefix}{i:0{width}d}" for i in range(per)]
+    pl.DataFrame({"phone": phones[:count], "first_name": ["Ada"] * count}).write_csv(path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_emulator(port: int) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from globe_sms.cli import app; app()", "emulator", "--port", str(port)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/health", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the emulator did not start")
+
+
+def journal(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/journal", timeout=60) as response:
+        return json.loads(response.read())
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def max_in_rolling_second(times: list[float]) -> int:
+    ordered = sorted(times)
+    return max((bisect.bisect_left(ordered, t + 1.0) - i for i, t in enumerate(ordered)), default=0)
+
+
+def run(send_via: str, count: int, folder: Path, port: int, emulator_pid: int) -> dict:
+    from flows.send_campaign import send_campaign
+    from globe_sms.campaign import Campaign
+
+    source = folder / f"{send_via}.csv"
+    make_recipients(count, source)
+    name = f"bench-{send_via}-{int(time.time())}"
+    campaign = Campaign.parse(
+        {
+            "campaign_id": name,
+            "source": {"path": str(source)},
+            "template": "Hi {first_name}, the water supply is back at 18:00",
+            "sender_id": "GlobeSMS",
+            "send_via": send_via,
+            "ledger": f"sqlite:///{folder / (name + '.db')}",
+            "gateway": {
+                "endpoint": f"http://127.0.0.1:{port}",
+                "rate_limit_name": f"bench-{send_via}",
+                # On a loaded machine a batch call's arrival at the emulator jitters by tens of ms (the single
+                # lane's calls share its event loop): space batch calls by 50 ms more than a second.
+                "pacing_margin_ms": 50.0,
+            },
+        }
+    )
+    before = journal(port)
+    seen_requests, seen_messages = len(before["requests"]), len(before["messages"])
+    cpu = time.process_time()
+    emulator_cpu = process_cpu_seconds(emulator_pid)
+    started = time.monotonic()
+    summary = send_campaign(campaign)
+    assert summary.valid == count, f"{count - summary.valid} generated recipients were rejected"
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu
+    emulator_cpu = process_cpu_seconds(emulator_pid) - emulator_cpu
+    after = journal(port)
+    requests = after["requests"][seen_requests:]
+    messages = after["messages"][seen_messages:]
+    single_calls = [r for r in requests if r.get("action") == "SendMessageToGlobe"]
+    throttled = [r for r in requests if str(r.get("code") or "").startswith("Throttling")]
+    counts = Counter(m["to"] for m in messages)
+    times = [r["time"] for r in single_calls if "time" in r]
+    lanes = {lane.lane: lane for lane in summary.lanes}
+    sending = summary.sending_seconds
+    return {
+        "send_via": send_via,
+        "recipients": count,
+        "accepted": summary.accepted,
+        "failed": summary.failed,
+        "pending": summary.pending,
+        "unknown": summary.unknown,
+        "ledger": summary.ledger_counts,
+        "error": summary.error,
+        "sending_s": round(sending, 2),
+        "recipients_per_s": round(summary.accepted / sending, 1) if sending else 0.0,
+        "ratio_to_batch_only_ceiling": (
+            round(summary.accepted / sending / BATCH_ONLY_CEILING, 3) if sending else 0
+        ),
+        "flow_s": round(elapsed, 1),
+        "lanes": {
+            lane: {"recipients": s.recipients, "seconds": round(s.seconds, 2), "calls": s.calls,
+                   "throttled": s.throttled, "requeued": s.requeued,
+                   "prefect_limit_requests": s.limit_requests, "prefect_limit_grants": s.limit_grants}
+            for lane, s in lanes.items()
+        },
+        "gateway_single_calls": len(single_calls),
+        "gateway_batch_calls": sum(1 for r in requests if r.get("action") == "BatchSendMessageToGlobe"),
+        "gateway_throttled": len(throttled),
+        "gateway_duplicates": sum(1 for n in counts.values() if n > 1),
+        "gateway_max_single_calls_in_1s": max_in_rolling_second(times),
+        "client_cpu_ms_per_call": round(1000 * cpu / max(len(single_calls), 1), 3),
+        "client_cpu_s": round(cpu, 1),
+        "emulator_cpu_s": round(emulator_cpu, 1),
+        "emulator_cpu_ms_per_call": round(1000 * emulator_cpu / max(len(requests), 1), 3),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--single", type=int, default=20_000)
+    parser.add_argument("--both", type=int, default=30_000)
+    args = parser.parse_args()
+    os.environ["ALIBABA_CLOUD_ACCESS_KEY_ID"] = "testid"
+    os.environ["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] = "testsecret"
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    port = free_port()
+    emulator = start_emulator(port)
+    results = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+            folder = Path(tmp)
+            if args.single:
+                results.append(run("single", args.single, folder, port, emulator.pid))
+                print(json.dumps(results[-1]), flush=True)  # noqa: T201 - a benchmark's output
+            if args.both:
+                results.append(run("both", args.both, folder, port, emulator.pid))
+                print(json.dumps(results[-1]), flush=True)  # noqa: T201
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+    out = Path(__file__).with_name("results")
+    out.mkdir(exist_ok=True)
+    (out / "single-lane.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
