@@ -150,7 +150,7 @@ class GatewaySettings(StrictModel):
         gt=0,
         le=10000,
         description="SendMessageToGlobe calls per second allowed for the account (the single lane); shared "
-        "by every campaign of the account, like the batch rate, through its own limit <limit>-single.",
+        "by every campaign of the account, like the batch rate, through its own limit `<limit>-single`.",
     )
     single_concurrency: int = Field(
         default=200,
