@@ -28,6 +28,7 @@ from globe_sms.ledger import Ledger
 from globe_sms.scheduled_names import name_this_deployments_runs
 from tasks.cost import estimate_campaign_cost
 from tasks.lease import campaign_lease
+from tasks.limits import settle_limits
 from tasks.plan import plan_batches
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
@@ -98,6 +99,7 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
                             summary.deferral_text)
             if not campaign.dry_run and plan.batches:
                 send_batches(campaign, ledger, plan, summary)
+            settle_limits(ledger, campaign, plan, summary)  # unsent reservation back; deferred events
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
             publish_report(summary, spool.report_rejects(), campaign.source.phone_column)

@@ -1,0 +1,166 @@
+"""The limits across campaigns, as a run plans them: frequency caps, daily and monthly account volume.
+
+Planning (`tasks/plan.py`) calls these after it registered the run's numbers and before it cuts batches:
+
+1. `record_message_type` stamps the campaign's type (NOTIFY / MKT) on its new rows, for later caps.
+2. `cap_pending` (with a `frequency_cap`): the pending numbers that other campaigns already messaged
+   `max_messages` times within `per` become `skipped` (error code `frequency_cap`), final for this campaign.
+   `capped_numbers` counts the same read-only for a dry run. Purged rows count through their keyed hash,
+   with the retention key (`globe_sms.retention`), only when some lie within the window.
+3. `reserve_volume`: the planned rows are reserved in the account's day and month counters
+   (`globe_sms.ledger.volume`); with `gateway.daily_limit` / `monthly_limit` only what is left is planned,
+   the rest stays `pending`, deferred until the limit's period ends. A dry run only peeks.
+
+After sending, `give_back_unsent` returns the reservation the run did not use, and `emit_deferrals` emits
+`globe-sms.campaign.deferred` for each limit that held rows back (send window, daily or monthly limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from globe_sms.campaign import Campaign, GatewaySettings
+from globe_sms.frequency import FREQUENCY_CAP_REASON
+from globe_sms.gateway import credentials_for
+from globe_sms.ledger import Ledger
+from globe_sms.ledger.caps import purged_in_window, sent_counts, skip, stamp_message_type
+from globe_sms.ledger.volume import Reservation, give_back, peek, reserve
+from globe_sms.retention import retention_key
+
+DEFERRED_EVENT = "globe-sms.campaign.deferred"
+
+
+def account_key(gateway: GatewaySettings) -> str:
+    """Whose volume counters a campaign uses: its `account`, else its AccessKeyId (Alibaba counts per
+    account)."""
+    if gateway.account:
+        return f"account:{gateway.account.lower()}"
+    return f"key:{credentials_for(gateway).access_key_id}"
+
+
+def record_message_type(ledger: Ledger, campaign: Campaign) -> int:
+    """Stamp the campaign's message type on its rows that have none."""
+    return stamp_message_type(ledger, campaign.campaign_id, campaign.message_type)
+
+
+def capped_numbers(ledger: Ledger, campaign: Campaign, phones: Sequence[str]) -> list[str]:
+    """The numbers the campaign's frequency cap holds back (read-only; none without a cap).
+
+    Raises:
+        RetentionKeyMissing: purged rows lie within the cap's window and no retention key is configured.
+    """
+    cap = campaign.frequency_cap
+    if cap is None or not phones:
+        return []
+    since = ledger.now() - cap.window
+    keys = retention_key().phone_keys if purged_in_window(ledger, since) else None  # type: ignore[union-attr]
+    counts = sent_counts(ledger, campaign.campaign_id, phones, since, cap.message_types, keys)
+    return [phone for phone in phones if counts.get(phone, 0) >= cap.max_messages]
+
+
+def cap_pending(ledger: Ledger, campaign: Campaign) -> int:
+    """Skip the campaign's pending numbers its frequency cap holds back; how many were skipped."""
+    if campaign.frequency_cap is None:
+        return 0
+    capped = capped_numbers(ledger, campaign, ledger.pending(campaign.campaign_id))
+    return skip(ledger, campaign.campaign_id, capped, FREQUENCY_CAP_REASON) if capped else 0
+
+
+def _part_rows(part: pl.DataFrame | Path) -> int:
+    if isinstance(part, pl.DataFrame):
+        return part.height
+    return int(pl.scan_parquet(part).select(pl.len()).collect().item())
+
+
+def first_rows(parts: Sequence[pl.DataFrame | Path], keep: int) -> list[pl.DataFrame | Path]:
+    """The plan parts cut to their first `keep` rows (a Parquet part cut short is rewritten in place)."""
+    out: list[pl.DataFrame | Path] = []
+    left = keep
+    for part in parts:
+        if left <= 0:
+            break
+        rows = _part_rows(part)
+        if rows <= left:
+            out.append(part)
+        elif isinstance(part, pl.DataFrame):
+            out.append(part.head(left))
+        else:
+            pl.read_parquet(part).head(left).write_parquet(part, compression="lz4")
+            out.append(part)
+        left -= min(rows, left)
+    return out
+
+
+def volume_limited(campaign: Campaign) -> bool:
+    gateway = campaign.gateway
+    return gateway.daily_limit is not None or gateway.monthly_limit is not None
+
+
+def reserve_volume(ledger: Ledger, campaign: Campaign, wanted: int) -> Reservation:
+    """Reserve the run's messages in the account's counters (a dry run only peeks); see the module."""
+    gateway = campaign.gateway
+    how = peek if campaign.dry_run else reserve
+    return how(
+        ledger,
+        account_key(gateway),
+        wanted,
+        gateway.limit_time_zone,
+        gateway.daily_limit,
+        gateway.monthly_limit,
+    )
+
+
+def give_back_unsent(ledger: Ledger, reservation: Reservation | None, sent: int, dry_run: bool) -> int:
+    """Return what a run reserved but did not send (accepted and unknown count as sent); how many."""
+    if reservation is None or dry_run:
+        return 0
+    return give_back(ledger, reservation, reservation.granted - sent)
+
+
+def deferral_events(summary: Any) -> list[dict[str, Any]]:
+    """The payloads of the `globe-sms.campaign.deferred` events a run's summary calls for, one per limit."""
+    events = []
+    if summary.deferred:
+        events.append(
+            {"limit": "send_window", "count": summary.deferred, "until": summary.next_window_opening}
+        )
+    if summary.volume_deferred:
+        events.append(
+            {
+                "limit": summary.volume_held_back_by,
+                "count": summary.volume_deferred,
+                "until": summary.volume_until,
+            }
+        )
+    return events
+
+
+def emit_deferrals(summary: Any) -> list[dict[str, Any]]:
+    """Emit `globe-sms.campaign.deferred` (limit, count, until) for each limit that held the run back."""
+    from prefect.events import emit_event
+
+    payloads = deferral_events(summary)
+    for payload in payloads:
+        until: datetime | None = payload["until"]
+        emit_event(
+            event=DEFERRED_EVENT,
+            resource={
+                "prefect.resource.id": f"globe-sms.campaign.{summary.campaign_id}",
+                "prefect.resource.name": summary.campaign_id,
+            },
+            payload={**payload, "until": until.isoformat() if until else None},
+        )
+    return payloads
+
+
+def settle_limits(ledger: Ledger, campaign: Campaign, plan: Any, summary: Any) -> None:
+    """After a run's batches: give back the unsent reservation and emit the deferral events (not dry runs)."""
+    if campaign.dry_run:
+        return
+    give_back_unsent(ledger, plan.volume, summary.accepted + summary.unknown, campaign.dry_run)
+    emit_deferrals(summary)

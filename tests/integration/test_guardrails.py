@@ -1,0 +1,102 @@
+"""Limits across campaigns, end to end: the send_campaign flow on a real Prefect server, the emulator on
+loopback and one SQLite ledger shared by three campaigns (the acceptance of issue #17).
+
+A (MKT) sends to 100 numbers; B (MKT, frequency cap 1 per 24h) to 150 numbers including A's 100 sends only
+the 50 others and skips A's 100 for good; C (`gateway.daily_limit: 200`) the same day sends 50 (A's 100 and
+B's 50 count) and defers the rest until the limit's day ends; C's rerun that day sends nothing more.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alibaba_sms.emulator import EmulatorServer
+from flows.send_campaign import send_campaign
+from globe_sms.campaign import Campaign
+from globe_sms.ledger import Ledger
+from tests.emulator_fixtures import FLOW_RATE
+from tests.ledger_fixtures import numbers
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+MakeCampaign = Callable[..., Campaign]
+
+
+def noon_zone(now: datetime | None = None) -> str:
+    """A fixed-offset zone where it is about noon now, so that no test run crosses the limits' midnight."""
+    hour = (now or datetime.now(UTC)).hour
+    offset = (12 - hour + 12) % 24 - 12  # -12..11 hours ahead of UTC
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX names: the sign is inverted
+
+
+def write_csv(path: Path, phones: list[str]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["phone", "first_name"])
+        writer.writerows([f"+{phone}", f"Name{i}"] for i, phone in enumerate(phones))
+    return path
+
+
+@pytest.fixture
+def make_campaign(tmp_path: Path, gateway: EmulatorServer) -> MakeCampaign:
+    """Campaigns of one account sending to the test's emulator, all in one SQLite ledger."""
+
+    def make(campaign_id: str, phones: list[str], **overrides: Any) -> Campaign:
+        data: dict[str, Any] = {
+            "campaign_id": campaign_id,
+            "source": {"path": str(write_csv(tmp_path / f"{campaign_id}.csv", phones))},
+            "template": "Hi {first_name}, our sale starts today!",
+            "message_type": "MKT",
+            "sender_id": "GlobeSMS",
+            "batch_size": 40,
+            "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "gateway": {
+                "endpoint": gateway.url,
+                "calls_per_second": FLOW_RATE,
+                "account": "guardrails-test",
+                "limit_time_zone": noon_zone(),
+            },
+        }
+        for key, value in overrides.items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
+        return Campaign.parse(data)
+
+    return make
+
+
+def test_caps_and_daily_limit_across_three_campaigns(
+    make_campaign: MakeCampaign, gateway: EmulatorServer, tmp_path: Path
+) -> None:
+    a_numbers, others = numbers(100, 6_591_000_000), numbers(50, 6_592_000_000)
+    c_numbers = numbers(150, 6_593_000_000)
+    a = send_campaign(make_campaign("spring-a", a_numbers))
+    assert a.accepted == 100
+
+    cap = {"max_messages": 1, "per": "24h", "message_types": ["MKT"]}
+    b = send_campaign(make_campaign("spring-b", a_numbers + others, frequency_cap=cap))
+    assert b.accepted == 50 and b.skipped_frequency_cap == 100
+    assert b.ledger_counts["skipped"] == 100 and b.ledger_counts["pending"] == 0
+    sent_to = gateway.state.accepted_numbers()
+    assert all(sent_to[p] == 1 for p in a_numbers) and all(sent_to[p] == 1 for p in others)
+
+    c_campaign = make_campaign("spring-c", c_numbers, gateway={"daily_limit": 200})
+    c = send_campaign(c_campaign)
+    assert c.accepted == 50 and c.volume_deferred == 100 and c.volume_held_back_by == "daily_limit"
+    assert c.ledger_counts["pending"] == 100 and c.volume_until is not None
+    assert c.volume_deferral_text and c.volume_deferral_text.startswith("deferred 100 until ")
+
+    calls = len(gateway.state.requests("BatchSendMessageToGlobe"))
+    again = send_campaign(c_campaign)
+    assert again.accepted == 0 and again.planned == 0 and again.volume_deferred == 100
+    assert len(gateway.state.requests("BatchSendMessageToGlobe")) == calls
+    assert sum(gateway.state.accepted_numbers().values()) == 200
+
+    with Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        skipped = ledger.rows("spring-b", statuses=["skipped"], columns=["phone", "error_code"])
+    assert set(skipped["phone"]) == set(a_numbers) and set(skipped["error_code"]) == {"frequency_cap"}
