@@ -9,6 +9,8 @@ B's 50 count) and defers the rest until the limit's day ends; C's rerun that day
 from __future__ import annotations
 
 import csv
+import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,3 +102,33 @@ def test_caps_and_daily_limit_across_three_campaigns(
     with Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
         skipped = ledger.rows("spring-b", statuses=["skipped"], columns=["phone", "error_code"])
     assert set(skipped["phone"]) == set(a_numbers) and set(skipped["error_code"]) == {"frequency_cap"}
+
+
+@pytest.mark.postgres
+def test_two_campaigns_at_once_never_exceed_the_daily_limit_together(
+    make_campaign: MakeCampaign, gateway: EmulatorServer, pg_url: str
+) -> None:
+    """Two runs of two campaigns start together on one PostgreSQL ledger: 200 sent in all, not 300."""
+    account = f"concurrent-{uuid.uuid4().hex[:8]}"
+    gateway_settings = {"daily_limit": 200, "account": account}
+    campaigns = [
+        make_campaign(f"{account}-{i}", numbers(150, start), ledger=pg_url, gateway=gateway_settings)
+        for i, start in enumerate((6_594_000_000, 6_595_000_000))
+    ]
+    start = threading.Barrier(2)
+    summaries: list[Any] = []
+
+    def run(campaign: Campaign) -> None:
+        start.wait()
+        summaries.append(send_campaign(campaign))
+
+    threads = [threading.Thread(target=run, args=(campaign,)) for campaign in campaigns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(summaries) == 2
+    assert sum(s.accepted for s in summaries) == 200 == sum(gateway.state.accepted_numbers().values())
+    assert sum(s.volume_deferred for s in summaries) == 100
+    with Ledger.open(pg_url) as ledger:
+        assert sum(ledger.counts(c.campaign_id)["pending"] for c in campaigns) == 100
