@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from alibaba_sms.emulator import EmulatorServer
@@ -73,7 +75,7 @@ def make_campaign(tmp_path: Path, gateway: EmulatorServer) -> MakeCampaign:
 
 
 def test_caps_and_daily_limit_across_three_campaigns(
-    make_campaign: MakeCampaign, gateway: EmulatorServer, tmp_path: Path
+    make_campaign: MakeCampaign, gateway: EmulatorServer, tmp_path: Path, prefect_server: str
 ) -> None:
     a_numbers, others = numbers(100, 6_591_000_000), numbers(50, 6_592_000_000)
     c_numbers = numbers(150, 6_593_000_000)
@@ -102,6 +104,21 @@ def test_caps_and_daily_limit_across_three_campaigns(
     with Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
         skipped = ledger.rows("spring-b", statuses=["skipped"], columns=["phone", "error_code"])
     assert set(skipped["phone"]) == set(a_numbers) and set(skipped["error_code"]) == {"frequency_cap"}
+
+    # Each run held back by the daily limit emitted `globe-sms.campaign.deferred`, with the limit and count.
+    def deferred_events() -> list[dict[str, Any]]:
+        body = {"filter": {"resource": {"id": ["globe-sms.campaign.spring-c"]}, "order": "ASC"}, "limit": 50}
+        response = httpx.post(f"{prefect_server}/events/filter", json=body, timeout=10)
+        response.raise_for_status()
+        return [e for e in response.json()["events"] if e["event"] == "globe-sms.campaign.deferred"]
+
+    deadline = time.monotonic() + 20
+    while len(deferred_events()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    payloads = [event["payload"] for event in deferred_events()]
+    assert [(p["limit"], p["count"]) for p in payloads] == [("daily_limit", 100), ("daily_limit", 100)]
+    assert payloads[0]["until"] == c.volume_until.isoformat()
+    assert not [p for p in payloads if "659" in str(p)]  # counts only, no number
 
 
 @pytest.mark.postgres
