@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, Select, exists, func, select, update
 
 from globe_sms.ledger._sql import phone_list
 from globe_sms.ledger.backends import values_table
@@ -35,6 +36,22 @@ def _counted(campaign_id: str, since: datetime, message_types: Collection[str]) 
     if message_types:
         condition = condition & (_c.message_type.in_(sorted(message_types)) | _c.message_type.is_(None))
     return condition
+
+
+def count_query(dialect: str, phones: Sequence[str], condition: ColumnElement[bool]) -> Select[Any]:
+    """`(phone, messages)` of the numbers with messages matching `condition`: one index probe per number."""
+    src = values_table(dialect, ("phone",), [(p,) for p in phones])
+    return (
+        select(src.c.phone, func.count())
+        .select_from(src.join(send_ledger, _c.phone == src.c.phone))
+        .where(condition)
+        .group_by(src.c.phone)
+    )
+
+
+def counted(campaign_id: str, since: datetime, message_types: Collection[str] = ()) -> ColumnElement[bool]:
+    """The rows that count against a cap for `campaign_id` (see the module docstring)."""
+    return _counted(campaign_id, since, message_types)
 
 
 def purged_in_window(ledger: Ledger, since: datetime) -> bool:
@@ -69,14 +86,7 @@ def sent_counts(
     with ledger._engine.connect() as conn:
         for start in range(0, len(phones), CHUNK):
             chunk = list(phones[start : start + CHUNK])
-            src = values_table(dialect, ("phone",), [(p,) for p in chunk])
-            query = (
-                select(src.c.phone, func.count())
-                .select_from(src.join(send_ledger, _c.phone == src.c.phone))
-                .where(condition)
-                .group_by(src.c.phone)
-            )
-            counts.update({phone: int(n) for phone, n in conn.execute(query)})
+            counts.update({phone: int(n) for phone, n in conn.execute(count_query(dialect, chunk, condition))})
             if phone_keys is not None:
                 keyed = values_table(
                     dialect, ("phone", "key"), list(zip(chunk, phone_keys(chunk), strict=True))
