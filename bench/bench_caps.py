@@ -51,7 +51,8 @@ def fill(path: Path, rows: int, now: datetime) -> dict[str, float]:
     """`rows` earlier sends, inserted with the indexes dropped, then the indexes built again."""
     db = sqlite3.connect(path)
     indexes = db.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'send_ledger' AND sql IS NOT NULL"
+        "SELECT name, sql FROM sqlite_master "
+        "WHERE type = 'index' AND tbl_name = 'send_ledger' AND sql IS NOT NULL"
     ).fetchall()
     for name, _ in indexes:
         db.execute(f'DROP INDEX "{name}"')
@@ -66,7 +67,8 @@ def fill(path: Path, rows: int, now: datetime) -> dict[str, float]:
                                  created_at, updated_at, submitted_at, message_type)
         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {rows}),
         t(i, ts) AS (
-            SELECT i, strftime('%Y-%m-%d %H:%M:%f', '{t0:%Y-%m-%d %H:%M:%S}', '+' || ((i * 13) % {ten_days}) || ' seconds')
+            SELECT i, strftime('%Y-%m-%d %H:%M:%f', '{t0:%Y-%m-%d %H:%M:%S}',
+                               '+' || ((i * 13) % {ten_days}) || ' seconds')
             FROM n
         )
         SELECT 'history-' || (i / {PER_CAMPAIGN}),
@@ -120,7 +122,9 @@ def main() -> None:
         result.update(fill(path, args.rows, now))
         result["ledger_bytes"] = path.stat().st_size
         half = args.candidates // 2
-        phones = [str(FIRST + 2 * j) for j in range(half)] + [str(NEW + j) for j in range(args.candidates - half)]
+        phones = [str(FIRST + 2 * j) for j in range(half)] + [
+            str(NEW + j) for j in range(args.candidates - half)
+        ]
         campaign = Campaign.parse(
             {
                 "campaign_id": "bench-caps",
@@ -151,7 +155,8 @@ def main() -> None:
                 compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
                 params = [compiled.params[k] for k in compiled.positiontup or ()]
                 params = [
-                    v.replace(tzinfo=None).isoformat(" ") if isinstance(v, datetime) else str(v) for v in params
+                    v.replace(tzinfo=None).isoformat(" ") if isinstance(v, datetime) else str(v)
+                    for v in params
                 ]
                 explained = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(params)).all()
             plan = [row[-1] for row in explained]

@@ -30,6 +30,7 @@ from tasks.cost import estimate_campaign_cost
 from tasks.lease import campaign_lease
 from tasks.limits import settle_limits
 from tasks.plan import plan_batches
+from tasks.plan_table import build_plan_table
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
@@ -90,6 +91,7 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
             )
             if cost is not None:
                 summary.estimated_cost, summary.currency = float(cost.total), cost.currency
+            summary.plan_table = build_plan_table(campaign, plan, cost, clock())
             logger.info(
                 "campaign %s: %s valid, %s rejected, %s to send in %s batches",
                 campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from globe_sms.ids import task_id
 from globe_sms.masking import mask_number_expr
+from tasks.plan_table import PlanTable
 from tasks.preview import Preview
 
 ARTIFACT_TABLE_ROWS = 200
@@ -109,6 +110,9 @@ class CampaignSummary(BaseModel):
         description="The campaign's unknown rows (all runs; first 200, masked): never resent unless asked.",
     )
     preview: Preview | None = None
+    plan_table: PlanTable | None = Field(
+        default=None, description="What each limit does to this run, and the ETA (tasks/plan_table.py)."
+    )
     error: str | None = None
 
     @property
@@ -187,6 +191,8 @@ class CampaignSummary(BaseModel):
                 f"| {reason} | {count:,} |" for reason, count in sorted(self.rejected_by_reason.items())
             ]
         lines += self._unknown_markdown()
+        if self.plan_table is not None:
+            lines += ["", self.plan_table.to_markdown()]
         if self.preview is not None:
             lines += ["", self.preview.to_markdown()]
         if self.error:

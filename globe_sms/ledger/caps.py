@@ -86,7 +86,9 @@ def sent_counts(
     with ledger._engine.connect() as conn:
         for start in range(0, len(phones), CHUNK):
             chunk = list(phones[start : start + CHUNK])
-            counts.update({phone: int(n) for phone, n in conn.execute(count_query(dialect, chunk, condition))})
+            counts.update(
+                {phone: int(n) for phone, n in conn.execute(count_query(dialect, chunk, condition))}
+            )
             if phone_keys is not None:
                 keyed = values_table(
                     dialect, ("phone", "key"), list(zip(chunk, phone_keys(chunk), strict=True))

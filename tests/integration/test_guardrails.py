@@ -83,13 +83,24 @@ def test_caps_and_daily_limit_across_three_campaigns(
     assert a.accepted == 100
 
     cap = {"max_messages": 1, "per": "24h", "message_types": ["MKT"]}
-    b = send_campaign(make_campaign("spring-b", a_numbers + others, frequency_cap=cap))
+    b_campaign = make_campaign("spring-b", a_numbers + others, frequency_cap=cap)
+    b_preview = send_campaign(b_campaign.model_copy(update={"dry_run": True}))
+    assert b_preview.planned == 50 and b_preview.skipped_frequency_cap == 100
+    b = send_campaign(b_campaign)
     assert b.accepted == 50 and b.skipped_frequency_cap == 100
     assert b.ledger_counts["skipped"] == 100 and b.ledger_counts["pending"] == 0
     sent_to = gateway.state.accepted_numbers()
     assert all(sent_to[p] == 1 for p in a_numbers) and all(sent_to[p] == 1 for p in others)
 
     c_campaign = make_campaign("spring-c", c_numbers, gateway={"daily_limit": 200})
+    preview = send_campaign(c_campaign.model_copy(update={"dry_run": True}))  # reserves nothing
+    assert preview.planned == 50 and preview.volume_deferred == 100
+    assert preview.plan_table is not None
+    effects = {row.limit: row.effect for row in preview.plan_table.rows}
+    assert effects["daily limit"].startswith("50 left; deferred 100 until ")
+    assert [d.messages for d in preview.plan_table.days] == [50, 100]
+    assert "| daily limit | 200 per day" in preview.to_markdown()
+
     c = send_campaign(c_campaign)
     assert c.accepted == 50 and c.volume_deferred == 100 and c.volume_held_back_by == "daily_limit"
     assert c.ledger_counts["pending"] == 100 and c.volume_until is not None
