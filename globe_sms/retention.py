@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pydantic import SecretStr
 
@@ -76,3 +78,19 @@ def retention_key(environ: Mapping[str, str] | None = None, *, required: bool = 
             f"the retention key in the {where} must be a string of at least {MIN_KEY_LENGTH} characters"
         )
     return RetentionKey(SecretStr(value))
+
+
+_AGE = re.compile(r"^([0-9]{1,5})([dh])$")
+
+
+def parse_age(text: str) -> timedelta:
+    """`90d` or `36h` as a duration.
+
+    Raises:
+        ValueError: anything else.
+    """
+    match = _AGE.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not an age: give days or hours, e.g. 90d or 36h")
+    amount, unit = int(match[1]), match[2]
+    return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)

@@ -7,6 +7,8 @@ Planning (`tasks/plan.py`) calls these after it registered the run's numbers and
    `max_messages` times within `per` become `skipped` (error code `frequency_cap`), final for this campaign.
    `capped_numbers` counts the same read-only for a dry run. Purged rows count through their keyed hash,
    with the retention key (`globe_sms.retention`), only when some lie within the window.
+   A campaign whose rows a retention purge replaced recognises its numbers by keyed hash
+   (`without_purged`): a rerun never messages them again.
 3. `reserve_volume`: the planned rows are reserved in the account's day and month counters
    (`globe_sms.ledger.volume`); with `gateway.daily_limit` / `monthly_limit` only what is left is planned,
    the rest stays `pending`, deferred until the limit's period ends. A dry run only peeks.
@@ -27,7 +29,7 @@ import polars as pl
 from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.frequency import FREQUENCY_CAP_REASON
 from globe_sms.gateway import credentials_for
-from globe_sms.ledger import Ledger
+from globe_sms.ledger import Ledger, purge
 from globe_sms.ledger.caps import purged_in_window, sent_counts, skip, stamp_message_type
 from globe_sms.ledger.volume import Reservation, give_back, peek, reserve
 from globe_sms.retention import retention_key
@@ -69,6 +71,31 @@ def cap_pending(ledger: Ledger, campaign: Campaign) -> int:
         return 0
     capped = capped_numbers(ledger, campaign, ledger.pending(campaign.campaign_id))
     return skip(ledger, campaign.campaign_id, capped, FREQUENCY_CAP_REASON) if capped else 0
+
+
+def has_purged_rows(ledger: Ledger, campaign_id: str) -> bool:
+    """Whether a retention purge replaced some of the campaign's numbers."""
+    return purge.has_purged_rows(ledger, campaign_id)
+
+
+def purged_of(ledger: Ledger, campaign_id: str, phones: Sequence[str] | pl.Series) -> list[str]:
+    """The numbers the campaign had before a retention purge replaced them (found by keyed hash).
+
+    Raises:
+        RetentionKeyMissing: no retention key is configured (the purged rows cannot be recognised without it).
+    """
+    key = retention_key()
+    assert key is not None  # required: it raises instead
+    return purge.purged_numbers(ledger, campaign_id, list(phones), key.phone_keys)
+
+
+def without_purged(ledger: Ledger, campaign_id: str, chunk: pl.DataFrame) -> pl.DataFrame:
+    """`chunk` without the numbers `purged_of` finds: a rerun of a purged campaign never sends them again."""
+    had = purged_of(ledger, campaign_id, chunk["phone"])
+    if not had:
+        return chunk
+    drop = pl.DataFrame({"phone": had}, schema={"phone": pl.String})
+    return chunk.join(drop, on="phone", how="anti", maintain_order="left")
 
 
 def _part_rows(part: pl.DataFrame | Path) -> int:

@@ -234,7 +234,10 @@ def register_and_plan(
     first_run = sum(ledger.counts(cid).values()) == 0
     recovered = ledger.recover_interrupted(cid)
     registered = rows = 0
+    purged = limits.has_purged_rows(ledger, cid)  # a retention purge: its numbers are known by keyed hash
     for chunk in message_chunks(messages):
+        if purged:
+            chunk = limits.without_purged(ledger, cid, chunk)
         registered += ledger.register(cid, chunk["phone"].to_list(), chunk["country"].to_list())
         rows += chunk.height
     reopened = ledger.resend_unknown(cid) if campaign.resend_unknown else 0
@@ -281,6 +284,9 @@ def plan_read_only(
         # Rows left `submitting` by a crash would become unknown: only pending (and asked-for unknown) count.
         sendable = {"pending", *(["unknown", "submitting"] if campaign.resend_unknown else [])}
         blocked = ledger.rows(cid, statuses=[s for s in Status if s not in sendable], columns=["phone"])
+    if blocked is not None and limits.has_purged_rows(ledger, cid):  # their numbers: by keyed hash
+        had = [p for chunk in message_chunks(messages) for p in limits.purged_of(ledger, cid, chunk["phone"])]
+        blocked = pl.concat([blocked, pl.DataFrame({"phone": had}, schema={"phone": pl.String})])
     capped = 0
     if campaign.frequency_cap is not None:
         candidates = [

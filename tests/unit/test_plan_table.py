@@ -27,7 +27,8 @@ def campaign(**overrides: object) -> Campaign:
 
 
 def plan(recipients: int, **fields: object) -> SendPlan:
-    part = pl.DataFrame({"phone": [str(6591000000 + i) for i in range(recipients)], "message": ["m"] * recipients})
+    phones = [str(6591000000 + i) for i in range(recipients)]
+    part = pl.DataFrame({"phone": phones, "message": ["m"] * recipients})
     return SendPlan(PlannedBatches([part], 20, 1, recipients), **fields)  # type: ignore[arg-type]
 
 
