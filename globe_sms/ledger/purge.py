@@ -26,6 +26,7 @@ import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, MetaData, Table, bindparam, case, exists, func, inspect, select, update
 
@@ -137,10 +138,10 @@ def _busy(conn: Connection, campaign_id: str, older_than: datetime) -> bool:
 
 
 def _receipts(conn: Connection) -> Table | None:
-    """`delivery_receipts` as the database has it (None without it)."""
-    if "delivery_receipts" not in inspect(conn).get_table_names():
-        return None
-    return Table("delivery_receipts", MetaData(), autoload_with=conn)
+    """`delivery_receipts` (None in a database without it)."""
+    from globe_sms.receipts.store import delivery_receipts
+
+    return delivery_receipts if "delivery_receipts" in inspect(conn).get_table_names() else None
 
 
 def _texts(table: Table | None, name: str) -> list[str]:
@@ -170,26 +171,37 @@ def _purge_campaign(
         values = {"phone": bindparam("p_phone"), "phone_key": bindparam("p_key")}
         values.update({name: None for name in ledger_texts})
         conn.execute(update(send_ledger).where(_c.id == bindparam("p_id")).values(**values), params)
-        if receipts is not None:
-            receipt_params = [
-                {"r_phone": phone, "r_marker": p["p_phone"]} for phone, p in zip(phones, params, strict=True)
-            ]
-            conn.execute(
-                update(receipts)
-                .where(receipts.c.campaign_id == campaign_id, receipts.c.phone == bindparam("r_phone"))
-                .values(
-                    phone=bindparam("r_marker"),
-                    **{name: None for name in _texts(receipts, "delivery_receipts")},
-                ),
-                receipt_params,
-            )
+    if receipts is not None:
+        _purge_receipts(conn, receipts, receipts.c.campaign_id == campaign_id, phone_keys)
+
+
+def _purge_receipts(
+    conn: Connection, receipts: Table, which: Any, phone_keys: Callable[[Sequence[str]], list[str]]
+) -> int:
+    """Replace the numbers of the receipts `which` selects by the markers their ledger rows got."""
+    found = conn.execute(
+        select(receipts.c.message_id, receipts.c.phone).where(
+            which, receipts.c.phone.is_not(None), ~receipts.c.phone.startswith(PURGED_PREFIX)
+        )
+    ).all()
+    if not found:
+        return 0
+    keys = phone_keys([phone.lstrip("+") for _, phone in found])  # a receipt's To may carry a '+'
+    texts = {name: None for name in _texts(receipts, "delivery_receipts")}
+    conn.execute(
+        update(receipts)
+        .where(receipts.c.message_id == bindparam("r_id"))
+        .values(phone=bindparam("r_marker"), **texts),
+        [{"r_id": mid, "r_marker": marker(key)} for (mid, _), key in zip(found, keys, strict=True)],
+    )
+    return len(found)
 
 
 def purge_orphan_receipts(
     ledger: Ledger, older_than: datetime, phone_keys: Callable[[Sequence[str]], list[str]]
 ) -> int:
-    """Receipts matched to no campaign (their `phone` is the receipt's To), last updated before `older_than`:
-    their numbers replaced by markers too. Returns how many."""
+    """Receipts of no campaign (their `phone` is the receipt's To) last updated before `older_than`: their
+    numbers replaced by markers too (the receipts of a purged campaign are purged with it). How many."""
     done = 0
     with ledger._write() as conn:
         if ledger._dialect == "sqlite":
@@ -197,23 +209,9 @@ def purge_orphan_receipts(
         receipts = _receipts(conn)
         if receipts is None:
             return 0
-        found = conn.execute(
-            select(receipts.c.message_id, receipts.c.phone).where(
-                receipts.c.campaign_id.is_(None),
-                receipts.c.phone.is_not(None),
-                ~receipts.c.phone.startswith(PURGED_PREFIX),
-                receipts.c.updated < older_than,
-            )
-        ).all()
-        if found:
-            keys = phone_keys([phone.lstrip("+") for _, phone in found])
-            conn.execute(
-                update(receipts)
-                .where(receipts.c.message_id == bindparam("r_id"))
-                .values(phone=bindparam("r_marker")),
-                [{"r_id": mid, "r_marker": marker(key)} for (mid, _), key in zip(found, keys, strict=True)],
-            )
-            done = len(found)
+        done = _purge_receipts(
+            conn, receipts, receipts.c.campaign_id.is_(None) & (receipts.c.updated < older_than), phone_keys
+        )
     if done and ledger._dialect == "sqlite":
         _checkpoint(ledger)
     return done
