@@ -27,6 +27,8 @@ from globe_sms.ledger import Ledger
 from tests.emulator_fixtures import FLOW_RATE
 from tests.ledger_fixtures import numbers
 
+ROOT = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 MakeCampaign = Callable[..., Campaign]
@@ -160,3 +162,24 @@ def test_two_campaigns_at_once_never_exceed_the_daily_limit_together(
     assert sum(s.volume_deferred for s in summaries) == 100
     with Ledger.open(pg_url) as ledger:
         assert sum(ledger.counts(c.campaign_id)["pending"] for c in campaigns) == 100
+
+
+def test_the_guardrails_demo_runs_as_documented(
+    tmp_path: Path, gateway: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/guardrails_demo.py: A 100; B 50 (100 capped); C 50 (100 deferred); C again 0; D capped."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("guardrails_demo", ROOT / "examples" / "guardrails_demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    monkeypatch.setenv("GLOBE_SMS_RETENTION_KEY", "a-test-retention-key-0123456789")
+    shown: list[str] = []
+    results = demo.run_demo(tmp_path / "demo", endpoint=gateway.url, show=shown.append)
+    sent = {name: results[name].accepted for name in ("A", "B", "C", "C again", "D")}
+    assert sent == {"A": 100, "B": 50, "C": 50, "C again": 0, "D": 0}
+    assert results["B"].skipped_frequency_cap == 100 and results["D"].skipped_frequency_cap == 100
+    assert results["C again"].volume_deferred == 100
+    assert "purged 2 finished campaign(s)" in " ".join(results["purge"].split())
+    assert any("| frequency cap | 1 per 24h (MKT) | skipped 100" in text for text in shown)
