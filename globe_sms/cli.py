@@ -218,6 +218,8 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
         rows.append(("opt-out entries unreadable, ignored", f"{summary.opt_outs_ignored:,}"))
     if summary.rejects_file:
         rows.append(("rejects file", summary.rejects_file))
+    if summary.skips_file:
+        rows.append(("skipped numbers file", summary.skips_file))
     for key, value in rows:
         table.add_row(plain(key), plain(value))  # reasons and paths are data
     console.print(table)

@@ -186,8 +186,44 @@ def emit_deferrals(summary: Any) -> list[dict[str, Any]]:
 
 
 def settle_limits(ledger: Ledger, campaign: Campaign, plan: Any, summary: Any) -> None:
-    """After a run's batches: give back the unsent reservation and emit the deferral events (not dry runs)."""
+    """After a run's batches: give back the unsent reservation, emit the deferral events, and write the skips
+    report when the frequency cap skipped numbers (not for a dry run: it skipped nothing)."""
     if campaign.dry_run:
         return
     give_back_unsent(ledger, plan.volume, summary.accepted + summary.unknown, campaign.dry_run)
     emit_deferrals(summary)
+    if getattr(plan, "frequency_capped", 0):
+        path = write_skips(
+            ledger, campaign.campaign_id, skips_file(campaign.data_folder, campaign.campaign_id)
+        )
+        summary.skips_file = str(path) if path else None
+
+
+def skips_file(data_folder: Path, campaign_id: str) -> Path:
+    """Where a run writes the campaign's skipped numbers: `<data folder>/<campaign>-skipped.csv`."""
+    return data_folder / f"{campaign_id}-skipped.csv"
+
+
+def write_skips(ledger: Ledger, campaign_id: str, path: Path) -> Path | None:
+    """The campaign's `skipped` rows (all runs) as CSV (`phone`, `reason`), and a masked table artifact of
+    the first ones (`<campaign>-skipped`); None when there is none. Like the rejects file, the CSV holds the
+    numbers (for the user's own records) and is neutralised for spreadsheets."""
+    from prefect.artifacts import create_table_artifact
+
+    from globe_sms.masking import mask_number_expr
+    from globe_sms.spreadsheets import neutralise_for_spreadsheets
+    from tasks.report import ARTIFACT_TABLE_ROWS
+
+    rows = ledger.rows(campaign_id, statuses=["skipped"], columns=["phone", "error_code"])
+    if not rows.height:
+        return None
+    rows = rows.rename({"error_code": "reason"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    neutralise_for_spreadsheets(rows.lazy()).sink_csv(path)
+    shown = rows.head(ARTIFACT_TABLE_ROWS).with_columns(mask_number_expr("phone").alias("phone"))
+    create_table_artifact(
+        shown.to_dicts(),
+        key=f"{campaign_id}-skipped",
+        description=f"Skipped numbers (first {shown.height} of {rows.height:,}; masked); final for the campaign",
+    )
+    return path

@@ -104,6 +104,9 @@ class CampaignSummary(BaseModel):
     estimated_cost: float | None = None
     currency: str | None = None
     rejects_file: str | None = None
+    skips_file: str | None = Field(
+        default=None, description="The CSV of the campaign's skipped numbers (frequency cap), with reasons."
+    )
     ledger_counts: dict[str, int] = Field(default_factory=dict)
     unknown_recipients: list[UnknownRecipient] = Field(
         default_factory=list,

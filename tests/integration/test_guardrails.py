@@ -91,6 +91,9 @@ def test_caps_and_daily_limit_across_three_campaigns(
     b = send_campaign(b_campaign)
     assert b.accepted == 50 and b.skipped_frequency_cap == 100
     assert b.ledger_counts["skipped"] == 100 and b.ledger_counts["pending"] == 0
+    assert b.skips_file is not None  # the skips report: every skipped number with its reason
+    skips = Path(b.skips_file).read_text().splitlines()
+    assert skips[0] == "phone,reason" and sorted(skips[1:]) == sorted(f"{p},frequency_cap" for p in a_numbers)
     sent_to = gateway.state.accepted_numbers()
     assert all(sent_to[p] == 1 for p in a_numbers) and all(sent_to[p] == 1 for p in others)
 
