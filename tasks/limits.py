@@ -224,6 +224,6 @@ def write_skips(ledger: Ledger, campaign_id: str, path: Path) -> Path | None:
     create_table_artifact(
         shown.to_dicts(),
         key=f"{campaign_id}-skipped",
-        description=f"Skipped numbers (first {shown.height} of {rows.height:,}; masked); final for the campaign",
+        description=f"Skipped numbers ({shown.height} of {rows.height:,}, masked): final for the campaign",
     )
     return path
