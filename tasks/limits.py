@@ -128,9 +128,12 @@ def volume_limited(campaign: Campaign) -> bool:
     return gateway.daily_limit is not None or gateway.monthly_limit is not None
 
 
-def reserve_volume(ledger: Ledger, campaign: Campaign, wanted: int) -> Reservation:
-    """Reserve the run's messages in the account's counters (a dry run only peeks); see the module."""
+def reserve_volume(ledger: Ledger, campaign: Campaign, wanted: int) -> Reservation | None:
+    """Reserve the run's messages in the account's counters (a dry run only peeks; without a limit it has
+    nothing to show, and needs no credentials); see the module."""
     gateway = campaign.gateway
+    if campaign.dry_run and not volume_limited(campaign):
+        return None
     how = peek if campaign.dry_run else reserve
     return how(
         ledger,

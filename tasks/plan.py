@@ -242,7 +242,8 @@ def register_and_plan(
         rows += chunk.height
     reopened = ledger.resend_unknown(cid) if campaign.resend_unknown else 0
     reopened += ledger.reopen_retryable_failures(cid, TRANSIENT_CODES | set(campaign.retry_failed_codes))
-    limits.record_message_type(ledger, campaign)
+    if registered:  # the new rows: their message type, for later campaigns' caps
+        limits.record_message_type(ledger, campaign)
     capped = limits.cap_pending(ledger, campaign)  # frequency cap: pending -> skipped, final
     pending = None
     if capped or not (first_run and registered == rows):  # else every number was just registered pending
@@ -264,7 +265,7 @@ def _within_volume(
     if not recipients:
         return parts, recipients, None
     volume = limits.reserve_volume(ledger, campaign, recipients)
-    if volume.granted < recipients:
+    if volume is not None and volume.granted < recipients:
         parts, recipients = limits.first_rows(parts, volume.granted), volume.granted
     return parts, recipients, volume
 

@@ -204,3 +204,18 @@ def test_caps_and_reruns_still_apply_to_purged_numbers(
     monkeypatch.delenv(KEY_ENV)  # without the key a purged campaign cannot be checked: it refuses to run
     with pytest.raises(Exception, match="retention key"):
         send_campaign(a)
+
+
+def test_the_command_refuses_a_bad_age_or_a_missing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv("GLOBE_SMS_RETENTION_KEY_BLOCK", raising=False)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    runner = CliRunner()
+    bad_age = runner.invoke(app, ["ledger", "purge", url, "--older-than", "3w"])
+    assert bad_age.exit_code == 2 and "days or hours" in bad_age.output
+    no_key = runner.invoke(app, ["ledger", "purge", url])
+    assert no_key.exit_code == 2 and KEY_ENV in " ".join(no_key.output.split())
+    dry = runner.invoke(app, ["ledger", "purge", url, "--dry-run"])  # a dry run needs no key
+    assert dry.exit_code == 0 and "would purge 0 finished campaign(s)" in " ".join(dry.output.split())
