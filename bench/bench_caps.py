@@ -30,6 +30,9 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,11 +99,80 @@ def fill(path: Path, rows: int, now: datetime) -> dict[str, float]:
     return {"insert_seconds": inserted, "index_seconds": indexed}
 
 
+@contextmanager
+def backend(postgres: str | None, tmp: str) -> Iterator[str]:
+    """The ledger URL: a SQLite file in `tmp`, or a throwaway schema of the PostgreSQL database (dropped)."""
+    if not postgres:
+        yield f"sqlite:///{Path(tmp) / 'ledger.db'}"
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(postgres)
+    schema = f"bench_caps_{uuid.uuid4().hex[:8]}"
+    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+                hide_password=False
+            )
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def fill_postgres(url: str, rows: int, now: datetime) -> dict[str, float]:
+    """The same rows on PostgreSQL (`generate_series`), indexes dropped during the insert, then built."""
+    from globe_sms.ledger.backends import make_engine
+
+    engine = make_engine(url)
+    t0 = now - timedelta(days=10)
+    with engine.begin() as conn:
+        indexes = conn.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'send_ledger' "
+            "AND schemaname = current_schema() AND indexname NOT IN ('send_ledger_pkey')"
+        ).all()
+        constraint = "uq_send_ledger_campaign_phone"
+        conn.exec_driver_sql(f"ALTER TABLE send_ledger DROP CONSTRAINT {constraint}")
+        for name, _ in indexes:
+            if name != constraint:
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"""
+            INSERT INTO send_ledger (campaign_id, phone, country, status, batch_no, message_id, attempts,
+                                     created_at, updated_at, submitted_at, message_type)
+            SELECT 'history-' || (i / {PER_CAMPAIGN}), ({FIRST} + (i * 7919) %% {POPULATION})::text, 'SG',
+                   CASE WHEN i %% 20 = 0 THEN 'failed' WHEN i %% 20 = 1 THEN 'unknown' ELSE 'accepted' END,
+                   (i %% {PER_CAMPAIGN}) / 1000 + 1, 'm' || i, 1, ts, ts, ts,
+                   CASE WHEN (i / {PER_CAMPAIGN}) %% 2 = 0 THEN 'MKT' ELSE 'NOTIFY' END
+            FROM (SELECT i, TIMESTAMPTZ '{t0.isoformat()}' + ((i * 13) %% 864000) * INTERVAL '1 second' AS ts
+                  FROM generate_series(0, {rows - 1}::bigint) AS i) AS g
+            """
+        )
+    inserted = time.perf_counter() - start
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"ALTER TABLE send_ledger ADD CONSTRAINT {constraint} UNIQUE (campaign_id, phone)"
+        )
+        for name, sql in indexes:
+            if name != constraint:
+                conn.exec_driver_sql(sql)
+        conn.exec_driver_sql("ANALYZE send_ledger")
+    engine.dispose()
+    return {"insert_seconds": inserted, "index_seconds": time.perf_counter() - start}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--candidates", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--postgres", metavar="URL", help="run on PostgreSQL at URL (a throwaway schema) instead of SQLite"
+    )
     args = parser.parse_args()
 
     from globe_sms.campaign import Campaign
@@ -116,11 +188,16 @@ def main() -> None:
         "loadavg_before": loadavg(),
     }
     now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="bench-caps-") as tmp:
-        path = Path(tmp) / "ledger.db"
-        Ledger.open(f"sqlite:///{path}").close()
-        result.update(fill(path, args.rows, now))
-        result["ledger_bytes"] = path.stat().st_size
+    with tempfile.TemporaryDirectory(prefix="bench-caps-") as tmp, backend(args.postgres, tmp) as url:
+        Ledger.open(url).close()
+        if args.postgres:
+            result["backend"] = "postgresql"
+            result.update(fill_postgres(url, args.rows, now))
+        else:
+            result["backend"] = "sqlite"
+            path = Path(tmp) / "ledger.db"
+            result.update(fill(path, args.rows, now))
+            result["ledger_bytes"] = path.stat().st_size
         half = args.candidates // 2
         phones = [str(FIRST + 2 * j) for j in range(half)] + [
             str(NEW + j) for j in range(args.candidates - half)
@@ -131,11 +208,11 @@ def main() -> None:
                 "source": {"path": "unused.csv"},
                 "template": "Hi",
                 "message_type": "MKT",
-                "ledger": f"sqlite:///{path}",
+                "ledger": url,
                 "frequency_cap": {"max_messages": 1, "per": "7d", "message_types": ["MKT"]},
             }
         )
-        with Ledger.open(f"sqlite:///{path}") as ledger:
+        with Ledger.open(url) as ledger:
             start = time.perf_counter()
             for i in range(0, len(phones), 50_000):
                 ledger.register("bench-caps", phones[i : i + 50_000])
@@ -150,17 +227,24 @@ def main() -> None:
             start = time.perf_counter()
             sent_counts(ledger, "x", phones[:20_000], now - timedelta(days=7), ["MKT"])
             result["count_20k_seconds"] = time.perf_counter() - start
-            query = count_query("sqlite", phones[:3], counted("x", now - timedelta(days=7), ["MKT"]))
+            query = count_query(
+                "postgresql" if args.postgres else "sqlite",
+                phones[:3],
+                counted("x", now - timedelta(days=7), ["MKT"]),
+            )
             with ledger._engine.connect() as conn:
                 compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
-                params = [compiled.params[k] for k in compiled.positiontup or ()]
-                params = [
-                    v.replace(tzinfo=None).isoformat(" ") if isinstance(v, datetime) else str(v)
-                    for v in params
-                ]
-                explained = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(params)).all()
-            plan = [row[-1] for row in explained]
-        result["query_plan"] = plan
+                if args.postgres:
+                    explained = conn.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params).all()
+                    result["query_plan"] = [row[0] for row in explained]
+                else:
+                    params = [compiled.params[k] for k in compiled.positiontup or ()]
+                    params = [
+                        v.replace(tzinfo=None).isoformat(" ") if isinstance(v, datetime) else str(v)
+                        for v in params
+                    ]
+                    explained = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(params)).all()
+                    result["query_plan"] = [row[-1] for row in explained]
     result["cap_over_register"] = result["cap_seconds"] / result["register_seconds"]
     result["loadavg_after"] = loadavg()
     text = json.dumps(result, indent=2)
