@@ -215,11 +215,8 @@ def main() -> None:
         with Ledger.open(url) as ledger:
             start = time.perf_counter()
             for i in range(0, len(phones), 50_000):
-                ledger.register("bench-caps", phones[i : i + 50_000])
+                ledger.register("bench-caps", phones[i : i + 50_000], message_type="MKT")
             result["register_seconds"] = time.perf_counter() - start
-            start = time.perf_counter()
-            limits.record_message_type(ledger, campaign)
-            result["stamp_type_seconds"] = time.perf_counter() - start
             start = time.perf_counter()
             skipped = limits.cap_pending(ledger, campaign)
             result["cap_seconds"] = time.perf_counter() - start

@@ -2,7 +2,7 @@
 
 Planning (`tasks/plan.py`) calls these after it registered the run's numbers and before it cuts batches:
 
-1. `record_message_type` stamps the campaign's type (NOTIFY / MKT) on its new rows, for later caps.
+1. (Registration keeps the campaign's type, NOTIFY / MKT, on its new rows, for later campaigns' caps.)
 2. `cap_pending` (with a `frequency_cap`): the pending numbers that other campaigns already messaged
    `max_messages` times within `per` become `skipped` (error code `frequency_cap`), final for this campaign.
    `capped_numbers` counts the same read-only for a dry run. Purged rows count through their keyed hash,
@@ -30,7 +30,7 @@ from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.frequency import FREQUENCY_CAP_REASON
 from globe_sms.gateway import credentials_for
 from globe_sms.ledger import Ledger, purge
-from globe_sms.ledger.caps import purged_in_window, sent_counts, skip, stamp_message_type
+from globe_sms.ledger.caps import purged_in_window, sent_counts, skip
 from globe_sms.ledger.volume import Reservation, give_back, peek, reserve
 from globe_sms.retention import retention_key
 
@@ -43,11 +43,6 @@ def account_key(gateway: GatewaySettings) -> str:
     if gateway.account:
         return f"account:{gateway.account.lower()}"
     return f"key:{credentials_for(gateway).access_key_id}"
-
-
-def record_message_type(ledger: Ledger, campaign: Campaign) -> int:
-    """Stamp the campaign's message type on its rows that have none."""
-    return stamp_message_type(ledger, campaign.campaign_id, campaign.message_type)
 
 
 def capped_numbers(ledger: Ledger, campaign: Campaign, phones: Sequence[str]) -> list[str]:

@@ -238,12 +238,12 @@ def register_and_plan(
     for chunk in message_chunks(messages):
         if purged:
             chunk = limits.without_purged(ledger, cid, chunk)
-        registered += ledger.register(cid, chunk["phone"].to_list(), chunk["country"].to_list())
+        registered += ledger.register(
+            cid, chunk["phone"].to_list(), chunk["country"].to_list(), campaign.message_type
+        )
         rows += chunk.height
     reopened = ledger.resend_unknown(cid) if campaign.resend_unknown else 0
     reopened += ledger.reopen_retryable_failures(cid, TRANSIENT_CODES | set(campaign.retry_failed_codes))
-    if registered:  # the new rows: their message type, for later campaigns' caps
-        limits.record_message_type(ledger, campaign)
     capped = limits.cap_pending(ledger, campaign)  # frequency cap: pending -> skipped, final
     pending = None
     if capped or not (first_run and registered == rows):  # else every number was just registered pending

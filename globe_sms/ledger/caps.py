@@ -125,13 +125,3 @@ def skip(ledger: Ledger, campaign_id: str, phones: Sequence[str], reason: str) -
                 .values(status=Status.SKIPPED, error_code=reason, updated_at=now)
             ).rowcount
     return moved
-
-
-def stamp_message_type(ledger: Ledger, campaign_id: str, message_type: str) -> int:
-    """Record the campaign's message type on its rows that have none (new rows); how many were stamped."""
-    with ledger._write() as conn:
-        return conn.execute(
-            update(send_ledger)
-            .where(_c.campaign_id == campaign_id, _c.message_type.is_(None))
-            .values(message_type=message_type)
-        ).rowcount

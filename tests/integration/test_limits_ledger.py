@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from globe_sms.ledger import Ledger, Status
-from globe_sms.ledger.caps import sent_counts, skip, stamp_message_type
+from globe_sms.ledger.caps import sent_counts, skip
 from globe_sms.ledger.volume import give_back, periods, reserve, used
 from tests.clocks import T0, FakeWallClock
 from tests.ledger_fixtures import numbers as _numbers
@@ -51,9 +51,7 @@ def send(
     ledger: Ledger, campaign: str, phones: list[str], outcome: str, message_type: str | None = "MKT"
 ) -> None:
     """Register `phones` in `campaign` and take them through one batch to `outcome`."""
-    ledger.register(campaign, phones)
-    if message_type:
-        stamp_message_type(ledger, campaign, message_type)
+    ledger.register(campaign, phones, message_type=message_type)
     if outcome == "pending":
         return
     batch_no = ledger.next_batch_no(campaign)

@@ -25,7 +25,7 @@ from globe_sms.campaign import Campaign
 from globe_sms.cli import app
 from globe_sms.ledger import Ledger, RunOwner
 from globe_sms.ledger.backends import make_engine
-from globe_sms.ledger.caps import sent_counts, stamp_message_type
+from globe_sms.ledger.caps import sent_counts
 from globe_sms.ledger.purge import has_purged_rows, plan, purge, purge_orphan_receipts, purged_numbers
 from globe_sms.receipts.store import delivery_receipts
 from globe_sms.retention import KEY_ENV, RetentionKey
@@ -43,8 +43,7 @@ def numbers(n: int) -> list[str]:
 
 
 def send(ledger: Ledger, campaign: str, phones: list[str]) -> None:
-    ledger.register(campaign, phones)
-    stamp_message_type(ledger, campaign, "MKT")
+    ledger.register(campaign, phones, message_type="MKT")
     ledger.mark_submitting(campaign, 1, phones)
     ledger.record_accepted(campaign, 1, {p: f"msg-{campaign}-{i}" for i, p in enumerate(phones)}, {}, "req")
 
