@@ -8,6 +8,11 @@ Before planning, the ledger is brought up to date for this run:
 * `unknown` rows go back to `pending` only when the campaign says `resend_unknown`;
 * `failed` rows go back to `pending` when their code is transient, or listed in `retry_failed_codes`.
 
+Then the limits across campaigns (`tasks/limits.py`): a `frequency_cap` turns the pending numbers other
+campaigns already messaged enough into `skipped`; the planned rows are reserved in the account's daily and
+monthly volume, and with a limit only what is left is planned (the rest stays `pending`, deferred). A
+campaign whose numbers a retention purge replaced recognises them by keyed hash before registering.
+
 Only `pending` rows are planned, so a rerun, a UI retry or a resumed crash never sends an accepted number
 again. With a `send_window` (quiet hours), pending rows whose window is closed in their local time are
 deferred (`tasks/deferral.py`): not planned, left `pending`, counted in the plan with the earliest moment

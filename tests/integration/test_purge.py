@@ -218,3 +218,23 @@ def test_the_command_refuses_a_bad_age_or_a_missing_key(
     assert no_key.exit_code == 2 and KEY_ENV in " ".join(no_key.output.split())
     dry = runner.invoke(app, ["ledger", "purge", url, "--dry-run"])  # a dry run needs no key
     assert dry.exit_code == 0 and "would purge 0 finished campaign(s)" in " ".join(dry.output.split())
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_purge_flow_lists_then_purges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flows/purge_ledger.py (the nightly deployment's flow) on a real Prefect server: counts only."""
+    from flows.purge_ledger import purge_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    phones = numbers(4)
+    with Ledger.open(url) as ledger:
+        send(ledger, "finished", phones)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    listed = purge_ledger(ledger=url, older_than="0h", dry_run=True)  # no key needed
+    assert [(c.campaign_id, c.numbers) for c in listed.campaigns] == [("finished", 4)]
+    assert phones[0] in every_text(url)
+    monkeypatch.setenv(KEY_ENV, KEY.secret.get_secret_value())
+    done = purge_ledger(ledger=url, older_than="0h")
+    assert done.numbers == 4 and not done.dry_run and phones[0] not in done.to_markdown()
+    assert not [p for p in phones if p in every_text(url)]
+    assert purge_ledger(ledger=url, older_than="0h").campaigns == []
