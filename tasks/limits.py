@@ -29,8 +29,8 @@ import polars as pl
 from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.frequency import FREQUENCY_CAP_REASON
 from globe_sms.gateway import credentials_for
-from globe_sms.ledger import Ledger, purge
-from globe_sms.ledger.caps import purged_in_window, sent_counts, skip
+from globe_sms.ledger import Ledger, caps, purge
+from globe_sms.ledger.caps import purged_in_window, sent_counts
 from globe_sms.ledger.volume import Reservation, give_back, peek, reserve
 from globe_sms.retention import retention_key
 
@@ -61,11 +61,30 @@ def capped_numbers(ledger: Ledger, campaign: Campaign, phones: Sequence[str]) ->
 
 
 def cap_pending(ledger: Ledger, campaign: Campaign) -> int:
-    """Skip the campaign's pending numbers its frequency cap holds back; how many were skipped."""
-    if campaign.frequency_cap is None:
+    """Claim the campaign's registered rows for this run and, with a frequency cap, skip its pending numbers
+    the cap holds back (counting earlier campaigns' messages and the runs that claimed before this one); how
+    many were skipped. Every run claims, capped or not, so that capped runs started beside it see it."""
+    claimed_at = caps.claim(ledger, campaign.campaign_id)
+    cap = campaign.frequency_cap
+    if cap is None:
         return 0
-    capped = capped_numbers(ledger, campaign, ledger.pending(campaign.campaign_id))
-    return skip(ledger, campaign.campaign_id, capped, FREQUENCY_CAP_REASON) if capped else 0
+    counted_since = ledger.now()
+    since = counted_since - cap.window
+    phones = ledger.pending(campaign.campaign_id)
+    if not phones:
+        return 0
+    keys = retention_key().phone_keys if caps.purged_in_window(ledger, since) else None  # type: ignore[union-attr]
+    counts = caps.sent_counts(ledger, campaign.campaign_id, phones, since, cap.message_types, keys)
+    return caps.skip_claimed(
+        ledger,
+        campaign.campaign_id,
+        counts,
+        cap.max_messages,
+        claimed_at,
+        counted_since,
+        cap.message_types,
+        FREQUENCY_CAP_REASON,
+    )
 
 
 def has_purged_rows(ledger: Ledger, campaign_id: str) -> bool:

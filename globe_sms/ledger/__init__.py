@@ -79,6 +79,7 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
         "campaign_batches",
         "campaign_runs",
         "metadata",
+        "plan_claims",
         "send_ledger",
     ),
     "store": ("Ledger",),

@@ -9,6 +9,15 @@ caller computes with the retention key (`globe_sms.retention`) only when such ro
 The lookups are one statement per chunk of numbers, joined through `ix_send_ledger_phone_submitted` (and the
 partial `ix_send_ledger_phone_key_submitted` for purged rows): a probe per number, never a scan of the ledger.
 `skip` moves the capped numbers `pending` -> `skipped` (error code `frequency_cap`) in one conditional UPDATE.
+
+Runs planning at the same time: every run, capped or not, `claim`s its campaign once its rows are registered
+(`plan_claims`, under the claims lock: PostgreSQL's advisory lock, SQLite's write lock). A capped run then
+also counts, chunk by chunk under the same lock as it skips (`skip_claimed`), the rows of the campaigns that
+claimed *before* it and still hold their run lease: their pending rows (about to be sent) and those they
+submitted since this run's count began. Two runs never both count each other (the one that claimed later
+yields), so a number gets at most `max_messages` even from campaigns started together. A claimed campaign's
+pending rows count even when its send window or volume limit defers them: the cap errs on the side of
+sending less.
 """
 
 from __future__ import annotations
@@ -18,17 +27,20 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, select, update
+from sqlalchemy import ColumnElement, Connection, Select, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from globe_sms.ledger._sql import phone_list
 from globe_sms.ledger.backends import values_table
-from globe_sms.ledger.schema import Status, send_ledger
+from globe_sms.ledger.schema import Status, campaign_runs, plan_claims, send_ledger
 from globe_sms.ledger.store import Ledger
 
 COUNTED = (Status.ACCEPTED, Status.UNKNOWN, Status.SUBMITTING)
 """The statuses of a message that counts against a cap."""
 CHUNK = 20_000
-_c = send_ledger.c
+_CLAIMS_LOCK = 0x636C61696D73  # advisory lock key ("claims")
+_c, _k, _r = send_ledger.c, plan_claims.c, campaign_runs.c
 
 
 def _counted(campaign_id: str, since: datetime, message_types: Collection[str]) -> ColumnElement[bool]:
@@ -125,3 +137,82 @@ def skip(ledger: Ledger, campaign_id: str, phones: Sequence[str], reason: str) -
                 .values(status=Status.SKIPPED, error_code=reason, updated_at=now)
             ).rowcount
     return moved
+
+
+def _lock_claims(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIMS_LOCK})
+
+
+def claim(ledger: Ledger, campaign_id: str) -> datetime:
+    """Record that the campaign's run has registered its rows and will send its pending ones; the time."""
+    now = ledger.now()
+    insert = sqlite_insert if ledger._dialect == "sqlite" else pg_insert
+    with ledger._write() as conn:
+        _lock_claims(conn)
+        statement = insert(plan_claims).values(campaign_id=campaign_id, claimed_at=now)
+        conn.execute(
+            statement.on_conflict_do_update(index_elements=["campaign_id"], set_={"claimed_at": now})
+        )
+    return now
+
+
+def skip_claimed(
+    ledger: Ledger,
+    campaign_id: str,
+    counts: Counter[str],
+    cap_max: int,
+    claimed_at: datetime,
+    counted_since: datetime,
+    message_types: Collection[str],
+    reason: str,
+) -> int:
+    """Skip the campaign's pending numbers at the cap, adding to `counts` (earlier campaigns' messages) the
+    rows of runs that claimed before `claimed_at` and are still running; chunk by chunk, each under the
+    claims lock. Returns how many were skipped."""
+    now = ledger.now()
+    earlier = (
+        select(_k.campaign_id)
+        .join(campaign_runs, _r.campaign_id == _k.campaign_id)
+        .where(
+            _k.campaign_id != campaign_id,
+            _k.claimed_at < claimed_at,
+            _k.claimed_at >= _r.acquired_at,  # claimed by the run that holds the lease now
+            _r.expires_at > now,
+        )
+    )
+    in_flight = (_c.status == Status.PENDING) | (_c.status.in_(COUNTED) & (_c.submitted_at >= counted_since))
+    typed = _c.message_type.in_(sorted(message_types)) | _c.message_type.is_(None) if message_types else None
+    skipped = 0
+    phones = ledger.pending(campaign_id)
+    for start in range(0, len(phones), CHUNK):
+        chunk = phones[start : start + CHUNK]
+        with ledger._write() as conn:
+            _lock_claims(conn)
+            ledger._fence(conn, campaign_id, now)
+            others = list(conn.execute(earlier).scalars())
+            found: Counter[str] = Counter()
+            if others:
+                src = values_table(ledger._dialect, ("phone",), [(p,) for p in chunk])
+                condition = _c.campaign_id.in_(others) & in_flight
+                if typed is not None:
+                    condition = condition & typed
+                query = (
+                    select(src.c.phone, func.count())
+                    .select_from(src.join(send_ledger, _c.phone == src.c.phone))
+                    .where(condition)
+                    .group_by(src.c.phone)
+                )
+                found.update({phone: int(n) for phone, n in conn.execute(query)})
+            capped = [p for p in chunk if counts.get(p, 0) + found.get(p, 0) >= cap_max]
+            if capped:
+                skipped += conn.execute(
+                    update(send_ledger)
+                    .where(
+                        _c.campaign_id == campaign_id,
+                        _c.status == Status.PENDING,
+                        _c.phone.in_(phone_list(ledger._dialect, capped)),
+                    )
+                    .values(status=Status.SKIPPED, error_code=reason, updated_at=now)
+                ).rowcount
+    return skipped

@@ -167,6 +167,16 @@ account_volume = Table(
     PrimaryKeyConstraint("account", "period", "period_start", name="pk_account_volume"),
 )
 
+plan_claims = Table(
+    "plan_claims",
+    metadata,
+    # Revision 0003: when each campaign's current run registered its rows and claimed them for sending, in
+    # the order frequency caps see each other's runs (globe_sms.ledger.caps): a run counts the pending rows
+    # of runs that claimed before it and still hold their run lease.
+    Column("campaign_id", String, primary_key=True),
+    Column("claimed_at", UtcDateTime, nullable=False),
+)
+
 campaign_runs = Table(
     "campaign_runs",
     metadata,

@@ -186,3 +186,35 @@ def test_the_guardrails_demo_runs_as_documented(
     assert results["C again"].volume_deferred == 100
     assert "purged 2 finished campaign(s)" in " ".join(results["purge"].split())
     assert any("| frequency cap | 1 per 24h (MKT) | skipped 100" in text for text in shown)
+
+
+@pytest.mark.postgres
+def test_two_capped_campaigns_at_once_message_each_number_once(
+    make_campaign: MakeCampaign, gateway: EmulatorServer, pg_url: str
+) -> None:
+    """Two capped MKT campaigns to the same 60 numbers start together: each number gets one message."""
+    tag = uuid.uuid4().hex[:8]
+    phones = numbers(60, 6_596_500_000 + int(tag[:3], 16) * 100)
+    cap = {"max_messages": 1, "per": "24h", "message_types": ["MKT"]}
+    campaigns = [
+        make_campaign(f"capped-{tag}-{i}", phones, ledger=pg_url, frequency_cap=cap, gateway={"account": tag})
+        for i in range(2)
+    ]
+    start = threading.Barrier(2)
+    summaries: list[Any] = []
+
+    def run(campaign: Campaign) -> None:
+        start.wait()
+        summaries.append(send_campaign(campaign))
+
+    threads = [threading.Thread(target=run, args=(campaign,)) for campaign in campaigns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(summaries) == 2
+    counts = [(s.valid, s.accepted, s.skipped_frequency_cap, s.planned, s.error) for s in summaries]
+    assert sum(s.accepted for s in summaries) == 60, counts
+    assert sum(s.skipped_frequency_cap for s in summaries) == 60, counts
+    sent = gateway.state.accepted_numbers()
+    assert sorted(sent) == sorted(phones) and set(sent.values()) == {1}

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from globe_sms.ledger import Ledger, Status
+from globe_sms.ledger import Ledger, RunOwner, Status
 from globe_sms.ledger.caps import sent_counts, skip
 from globe_sms.ledger.volume import give_back, periods, reserve, used
 from tests.clocks import T0, FakeWallClock
@@ -174,3 +174,62 @@ def test_concurrent_reservations_never_exceed_the_limit(many_ledgers: list[Ledge
     asked = sum(7 + i % 5 for i in range(40)) * len(many_ledgers)
     assert asked > limit and sum(granted) == limit
     assert used(many_ledgers[0], account)["day"] == limit
+
+
+class TestRunsPlanningAtOnce:
+    """Two runs of two campaigns to the same numbers, both running: the one that claimed later yields."""
+
+    def cap_run(self, ledger: Ledger, campaign: str, phones: list[str]) -> int:
+        from globe_sms.campaign import Campaign
+        from tasks.limits import cap_pending
+
+        capped = Campaign.parse(
+            {
+                "campaign_id": campaign,
+                "source": {"path": "x.csv"},
+                "template": "Hi",
+                "message_type": "MKT",
+                "frequency_cap": {"max_messages": 1, "per": "24h"},
+            }
+        )
+        return cap_pending(ledger, capped)
+
+    def start(self, url: str, campaign: str, phones: list[str]) -> Ledger:
+        """A run of `campaign`: its own ledger connection, its run lease, its rows registered."""
+        run = Ledger.open(url)
+        run.acquire_run_lease(campaign, RunOwner.this_process(f"run-{campaign}", campaign), 600)
+        run.register(campaign, phones, message_type="MKT")
+        return run
+
+    def test_a_run_yields_to_the_running_campaign_that_claimed_first(self, n: Names, url: str) -> None:
+        from globe_sms.ledger.caps import claim
+
+        phones = numbers(6)
+        first = self.start(url, n["first"], phones[:4])
+        second = self.start(url, n["second"], phones)
+        try:
+            claim(first, n["first"])  # an uncapped run claims too
+            assert self.cap_run(second, n["second"], phones) == 4  # first's pending rows will go out
+            assert second.pending(n["second"]) == phones[4:]
+            assert first.pending(n["first"]) == phones[:4]
+            # The first run, capped or not, never counts the run that claimed after it.
+            assert self.cap_run(first, n["first"], phones[:4]) == 0
+        finally:
+            first.close()
+            second.close()
+
+    def test_rows_submitted_since_the_count_and_finished_runs(self, n: Names, url: str) -> None:
+        from globe_sms.ledger.caps import claim
+
+        phones = numbers(4)
+        first = self.start(url, n["first"], phones[:2])
+        second = self.start(url, n["second"], phones)
+        try:
+            claim(first, n["first"])
+            first.mark_submitting(n["first"], 1, phones[:1])  # in flight: counted as sent
+            first.release_run_lease(n["first"])  # the first run ended: its pending row is not coming
+            assert self.cap_run(second, n["second"], phones) == 1
+            assert second.pending(n["second"]) == phones[1:]
+        finally:
+            first.close()
+            second.close()

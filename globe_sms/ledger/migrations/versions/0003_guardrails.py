@@ -11,6 +11,8 @@ Create Date: 2026-12-06
 - `ix_send_ledger_phone_submitted` and the partial `ix_send_ledger_phone_key_submitted`: a number's messages
   in a rolling window, across campaigns, without scanning the ledger.
 - `account_volume`: messages reserved per account and calendar day / month (daily and monthly limits).
+- `plan_claims`: when each campaign's run claimed its rows, so that runs planning at once see each other's
+  pending rows in a fixed order (frequency caps across concurrent runs).
 """
 
 from __future__ import annotations
@@ -51,10 +53,16 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("account", "period", "period_start", name="pk_account_volume"),
     )
+    op.create_table(
+        "plan_claims",
+        sa.Column("campaign_id", sa.String, primary_key=True),
+        sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
     """Drop them; skipped rows become `failed` (error_code kept: `frequency_cap`) to fit the old CHECK."""
+    op.drop_table("plan_claims")
     op.drop_table("account_volume")
     op.drop_index("ix_send_ledger_phone_key_submitted", table_name="send_ledger")
     op.drop_index("ix_send_ledger_phone_submitted", table_name="send_ledger")
