@@ -78,6 +78,7 @@ def cap_pending(ledger: Ledger, campaign: Campaign) -> int:
     return caps.skip_claimed(
         ledger,
         campaign.campaign_id,
+        phones,
         counts,
         cap.max_messages,
         claimed_at,

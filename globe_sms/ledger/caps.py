@@ -160,6 +160,7 @@ def claim(ledger: Ledger, campaign_id: str) -> datetime:
 def skip_claimed(
     ledger: Ledger,
     campaign_id: str,
+    phones: Sequence[str],
     counts: Counter[str],
     cap_max: int,
     claimed_at: datetime,
@@ -167,7 +168,7 @@ def skip_claimed(
     message_types: Collection[str],
     reason: str,
 ) -> int:
-    """Skip the campaign's pending numbers at the cap, adding to `counts` (earlier campaigns' messages) the
+    """Skip those of `phones` (pending) at the cap, adding to `counts` (earlier campaigns' messages) the
     rows of runs that claimed before `claimed_at` and are still running; chunk by chunk, each under the
     claims lock. Returns how many were skipped."""
     now = ledger.now()
@@ -184,9 +185,8 @@ def skip_claimed(
     in_flight = (_c.status == Status.PENDING) | (_c.status.in_(COUNTED) & (_c.submitted_at >= counted_since))
     typed = _c.message_type.in_(sorted(message_types)) | _c.message_type.is_(None) if message_types else None
     skipped = 0
-    phones = ledger.pending(campaign_id)
     for start in range(0, len(phones), CHUNK):
-        chunk = phones[start : start + CHUNK]
+        chunk = list(phones[start : start + CHUNK])
         with ledger._write() as conn:
             _lock_claims(conn)
             ledger._fence(conn, campaign_id, now)
