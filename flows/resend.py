@@ -31,6 +31,7 @@ from globe_sms.campaign import Campaign
 from globe_sms.clock import clock_at
 from globe_sms.ledger import Ledger
 from tasks.lease import campaign_lease
+from tasks.limits import settle_limits
 from tasks.plan import ResendStatus, plan_resend
 from tasks.report import CampaignSummary, publish_report
 from tasks.send_batches import CampaignFailed
@@ -101,6 +102,7 @@ def resend_campaign(
             )
             if not campaign.dry_run and plan.batches:
                 send_lanes(campaign, ledger, plan, summary)  # through the campaign's `send_via`
+            settle_limits(ledger, campaign, plan, summary)  # unsent reservation back; deferred events
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
             publish_report(summary, spool.rejects_head(0), campaign.source.phone_column)

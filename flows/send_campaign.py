@@ -32,7 +32,9 @@ from globe_sms.scheduled_names import name_this_deployments_runs
 from tasks.campaign_input import campaign_of_run
 from tasks.cost import estimate_campaign_cost
 from tasks.lease import campaign_lease
+from tasks.limits import settle_limits
 from tasks.plan import plan_batches
+from tasks.plan_table import build_plan_table
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
@@ -112,6 +114,7 @@ def send_campaign(
             summary.send_via = campaign.send_via
             if cost is not None:
                 summary.estimated_cost, summary.currency = float(cost.total), cost.currency
+            summary.plan_table = build_plan_table(campaign, plan, cost, clock())
             logger.info(
                 "campaign %s: %s valid, %s rejected, %s to send in %s batches",
                 campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
@@ -122,6 +125,7 @@ def send_campaign(
             if not campaign.dry_run and plan.batches:
                 send_lanes(campaign, ledger, plan, summary)  # batch, single or both (`send_via`)
                 summary.price_lanes()
+            settle_limits(ledger, campaign, plan, summary)  # unsent reservation back; deferred events
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
             publish_report(summary, spool.report_rejects(), campaign.source.phone_column)

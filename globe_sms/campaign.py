@@ -24,6 +24,7 @@ from globe_sms import paths
 from globe_sms.batch_timing import BatchTiming
 from globe_sms.campaign_yaml import DuplicateKeyError, YamlDocument
 from globe_sms.form_schema import extend_schema, ignore_case
+from globe_sms.frequency import FrequencyCap
 from globe_sms.ids import task_id
 from globe_sms.ledger.url import LedgerLocation, check_plain_url, hide_password
 from globe_sms.send_window import SendWindow
@@ -195,6 +196,23 @@ class GatewaySettings(StrictModel):
         "failed or expired, with duplicates and reordering) to a receiver that stores them in the "
         "campaign's ledger.",
     )
+    daily_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many messages per day from the account, across every campaign and lane "
+        "in the ledger (Alibaba pauses an account at its daily threshold). A run sends up to what is left "
+        "and leaves the rest pending until the next day; unset: no daily limit.",
+    )
+    monthly_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="The same per calendar month; unset: no monthly limit.",
+    )
+    limit_time_zone: str = Field(
+        default="UTC",
+        description="The time zone whose midnight starts the day and the month of `daily_limit` and "
+        "`monthly_limit` (Area/City, e.g. Asia/Singapore, as Alibaba counts).",
+    )
     run_lease_seconds: float = Field(
         default=1200.0,
         ge=30,
@@ -218,6 +236,15 @@ class GatewaySettings(StrictModel):
             raise ValueError(str(exc)) from None
         except Exception:  # noqa: BLE001 - httpx.InvalidURL and friends: not a URL at all
             raise ValueError("is not a URL: give https://host, or 'emulator'") from None
+        return value
+
+    @field_validator("limit_time_zone")
+    @classmethod
+    def _limit_zone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. UTC, Asia/Singapore)") from None
         return value
 
     @property
@@ -363,6 +390,12 @@ class Campaign(StrictModel):
     retry_failed_codes: list[str] = Field(
         default_factory=list,
         description="Also resend rows that failed with these codes (e.g. AMOUNT_NOT_ENOUGH after a top-up).",
+    )
+    frequency_cap: FrequencyCap | None = Field(
+        default=None,
+        description="At most `max_messages` messages per number `per` 24h / 7d, counted across every "
+        "campaign of the ledger (`message_types`: which count). Capped numbers are skipped for good by "
+        "this campaign.",
     )
     send_window: SendWindow | None = Field(
         default=None,

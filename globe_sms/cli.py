@@ -209,6 +209,12 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
         ("unknown in the ledger (all runs)", f"{summary.ledger_counts.get('unknown', 0):,}"),
         ("already sent earlier", f"{summary.already_sent:,}"),
         *([("deferred (send window)", summary.deferral_text)] if summary.deferral_text else []),
+        *([("deferred (volume limit)", summary.volume_deferral_text)] if summary.volume_deferred else []),
+        *(
+            [("skipped (frequency cap)", f"{summary.skipped_frequency_cap:,}")]
+            if summary.skipped_frequency_cap
+            else []
+        ),
         ("elapsed", f"{summary.elapsed_seconds:.1f} s"),
         (
             "calls per second",
@@ -228,9 +234,27 @@ def _print_summary(summary) -> None:  # noqa: ANN001 - CampaignSummary, imported
         rows.append(("opt-out entries unreadable, ignored", f"{summary.opt_outs_ignored:,}"))
     if summary.rejects_file:
         rows.append(("rejects file", summary.rejects_file))
+    if summary.skips_file:
+        rows.append(("skipped numbers file", summary.skips_file))
     for key, value in rows:
         table.add_row(plain(key), plain(value))  # reasons and paths are data
     console.print(table)
+    if summary.plan_table is not None:
+        _print_plan_table(summary.plan_table)
+
+
+def _print_plan_table(plan) -> None:  # noqa: ANN001 - tasks.plan_table.PlanTable, imported lazily
+    """What each limit does to this run, the ETA, and the days when a daily limit spreads the campaign."""
+    table = Table(title=plain("plan across all limits"))
+    for column in ("limit", "setting", "effect"):
+        table.add_column(column)
+    for row in plan.rows:
+        table.add_row(plain(row.limit), plain(row.setting), plain(row.effect))
+    console.print(table)
+    console.print(plain(f"ETA of this run: {plan.eta_seconds:,.0f} s"))
+    if len(plan.days) > 1:
+        days = ", ".join(f"{d.day.isoformat()}: {d.messages:,}" for d in plan.days)
+        console.print(plain(f"by day ({plan.time_zone}): {days}"), soft_wrap=True)
 
 
 # The help is given here, not as the docstring, so that it stays one line in `globe-sms --help`.

@@ -112,3 +112,63 @@ def upgrade(url: UrlArgument = None) -> None:
     console.print(f"{escape(masked)}: {done}, now at revision {', '.join(after.current)}")
     for revision in before.pending:
         console.print(f"  applied: {escape(revision)}")
+
+
+@ledger_app.command()
+def purge(
+    url: UrlArgument = None,
+    older_than: Annotated[
+        str,
+        typer.Option("--older-than", help="Purge finished campaigns with no change for this long: 90d, 36h."),
+    ] = "90d",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be purged; change nothing.")
+    ] = False,
+) -> None:
+    """Replace the phone numbers of finished campaigns with a keyed hash, keeping counts and statuses.
+
+    A finished campaign has no pending or submitting row, no run in progress, and no row changed for
+    --older-than. Frequency caps and reruns still recognise purged numbers through the keyed hash, made with
+    the retention key: GLOBE_SMS_RETENTION_KEY, or the Secret block GLOBE_SMS_RETENTION_KEY_BLOCK names
+    (docs/retention.md). Exit status: 0 done (or nothing to purge); 2 a bad age, no key, or no ledger.
+    """
+    from globe_sms.ledger import Ledger, LedgerError
+    from globe_sms.ledger import purge as purging
+    from globe_sms.ledger.url import render_masked, resolve_ledger_url
+    from globe_sms.retention import RetentionKeyMissing, parse_age, retention_key
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] --older-than: {escape(str(exc))}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    location = ledger_location(url)
+    try:
+        key = None if dry_run else retention_key()
+        ledger = Ledger.open(location)
+    except (RetentionKeyMissing, LedgerError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    with ledger:
+        cutoff = ledger.now() - age
+        masked = escape(render_masked(resolve_ledger_url(location)))
+        found = purging.plan(ledger, cutoff)
+        if dry_run:
+            console.print(
+                f"{masked}: would purge {len(found)} finished campaign(s) unchanged since "
+                f"{cutoff:%Y-%m-%d %H:%M} UTC (dry run: nothing changed)"
+            )
+        else:
+            assert key is not None
+            found = purging.purge(ledger, cutoff, key.phone_keys)
+            orphans = purging.purge_orphan_receipts(ledger, cutoff, key.phone_keys)
+            console.print(
+                f"{masked}: purged {len(found)} finished campaign(s) unchanged since "
+                f"{cutoff:%Y-%m-%d %H:%M} UTC"
+                + (f", and {orphans:,} unmatched receipt(s)" if orphans else "")
+            )
+        for candidate in found:
+            console.print(
+                f"  {escape(candidate.campaign_id)}: {candidate.numbers:,} number(s) in "
+                f"{candidate.rows:,} row(s), last change {candidate.last_change:%Y-%m-%d %H:%M} UTC"
+            )

@@ -8,6 +8,11 @@ Before planning, the ledger is brought up to date for this run:
 * `unknown` rows go back to `pending` only when the campaign says `resend_unknown`;
 * `failed` rows go back to `pending` when their code is transient, or listed in `retry_failed_codes`.
 
+Then the limits across campaigns (`tasks/limits.py`): a `frequency_cap` turns the pending numbers other
+campaigns already messaged enough into `skipped`; the planned rows are reserved in the account's daily and
+monthly volume, and with a limit only what is left is planned (the rest stays `pending`, deferred). A
+campaign whose numbers a retention purge replaced recognises them by keyed hash before registering.
+
 Only `pending` rows are planned, so a rerun, a UI retry or a resumed crash never sends an accepted number
 again. With a `send_window` (quiet hours), pending rows whose window is closed in their local time are
 deferred (`tasks/deferral.py`): not planned, left `pending`, counted in the plan with the earliest moment
@@ -37,6 +42,8 @@ from alibaba_sms.errors import RETRYABLE_BUSINESS_CODES, RETRYABLE_GATEWAY_CODES
 from globe_sms.campaign import Campaign
 from globe_sms.clock import Clock, as_utc, utc_now
 from globe_sms.ledger import Ledger, Status
+from globe_sms.ledger.volume import Reservation
+from tasks import limits
 from tasks.deferral import WindowCheck
 from tasks.send import Batch
 
@@ -114,6 +121,10 @@ class SendPlan:
     opens in all its zones within `globe_sms.send_window.HORIZON_DAYS`."""
     window_checked_at: datetime | None = None
     """The moment the send window was checked at (None without a window)."""
+    frequency_capped: int = 0
+    """Pending rows this run's frequency cap made `skipped` (a dry run: would make)."""
+    volume: Reservation | None = None
+    """The account's day/month volume reserved for this run (a dry run: what is left); `tasks/limits.py`."""
 
     @property
     def recipients(self) -> int:
@@ -167,7 +178,7 @@ def _keep(frame: pl.DataFrame, plan_dir: Path | None, index: int) -> PlanPart:
 
 def _final_counts(ledger: Ledger, campaign_id: str) -> dict[str, int]:
     counts = ledger.counts(campaign_id)
-    return {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown")}
+    return {status: counts.get(status, 0) for status in ("accepted", "failed", "unknown", "skipped")}
 
 
 def _plan_parts(
@@ -228,18 +239,40 @@ def register_and_plan(
     first_run = sum(ledger.counts(cid).values()) == 0
     recovered = ledger.recover_interrupted(cid)
     registered = rows = 0
+    purged = limits.has_purged_rows(ledger, cid)  # a retention purge: its numbers are known by keyed hash
     for chunk in message_chunks(messages):
-        registered += ledger.register(cid, chunk["phone"].to_list(), chunk["country"].to_list())
+        if purged:
+            chunk = limits.without_purged(ledger, cid, chunk)
+        registered += ledger.register(
+            cid, chunk["phone"].to_list(), chunk["country"].to_list(), campaign.message_type
+        )
         rows += chunk.height
     reopened = ledger.resend_unknown(cid) if campaign.resend_unknown else 0
     reopened += ledger.reopen_retryable_failures(cid, TRANSIENT_CODES | set(campaign.retry_failed_codes))
+    capped = limits.cap_pending(ledger, campaign)  # frequency cap: pending -> skipped, final
     pending = None
-    if not (first_run and registered == rows):  # else every message's number was just registered pending
+    if capped or not (first_run and registered == rows):  # else every number was just registered pending
         pending = pl.DataFrame({"phone": ledger.pending(cid)}, schema={"phone": pl.String})
     parts, recipients = _plan_parts(messages, plan_dir, only=pending, window=window)
+    parts, recipients, volume = _within_volume(ledger, campaign, parts, recipients)
     batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
     final = _final_counts(ledger, cid)
-    return SendPlan(batches, registered, recovered, reopened, final, **deferral_fields(window))
+    return SendPlan(
+        batches, registered, recovered, reopened, final, **deferral_fields(window),
+        frequency_capped=capped, volume=volume,
+    )
+
+
+def _within_volume(
+    ledger: Ledger, campaign: Campaign, parts: list[PlanPart], recipients: int
+) -> tuple[list[PlanPart], int, Reservation | None]:
+    """Reserve the planned rows in the account's volume counters; keep only the rows granted."""
+    if not recipients:
+        return parts, recipients, None
+    volume = limits.reserve_volume(ledger, campaign, recipients)
+    if volume is not None and volume.granted < recipients:
+        parts, recipients = limits.first_rows(parts, volume.granted), volume.granted
+    return parts, recipients, volume
 
 
 def plan_read_only(
@@ -257,9 +290,26 @@ def plan_read_only(
         # Rows left `submitting` by a crash would become unknown: only pending (and asked-for unknown) count.
         sendable = {"pending", *(["unknown", "submitting"] if campaign.resend_unknown else [])}
         blocked = ledger.rows(cid, statuses=[s for s in Status if s not in sendable], columns=["phone"])
+    if blocked is not None and limits.has_purged_rows(ledger, cid):  # their numbers: by keyed hash
+        had = [p for chunk in message_chunks(messages) for p in limits.purged_of(ledger, cid, chunk["phone"])]
+        blocked = pl.concat([blocked, pl.DataFrame({"phone": had}, schema={"phone": pl.String})])
+    capped = 0
+    if campaign.frequency_cap is not None:
+        candidates = [
+            phone for chunk in message_chunks(messages, without=blocked) for phone in chunk["phone"].to_list()
+        ]
+        held = limits.capped_numbers(ledger, campaign, candidates)
+        capped = len(held)
+        if held:
+            extra = pl.DataFrame({"phone": held}, schema={"phone": pl.String})
+            blocked = extra if blocked is None else pl.concat([blocked, extra])
     parts, recipients = _plan_parts(messages, plan_dir, without=blocked, window=window)
+    parts, recipients, volume = _within_volume(ledger, campaign, parts, recipients)
     batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
-    return SendPlan(batches, already_final=_final_counts(ledger, cid), **deferral_fields(window))
+    return SendPlan(
+        batches, already_final=_final_counts(ledger, cid), **deferral_fields(window),
+        frequency_capped=capped, volume=volume,
+    )
 
 
 def window_check(campaign: Campaign, messages: Messages, clock: Clock) -> WindowCheck | None:
@@ -377,6 +427,7 @@ def reopen_and_plan(
             return chunk.join(chosen, on="phone", how="semi", maintain_order="left")
 
         parts, recipients = _plan_parts(messages, plan_dir, window=window, pick=reopen)
+    parts, recipients, volume = _within_volume(ledger, campaign, parts, recipients)
     batches = PlannedBatches(parts, campaign.batch_size, ledger.next_batch_no(cid), recipients)
     return SendPlan(
         batches,
@@ -384,6 +435,7 @@ def reopen_and_plan(
         reopened=reopened,
         already_final=_final_counts(ledger, cid),
         **deferral_fields(window),
+        volume=volume,
     )
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from globe_sms.ids import task_id
 from globe_sms.masking import mask_number_expr
+from tasks.plan_table import PlanTable
 from tasks.preview import Preview
 
 ARTIFACT_TABLE_ROWS = 200
@@ -105,6 +106,21 @@ class CampaignSummary(BaseModel):
         default=None,
         description="The earliest moment (UTC) a deferred recipient's send window opens: run again then.",
     )
+    skipped_frequency_cap: int = Field(
+        default=0,
+        description="Recipients the frequency cap skipped in this run (other campaigns messaged them enough "
+        "within the window); final for this campaign.",
+    )
+    volume_deferred: int = Field(
+        default=0,
+        description="Pending recipients left for a later run by the account's daily or monthly limit.",
+    )
+    volume_held_back_by: str | None = Field(
+        default=None, description="The limit that held them back: `daily_limit` or `monthly_limit`."
+    )
+    volume_until: datetime | None = Field(
+        default=None, description="When that limit's day or month ends (UTC): run again then."
+    )
     elapsed_seconds: float = 0.0
     sending_seconds: float = 0.0
     calls_per_second: float = 0.0
@@ -112,12 +128,18 @@ class CampaignSummary(BaseModel):
     estimated_cost: float | None = None
     currency: str | None = None
     rejects_file: str | None = None
+    skips_file: str | None = Field(
+        default=None, description="The CSV of the campaign's skipped numbers (frequency cap), with reasons."
+    )
     ledger_counts: dict[str, int] = Field(default_factory=dict)
     unknown_recipients: list[UnknownRecipient] = Field(
         default_factory=list,
         description="The campaign's unknown rows (all runs; first 200, masked): never resent unless asked.",
     )
     preview: Preview | None = None
+    plan_table: PlanTable | None = Field(
+        default=None, description="What each limit does to this run, and the ETA (tasks/plan_table.py)."
+    )
     error: str | None = None
     send_via: str = "batch"
     lanes: list[LaneSummary] = Field(
@@ -135,6 +157,19 @@ class CampaignSummary(BaseModel):
         self.already_sent = plan.already_final.get("accepted", 0)
         self.recovered_as_unknown = plan.recovered_as_unknown
         self.deferred, self.next_window_opening = plan.deferred, plan.next_opening
+        self.skipped_frequency_cap = getattr(plan, "frequency_capped", 0)
+        volume = getattr(plan, "volume", None)
+        if volume is not None and volume.deferred:
+            self.volume_deferred = volume.deferred
+            self.volume_held_back_by, self.volume_until = volume.held_back_by, volume.until
+
+    @property
+    def volume_deferral_text(self) -> str | None:
+        """`deferred 200 until 2026-12-07 00:00 UTC (daily_limit)`, or None."""
+        if not self.volume_deferred:
+            return None
+        until = f" until {self.volume_until:%Y-%m-%d %H:%M} UTC" if self.volume_until else ""
+        return f"deferred {self.volume_deferred:,}{until} ({self.volume_held_back_by})"
 
     @property
     def deferral_text(self) -> str | None:
@@ -169,6 +204,8 @@ class CampaignSummary(BaseModel):
             f"| unknown | {self.unknown:,} |",
             f"| still pending | {self.pending:,} |",
             f"| deferred (outside their send window) | {self.deferral_text or 0} |",
+            f"| deferred (account daily / monthly limit) | {self.volume_deferral_text or 0} |",
+            f"| skipped (frequency cap) | {self.skipped_frequency_cap:,} |",
             f"| sent by earlier runs | {self.already_sent:,} |",
             f"| left submitting by a crashed run, now unknown | {self.recovered_as_unknown:,} |",
             f"| sending time | {self.sending_seconds:.1f} s |",
@@ -186,6 +223,8 @@ class CampaignSummary(BaseModel):
             ]
         lines += self._lanes_markdown()
         lines += self._unknown_markdown()
+        if self.plan_table is not None:
+            lines += ["", self.plan_table.to_markdown()]
         if self.preview is not None:
             lines += ["", self.preview.to_markdown()]
         if self.error:

@@ -8,6 +8,7 @@ pending ──► submitting ──► accepted   (number not in FailedList; Mes
 a crash leaves rows in submitting ─► the next run turns them into unknown     recover_interrupted
 unknown ──► pending  only when the user asks                                  resend_unknown
 failed  ──► pending  on a rerun, for the error codes the caller calls retryable  reopen_retryable_failures
+pending ──► skipped  a frequency cap holds the number back: final for the campaign  caps.skip
 accepted ─► pending  when its delivery receipt says it failed, at the user's request  reopen_undelivered
 ```
 
@@ -70,13 +71,16 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     "schema": (
         "BATCH_SCHEMA",
         "INTERRUPTED",
+        "PURGED_PREFIX",
         "ROW_SCHEMA",
         "Lane",
         "BatchStatus",
         "Status",
+        "account_volume",
         "campaign_batches",
         "campaign_runs",
         "metadata",
+        "plan_claims",
         "send_ledger",
     ),
     "store": ("Ledger",),

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 
@@ -38,6 +39,7 @@ class Status(StrEnum):
     ACCEPTED = "accepted"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    SKIPPED = "skipped"  # final for this campaign, never sent: error_code says why (`frequency_cap`)
 
 
 class BatchStatus(StrEnum):
@@ -59,6 +61,8 @@ class Lane(StrEnum):
 
 INTERRUPTED = "Interrupted"
 """The error_code `recover_interrupted` gives to rows and batches a crashed run left in `submitting`."""
+PURGED_PREFIX = "#"
+"""A purged row's `phone` starts with it (then 14 hex digits of its keyed hash): never an E.164 number."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -122,11 +126,25 @@ send_ledger = Table(
     Column("lane", String(8)),
     Column("segments", Integer),
     Column("carrier", String),
+    # Revision 0003 (globe_sms.ledger.caps / .purge): NOTIFY or MKT, for frequency caps by message type; and
+    # the number's keyed hash once a retention purge replaced `phone` with a marker (`PURGED_PREFIX`).
+    Column("message_type", String(8)),
+    Column("phone_key", String(64)),
     UniqueConstraint("campaign_id", "phone", name="uq_send_ledger_campaign_phone"),
     CheckConstraint(_one_of(Status), name="ck_send_ledger_status"),
     Index("ix_send_ledger_campaign_status", "campaign_id", "status"),
     Index("ix_send_ledger_campaign_batch", "campaign_id", "batch_no"),
     Index("ix_send_ledger_message_id", "message_id"),  # receipts find their row by MessageId
+    # Frequency caps: a number's messages in a rolling window, across campaigns (globe_sms.ledger.caps).
+    Index("ix_send_ledger_phone_submitted", "phone", "submitted_at"),
+    # The same for purged rows, found by their keyed hash (only purged rows have one: a partial index).
+    Index(
+        "ix_send_ledger_phone_key_submitted",
+        "phone_key",
+        "submitted_at",
+        sqlite_where=text("phone_key IS NOT NULL"),
+        postgresql_where=text("phone_key IS NOT NULL"),
+    ),
 )
 
 campaign_batches = Table(
@@ -146,6 +164,30 @@ campaign_batches = Table(
     Column("lane", String(8), nullable=False, server_default="batch"),  # revision 0002: `Lane`
     PrimaryKeyConstraint("campaign_id", "batch_no", name="pk_campaign_batches"),
     CheckConstraint(_one_of(BatchStatus), name="ck_campaign_batches_status"),
+)
+
+account_volume = Table(
+    "account_volume",
+    metadata,
+    # Revision 0003: messages reserved per account and calendar day / month (globe_sms.ledger.volume). A run
+    # reserves what it plans, in one write transaction with the row locked, before it sends; it gives back
+    # what it did not send. Every run counts, with a limit or without.
+    Column("account", String, nullable=False),
+    Column("period", String(8), nullable=False),  # "day" or "month"
+    Column("period_start", String(10), nullable=False),  # "2026-12-06" / "2026-12", in the limits' zone
+    Column("used", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("account", "period", "period_start", name="pk_account_volume"),
+)
+
+plan_claims = Table(
+    "plan_claims",
+    metadata,
+    # Revision 0003: when each campaign's current run registered its rows and claimed them for sending, in
+    # the order frequency caps see each other's runs (globe_sms.ledger.caps): a run counts the pending rows
+    # of runs that claimed before it and still hold their run lease.
+    Column("campaign_id", String, primary_key=True),
+    Column("claimed_at", UtcDateTime, nullable=False),
 )
 
 campaign_runs = Table(
@@ -180,6 +222,8 @@ ROW_SCHEMA: dict[str, Any] = {
     "lane": pl.String,
     "segments": pl.Int64,
     "carrier": pl.String,
+    "message_type": pl.String,
+    "phone_key": pl.String,
 }
 """Columns and dtypes of `Ledger.rows()` (every `send_ledger` column but the surrogate `id`)."""
 

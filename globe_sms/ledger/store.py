@@ -181,7 +181,11 @@ class Ledger(LedgerDatabase):
     # -- campaign-wide moves ---------------------------------------------------------------------
 
     def register(
-        self, campaign_id: str, phones: Sequence[str], countries: Sequence[str | None] | None = None
+        self,
+        campaign_id: str,
+        phones: Sequence[str],
+        countries: Sequence[str | None] | None = None,
+        message_type: str | None = None,
     ) -> int:
         """Add `pending` rows for the numbers the campaign does not have yet; existing rows are untouched.
 
@@ -189,6 +193,7 @@ class Ledger(LedgerDatabase):
             campaign_id: the campaign.
             phones: E.164 numbers as digits without `+` (`"85212345678"`); a repeat keeps its first country.
             countries: ISO region of each number (same length as `phones`), or None.
+            message_type: the campaign's NOTIFY / MKT, kept on the new rows for frequency caps.
 
         Returns:
             How many rows were inserted.
@@ -214,6 +219,7 @@ class Ledger(LedgerDatabase):
         now = literal(self.now(), UtcDateTime())
         insert = sqlite_insert if self._dialect == "sqlite" else pg_insert
         columns = ["campaign_id", "phone", "country", "status", "attempts", "created_at", "updated_at"]
+        columns.append("message_type")
         inserted = 0
         with self._write() as conn:
             for start in range(0, len(rows), _REGISTER_CHUNK):
@@ -226,6 +232,7 @@ class Ledger(LedgerDatabase):
                     literal(0, Integer()),
                     now,
                     now,
+                    literal(message_type, String()),
                 )
                 # `WHERE true` resolves SQLite's INSERT ... SELECT ... ON CONFLICT parsing ambiguity.
                 source = source.where(true()).order_by(src.c.ord)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = {"send-campaign/send-campaign", "send-campaign/weekly-news", "send-campaign/on-request",
-               "resend-campaign/resend"}
+               "resend-campaign/resend", "purge-ledger/purge-ledger"}
 NUMBERS = [f"+65912345{i:02d}" for i in range(12)]
 
 
@@ -167,7 +167,7 @@ class TestDeployments:
     def test_every_deployment_applies_with_an_enforced_schema_on_the_process_pool(
         self, deployed: dict[str, Any]
     ) -> None:
-        """`prefect deploy --all` created the four deployments, all enforcing their parameter schema."""
+        """`prefect deploy --all` created the five deployments, all enforcing their parameter schema."""
         from prefect.client.orchestration import get_client
 
         assert set(deployed) == DEPLOYMENTS
@@ -177,6 +177,13 @@ class TestDeployments:
             assert deployment.pull_steps == [{"globe_sms.checkout.enter_checkout": {"directory": str(ROOT)}}]
         with get_client(sync_client=True) as client:
             assert client.read_work_pool("globe-sms").type == "process"
+
+    def test_the_retention_purge_runs_nightly(self, deployed: dict[str, Any]) -> None:
+        """The purge deployment: a nightly schedule, 90 days, and a parameter schema without a key field."""
+        purge = deployed["purge-ledger/purge-ledger"]
+        assert [s.schedule.cron for s in purge.schedules] == ["30 3 * * *"]
+        assert purge.parameters == {"older_than": "90d"}
+        assert set(purge.parameter_openapi_schema["properties"]) == {"ledger", "older_than", "dry_run"}
 
     def test_the_weekly_campaign_is_scheduled_in_its_time_zone_with_a_dated_id(
         self, deployed: dict[str, Any]

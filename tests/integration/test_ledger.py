@@ -28,7 +28,7 @@ from globe_sms.ledger import (
 from tests.clocks import T0, FakeWallClock
 from tests.ledger_fixtures import numbers
 
-ALL_STATUSES = {"pending", "submitting", "accepted", "failed", "unknown"}
+ALL_STATUSES = {"pending", "submitting", "accepted", "failed", "unknown", "skipped"}
 
 
 @pytest.fixture
@@ -106,6 +106,7 @@ class TestRegister:
             "accepted": 0,
             "failed": 0,
             "unknown": 0,
+            "skipped": 0,
         }
 
     def test_pending_keeps_registration_order(self, ledger: Ledger, campaign: str) -> None:
@@ -203,6 +204,7 @@ class TestLifecycle:
             "accepted": 2,
             "failed": 1,
             "unknown": 0,
+            "skipped": 0,
         }
 
     def test_record_failed_fails_the_whole_batch(self, ledger: Ledger, campaign: str) -> None:
@@ -475,6 +477,7 @@ class TestRecovery:
             "accepted": 1,
             "failed": 1,
             "unknown": 2,
+            "skipped": 0,
         }
         assert ledger.pending(campaign) == [numbers(5)[4]]
         assert ledger.pending(campaign, numbers(5)) == [numbers(5)[4]]
@@ -629,6 +632,7 @@ class TestSpeed:
             "accepted": 990,
             "failed": 10,
             "unknown": 0,
+            "skipped": 0,
         }
         limit = 2.0 if url.startswith("sqlite") else 4.0
         assert register_s < limit, f"register(60,000) took {register_s:.2f} s"

@@ -171,7 +171,7 @@ class TestExpiryAndTakeover:
                     write()
                 assert caught.value.campaign_id == campaign and "run_lease_seconds" in str(caught.value)
             assert ledger.counts(campaign) == {
-                **dict.fromkeys(("accepted", "failed", "unknown"), 0),
+                **dict.fromkeys(("accepted", "failed", "unknown", "skipped"), 0),
                 "pending": 2,
                 "submitting": 2,
             }
@@ -318,9 +318,22 @@ class TestRace:
 class TestSchema:
     def test_an_existing_ledger_file_gets_the_table(self, tmp_path: Path, campaign: str) -> None:
         """A ledger made before the lease existed is upgraded on open: the missing table is created."""
+        from alembic import command
+
+        from globe_sms.ledger import migration
+        from globe_sms.ledger.backends import make_engine
+
         path = tmp_path / "old.db"
-        with Ledger.open(f"sqlite:///{path}") as old:
-            old.register(campaign, numbers(1))
+        engine = make_engine(f"sqlite:///{path}")
+        with engine.connect() as conn, conn.begin():  # the tables as of revision 0001, before later columns
+            command.upgrade(migration.migration_config(conn), "0001")
+        engine.dispose()
+        with sqlite3.connect(path) as raw:
+            raw.execute(
+                "INSERT INTO send_ledger (campaign_id, phone, status, attempts, created_at, updated_at) "
+                f"VALUES ('{campaign}', '{numbers(1)[0]}', 'pending', 0, '2026-03-01 09:30:00', "
+                "'2026-03-01 09:30:00')"
+            )
         with sqlite3.connect(path) as raw:  # as made by globe-sms before the lease, and before migrations
             raw.execute("DROP TABLE campaign_runs")
             raw.execute("DROP TABLE globe_sms_ledger_version")

@@ -127,7 +127,7 @@ def test_ui_retry_of_a_failed_campaign_run_sends_no_accepted_number_again(
     assert len(first_batch) == 5
     with Ledger(campaign.ledger) as ledger:
         assert ledger.counts(campaign.campaign_id) == {
-            "pending": 10, "submitting": 0, "accepted": 5, "failed": 5, "unknown": 0,
+            "pending": 10, "submitting": 0, "accepted": 5, "failed": 5, "unknown": 0, "skipped": 0,
         }
 
     # Exactly what the UI's Retry button sends.
