@@ -33,6 +33,7 @@ from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
 from tasks.send_batches import CampaignFailed, send_batches
+from tasks.stop import StopWatch, end_stopped_run, stop_on_signals
 from tasks.spool import rejects_file, spool_campaign
 
 
@@ -64,8 +65,15 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
     name_this_deployments_runs()  # the scheduler's newer runs, named after their campaign (not for the CLI)
     logger = get_run_logger()
     clock = clock_at(window_checked_at)
+    stopped = None
+    # Stop requests (Ctrl-C, SIGTERM, Cancel or Suspend in Prefect) are looked for before every batch.
     # The lease first, so that a second run of the campaign stops before reading anything.
-    with Ledger(campaign.ledger_location) as ledger, campaign_lease(ledger, campaign):
+    with (
+        stop_on_signals(),
+        StopWatch.for_this_run() as stop,
+        Ledger(campaign.ledger_location) as ledger,
+        campaign_lease(ledger, campaign),
+    ):
         spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
         try:
             cost = estimate_campaign_cost(spool.message_parts(), campaign.price_table, campaign.budget)
@@ -97,14 +105,19 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
                 logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,
                             summary.deferral_text)
             if not campaign.dry_run and plan.batches:
-                send_batches(campaign, ledger, plan, summary)
+                stopped = send_batches(campaign, ledger, plan, summary, stop)
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
-            publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
+            # A stopped run may be Cancelling or Suspended, where Prefect starts no task run: the report is
+            # then published by the flow run itself.
+            report = publish_report.fn if stopped is not None else publish_report
+            report(summary, spool.report_rejects(), campaign.source.phone_column)
         finally:
             spool.remove()  # it holds phone numbers
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
+    if stopped is not None:  # Cancelled (the summary is its data), or Suspended again with a long timeout
+        return end_stopped_run(stopped, summary)
     return summary
 
 
