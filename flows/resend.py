@@ -34,8 +34,8 @@ from tasks.lease import campaign_lease
 from tasks.plan import ResendStatus, plan_resend
 from tasks.report import CampaignSummary, publish_report
 from tasks.send_batches import CampaignFailed, send_batches
-from tasks.stop import StopWatch, end_stopped_run, stop_on_signals
 from tasks.spool import spool_campaign
+from tasks.stop import StopWatch, end_stopped_run, stop_on_signals
 
 
 @flow(name="resend-campaign", flow_run_name="resend-{campaign.campaign_id}", log_prints=False)

@@ -33,8 +33,8 @@ from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
 from tasks.send_batches import CampaignFailed, send_batches
-from tasks.stop import StopWatch, end_stopped_run, stop_on_signals
 from tasks.spool import rejects_file, spool_campaign
+from tasks.stop import StopWatch, end_stopped_run, stop_on_signals
 
 
 @flow(name="send-campaign", flow_run_name=campaign_run_name, log_prints=False)

@@ -1,8 +1,8 @@
-"""Operating running campaigns from a terminal: `globe-sms pause` / `globe-sms resume`, and what `globe-sms send`
-needs so that Ctrl-C stops it cleanly (`shield_temporary_server`).
+"""Operating running campaigns from a terminal: `globe-sms pause` / `globe-sms resume`, and what
+`globe-sms send` needs so that Ctrl-C stops it cleanly (`shield_temporary_server`).
 
-**Pause and resume** act on a campaign's flow run on the configured Prefect server (`PREFECT_API_URL`), found by
-its name (a campaign's runs are named after it: `welcome-2026-11`, `resend-welcome-2026-11`):
+**Pause and resume** act on a campaign's flow run on the configured Prefect server (`PREFECT_API_URL`),
+found by its name (a campaign's runs are named after it: `welcome-2026-11`, `resend-welcome-2026-11`):
 
 * `pause` suspends the running flow run as the UI's Suspend does (`prefect.flow_runs.suspend_flow_run`), with
   the campaign timeout `tasks.stop.SUSPEND_TIMEOUT_SECONDS` (7 days) instead of the UI's 5 minutes. The run
@@ -16,7 +16,8 @@ its name (a campaign's runs are named after it: `welcome-2026-11`, `resend-welco
 process of `globe-sms send`, in the same process group: a Ctrl-C in the terminal reaches it too, and it shuts
 down while the run still has a batch to record and a summary to publish. `shield_temporary_server` starts it
 before the run with SIGINT blocked, a mask the child inherits, so that Ctrl-C reaches only `globe-sms send`
-(which stops between batches, `tasks/stop.py`); Prefect still stops the server (SIGTERM) when the command ends.
+(which stops between batches, `tasks/stop.py`); Prefect still stops the server (SIGTERM) when the command
+ends.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def pause(
                 problem(
                     "error:",
                     f"flow run {run.name} ({run.id}) was started from a terminal, not a deployment, and "
-                    "Prefect suspends deployment runs only: stop it with Ctrl-C there; running it again sends "
-                    "what is pending.",
+                    "Prefect suspends deployment runs only: stop it with Ctrl-C there; running it again "
+                    "sends what is pending.",
                 ),
                 soft_wrap=True,
             )

@@ -274,8 +274,15 @@ def publish_batch_table(
     create_table_artifact(
         shown,
         key=f"{campaign_id}-batches",
-        description=(f"{stopped[0].upper()}{stopped[1:]}. " if stopped else "")
-        + f"Batches of this run: {len(reports)} of {planned} planned"
-        + (f" (first {len(shown)} shown)" if len(shown) < len(reports) else "")
-        + "; failed numbers masked",
+        description=batch_table_description(len(reports), len(shown), planned, stopped),
+    )
+
+
+def batch_table_description(sent: int, shown: int, planned: int, stopped: str | None = None) -> str:
+    """`[Stopped after batch 5 (SIGTERM); 40 pending. ]Batches of this run: 5 of 15 planned; ...`"""
+    return (
+        (f"{stopped[0].upper()}{stopped[1:]}. " if stopped else "")
+        + f"Batches of this run: {sent} of {planned} planned"
+        + (f" (first {shown} shown)" if shown < sent else "")
+        + "; failed numbers masked"
     )

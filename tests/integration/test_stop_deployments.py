@@ -238,7 +238,9 @@ def test_twenty_cancels_in_a_row_none_lost(
                              batch_size=2, rate=10.0)
         seen: dict[str, Any] = {}
 
-        def cancel(campaign: Campaign = campaign, after: int = 2 + i % 3, seen: dict[str, Any] = seen) -> None:
+        def cancel(
+            campaign: Campaign = campaign, after: int = 2 + i % 3, seen: dict[str, Any] = seen
+        ) -> None:
             deadline = time.monotonic() + 60
             with _client() as client:
                 while not (runs := campaign_runs(client, campaign.campaign_id, "RUNNING")):

@@ -167,7 +167,9 @@ def test_ctrl_c_after_5_of_15_batches_stops_cleanly_and_a_rerun_sends_the_rest(
     assert_sent_once_after_rerun(campaign, env, emulator, campaign_id)
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]], ids=["sigterm", "twice"])
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]], ids=["sigterm", "twice"]
+)
 def test_sigterm_stops_like_ctrl_c_and_a_second_ctrl_c_is_the_hard_stop(
     signals: list[int], prefect_server: str, start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
