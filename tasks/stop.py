@@ -209,7 +209,7 @@ class StopWatch:
             yield cls(UUID(str(run_id)), client)
 
     def state_reason(self) -> StopReason | None:
-        """A stop asked through the flow run's state (one read); None if none, or no answer from the server."""
+        """A stop asked through the flow run's state (one read); None if none, or the server is silent."""
         if self.client is None or self.flow_run_id is None:
             return None
         try:
