@@ -57,7 +57,8 @@ def resend_campaign(
             clock: for tests and what-if dry runs. Leave it unset for real sends.
 
     Returns:
-        The run's summary: `planned` is how many recipients were resent.
+        The run's summary: `planned` is how many recipients were resent. Stopped on request, a Cancelled
+        state (or Suspended again) as `send_campaign` says; the reopened rows not sent stay pending.
 
     Raises:
         ValueError: a `{date}` placeholder in the campaign id, or no status chosen.

@@ -12,6 +12,8 @@ retries and crash recovery safe. With a send window (quiet hours), recipients wh
 stay pending and are counted as deferred (`tasks/deferral.py`); a later or hourly scheduled run sends them.
 A run holds the campaign's run lease from its start to its end (not a dry run: it writes nothing), so a
 second run of the same campaign stops at once with `CampaignBusy`.
+Ctrl-C, SIGTERM, and Cancel or Suspend in Prefect stop the run between batches (`tasks/stop.py`): the batch in
+flight is recorded, the summary and batch table are published, and the rest stays pending for the next run.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ def send_campaign(campaign: Campaign, window_checked_at: datetime | None = None)
             clock: for tests and what-if dry runs. Leave it unset for real sends.
 
     Returns:
-        The run's summary. Rejected, failed and unknown recipients are reported there, not raised.
+        The run's summary. Rejected, failed and unknown recipients are reported there, not raised. A run
+        stopped on request (Ctrl-C, SIGTERM, Cancel in Prefect; `tasks/stop.py`) returns a Cancelled state
+        instead, "stopped after batch N (why); M pending", with the summary as its data; one suspended in
+        Prefect suspends itself again for `SUSPEND_TIMEOUT_SECONDS` (7 days) and ends its process.
 
     Raises:
         CampaignFailed: a permanent error (balance, sender ID, credentials), exhausted retries or a lost run
