@@ -241,13 +241,18 @@ def end_stopped_run(reason: StopReason, summary: Any) -> Any:
 
     message = summary.stop_text() or f"stopped ({reason})"
     if reason.kind == "suspend":
-        suspend_again(message)  # raises Pause
+        suspend_again(message)  # raises Pause, unless Prefect could not resume this run
+        message += (
+            "; it was suspended, but it runs outside a deployment (e.g. `globe-sms send`), which Prefect "
+            "cannot resume: cancelled instead, run it again to send the rest"
+        )
     return Cancelled(message=message, data=summary)
 
 
 def suspend_again(message: str) -> None:
     """Re-enter Suspended with the campaign's timeout, then leave the flow run the way Prefect's own
     `suspend_flow_run` does (raise `Pause`): the process ends, the worker is free, Resume reschedules it.
+    Returns (without suspending) only for a run of no deployment, which Prefect cannot resume.
 
     The UI's Suspend sets `Paused`/`Suspended` with `pause_reschedule` and a 5-minute `pause_timeout`, after
     which Prefect's pause-expiration service fails the run. No public call extends a timeout, and a run that
@@ -259,12 +264,20 @@ def suspend_again(message: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import Pause
     from prefect.runtime import flow_run
-    from prefect.states import Suspended
+    from prefect.states import Cancelling, Suspended
 
     run_id = UUID(str(flow_run.id))
     until = datetime.now(UTC) + timedelta(seconds=SUSPEND_TIMEOUT_SECONDS)
     with get_client(sync_client=True) as client:
-        state = client.read_flow_run(run_id).state
+        run = client.read_flow_run(run_id)
+        state = run.state
+        if run.deployment_id is None:
+            # The default UI forces its Suspend, even on a run of no deployment, which Prefect then refuses
+            # to resume or end ("Cannot reschedule a suspended flow run without a deployment"): undo it as
+            # a cancel, so that the flow's Cancelled state is accepted.
+            if state is not None and state.is_paused():
+                client.set_flow_run_state(run_id, Cancelling(message=message), force=True)
+            return
         if state is not None and state.is_paused():
             suspended = Suspended(pause_expiration_time=until, message=message)
             suspended.state_details.pause_key = state.state_details.pause_key

@@ -171,21 +171,24 @@ def _logs(flow_run_id: UUID) -> str:
     return "\n".join(log.message for log in logs)
 
 
-def _cancel_as_the_ui_does(flow_run_id: UUID) -> None:
-    """The UI's Cancel: `set_state` to `{type: CANCELLING, name: Cancelling}` (not forced)."""
+def _cancel_as_the_ui_does(flow_run_id: UUID, *, force: bool = True) -> None:
+    """The UI's Cancel: `set_state` to `{type: CANCELLING, name: Cancelling}`, forced by the default UI (V2),
+    not by the V1 UI."""
     from prefect.states import Cancelling
 
     with _client() as client:
-        result = client.set_flow_run_state(flow_run_id, Cancelling())
+        result = client.set_flow_run_state(flow_run_id, Cancelling(), force=force)
     assert result.status.value == "ACCEPT", result
 
 
-def _suspend_as_the_ui_does(flow_run_id: UUID, timeout_seconds: int = 300) -> None:
-    """The UI's Suspend dialog: Paused/`Suspended`, `pause_reschedule`, its timeout field (5 minutes)."""
+def _suspend_as_the_ui_does(flow_run_id: UUID, timeout_seconds: int = 300, *, force: bool = True) -> None:
+    """The UI's Suspend dialog: Paused/`Suspended`, `pause_reschedule`, its timeout field (5 minutes);
+    forced by the default UI (V2), not by the V1 UI."""
     from prefect.states import Suspended
 
     with _client() as client:
-        result = client.set_flow_run_state(flow_run_id, Suspended(timeout_seconds=timeout_seconds))
+        suspended = Suspended(timeout_seconds=timeout_seconds)
+        result = client.set_flow_run_state(flow_run_id, suspended, force=force)
     assert result.status.value == "ACCEPT", result
 
 
@@ -239,7 +242,8 @@ def test_twenty_cancels_in_a_row_none_lost(
         seen: dict[str, Any] = {}
 
         def cancel(
-            campaign: Campaign = campaign, after: int = 2 + i % 3, seen: dict[str, Any] = seen
+            campaign: Campaign = campaign, after: int = 2 + i % 3, seen: dict[str, Any] = seen,
+            force: bool = i % 2 == 0,
         ) -> None:
             deadline = time.monotonic() + 60
             with _client() as client:
@@ -248,7 +252,7 @@ def test_twenty_cancels_in_a_row_none_lost(
                     time.sleep(0.02)
             _wait_for_calls(emulator, campaign, after)
             seen["calls"], seen["run"] = _calls(emulator, campaign), runs[0].id
-            _cancel_as_the_ui_does(runs[0].id)
+            _cancel_as_the_ui_does(runs[0].id, force=force)  # the default UI (V2) and V1, in turn
 
         canceller = threading.Thread(target=cancel, daemon=True)
         canceller.start()
@@ -328,3 +332,42 @@ def test_globe_sms_pause_suspends_a_deployment_run_for_seven_days(
         from prefect.states import Cancelling
 
         client.set_flow_run_state(run_id, Cancelling())
+
+
+def test_a_suspend_of_a_run_outside_a_deployment_ends_it_cancelled_with_its_summary(
+    prefect_server: str, start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default UI forces its Suspend, even on a `globe-sms send` run (no deployment), which Prefect could
+    never resume: the run stops after the batch in flight and ends Cancelled, saying why, summary included."""
+    import threading
+
+    from flows.send_campaign import send_campaign
+    from globe_sms.cli_operate import campaign_runs
+
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+    emulator = start_emulator(batch_calls_per_second=None)
+    campaign = _campaign(tmp_path, emulator, f"cli-suspend-{uuid.uuid4().hex[:4]}", recipients=60,
+                         batch_size=4, rate=4.0)
+    seen: dict[str, int] = {}
+
+    def suspend() -> None:
+        with _client() as client:
+            while not (runs := campaign_runs(client, campaign.campaign_id, "RUNNING")):
+                time.sleep(0.02)
+        _wait_for_calls(emulator, campaign, 3)
+        seen["calls"] = _calls(emulator, campaign)
+        _suspend_as_the_ui_does(runs[0].id)
+
+    suspender = threading.Thread(target=suspend, daemon=True)
+    suspender.start()
+    state = send_campaign(campaign, return_state=True)
+    suspender.join(timeout=60)
+    assert state.is_cancelled(), state
+    assert "cannot resume" in (state.message or "")
+    sent = _calls(emulator, campaign)
+    assert sent <= seen["calls"] + 1
+    summary = state.result(raise_on_failure=False)
+    assert summary.stopped == "suspended in Prefect" and summary.pending == 60 - 4 * sent
+    counts = _counts(campaign)
+    assert counts["unknown"] == 0 and counts["submitting"] == 0, counts
