@@ -200,8 +200,8 @@ def test_cancel_from_the_ui_stops_after_the_batch_in_flight_and_ends_cancelled_w
                          rate=2.0)
     run_id = _start(served, campaign)
     _wait_for_calls(emulator, campaign, 5)
-    calls = _calls(emulator, campaign)
     _cancel_as_the_ui_does(run_id)
+    calls = _calls(emulator, campaign)  # once the cancel is in: at most the batch in flight may follow
 
     run = _wait_for_state(run_id, lambda state: state.is_final())
     assert run.state.is_cancelled(), run.state
@@ -251,8 +251,8 @@ def test_twenty_cancels_in_a_row_none_lost(
                     assert time.monotonic() < deadline
                     time.sleep(0.02)
             _wait_for_calls(emulator, campaign, after)
-            seen["calls"], seen["run"] = _calls(emulator, campaign), runs[0].id
             _cancel_as_the_ui_does(runs[0].id, force=force)  # the default UI (V2) and V1, in turn
+            seen["calls"], seen["run"] = _calls(emulator, campaign), runs[0].id  # once the cancel is in
 
         canceller = threading.Thread(target=cancel, daemon=True)
         canceller.start()
@@ -275,8 +275,8 @@ def test_suspend_then_resume_sends_only_what_is_pending_and_waits_days_not_minut
                          rate=2.0)
     run_id = _start(served, campaign)
     _wait_for_calls(emulator, campaign, 5)
-    calls = _calls(emulator, campaign)
     _suspend_as_the_ui_does(run_id)  # with the dialog's 5 minutes
+    calls = _calls(emulator, campaign)  # once the suspend is in
 
     # The run stops after the batch in flight, publishes its summary so far, and suspends itself again with
     # the campaign timeout; its process ends.
@@ -356,8 +356,8 @@ def test_a_suspend_of_a_run_outside_a_deployment_ends_it_cancelled_with_its_summ
             while not (runs := campaign_runs(client, campaign.campaign_id, "RUNNING")):
                 time.sleep(0.02)
         _wait_for_calls(emulator, campaign, 3)
-        seen["calls"] = _calls(emulator, campaign)
         _suspend_as_the_ui_does(runs[0].id)
+        seen["calls"] = _calls(emulator, campaign)
 
     suspender = threading.Thread(target=suspend, daemon=True)
     suspender.start()
