@@ -229,14 +229,23 @@ def end_stopped_run(reason: StopReason, summary: Any) -> Any:
     """How a flow run that stopped on request ends, once its summary (a `CampaignSummary`) is published.
 
     Returns:
-        A Cancelled state, its message `stopped after batch N (why); M pending` and its data the summary, for
-        the flow to return: Prefect makes a returned state the run's final state (a caller that asks for
-        `return_state=True` reads the summary with `state.result(raise_on_failure=False)`).
+        For a run outside a deployment (`globe-sms send`, a script): a Cancelled state, its message
+        `stopped after batch N (why); M pending` and its data the summary, for the flow to return (Prefect
+        makes a returned state the run's final state; `return_state=True` callers read the summary with
+        `state.result(raise_on_failure=False)`).
 
     Raises:
-        prefect.exceptions.Pause: for a suspended run, once its Suspended state carries a timeout of
-            `SUSPEND_TIMEOUT_SECONDS`: the flow engine ends the process and Resume reruns the flow.
+        prefect.exceptions.Pause: for a suspended deployment run, once its Suspended state carries a timeout
+            of `SUSPEND_TIMEOUT_SECONDS`: the flow engine ends the process and Resume reruns the flow.
+        prefect.exceptions.Abort: for a deployment run, once its state is Cancelled (with that message).
+            A deployment's run is executed by Prefect's engine, which reads the returned state's result and
+            logs a returned Cancelled state as "Engine execution exited with unexpected exception" with a
+            traceback; `Abort` is how Prefect itself leaves a run whose state the orchestrator decided: the
+            process exits 0 and the worker records nothing more (tests/integration/test_stop_deployments.py).
     """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import Abort
+    from prefect.runtime import flow_run
     from prefect.states import Cancelled
 
     message = summary.stop_text() or f"stopped ({reason})"
@@ -246,6 +255,12 @@ def end_stopped_run(reason: StopReason, summary: Any) -> Any:
             "; it was suspended, but it runs outside a deployment (e.g. `globe-sms send`), which Prefect "
             "cannot resume: cancelled instead, run it again to send the rest"
         )
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            run_id = UUID(str(flow_run.id))
+            if client.read_flow_run(run_id).deployment_id is not None:
+                client.set_flow_run_state(run_id, Cancelled(message=message))
+                raise Abort(message)
     return Cancelled(message=message, data=summary)
 
 

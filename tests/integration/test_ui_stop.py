@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page
 
 from alibaba_sms.emulator import EmulatorServer
@@ -82,6 +83,15 @@ def _open_menu_item(page: Page, ui: PrefectUI, flow_run_id: str, item: str) -> N
 
 
 def _screenshot(page: Page, name: str, tmp_path: Path) -> None:
+    """The run's page, its newest log lines first (how it stopped); into docs/img/ when asked to update."""
+    page.reload()
+    page.wait_for_load_state("networkidle")
+    try:  # cosmetic: the page is shown as it is if its log order cannot be changed
+        page.get_by_role("combobox").filter(has_text="Oldest to newest").click(timeout=5_000)
+        page.get_by_role("option", name="Newest to oldest").click(timeout=5_000)
+    except PlaywrightError:
+        pass
+    time.sleep(2)
     folder = IMAGES if os.environ.get("GLOBE_SMS_UPDATE_SCREENSHOTS") == "1" else tmp_path
     page.screenshot(path=str(folder / name))
 
@@ -112,9 +122,6 @@ def test_pause_in_the_ui_suspends_for_days_and_resume_sends_only_the_pending(
         counts = ledger.counts(campaign.campaign_id)
     assert counts["unknown"] == counts["submitting"] == 0, counts
     assert counts["pending"] == RECIPIENTS - sent * BATCH_SIZE, counts
-    ui_page.reload()
-    ui_page.wait_for_load_state("networkidle")
-    time.sleep(2)
     _screenshot(ui_page, "suspend.png", tmp_path)
 
     _open_menu_item(ui_page, prefect_ui, run_id, "Resume")
@@ -147,7 +154,4 @@ def test_cancel_in_the_ui_stops_after_the_batch_in_flight(
         counts = ledger.counts(campaign.campaign_id)
     assert counts["unknown"] == counts["submitting"] == 0, counts
     assert counts["pending"] == RECIPIENTS - sent * BATCH_SIZE, counts
-    ui_page.reload()
-    ui_page.wait_for_load_state("networkidle")
-    time.sleep(2)
     _screenshot(ui_page, "cancel.png", tmp_path)
