@@ -37,6 +37,7 @@ from tasks.report import CampaignSummary, publish_report
 from tasks.send_batches import CampaignFailed
 from tasks.send_lanes import send_lanes
 from tasks.spool import spool_campaign
+from tasks.stop import StopWatch, end_stopped_run, stop_on_signals
 
 
 @flow(name="resend-campaign", flow_run_name="resend-{campaign.campaign_id}", log_prints=False)
@@ -58,7 +59,8 @@ def resend_campaign(
             clock: for tests and what-if dry runs. Leave it unset for real sends.
 
     Returns:
-        The run's summary: `planned` is how many recipients were resent.
+        The run's summary: `planned` is how many recipients were resent. Stopped on request, a Cancelled
+        state (or Suspended again) as `send_campaign` says; the reopened rows not sent stay pending.
 
     Raises:
         ValueError: a `{date}` placeholder in the campaign id, or no status chosen.
@@ -75,8 +77,15 @@ def resend_campaign(
     logger = get_run_logger()
     started = time.monotonic()
     campaign = campaign.resolve_paths(Path.cwd())  # no campaign file (UI, deployment): the run's directory
+    stopped = None
+    # Stop requests (Ctrl-C, SIGTERM, Cancel or Suspend in Prefect) are looked for before every batch.
     # The lease before reading anything.
-    with Ledger(campaign.ledger_location) as ledger, campaign_lease(ledger, campaign):
+    with (
+        stop_on_signals(),
+        StopWatch.for_this_run() as stop,
+        Ledger(campaign.ledger_location) as ledger,
+        campaign_lease(ledger, campaign),
+    ):
         spool = spool_campaign(campaign)  # the same reading, validation and rendering as a campaign run
         try:
             summary = CampaignSummary(
@@ -101,15 +110,20 @@ def resend_campaign(
                 campaign.campaign_id, summary.planned, " and ".join(statuses), summary.batches,
             )
             if not campaign.dry_run and plan.batches:
-                send_lanes(campaign, ledger, plan, summary)  # through the campaign's `send_via`
+                stopped = send_lanes(campaign, ledger, plan, summary, stop)  # the campaign's `send_via`
             settle_limits(ledger, campaign, plan, summary)  # unsent reservation back; deferred events
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
-            publish_report(summary, spool.rejects_head(0), campaign.source.phone_column)
+            # A stopped run may be Cancelling or Suspended, where Prefect starts no task run: the report is
+            # then published by the flow run itself.
+            report = publish_report.fn if stopped is not None else publish_report
+            report(summary, spool.rejects_head(0), campaign.source.phone_column)
         finally:
             spool.remove()  # it holds phone numbers
     if summary.error:
         raise CampaignFailed(f"resend of campaign {campaign.campaign_id} stopped: {summary.error}")
+    if stopped is not None:  # Cancelled (the summary is its data), or Suspended again with a long timeout
+        return end_stopped_run(stopped, summary)
     return summary
 
 

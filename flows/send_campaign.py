@@ -14,6 +14,8 @@ retries and crash recovery safe. With a send window (quiet hours), recipients wh
 stay pending and are counted as deferred (`tasks/deferral.py`); a later or hourly scheduled run sends them.
 A run holds the campaign's run lease from its start to its end (not a dry run: it writes nothing), so a
 second run of the same campaign stops at once with `CampaignBusy`.
+Ctrl-C, SIGTERM, and Cancel or Suspend in Prefect stop the run between batches (`tasks/stop.py`): the batch in
+flight is recorded, the summary and batch table are published, and the rest stays pending for the next run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from tasks.run_names import campaign_run_name, scheduled_start
 from tasks.send_batches import CampaignFailed
 from tasks.send_lanes import send_lanes
 from tasks.spool import rejects_file, spool_campaign
+from tasks.stop import StopWatch, end_stopped_run, stop_on_signals
 
 
 # validate_parameters=False: the flow checks its campaign itself (`campaign_of_run`), so that a campaign the
@@ -61,7 +64,10 @@ def send_campaign(
     Returns:
         The run's summary. Rejected, failed and unknown recipients are reported there, not raised. A campaign
         the model refuses (a run created through the API) returns a Failed state, its message one line naming
-        each bad field.
+        each bad field. A run stopped on request (Ctrl-C, SIGTERM, Cancel in Prefect; `tasks/stop.py`)
+        returns a Cancelled state instead, "stopped after batch N (why); M pending", with the summary as its
+        data; one suspended in Prefect suspends itself again for `SUSPEND_TIMEOUT_SECONDS` (7 days) and ends
+        its process.
 
     Raises:
         CampaignFailed: a permanent error (balance, sender ID, credentials), exhausted retries or a lost run
@@ -82,8 +88,15 @@ def send_campaign(
     name_this_deployments_runs()  # the scheduler's newer runs, named after their campaign (not for the CLI)
     logger = get_run_logger()
     clock = clock_at(window_checked_at)
+    stopped = None
+    # Stop requests (Ctrl-C, SIGTERM, Cancel or Suspend in Prefect) are looked for before every batch.
     # The lease first, so that a second run of the campaign stops before reading anything.
-    with Ledger(campaign.ledger_location) as ledger, campaign_lease(ledger, campaign):
+    with (
+        stop_on_signals(),
+        StopWatch.for_this_run() as stop,
+        Ledger(campaign.ledger_location) as ledger,
+        campaign_lease(ledger, campaign),
+    ):
         spool = spool_campaign(campaign)  # source -> validate -> render, chunk by chunk, into a Parquet spool
         try:
             cost = estimate_campaign_cost(spool.message_parts(), campaign.price_table, campaign.budget)
@@ -123,16 +136,21 @@ def send_campaign(
                 logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,
                             summary.deferral_text)
             if not campaign.dry_run and plan.batches:
-                send_lanes(campaign, ledger, plan, summary)  # batch, single or both (`send_via`)
+                stopped = send_lanes(campaign, ledger, plan, summary, stop)  # batch, single or both
                 summary.price_lanes()
             settle_limits(ledger, campaign, plan, summary)  # unsent reservation back; deferred events
             summary.record_ledger(ledger, campaign.campaign_id)
             summary.elapsed_seconds = time.monotonic() - started
-            publish_report(summary, spool.report_rejects(), campaign.source.phone_column)
+            # A stopped run may be Cancelling or Suspended, where Prefect starts no task run: the report is
+            # then published by the flow run itself.
+            report = publish_report.fn if stopped is not None else publish_report
+            report(summary, spool.report_rejects(), campaign.source.phone_column)
         finally:
             spool.remove()  # it holds phone numbers
     if summary.error:
         raise CampaignFailed(f"campaign {campaign.campaign_id} stopped: {summary.error}")
+    if stopped is not None:  # Cancelled (the summary is its data), or Suspended again with a long timeout
+        return end_stopped_run(stopped, summary)
     return summary
 
 

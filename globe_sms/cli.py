@@ -4,7 +4,9 @@ Exit status of `send`: 0 when every recipient reached a final state (rejected, f
 are in the summary, not errors), and also when the only rows left pending are deferred ones, outside
 their send window (nothing failed: the summary says `deferred N until <time> UTC`, when to run again);
 1 when the run failed; 2 when it stopped before sending anything: a bad
-campaign file or bad input, too many rejects, over budget, or another run of the campaign still sending.
+campaign file or bad input, too many rejects, over budget, or another run of the campaign still sending;
+130 when it stopped on request (Ctrl-C, or Cancel in Prefect) and 143 on SIGTERM: the batch in flight was
+recorded, the rest stays pending for the next run (`tasks/stop.py`). A second Ctrl-C stops at once (130).
 The file is loaded and `tasks.preflight.preflight` run (ledger reachable, source files present) before the
 flow starts, so what they refuse creates no flow run.
 """
@@ -22,6 +24,7 @@ from rich.table import Table
 
 from globe_sms.cli_deploy import deploy
 from globe_sms.cli_ledger import ledger_app
+from globe_sms.cli_operate import pause, resume, shield_temporary_server
 from globe_sms.cli_receipts import receipts_app
 from globe_sms.cli_run_log import RunLog, run_log, temporary_server_settings
 from globe_sms.terminal import plain, problem
@@ -96,8 +99,12 @@ def send(
 
     from flows.send_campaign import send_campaign
     from tasks.send_batches import CampaignFailed
+    from tasks.stop import STOP_EXIT_CODES, STOP_REQUESTS, stop_on_signals
 
-    with temporary_server_settings(), run_log(campaign.data_folder, campaign.campaign_id) as log, Progress(
+    stop_status = None
+    with temporary_server_settings(), stop_on_signals(), run_log(
+        campaign.data_folder, campaign.campaign_id
+    ) as log, Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -117,8 +124,21 @@ def send(
             )
 
         try:
+            shield_temporary_server()  # Ctrl-C stops the run between batches, not Prefect's temporary server
             with listening(show):
-                summary = send_campaign(campaign)
+                state = send_campaign(campaign, return_state=True)
+            # A run stopped on request ends Cancelled, with its summary as the state's data.
+            summary = state.result(raise_on_failure=not state.is_cancelled())
+            if state.is_cancelled():
+                requested = STOP_REQUESTS.requested
+                stop_status = STOP_EXIT_CODES[requested.kind if requested else "cancel"]
+        except KeyboardInterrupt as exc:  # the second Ctrl-C: the hard stop
+            _report(
+                log, exc, "stopped:",
+                "hard stop (second Ctrl-C): a batch in flight is recorded unknown (it may have been sent); "
+                f"running `globe-sms send {campaign_file}` again sends what is pending",
+            )
+            raise typer.Exit(STOP_EXIT_CODES["interrupt"]) from None
         except before_sending as exc:
             _report(log, exc, "error:", str(exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -131,6 +151,16 @@ def send(
     if summary.preview is not None and (summary.dry_run or summary.preview.cost_total is not None):
         _print_preview(summary.preview, full=summary.dry_run)
     _print_summary(summary)
+    if stop_status is not None:
+        console.print(
+            problem(
+                "stopped:",
+                f"{summary.stop_text()}; running `globe-sms send {campaign_file}` again sends them",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )
+        raise typer.Exit(stop_status)
     if campaign.gateway.is_emulator and campaign.gateway.emulator_receipts and not summary.dry_run:
         from globe_sms.cli_receipts import print_delivery_report
 
@@ -341,6 +371,8 @@ def setup(
 
 
 app.command(name="deploy")(deploy)  # prefect deploy, checked and finished: globe_sms/cli_deploy.py
+app.command(name="pause")(pause)  # suspend a campaign's deployment run: globe_sms/cli_operate.py
+app.command(name="resume")(resume)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,27 @@ class CampaignSummary(BaseModel):
     lanes: list[LaneSummary] = Field(
         default_factory=list, description="Per lane: recipients, calls, time, rate and cost of this run."
     )
+    stopped: str | None = Field(
+        default=None,
+        description="Why the run stopped on request before its last batch: `Ctrl-C (SIGINT)`, `SIGTERM`, "
+        "`cancelled in Prefect`, `suspended in Prefect`. Its unsent batches stay pending for the next run.",
+    )
+    stopped_after_batch: int | None = Field(
+        default=None, description="The last batch this run sent before it stopped (None: none was sent)."
+    )
+
+    def stop_text(self, pending: int | None = None) -> str | None:
+        """`stopped after batch 5 (Ctrl-C (SIGINT)); 50 pending`, or None for a run that was not stopped.
+
+        `pending` defaults to the ledger's pending count (`record_ledger`)."""
+        if self.stopped is None:
+            return None
+        where = (
+            f"after batch {self.stopped_after_batch}"
+            if self.stopped_after_batch is not None
+            else "before its first batch"
+        )
+        return f"stopped {where} ({self.stopped}); {self.pending if pending is None else pending:,} pending"
 
     @property
     def rate_fraction(self) -> float:
@@ -229,6 +250,13 @@ class CampaignSummary(BaseModel):
             lines += ["", self.preview.to_markdown()]
         if self.error:
             lines += ["", f"**Stopped:** {self.error}"]
+        if self.stopped:
+            lines += [
+                "",
+                f"**Stopped on request:** {self.stop_text()}. The batch in flight finished and was recorded; "
+                "no later batch was sent. The pending recipients go out with the next run of this campaign "
+                "(or Resume, for a suspended run); nobody is sent twice.",
+            ]
         return "\n".join(lines)
 
 

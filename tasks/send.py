@@ -5,7 +5,7 @@ The order of writes is what makes "never twice" hold across crashes and retries:
 
 1. the payload is built and signed;
 2. the pacer waits for the account's slot (nothing is written yet: a crash while waiting leaves the rows
-   `pending`, and the next run sends them);
+   `pending`, and the next run sends them; a stop request ends the wait with `StoppedBeforeSending`);
 3. the batch's rows become `submitting`, committed, before anything leaves (the write-ahead record: a crash
    from here on leaves them `submitting`, which the next run turns into `unknown`);
 4. the request goes out, the next call timed from its departure, and the outcome is committed right after
@@ -39,6 +39,7 @@ from globe_sms.ids import task_id
 from globe_sms.ledger import INTERRUPTED, Ledger
 from globe_sms.masking import mask_number
 from globe_sms.pacing import Pacer
+from tasks.stop import StoppedBeforeSending, interruptible
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def send_and_record_batch(context: SendContext, batch: Batch) -> BatchOutcome:
         task_id=campaign.task_id(no),
         validity_period=campaign.validity_period,
     )
-    context.pacer.wait()
+    with interruptible():  # a stop request ends the wait: nothing is written or sent (`tasks/stop.py`)
+        context.pacer.wait()
     # From this commit on, the batch may have left: a crash leaves it `submitting`, never `pending`.
     ledger.mark_submitting(cid, no, batch.phones)
     context.pacer.departing()
@@ -166,14 +168,22 @@ _DEFAULT_TIMING = GatewaySettings().batch_timing  # a campaign's own: `send_batc
     retry_jitter_factor=_DEFAULT_TIMING.retry_jitter,
     retry_condition_fn=is_transient,
 )
-def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: int) -> BatchOutcome:
+def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: int) -> BatchOutcome | None:
     """One BatchSendMessageToGlobe call as its own task run, observable and retried in the Prefect UI.
 
     `campaign_id` and `batch_no` are repeated as plain arguments so that they name the task run.
+
+    Returns:
+        The outcome, or None when a stop request held the batch back while it waited for its rate-limit
+        slot (`tasks/stop.py`): nothing was sent or written, its rows stay `pending`.
     """
     from prefect import get_run_logger
 
-    outcome = send_and_record_batch(context, batch)
+    try:
+        outcome = send_and_record_batch(context, batch)
+    except StoppedBeforeSending as exc:
+        get_run_logger().info("batch %s of %s not sent: %s", batch_no, campaign_id, exc)
+        return None
     get_run_logger().info(
         "batch %s of %s: %s recipients, %s accepted, %s failed, %s unknown",
         batch_no, campaign_id, outcome.recipients, outcome.accepted, outcome.failed, outcome.unknown,
@@ -181,7 +191,7 @@ def send_batch(context: SendContext, batch: Batch, campaign_id: str, batch_no: i
     return outcome
 
 
-def send_batch_with_retries(settings: GatewaySettings) -> Task[..., BatchOutcome]:
+def send_batch_with_retries(settings: GatewaySettings) -> Task[..., BatchOutcome | None]:
     """`send_batch` retried as `settings` say: `max_attempts - 1` retries, one delay per retry, from the
     same `BatchTiming` the client's timeouts and the lease check read."""
     timing = settings.batch_timing
@@ -248,17 +258,31 @@ def emit_batch_event(campaign_id: str, report: dict[str, Any]) -> None:
     )
 
 
-def publish_batch_table(campaign_id: str, reports: list[dict[str, Any]], planned: int) -> None:
-    """The per-batch table artifact of a run (`<campaign>-batches`): counts, request ids, masked numbers."""
+def publish_batch_table(
+    campaign_id: str, reports: list[dict[str, Any]], planned: int, stopped: str | None = None
+) -> None:
+    """The per-batch table artifact of a run (`<campaign>-batches`): counts, request ids, masked numbers.
+
+    `stopped` (`stopped after batch 5 (Ctrl-C (SIGINT)); 50 pending`) heads the description of a run that
+    stopped on request; such a run publishes its table even when it stopped before its first batch.
+    """
     from prefect.artifacts import create_table_artifact
 
-    if not reports:
+    if not reports and not stopped:
         return
     shown = reports[:BATCH_TABLE_ROWS]
     create_table_artifact(
         shown,
         key=f"{campaign_id}-batches",
-        description=f"Batches of this run: {len(reports)} of {planned} planned"
-        + (f" (first {len(shown)} shown)" if len(shown) < len(reports) else "")
-        + "; failed numbers masked",
+        description=batch_table_description(len(reports), len(shown), planned, stopped),
+    )
+
+
+def batch_table_description(sent: int, shown: int, planned: int, stopped: str | None = None) -> str:
+    """`[Stopped after batch 5 (SIGTERM); 40 pending. ]Batches of this run: 5 of 15 planned; ...`"""
+    return (
+        (f"{stopped[0].upper()}{stopped[1:]}. " if stopped else "")
+        + f"Batches of this run: {sent} of {planned} planned"
+        + (f" (first {shown} shown)" if shown < sent else "")
+        + "; failed numbers masked"
     )

@@ -35,6 +35,7 @@ from typing import Any
 
 import polars as pl
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.exceptions import Abort, Pause
 from prefect.utilities.annotations import quote
 
 from globe_sms.campaign import Campaign
@@ -62,6 +63,7 @@ from tasks.send_single import (
     chunk_report,
     send_single_chunk_with_retries,
 )
+from tasks.stop import STOP_REQUESTS, StopReason, StopWatch
 
 CHUNKS_IN_FLIGHT = 3
 """Single-lane chunks sent at once: one's ledger writes overlap the others' calls."""
@@ -169,6 +171,27 @@ class _Run:
         )
         self.started = time.monotonic()
         self.single: LaneTally | None = None
+        self.stop_reason: StopReason | None = None  # a stop request (signal, Cancel, Suspend) ended the lanes
+        self.last_sent: int | None = None  # the last chunk or batch number answered before a stop
+        self.watch: StopWatch | None = None
+
+    def stop_requested(self, reason: StopReason) -> None:
+        """A stop request: no new chunk or batch leaves; those in flight finish and are recorded."""
+        with self.lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+            self.stop.set()
+
+    def stop_reason_now(self) -> StopReason | None:
+        """A stop request now: the flow run's state (one read) or a signal to this process."""
+        return self.watch.reason() if self.watch is not None else STOP_REQUESTS.requested
+
+    def state_reason(self) -> StopReason | None:
+        return self.watch.state_reason() if self.watch is not None else None
+
+    def answered(self, number: int) -> None:
+        with self.lock:
+            self.last_sent = number if self.last_sent is None else max(self.last_sent, number)
 
     def single_rate(self, nominal: float) -> float:
         """The single lane's rate: measured once it has sent for a few seconds, else its nominal rate."""
@@ -205,17 +228,28 @@ class _Run:
         return 0
 
 
-def send_lanes(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: CampaignSummary) -> None:
-    """Send the planned recipients through `campaign.send_via`; fill the summary (counts, lanes, error)."""
+def send_lanes(
+    campaign: Campaign,
+    ledger: Ledger,
+    plan: SendPlan,
+    summary: CampaignSummary,
+    stop: StopWatch | None = None,
+) -> StopReason | None:
+    """Send the planned recipients through `campaign.send_via`; fill the summary (counts, lanes, error).
+
+    `stop` is asked before every chunk or batch (`tasks/stop.py`): on a stop request no new one leaves, those
+    in flight finish and are recorded, and the request is returned (None when the lanes ran to the end).
+    """
     if campaign.send_via == "batch":
-        send_batches(campaign, ledger, plan, summary)
+        stopped = send_batches(campaign, ledger, plan, summary, stop)
         summary.lanes = [
             LaneSummary(lane="batch", recipients=summary.accepted + summary.failed + summary.unknown,
                         accepted=summary.accepted, failed=summary.failed, unknown=summary.unknown,
                         calls=summary.batches, seconds=summary.sending_seconds)
         ]
-        return
+        return stopped
     run = _Run(campaign, plan, summary)
+    run.watch = stop
     single = run.single = LaneTally("single")
     batch = LaneTally("batch")
     with open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway:
@@ -232,13 +266,27 @@ def send_lanes(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Camp
                 batch_thread.start()
             try:
                 _single_lane(run, context, single)
+            except KeyboardInterrupt:  # the hard stop (a second signal): the batch lane stops too
+                run.stop.set()
+                raise
             finally:
                 if batch_thread is not None:
                     batch_thread.join()
             single.throttled = lane.pacer.stats.throttled
             single.pacing = lane.pacer.stats
     reports = batch.reports + single.reports
-    publish_batch_table(campaign.campaign_id, reports, len(reports))
+    sent = sum(t.recipients for t in (single, batch))
+    stopped_text = None
+    if run.stop_reason is not None:
+        summary.stopped, summary.stopped_after_batch = str(run.stop_reason), run.last_sent
+        stopped_text = summary.stop_text(pending=max(run.total - sent, 0))
+        from prefect import get_run_logger
+
+        get_run_logger().warning(
+            "campaign %s: stop requested (%s): %s of %s recipients sent this run, nothing further leaves",
+            campaign.campaign_id, run.stop_reason, sent, run.total,
+        )
+    publish_batch_table(campaign.campaign_id, reports, len(reports), stopped=stopped_text)
     summary.accepted += single.accepted + batch.accepted
     summary.failed += single.failed + batch.failed
     summary.unknown += single.unknown + batch.unknown
@@ -249,6 +297,7 @@ def send_lanes(campaign: Campaign, ledger: Ledger, plan: SendPlan, summary: Camp
     summary.lanes = [_lane_summary(t, run.started) for t in (batch, single) if t.calls or t is single]
     if batch.calls > 1 and batch.first is not None and batch.last is not None and batch.last > batch.first:
         summary.calls_per_second = (batch.calls - 1) / (batch.last - batch.first)
+    return run.stop_reason
 
 
 def _lane_summary(tally: LaneTally, started: float) -> LaneSummary:
@@ -279,6 +328,9 @@ def _single_lane(run: _Run, context: SingleContext, tally: LaneTally) -> None:
     size = campaign.single_chunk_size
     while True:
         while len(in_flight) < CHUNKS_IN_FLIGHT and not run.stop.is_set():
+            if (reason := run.stop_reason_now()) is not None:
+                run.stop_requested(reason)
+                break
             taken = run.queue.take(size)
             if taken is None:
                 break
@@ -295,11 +347,17 @@ def _single_lane(run: _Run, context: SingleContext, tally: LaneTally) -> None:
         try:
             outcome: ChunkOutcome | None = future.result()
             error = None
+        except (Abort, Pause):
+            # Prefect refused to start the chunk's task run: the flow run is Cancelling or Suspended.
+            # Nothing of this chunk ran; its rows are still pending.
+            run.stop_requested(run.state_reason() or StopReason("cancel", "stopped by Prefect"))
+            continue
         except ChunkNotSent as exc:  # retries exhausted: its rows are pending; stop like a batch would
             outcome, error = context.recorded.get(chunk.batch_no), exc
         except BaseException as exc:  # noqa: BLE001 - recorded; STOPPING_ERRORS and bugs alike stop the run
             outcome, error = context.recorded.get(chunk.batch_no), exc
         if outcome is not None:
+            run.answered(chunk.batch_no)
             tally.count(outcome.accepted, outcome.failed, outcome.unknown, len(chunk) - len(outcome.released))
             tally.segments += outcome.segments
             texts = dict(zip(chunk.phones, chunk.messages, strict=True))
@@ -343,6 +401,10 @@ def _batch_lane(run: _Run, context: SendContext, tally: LaneTally) -> None:
         batch = Batch(*taken)
         try:
             outcome = send_with_retries(quote(context), quote(batch), cid, batch.batch_no)
+        except (Abort, Pause):  # the flow run is Cancelling or Suspended: this batch did not run
+            run.queue.give_back(list(zip(batch.phones, batch.messages, strict=True)))
+            run.stop_requested(run.state_reason() or StopReason("cancel", "stopped by Prefect"))
+            return
         except STOPPING_ERRORS as exc:
             report = {"lane": "batch", **batch_report(cid, batch, None, exc)}
             tally.reports.append(report)
@@ -352,6 +414,11 @@ def _batch_lane(run: _Run, context: SendContext, tally: LaneTally) -> None:
         except BaseException as exc:
             run.stopped_by(f"batch {batch.batch_no}", exc)
             raise
+        if outcome is None:  # held back while waiting for its slot by a stop request: still pending
+            run.queue.give_back(list(zip(batch.phones, batch.messages, strict=True)))
+            run.stop_requested(run.stop_reason_now() or StopReason("terminate", "stop requested"))
+            return
+        run.answered(batch.batch_no)
         tally.count(outcome.accepted, outcome.failed, outcome.unknown, 1)
         report = {"lane": "batch", **batch_report(cid, batch, outcome)}
         tally.reports.append(report)
