@@ -40,6 +40,7 @@ app.add_typer(ledger_app, name="ledger")  # status, upgrade: globe_sms/cli_ledge
 console = Console()
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _before_sending_errors() -> tuple[type[BaseException], ...]:
@@ -96,6 +97,9 @@ def send(
     except before_sending as exc:
         console.print(problem("error:", exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:  # Ctrl-C while the file is read and checked: no run exists, nothing was sent
+        console.print(problem("stopped:", "Ctrl-C before the run started; nothing was sent"), soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
     from flows.send_campaign import send_campaign
     from tasks.send_batches import CampaignFailed

@@ -40,3 +40,21 @@ def test_a_crash_never_prints_local_variables() -> None:
 
     assert app.pretty_exceptions_show_locals is False
     assert receipts_app.pretty_exceptions_show_locals is False
+
+
+def test_ctrl_c_while_the_file_is_checked_exits_130_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C before any flow run exists (reading or preflighting the file): no traceback, no Typer
+    "Aborted!", the interrupt status, and nothing sent."""
+    from globe_sms.campaign import Campaign
+    from globe_sms.cli import EXIT_INTERRUPTED
+
+    def interrupted(*args: object, **kwargs: object) -> Campaign:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Campaign, "from_yaml", interrupted)
+    file = tmp_path / "c.yaml"
+    file.write_text("campaign_id: c1\nsource: {path: r.csv}\ntemplate: hi\n")
+    result = runner.invoke(app, ["send", str(file)])
+    assert result.exit_code == EXIT_INTERRUPTED == 130
+    assert "nothing was sent" in result.output
+    assert "Traceback" not in result.output and "Aborted" not in result.output
