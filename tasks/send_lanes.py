@@ -212,7 +212,8 @@ class _Run:
             done = self.done
         update_progress_artifact(self.progress_id, 100.0 * done / max(self.total, 1))
         rate = done / max(time.monotonic() - self.started, 1e-9)
-        announce(SendProgress(self.campaign.campaign_id, self.total, done, self.total, done, rate))
+        cid = self.campaign.campaign_id
+        announce(SendProgress(cid, self.total, done, self.total, done, rate, unit="recipients"))
 
     def requeue(self, phones: Sequence[str], texts: dict[str, str]) -> int:
         """Give back the released recipients that have tries left; the others stay pending for a later run."""

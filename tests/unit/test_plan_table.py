@@ -93,3 +93,14 @@ def test_the_rate_row_and_eta_follow_send_via_like_the_lane_preview() -> None:
     )
     assert lanes["batch"].recipients + lanes["single"].recipients == 970
     assert "ETA of this run: about 7 s." in both.to_markdown()
+
+
+def test_the_sending_text_counts_what_each_lane_counts() -> None:
+    """The flow's log line: batches for the batch lane, calls for the single lane, both split for `both`."""
+    from tasks.plan_table import sending_text
+
+    gateway = {"calls_per_second": 2, "single_calls_per_second": 100}
+    assert sending_text(campaign(gateway=gateway), plan(970)) == "970 to send in 49 batches"
+    assert sending_text(campaign(send_via="single", gateway=gateway), plan(970)) == "970 to send in 970 calls"
+    both = sending_text(campaign(send_via="both", gateway=gateway), plan(970))
+    assert both == "970 to send: 283 in 15 batches, 687 in single calls"
