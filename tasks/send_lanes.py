@@ -394,6 +394,11 @@ def _batch_lane(run: _Run, context: SendContext, tally: LaneTally) -> None:
     batch_rate = campaign.batch_size * campaign.gateway.calls_per_second
     nominal = lane_rate(campaign.gateway.single_calls_per_second)
     while not run.stop.is_set():
+        # A stop request before each batch, as the single lane asks before each chunk: the single lane may be
+        # waiting for a long chunk, and must not be the only one to notice (one state read per batch).
+        if (reason := run.stop_reason_now()) is not None:
+            run.stop_requested(reason)
+            return
         share = batch_rate / (batch_rate + run.single_rate(nominal))
         wanted = min(campaign.batch_size, math.ceil(len(run.queue) * share))
         taken = run.queue.take(max(wanted, 1)) if wanted > 0 else None
