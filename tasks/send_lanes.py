@@ -241,6 +241,7 @@ def send_lanes(
     `stop` is asked before every chunk or batch (`tasks/stop.py`): on a stop request no new one leaves, those
     in flight finish and are recorded, and the request is returned (None when the lanes ran to the end).
     """
+    summary.send_via = campaign.send_via  # (the resend flow's summary learns it here)
     if campaign.send_via == "batch":
         stopped = send_batches(campaign, ledger, plan, summary, stop)
         summary.lanes = [
