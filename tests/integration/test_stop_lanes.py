@@ -107,7 +107,7 @@ def test_ctrl_c_stops_a_single_lane_send_mid_campaign_and_a_rerun_sends_the_rest
     assert sent <= calls + CHUNKS_IN_FLIGHT * CHUNK, output  # at most the chunks in flight
     assert sent < recipients, output  # the stop landed mid-campaign
     stopped = [line for line in output.splitlines() if line.startswith("stopped:")]
-    assert len(stopped) == 1 and "Ctrl-C" in stopped[0], output
+    assert len(stopped) == 1 and "Ctrl-C" in stopped[0] and "stopped after chunk " in stopped[0], output
     assert f"; {recipients - sent} pending" in stopped[0], stopped[0]
     counts = ledger_counts(ledger, campaign_id)
     assert counts["unknown"] == 0 and counts["submitting"] == 0, counts
@@ -188,7 +188,7 @@ def test_cancel_stops_a_both_lanes_run_mid_campaign_and_a_rerun_sends_the_rest(
     summary = state.result(raise_on_failure=False)
     assert summary.stopped is not None and summary.pending == recipients - sent, summary
     assert summary.stop_text().endswith(f"; {recipients - sent} pending"), summary.stop_text()
-    assert summary.stop_text().startswith("stopped after "), summary.stop_text()
+    assert summary.stop_text().startswith("stopped after chunk or batch "), summary.stop_text()
     counts = ledger_counts(campaign.ledger_location, campaign_id)
     assert counts["unknown"] == 0 and counts["submitting"] == 0, counts
     assert counts["accepted"] == sent and counts["pending"] == recipients - sent, counts
