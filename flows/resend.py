@@ -33,6 +33,7 @@ from globe_sms.ledger import Ledger
 from tasks.lease import campaign_lease
 from tasks.limits import settle_limits
 from tasks.plan import ResendStatus, plan_resend
+from tasks.plan_table import sending_text
 from tasks.report import CampaignSummary, publish_report
 from tasks.send_batches import CampaignFailed
 from tasks.send_lanes import send_lanes
@@ -106,9 +107,15 @@ def resend_campaign(
             )
             summary.record_plan(plan)
             logger.info(
-                "campaign %s: resending %s %s recipients in %s batches",
-                campaign.campaign_id, summary.planned, " and ".join(statuses), summary.batches,
+                "campaign %s: resending %s recipients: %s",
+                campaign.campaign_id, " and ".join(statuses), sending_text(campaign, plan),
             )
+            if plan.resend_held_by_cap:
+                logger.info(
+                    "campaign %s: %s of them held back by the frequency cap (messages from other campaigns "
+                    "in its window); they stay as they were",
+                    campaign.campaign_id, plan.resend_held_by_cap,
+                )
             if not campaign.dry_run and plan.batches:
                 stopped = send_lanes(campaign, ledger, plan, summary, stop)  # the campaign's `send_via`
             settle_limits(ledger, campaign, plan, summary)  # unsent reservation back; deferred events

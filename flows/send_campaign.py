@@ -36,7 +36,7 @@ from tasks.cost import estimate_campaign_cost
 from tasks.lease import campaign_lease
 from tasks.limits import settle_limits
 from tasks.plan import plan_batches
-from tasks.plan_table import build_plan_table
+from tasks.plan_table import build_plan_table, sending_text
 from tasks.preflight import preflight
 from tasks.report import CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
@@ -129,8 +129,8 @@ def send_campaign(
                 summary.estimated_cost, summary.currency = float(cost.total), cost.currency
             summary.plan_table = build_plan_table(campaign, plan, cost, clock())
             logger.info(
-                "campaign %s: %s valid, %s rejected, %s to send in %s batches",
-                campaign.campaign_id, summary.valid, summary.rejected, summary.planned, summary.batches,
+                "campaign %s: %s valid, %s rejected, %s",
+                campaign.campaign_id, summary.valid, summary.rejected, sending_text(campaign, plan),
             )
             if summary.deferral_text:
                 logger.info("campaign %s: %s (outside their send window)", campaign.campaign_id,

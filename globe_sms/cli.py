@@ -27,6 +27,7 @@ from globe_sms.cli_ledger import ledger_app
 from globe_sms.cli_operate import pause, resume, shield_temporary_server
 from globe_sms.cli_receipts import receipts_app
 from globe_sms.cli_run_log import RunLog, run_log, temporary_server_settings
+from globe_sms.progress import SendProgress
 from globe_sms.terminal import plain, problem
 
 app = typer.Typer(
@@ -80,7 +81,7 @@ def send(
 ) -> None:
     """Run a campaign end to end and print its summary."""
     from globe_sms.campaign import Campaign
-    from globe_sms.progress import SendProgress, listening
+    from globe_sms.progress import listening
     from tasks.preflight import preflight
 
     before_sending = _before_sending_errors()
@@ -117,15 +118,12 @@ def send(
         console=console,
         transient=False,
     ) as bar:
-        task_id = bar.add_task("batches", total=None, recipients="")
+        task_id = bar.add_task(
+            "batches" if campaign.send_via == "batch" else "recipients", total=None, recipients=""
+        )
 
         def show(progress: SendProgress) -> None:
-            bar.update(
-                task_id,
-                total=progress.batches_total,
-                completed=progress.batches_done,
-                recipients=f"{progress.recipients_done:,}/{progress.recipients_total:,} recipients",
-            )
+            bar.update(task_id, **progress_fields(progress))
 
         try:
             shield_temporary_server()  # Ctrl-C stops the run between batches, not Prefect's temporary server
@@ -170,6 +168,22 @@ def send(
 
         # the embedded receiver stored them
         print_delivery_report(campaign.campaign_id, campaign.ledger_location)
+
+
+def progress_fields(progress: SendProgress) -> dict[str, object]:
+    """The progress bar's fields for a `SendProgress`: labelled with what it counts (batches or recipients),
+    the recipients beside it only when the bar counts batches."""
+    recipients = (
+        f"{progress.recipients_done:,}/{progress.recipients_total:,} recipients"
+        if progress.unit == "batches"
+        else ""
+    )
+    return {
+        "description": progress.unit,
+        "total": progress.batches_total,
+        "completed": progress.batches_done,
+        "recipients": recipients,
+    }
 
 
 def _report(log: RunLog, exc: BaseException, label: str, message: str) -> None:

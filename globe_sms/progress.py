@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SendProgress:
-    """Where a sending run stands."""
+    """Where a sending run stands.
+
+    `batches_total`/`batches_done` count what `unit` names: `batches` for the batch lane, `recipients` for
+    `send_via: single` and `both` (whose lanes take recipients from one queue, not planned batches); the
+    terminal labels its bar with it."""
 
     campaign_id: str
     batches_total: int
@@ -21,6 +25,7 @@ class SendProgress:
     recipients_total: int
     recipients_done: int
     calls_per_second: float
+    unit: str = "batches"
 
 
 Listener = Callable[[SendProgress], None]

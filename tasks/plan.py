@@ -125,6 +125,10 @@ class SendPlan:
     """Pending rows this run's frequency cap made `skipped` (a dry run: would make)."""
     volume: Reservation | None = None
     """The account's day/month volume reserved for this run (a dry run: what is left); `tasks/limits.py`."""
+    resend_held_by_cap: int = 0
+    """A resend: chosen failed/unknown rows the frequency cap holds back (other campaigns' messages in the
+    window; this campaign's own earlier attempt does not count). They stay failed/unknown, not skipped: a
+    resend after the window may send them."""
 
     @property
     def recipients(self) -> int:
@@ -402,24 +406,41 @@ def reopen_and_plan(
         raise ValueError(f"only failed and unknown rows can be resent, not {sorted(statuses)}")
     window = window_check(campaign, messages, clock)
     cid = campaign.campaign_id
-    reopened = 0
+    reopened = held_by_cap = 0
+    held: set[str] = set()  # chosen numbers the frequency cap holds back: they stay failed / unknown
     if campaign.dry_run:
         recovered = 0
         known = ledger.rows(cid, statuses=["unknown", "failed"], columns=["phone", "status", "error_code"])
+        chosen = would_resend(known, statuses, failed_codes)
+        if campaign.frequency_cap is not None:
+            held = set(limits.capped_numbers(ledger, campaign, chosen["phone"].to_list()))
 
         def count(chunk: pl.DataFrame) -> pl.DataFrame:
-            nonlocal reopened
+            nonlocal reopened, held_by_cap
+            if held:
+                kept = chunk.filter(~pl.col("phone").is_in(held))
+                held_by_cap += chunk.height - kept.height
+                chunk = kept
             reopened += chunk.height
             return chunk
 
-        chosen = would_resend(known, statuses, failed_codes)
         parts, recipients = _plan_parts(messages, plan_dir, only=chosen, window=window, pick=count)
     else:
         recovered = ledger.recover_interrupted(cid)  # a crash's leftovers: unknown
+        if campaign.frequency_cap is not None:  # the numbers it would reopen, counted as a campaign run does
+            columns = ["phone", "status", "error_code"]
+            known = ledger.rows(cid, statuses=["unknown", "failed"], columns=columns)
+            chosen_phones = would_resend(known, statuses, failed_codes)["phone"].to_list()
+            held = set(limits.capped_numbers(ledger, campaign, chosen_phones))
 
         def reopen(chunk: pl.DataFrame) -> pl.DataFrame:
-            nonlocal reopened
-            moved = ledger.reopen_for_resend(cid, statuses, chunk["phone"].to_list(), failed_codes)
+            nonlocal reopened, held_by_cap
+            phones = chunk["phone"].to_list()
+            if held:
+                kept = [p for p in phones if p not in held]
+                held_by_cap += len(phones) - len(kept)  # (those the source still renders)
+                phones = kept
+            moved = ledger.reopen_for_resend(cid, statuses, phones, failed_codes)
             reopened += len(moved)
             if not moved:
                 return chunk.clear()
@@ -436,6 +457,7 @@ def reopen_and_plan(
         already_final=_final_counts(ledger, cid),
         **deferral_fields(window),
         volume=volume,
+        resend_held_by_cap=held_by_cap,
     )
 
 

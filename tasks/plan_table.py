@@ -6,12 +6,16 @@ holds the campaign back.
 
 | limit | setting | effect |
 |---|---|---|
-| rate (batch lane) | 1 call/s x 1,000 numbers | 250 to send in 1 batch: about 0 s |
+| rate (batch lane) | 1 call/s x 1,000 numbers | 250 to send in 1 batches: about 0 s |
 | send window | 09:00-20:00 local | deferred 40 until 2026-06-15 13:00 UTC |
 | frequency cap | 1 per 24h (MKT) | skipped 100 (final for this campaign) |
 | daily limit | 200 per day (UTC) | 50 left today; deferred 100 until 2026-12-07 00:00 UTC |
 | monthly limit | not set | - |
 | budget | 12.00 USD | estimated 3.75 USD for the whole campaign: within |
+
+The rate row follows `send_via`: `rate (single lane)` (the single lane's calls per second, one recipient each,
+less the pacer's margin) or `rate (both lanes)` (the two rates added, the recipients split between the lanes
+as the lane preview `tasks/preview.py` splits them); the run's ETA is then the longest lane's.
 
 The day-by-day ETA assumes the other campaigns of the account send nothing more and that every later day's
 run gets the whole daily limit: it is the earliest the campaign can finish.
@@ -26,6 +30,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 
 from globe_sms.campaign import Campaign
+from tasks.preview import plan_lanes
 
 
 class LimitEffect(BaseModel):
@@ -76,16 +81,8 @@ def _until(moment: datetime | None) -> str:
 def build_plan_table(campaign: Campaign, plan: Any, cost: Any, now: datetime) -> PlanTable:
     """The plan table of a run, from its campaign, its `SendPlan` and its cost estimate (or None)."""
     gateway = campaign.gateway
-    rate = gateway.calls_per_second
-    batches = len(plan.batches)
-    eta = max(batches - 1, 0) / rate if rate else 0.0
-    rows = [
-        LimitEffect(
-            limit="rate (batch lane)",
-            setting=f"{rate:g} call/s x {campaign.batch_size:,} numbers",
-            effect=f"{plan.recipients:,} to send in {batches:,} batches: {_duration(eta)}",
-        )
-    ]
+    rows = [_rate_row(campaign, plan)]
+    eta = _eta(campaign, plan)
     window = campaign.send_window
     if window is None:
         rows.append(LimitEffect(limit="send window", setting="not set", effect="-"))
@@ -133,6 +130,56 @@ def build_plan_table(campaign: Campaign, plan: Any, cost: Any, now: datetime) ->
         )
     return PlanTable(
         rows=rows, eta_seconds=eta, days=_days(campaign, plan, now), time_zone=gateway.limit_time_zone
+    )
+
+
+def _lanes(campaign: Campaign, plan: Any) -> list[Any]:
+    """The plan split between the lanes of `send_via`, as the lane preview (`tasks/preview.py`) splits it."""
+    return plan_lanes(
+        campaign.send_via,
+        plan.recipients,
+        batch_size=campaign.batch_size,
+        calls_per_second=campaign.gateway.calls_per_second,
+        single_calls_per_second=campaign.gateway.single_calls_per_second,
+    )
+
+
+def _eta(campaign: Campaign, plan: Any) -> float:
+    """The run's sending time: the batch lane's from its planned batches; with lanes, the longest lane's."""
+    if campaign.send_via == "batch":
+        rate = campaign.gateway.calls_per_second
+        return max(len(plan.batches) - 1, 0) / rate if rate else 0.0
+    return max((lane.eta_seconds for lane in _lanes(campaign, plan)), default=0.0)
+
+
+def _rate_row(campaign: Campaign, plan: Any) -> LimitEffect:
+    """The rate row of `send_via`: what the lane(s) send per second and how long this run takes."""
+    gateway = campaign.gateway
+    batch_setting = f"{gateway.calls_per_second:g} call/s x {campaign.batch_size:,} numbers"
+    single_setting = f"{gateway.single_calls_per_second:g} single calls/s"
+    effect = f"{sending_text(campaign, plan)}: {_duration(_eta(campaign, plan))}"
+    if campaign.send_via == "batch":
+        return LimitEffect(limit="rate (batch lane)", setting=batch_setting, effect=effect)
+    per_second = sum(lane.rate for lane in _lanes(campaign, plan))
+    if campaign.send_via == "single":
+        setting = f"{single_setting} (about {per_second:,.0f} recipients/s)"
+        return LimitEffect(limit="rate (single lane)", setting=setting, effect=effect)
+    setting = f"{batch_setting} + {single_setting} (about {per_second:,.0f} recipients/s)"
+    return LimitEffect(limit="rate (both lanes)", setting=setting, effect=effect)
+
+
+def sending_text(campaign: Campaign, plan: Any) -> str:
+    """What this run sends, counted as its lanes count: `970 to send in 49 batches`, `... in 970 calls`
+    (single lane), `970 to send: 283 in 15 batches, 687 in single calls` (both)."""
+    if campaign.send_via == "batch":
+        return f"{plan.recipients:,} to send in {len(plan.batches):,} batches"
+    if campaign.send_via == "single":
+        return f"{plan.recipients:,} to send in {plan.recipients:,} calls"
+    lanes = {lane.lane: lane for lane in _lanes(campaign, plan)}
+    batch, single = lanes["batch"], lanes["single"]
+    return (
+        f"{plan.recipients:,} to send: {batch.recipients:,} in {batch.calls:,} batches, "
+        f"{single.recipients:,} in single calls"
     )
 
 

@@ -155,15 +155,18 @@ class CampaignSummary(BaseModel):
     )
 
     def stop_text(self, pending: int | None = None) -> str | None:
-        """`stopped after batch 5 (Ctrl-C (SIGINT)); 50 pending`, or None for a run that was not stopped.
+        """`stopped after batch 5 (Ctrl-C (SIGINT)); 50 pending`, or None for a run that was not stopped
+        (`after chunk 5` for `send_via: single`, `after chunk or batch 5` for `both`).
 
         `pending` defaults to the ledger's pending count (`record_ledger`)."""
         if self.stopped is None:
             return None
+        # the lanes number chunks and batches from one sequence: say what the number counts
+        unit = {"batch": "batch", "single": "chunk"}.get(self.send_via, "chunk or batch")
         where = (
-            f"after batch {self.stopped_after_batch}"
+            f"after {unit} {self.stopped_after_batch}"
             if self.stopped_after_batch is not None
-            else "before its first batch"
+            else f"before its first {unit}"
         )
         return f"stopped {where} ({self.stopped}); {self.pending if pending is None else pending:,} pending"
 

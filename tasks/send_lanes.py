@@ -212,7 +212,8 @@ class _Run:
             done = self.done
         update_progress_artifact(self.progress_id, 100.0 * done / max(self.total, 1))
         rate = done / max(time.monotonic() - self.started, 1e-9)
-        announce(SendProgress(self.campaign.campaign_id, self.total, done, self.total, done, rate))
+        cid = self.campaign.campaign_id
+        announce(SendProgress(cid, self.total, done, self.total, done, rate, unit="recipients"))
 
     def requeue(self, phones: Sequence[str], texts: dict[str, str]) -> int:
         """Give back the released recipients that have tries left; the others stay pending for a later run."""
@@ -240,6 +241,7 @@ def send_lanes(
     `stop` is asked before every chunk or batch (`tasks/stop.py`): on a stop request no new one leaves, those
     in flight finish and are recorded, and the request is returned (None when the lanes ran to the end).
     """
+    summary.send_via = campaign.send_via  # (the resend flow's summary learns it here)
     if campaign.send_via == "batch":
         stopped = send_batches(campaign, ledger, plan, summary, stop)
         summary.lanes = [
@@ -393,6 +395,11 @@ def _batch_lane(run: _Run, context: SendContext, tally: LaneTally) -> None:
     batch_rate = campaign.batch_size * campaign.gateway.calls_per_second
     nominal = lane_rate(campaign.gateway.single_calls_per_second)
     while not run.stop.is_set():
+        # A stop request before each batch, as the single lane asks before each chunk: the single lane may be
+        # waiting for a long chunk, and must not be the only one to notice (one state read per batch).
+        if (reason := run.stop_reason_now()) is not None:
+            run.stop_requested(reason)
+            return
         share = batch_rate / (batch_rate + run.single_rate(nominal))
         wanted = min(campaign.batch_size, math.ceil(len(run.queue) * share))
         taken = run.queue.take(max(wanted, 1)) if wanted > 0 else None

@@ -60,3 +60,47 @@ def test_cap_and_daily_limit_effects_and_the_days_they_spread_over() -> None:
     markdown = table.to_markdown()
     assert "| frequency cap | 1 per 24h (MKT) | skipped 100 (final for this campaign) |" in markdown
     assert "| 2026-12-08 | 200 |" in markdown
+
+
+def test_the_rate_row_and_eta_follow_send_via_like_the_lane_preview() -> None:
+    """single: the single lane's rate (less its margin), one call per recipient; both: the two lanes' rates
+    added, the ETA the longest lane's, split as `Preview.with_lanes` splits it."""
+    from globe_sms.single_pacing import lane_rate
+    from tasks.preview import Preview
+
+    gateway = {"calls_per_second": 2, "single_calls_per_second": 100}
+    single = build_plan_table(campaign(send_via="single", gateway=gateway), plan(970), None, NOW)
+    row = single.rows[0]
+    assert row.limit == "rate (single lane)"
+    assert row.setting == f"100 single calls/s (about {lane_rate(100):,.0f} recipients/s)"
+    assert single.eta_seconds == 970 / lane_rate(100) == 10.0
+    assert row.effect == "970 to send in 970 calls: about 10 s"
+    batch = build_plan_table(campaign(gateway=gateway), plan(970), None, NOW)
+    assert batch.rows[0].limit == "rate (batch lane)" and batch.eta_seconds == 24.0  # 49 batches at 2/s
+
+    both = build_plan_table(campaign(send_via="both", gateway=gateway), plan(970), None, NOW)
+    preview = Preview().with_lanes(
+        "both", 970, batch_size=20, calls_per_second=2, single_calls_per_second=100
+    )
+    lanes = {lane.lane: lane for lane in preview.lanes}
+    assert both.eta_seconds == preview.eta_seconds < single.eta_seconds
+    row = both.rows[0]
+    assert row.limit == "rate (both lanes)"
+    assert row.setting == "2 call/s x 20 numbers + 100 single calls/s (about 137 recipients/s)"
+    assert row.effect == (
+        f"970 to send: {lanes['batch'].recipients} in {lanes['batch'].calls} batches, "
+        f"{lanes['single'].recipients} in single calls: about 7 s"
+    )
+    assert lanes["batch"].recipients + lanes["single"].recipients == 970
+    assert "ETA of this run: about 7 s." in both.to_markdown()
+
+
+def test_the_sending_text_counts_what_each_lane_counts() -> None:
+    """The flow's log line: batches for the batch lane, calls for the single lane, both split for `both`."""
+    from tasks.plan_table import sending_text
+
+    gateway = {"calls_per_second": 2, "single_calls_per_second": 100}
+    assert sending_text(campaign(gateway=gateway), plan(970)) == "970 to send in 49 batches"
+    assert sending_text(campaign(send_via="single", gateway=gateway), plan(970)) == "970 to send in 970 calls"
+    both = sending_text(campaign(send_via="both", gateway=gateway), plan(970))
+    assert both == "970 to send: 283 in 15 batches, 687 in single calls"

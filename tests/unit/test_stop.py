@@ -125,6 +125,11 @@ def test_the_summary_says_where_the_run_stopped_and_what_is_pending() -> None:
     assert stopped in summary.to_markdown()
     summary.stopped_after_batch = None
     assert summary.stop_text() == "stopped before its first batch (Ctrl-C (SIGINT)); 40 pending"
+    summary.stopped_after_batch = 7  # the lanes number chunks and batches from one sequence
+    summary.send_via = "single"
+    assert summary.stop_text() == "stopped after chunk 7 (Ctrl-C (SIGINT)); 40 pending"
+    summary.send_via = "both"
+    assert summary.stop_text() == "stopped after chunk or batch 7 (Ctrl-C (SIGINT)); 40 pending"
 
 
 def test_a_stopped_runs_batch_table_says_so() -> None:

@@ -367,6 +367,34 @@ class TestResendPlan:
         status = dict(rows.iter_rows())
         assert status[phones[5]] == "failed" and status[phones[6]] == "unknown"
 
+    def test_the_frequency_cap_holds_back_numbers_other_campaigns_messaged_not_its_own_attempt(
+        self, tmp_path: Path
+    ) -> None:
+        """Cap 1 per 24h: phone 0 (failed here) got another campaign's message within the window, so it is
+        held back and stays `failed`; phone 6 (`unknown` here, counted as sent for other campaigns' caps) is
+        not held back by this campaign's own earlier attempt. The dry run counts the same, read-only."""
+        with Ledger("sqlite://") as ledger:
+            c, phones = self.failed_campaign(tmp_path, ledger)
+            c = c.model_copy(
+                update={"frequency_cap": Campaign.parse(
+                    {"campaign_id": "x", "source": {"path": "x.csv"}, "template": "Hi",
+                     "frequency_cap": {"max_messages": 1, "per": "24h"}}
+                ).frequency_cap}
+            )
+            ledger.register("other", [phones[0]])
+            ledger.mark_submitting("other", 1, [phones[0]])
+            ledger.record_accepted("other", 1, {phones[0]: "o0"}, {}, "r")
+            before = ledger.counts(c.campaign_id)
+            dry_c = c.model_copy(update={"dry_run": True})
+            dry = reopen_and_plan(ledger, dry_c, messages(10), ["failed", "unknown"])
+            assert ledger.counts(c.campaign_id) == before
+            plan = reopen_and_plan(ledger, c, messages(10), ["failed", "unknown"])
+            status = dict(ledger.rows(c.campaign_id, columns=["phone", "status"]).iter_rows())
+        sent = [p for b in plan.batches for p in b.phones]
+        assert sent == phones[1:7] == [p for b in dry.batches for p in b.phones]
+        assert plan.resend_held_by_cap == dry.resend_held_by_cap == 1
+        assert plan.reopened == 6 and status[phones[0]] == "failed" and status[phones[6]] == "pending"
+
     def test_only_failed_and_unknown_rows_can_be_resent(self, tmp_path: Path) -> None:
         with Ledger("sqlite://") as ledger, pytest.raises(ValueError, match="only failed and unknown"):
             reopen_and_plan(ledger, campaign(tmp_path), messages(2), ["accepted"])  # type: ignore[list-item]
