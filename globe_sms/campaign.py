@@ -297,6 +297,10 @@ class Campaign(StrictModel):
                     "if": {"properties": {"budget": {"type": "number"}}},
                     "then": {"required": ["price_table"], "properties": {"price_table": {"type": "string"}}},
                 },
+                "message_type": {  # OTP goes through SendMessageToGlobe only
+                    "if": {"properties": {"message_type": {"const": "OTP"}}},
+                    "then": {"required": ["send_via"], "properties": {"send_via": {"const": "single"}}},
+                },
             }
         ),
     )

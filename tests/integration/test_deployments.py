@@ -208,7 +208,8 @@ class TestDeployments:
         batch_size = campaign["properties"]["batch_size"]
         assert (batch_size["minimum"], batch_size["maximum"]) == (1, 1000)
         assert campaign["properties"]["campaign_id"]["pattern"].startswith("^")
-        assert campaign["properties"]["message_type"]["enum"] == ["NOTIFY", "MKT"]
+        # OTP only with `send_via: single` (a rule the schema states too: if OTP then single).
+        assert campaign["properties"]["message_type"]["enum"] == ["NOTIFY", "MKT", "OTP"]
         gateway = schema["definitions"]["GatewaySettings"]["properties"]
         assert gateway["calls_per_second"]["maximum"] == 50 and gateway["max_attempts"]["minimum"] == 1
         resend = deployed["resend-campaign/resend"].parameter_openapi_schema["properties"]

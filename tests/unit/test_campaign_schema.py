@@ -115,6 +115,8 @@ ACCEPTED = {
         send_window={"start": "09:00", "end": "20:00", "timezone_column": None},
     ),
     "no budget and no price table": changed(budget=None, price_table=None),
+    "OTP through the single lane": changed(message_type="OTP", send_via="single"),
+    "both lanes": changed(send_via="both"),
     "an opt-out list from postgres": changed(validation={"suppression": POSTGRES, "allow_countries": ["HK"]}),
 }
 
@@ -166,6 +168,11 @@ REFUSED = {
         ("calls per second out of range", changed(gateway={"calls_per_second": 0})),
     ],
     "price_table": [("a budget without one", changed(budget=5.0, price_table=None))],
+    "send_via": [
+        ("OTP through the batch lane", changed(message_type="OTP", send_via="batch")),
+        ("OTP with the default lane (batch)", changed(message_type="OTP")),
+        ("OTP through both lanes", changed(message_type="OTP", send_via="both")),
+    ],
     "send_window": [
         ("a time with an offset", changed(send_window={"start": "09:00+08:00", "end": "20:00"})),
         ("not a time", changed(send_window={"start": "9am", "end": "20:00"})),
