@@ -39,10 +39,12 @@ in-memory lease storage), the pacer stops yielding for 30 s.
 **Hand-over margin.** The server spaces *grants* one interval apart, but each process sends a little after
 its grant, and two processes do not take equally long (a loaded machine, a bigger body). So when the slot
 may pass from another process (this process was denied, stepped aside, or had no grant of its own in the
-last two intervals), the pacer asks for it only `handover_seconds` (100 ms) after the previous grant, read
+last two intervals), the pacer asks for it only `handover_seconds` (250 ms) after the previous grant, read
 from the limit's `updated` time, has aged one interval: the gateway then sees at least one interval between
-two processes' calls even if the first one was up to 100 ms slower to send. A campaign sending alone never
-pays it after its first call.
+two processes' calls even if the first one was up to 250 ms slower to send. (100 ms was too little once a
+second campaign's start-up writes (plan claims, volume reservations) shared the SQLite ledger's write lock
+with the first one's `submitting` commit: calls 0.92-0.95 s apart at the gateway in
+tests/integration/test_workers.py.) A campaign sending alone never pays it after its first call.
 
 **Prefect's public client only.** Every request goes through the methods of Prefect's public client
 (`increment_concurrency_slots`, `read_global_concurrency_limit_by_name`, the `*_with_lease` and
@@ -449,7 +451,7 @@ class Pacer:
         timeout_seconds: float | None = None,
         waiting_room: WaitingRoom | None = None,
         yield_seconds: float = 0.5,
-        handover_seconds: float = 0.1,
+        handover_seconds: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:

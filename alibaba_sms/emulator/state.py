@@ -138,7 +138,7 @@ def shallow_dict(record: Any) -> dict[str, Any]:
 class RequestRecord:
     """One API call as the gateway answered it."""
 
-    time: float
+    time: float  # when the gateway decided on it (flow control counts the call then), not when it answered
     action: str
     access_key_id: str
     status: int
