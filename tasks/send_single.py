@@ -47,23 +47,15 @@ from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.ledger import INTERRUPTED, Lane, Ledger, Status
 from globe_sms.ledger.store import SingleOutcome
 from globe_sms.single_lane import CallAnswer, SingleLane, stops_the_lane
-from tasks.send import is_transient
+from tasks.send import Batch, is_transient
 
 logger = logging.getLogger(__name__)
 NOT_SENT = "NotSent"
 """The error_code of a row whose call never left (the lane stopped first)."""
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """A chunk of the single lane: its batch number, and parallel numbers and texts."""
-
-    batch_no: int
-    phones: tuple[str, ...]
-    messages: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.phones)
+Chunk = Batch
+"""A chunk of the single lane has a batch's shape: its batch number, and parallel numbers and texts."""
 
 
 @dataclass(frozen=True)
