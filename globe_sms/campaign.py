@@ -179,7 +179,11 @@ class GatewaySettings(StrictModel):
         "`account` (default: from `account`, else per AccessKeyId).",
     )
     pacing_margin_ms: float = Field(
-        default=5.0, ge=0, le=500, description="Extra spacing between calls, in ms."
+        default=10.0,
+        ge=0,
+        le=500,
+        description="Extra spacing between batch calls, in ms: room for their arrival at the gateway to vary "
+        "(the pacer widens it by itself after a throttled call).",
     )
     read_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Read timeout of one call.")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per batch on transient errors.")

@@ -65,6 +65,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -306,23 +307,35 @@ def try_rate_limit(client: Any, name: str) -> bool:
     return True
 
 
-def slot_wait(client: Any, name: str, margin_seconds: float) -> float | None:
-    """How long to wait before asking for the rate limit `name` so that the previous grant, whoever took it,
-    lies at least one interval plus `margin_seconds` back; None while the slot is taken.
+def last_grant_age(client: Any, name: str) -> tuple[float, float] | None:
+    """How long ago the rate limit `name` last granted its slot, and its spacing (seconds per grant); None
+    when it never did.
 
-    The server answers with the slot's decayed count and `updated`, the time of its last grant (a denial
-    does not move it). The margin is kept on the local clock against the server's: keep the machines'
-    clocks in sync (NTP).
+    The server answers with `updated`, the time of the slot's last grant (a denial does not move it: the
+    denied request's transaction is rolled back, pinned by tests/integration/test_prefect_client.py), and
+    the slot frees exactly one spacing later (`limit=1`, decaying at the rate). The age is read against the
+    local clock: keep the machines' clocks in sync (NTP).
     """
     from globe_sms.clock import utc_now
 
     limit = client.read_global_concurrency_limit_by_name(name)
-    if limit.active_slots > 0:
-        return None
     if limit.updated is None:
+        return None
+    return (utc_now() - limit.updated).total_seconds(), 1.0 / limit.slot_decay_per_second
+
+
+def slot_wait(client: Any, name: str, margin_seconds: float) -> float:
+    """How long to wait before asking for the rate limit `name` so that the previous grant, whoever took it,
+    lies at least one interval plus `margin_seconds` back (0 when it already does).
+
+    Computed from the slot's last grant (`last_grant_age`), not polled for: a process waiting for the slot
+    asks within milliseconds of the moment it may, not up to a poll interval later.
+    """
+    age = last_grant_age(client, name)
+    if age is None:
         return 0.0
-    spacing = 1.0 / limit.slot_decay_per_second
-    return max(0.0, spacing + margin_seconds - (utc_now() - limit.updated).total_seconds())
+    since, spacing = age
+    return max(0.0, spacing + margin_seconds - since)
 
 
 def _courtesy(call: Callable[[], Any], default: Any = None) -> Any:
@@ -334,14 +347,11 @@ def _courtesy(call: Callable[[], Any], default: Any = None) -> Any:
         return default
 
 
-_UNKNOWN = object()
-
-
 def take_slot_fairly(
     name: str,
     try_take: Callable[[str], bool],
     *,
-    slot_wait: Callable[[str], float | None] | None = None,
+    slot_wait: Callable[[str], float] | None = None,
     look_first: bool = False,
     room: WaitingRoom | None,
     client: Any = None,
@@ -355,8 +365,8 @@ def take_slot_fairly(
     Args:
         name: the rate limit.
         try_take: one attempt at a slot (a write on the server): True if granted.
-        slot_wait: a read: None while the slot is taken, else how long to wait before asking (the
-            hand-over margin); `None` polls with `try_take` itself.
+        slot_wait: a read: how long to wait before asking (the slot's previous grant plus an interval
+            and the hand-over margin); `None` polls with `try_take` itself.
         look_first: read before the first attempt too (the slot may come from another process).
         room: the waiting room, or None.
         client: passed to the room's calls.
@@ -376,13 +386,13 @@ def take_slot_fairly(
     joined = started
 
     def look() -> bool:
-        """Whether to ask now, after waiting out the margin; False while the slot is taken."""
+        """Wait until the slot may be asked for (read from the limit, bounded by the timeout); True."""
         if slot_wait is None:
             return True
-        wait = _courtesy(lambda: slot_wait(name), default=_UNKNOWN)
-        if wait is None:
-            return False
-        if wait is not _UNKNOWN and wait > 0:
+        wait = _courtesy(lambda: slot_wait(name))
+        if isinstance(wait, (int, float)) and wait > 0:
+            if timeout_seconds is not None:
+                wait = min(wait, max(0.0, started + timeout_seconds - clock()))
             sleep(wait)
         return True
 
@@ -410,6 +420,16 @@ def take_slot_fairly(
             _courtesy(functools.partial(room.leave, client, ticket))
 
 
+ASK_RETRY_SECONDS = 0.003  # between two asks while the slot, asked for a little early, is not free yet
+ASK_AFTER_FREE_SECONDS = 0.003  # an ask is timed to reach the server this long after the slot frees
+WAKE_SECONDS = 0.01  # allowance for a sleeping thread waking up late
+THROTTLED_MARGIN_STEP_SECONDS = 0.01  # the margin widens this much per throttled call ...
+MAX_EXTRA_MARGIN_SECONDS = 0.1  # ... up to this much more than configured
+MAX_HOLD_SECONDS = 0.02  # a slot is asked for at most this long before the departure it is for: so a call
+# leaves at most about this long after its grant, which the hand-over margin (40 ms) covers
+RECENT = 8  # round trips and write-ahead commits remembered to time the next ask
+
+
 @dataclass
 class PacingStats:
     """What the pacer did, for the run summary."""
@@ -420,18 +440,42 @@ class PacingStats:
     yields: int = 0
     denials: int = 0
     handovers: int = 0
+    early_asks: int = 0
+    undone_write_aheads: int = 0
+    throttled: int = 0
 
 
 class Pacer:
-    """Spaces calls at least `1 / calls_per_second + margin_seconds` apart, measured between grants.
+    """Spaces departures at least `1 / calls_per_second + margin_seconds` apart, and takes the shared slot
+    for each, with the write-ahead and the slot's round trip hidden in the wait.
+
+    The order for one call (`wait(write_ahead, undo)`, then `departing()`), departure `due` one interval
+    after the previous departure:
+
+    1. sleep until `due - lead`, where `lead` is the slowest of the recent write-ahead commits plus the
+       slowest of the recent round trips to the limit (and 2 ms);
+    2. `write_ahead()`: the caller commits the batch `submitting`;
+    3. ask for the slot; asked a little early, it is denied (cheaply: a denial does not move the limit) and
+       asked again every 3 ms for as long as being early is plausible (`lead` + 10 ms); past that, the
+       write-ahead is undone (`undo()`: the rows go back to `pending`, nothing was sent) and the wait turns
+       into the fair one (the waiting room, the hand-over margin), which writes ahead again before asking;
+    4. `departing()` holds the request until `due` if the grant came early, and times the next call from
+       that moment. (Without a write-ahead, `wait()` itself holds until `due`: the call leaves when it
+       returns.)
+
+    The gateway then sees one interval plus the margin between two calls of a campaign sending alone: the
+    commit and the grant's round trip no longer add to it. A crash during step 1 or during the fair wait
+    leaves the rows `pending`; from step 2 to the answer they are `submitting` (then `unknown` after a
+    crash), as before: never sent twice.
 
     Args:
         calls_per_second: the account's allowed rate.
-        limit_name: the Prefect global limit to acquire after the local wait; `None` paces locally only
-            (for scripts without a Prefect server).
+        limit_name: the Prefect global limit to acquire; `None` paces locally only (for scripts without a
+            Prefect server).
         margin_seconds: extra spacing for clock and network jitter between here and the gateway.
-        acquire: how a slot is taken (injected in tests); defaults to polling the Prefect limit strictly
-            (`take_slot_fairly`), bounded by `timeout_seconds`.
+        acquire: how a slot is taken (injected in tests); defaults to the Prefect limit, asked for strictly
+            (`take_slot_fairly`), bounded by `timeout_seconds`. An injected one is called after the
+            write-ahead.
         timeout_seconds: longest wait for the Prefect slot before `RateLimitTimeout` (`None`: no bound).
         waiting_room: who else waits for the slot (see the module docstring); defaults to the Prefect one
             with the default `acquire`, and to none (no yielding) with an injected one.
@@ -451,12 +495,13 @@ class Pacer:
         timeout_seconds: float | None = None,
         waiting_room: WaitingRoom | None = None,
         yield_seconds: float = 0.5,
-        handover_seconds: float = 0.25,
+        handover_seconds: float = 0.04,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if calls_per_second <= 0:
             raise ValueError("calls_per_second must be positive")
+        self.margin_seconds = margin_seconds  # the configured margin; `throttled()` widens it for a while
         self.interval = 1.0 / calls_per_second + margin_seconds
         self.limit_name = limit_name
         self.timeout_seconds = timeout_seconds
@@ -471,10 +516,23 @@ class Pacer:
         self.handover_seconds = min(handover_seconds, self.spacing / 4)
         self._handover = True  # whether the next slot may come from another process
         self._room = waiting_room
+        self._injected_acquire = acquire is not None
         self._acquire = acquire if acquire is not None else self._take_prefect_slot
         self._clock = clock
         self._sleep = sleep
         self._last_grant: float | None = None
+        self._last_departure: float | None = None
+        self._due: float | None = None
+        self._not_before: float | None = None  # a hand-over's departure, at the earliest
+        self._ask_at: float | None = None  # when to ask for the slot, once written ahead
+        self._ups: deque[float] = deque(maxlen=2 * RECENT)  # from sending an ask to the server granting it
+        self._asked_wall: float | None = None  # the last granted ask: sent, and answered (wall clock)
+        self._granted_wall: float | None = None
+        self._round_trips: deque[float] = deque(maxlen=RECENT)
+        self._commits: deque[float] = deque(maxlen=RECENT)
+        self._write_ahead: Callable[[], None] | None = None
+        self._undo: Callable[[], None] | None = None
+        self._written = False
         self._useless_yields = 0
         self._yields_paused_until = float("-inf")
         self._lock = threading.Lock()
@@ -503,12 +561,111 @@ class Pacer:
             self._api_stack.close()
         self._api, self._api_url, self._api_stack = None, None, None
 
+    # --- the write-ahead, around the ask ------------------------------------------------------------------
+
+    def _commit_estimate(self) -> float:
+        return max(self._commits, default=0.0)
+
+    def _round_trip_estimate(self) -> float:
+        return max(self._round_trips, default=0.0)
+
+    def lead(self) -> float:
+        """How long before a departure the write-ahead starts when its ask is timed by the departure: the
+        slowest recent commit and round trip, and 10 ms for waking up late."""
+        if self.limit_name is None:
+            return self._commit_estimate()
+        return self._commit_estimate() + self.ask_lead() + WAKE_SECONDS
+
+    def ask_lead(self) -> float:
+        """How long before a departure the slot is asked for: the slowest recent round trip and 3 ms, at most
+        `MAX_HOLD_SECONDS`. So the grant comes at most that long before the departure, which bounds how long
+        after its grant a call leaves (the hand-over margin of the other processes covers it)."""
+        return min(self._round_trip_estimate() + 0.003, MAX_HOLD_SECONDS)
+
+    def _write(self) -> None:
+        """Run the caller's write-ahead once per attempt, timing it."""
+        if self._write_ahead is not None and not self._written:
+            started = self._clock()
+            self._write_ahead()
+            self._commits.append(self._clock() - started)
+            self._written = True
+
+    def _unwrite(self) -> None:
+        """Undo the write-ahead of an attempt that got no slot (nothing was sent)."""
+        if self._written:
+            self._written = False
+            self.stats.undone_write_aheads += 1
+            if self._undo is not None:
+                self._undo()
+
+    def _ask(self, try_take: Callable[[], bool]) -> bool:
+        """Write ahead, wait for the ask's moment, then ask; while being early is plausible, ask again every
+        few ms; else undo the write-ahead."""
+        from globe_sms.clock import utc_now
+
+        self._write()
+        if self._ask_at is not None:
+            self._sleep_until(self._ask_at)
+        first = self._clock()
+        grace = self.ask_lead() + 0.02
+        while True:
+            asked, asked_wall = self._clock(), utc_now().timestamp()
+            if try_take():
+                self._round_trips.append(self._clock() - asked)
+                self._asked_wall, self._granted_wall = asked_wall, utc_now().timestamp()
+                return True
+            if self._clock() - first >= grace:
+                self._unwrite()
+                return False
+            self.stats.early_asks += 1
+            self._sleep(ASK_RETRY_SECONDS)
+
+    def _up_estimate(self) -> float:
+        """The shortest recent time from sending an ask to the server granting it (0 before any)."""
+        return min(self._ups, default=0.0)
+
+    def _slot_frees_at(self) -> float | None:
+        """When (local clock) the slot frees: its last grant, read from the limit, plus one spacing. Learns
+        from the read how long this process's last ask took to reach the server. None without a Prefect
+        limit or when the read fails (the ask is then timed from the departure alone)."""
+        from globe_sms.clock import utc_now
+
+        if self._injected_acquire or self.limit_name is None:
+            return None
+        client = self._prefect_client()
+        limit = _courtesy(lambda: client.read_global_concurrency_limit_by_name(self.limit_name))
+        if limit is None or limit.updated is None:
+            return None
+        now, now_wall = self._clock(), utc_now().timestamp()
+        granted = limit.updated.timestamp()
+        if self._asked_wall is not None and self._granted_wall is not None:
+            if self._asked_wall - 0.001 <= granted <= self._granted_wall + 0.001:  # our own last grant
+                self._ups.append(granted - self._asked_wall)
+        return now - (now_wall - granted) + 1.0 / limit.slot_decay_per_second
+
+    def _hand_over_wait(self, client: Any, name: str) -> float:
+        """When the slot may pass from another process: how long to wait before writing ahead, so that the
+        ask reaches the server as the slot frees (asked a little early, it is only denied). The departure is
+        held until the slot's previous grant plus one spacing and the hand-over margin (`departing()`), so
+        that the other process's call, sent at most that long after its grant, is a full interval ahead at
+        the gateway."""
+        age = last_grant_age(client, name)
+        if age is None:
+            return 0.0
+        since, spacing = age
+        now = self._clock()
+        frees = now - since + spacing
+        self._not_before = max(self._not_before or 0.0, frees + self.handover_seconds)
+        margin = self.interval - self.spacing  # grants a margin apart too, as departures of one process are
+        self._ask_at = frees + margin - self._up_estimate() + ASK_AFTER_FREE_SECONDS
+        return max(0.0, self._ask_at - self._commit_estimate() - WAKE_SECONDS - now)
+
     def _take_prefect_slot(self, name: str) -> int:
         client = self._prefect_client()
         return take_slot_fairly(
             name,
-            lambda limit: try_rate_limit(client, limit),
-            slot_wait=lambda limit: slot_wait(client, limit, self.handover_seconds),
+            lambda limit: self._ask(lambda: try_rate_limit(client, limit)),
+            slot_wait=lambda limit: self._hand_over_wait(client, limit),
             look_first=self._handover,
             room=self._room,
             client=client,
@@ -517,6 +674,8 @@ class Pacer:
             clock=self._clock,
             sleep=self._sleep,
         )
+
+    # --- waiting -------------------------------------------------------------------------------------------
 
     def _sleep_until(self, moment: float | None) -> None:
         delay = 0.0 if moment is None else moment - self._clock()
@@ -545,53 +704,112 @@ class Pacer:
             self._useless_yields = 0
             self._yields_paused_until = self._clock() + YIELD_PAUSE_SECONDS
 
-    def wait(self) -> None:
-        """Block until this process may make its next call, then take the shared slot.
+    def wait(
+        self, write_ahead: Callable[[], None] | None = None, undo: Callable[[], None] | None = None
+    ) -> None:
+        """Block until this process may make its next call, with the shared slot taken.
+
+        Args:
+            write_ahead: the caller's write-ahead record (the batch committed `submitting`), run right
+                before the slot is asked for, once per attempt; its time is hidden in the wait.
+            undo: reverts `write_ahead` (the rows back to `pending`) when an attempt gets no slot, or when
+                the wait ends with an error (a timeout, a stop request) after it.
 
         Raises:
             RateLimitTimeout: the shared slot was not granted within the acquire function's timeout.
         """
         with self._lock:
-            previous = self._last_grant
+            previous = self._last_departure
             due = None if previous is None else previous + self.interval
+            entered = self._clock()
+            self._ask_at = None
+            if due is not None:
+                self._ask_at = due - self.ask_lead()
+                if due - self._clock() > 0.05:  # time to read when the slot frees: ask no earlier
+                    frees = self._slot_frees_at()
+                    if frees is not None:
+                        self._ask_at = max(self._ask_at, frees - self._up_estimate() + ASK_AFTER_FREE_SECONDS)
+            start = None if self._ask_at is None else self._ask_at - self._commit_estimate() - WAKE_SECONDS
             courteous = False
             denials: int | None = None
-            if self.limit_name is not None and self._room is not None:
-                # Look into the waiting room a little ahead, so that the look never delays the call itself.
-                self._sleep_until(None if due is None else due - min(0.05, self.interval / 4))
-                courteous = self._others_waiting()
-            self._sleep_until(due)
-            if courteous:
-                self._sleep(self.yield_seconds)
-                self.stats.yields += 1
-            if self.limit_name is not None:
-                # Nobody can have been granted between two of our grants less than two spacings apart: then
-                # the slot comes from this process, and needs no hand-over margin (and no extra look).
-                since = None if previous is None else self._clock() - previous
-                own_turn = since is not None and since < 2 * self.spacing - min(0.05, self.spacing / 4)
-                self._handover = courteous or not own_turn
-                started = self._clock()
-                denials = self._acquire(self.limit_name)
-                self.stats.acquire_seconds += self._clock() - started
-                self.stats.denials += denials or 0
-                self.stats.handovers += bool(self._handover or denials)
+            self._write_ahead, self._undo, self._written = write_ahead, undo, False
+            self._not_before = None
+            try:
+                if self.limit_name is not None and self._room is not None:
+                    # Look into the waiting room a little ahead, so that the look never delays the call.
+                    self._sleep_until(None if start is None else start - min(0.05, self.interval / 4))
+                    courteous = self._others_waiting()
+                self._sleep_until(start)
                 if courteous:
-                    self._count_yield(denials)
+                    self._sleep(self.yield_seconds)
+                    self.stats.yields += 1
+                if self.limit_name is None:
+                    self._write()
+                else:
+                    # Nobody can have been granted between two of our grants less than two spacings apart:
+                    # then the slot comes from this process, and needs no hand-over margin (or extra look).
+                    last = self._last_grant
+                    since = None if last is None else self._clock() - last
+                    own_turn = since is not None and since < 2 * self.spacing - min(0.05, self.spacing / 4)
+                    self._handover = courteous or not own_turn
+                    if self._injected_acquire:
+                        self._write()
+                        self._sleep_until(self._ask_at)
+                    started = self._clock()
+                    denials = self._acquire(self.limit_name)
+                    self.stats.acquire_seconds += self._clock() - started
+                    if self._injected_acquire:
+                        self._round_trips.append(self._clock() - started)
+                    self.stats.denials += denials or 0
+                    self.stats.handovers += bool(self._handover or denials)
+                    if courteous:
+                        self._count_yield(denials)
+            except BaseException:
+                self._unwrite()
+                raise
+            finally:
+                self._write_ahead, self._undo = None, None
+            self._written = False
             self._last_grant = self._clock()
             self.stats.grants += 1
+            self._narrow_margin()
+            logger.debug(
+                "pacing: entered %+.4f s, granted %+.4f s from the departure time, %s early asks so far",
+                entered - (due or 0.0), self._clock() - (due or 0.0), self.stats.early_asks,
+            )
+            if self._not_before is not None:
+                due = max(due or 0.0, self._not_before)
+            if write_ahead is None:  # the call leaves when this returns: hold it until its time here
+                self._sleep_until(due)
+                self._due = None
+            else:
+                self._due = due
+            self._last_departure = self._clock()  # until `departing()` says when the call really left
 
+    def throttled(self) -> None:
+        """The gateway throttled a call this pacer spaced: its calls arrive there less evenly than the margin
+        allows (a loaded machine, a congested network). Widen the margin by 10 ms (up to 100 ms more than
+        configured); each call that goes through narrows it again by 1 ms."""
+        with self._lock:
+            widest = self.spacing + self.margin_seconds + MAX_EXTRA_MARGIN_SECONDS
+            self.interval = min(self.interval + THROTTLED_MARGIN_STEP_SECONDS, widest)
+            self.stats.throttled += 1
+
+    def _narrow_margin(self) -> None:
+        self.interval = max(self.spacing + self.margin_seconds, self.interval - 0.001)
 
     def departing(self) -> None:
-        """Time the next call from now: call it as the request is about to leave, once the slot is granted.
+        """Hold the request until its departure time if the slot came early; time the next call from now.
 
-        The caller commits the batch to the ledger between `wait()` and the request (so that a crash during
-        the wait leaves nothing `submitting`). That commit takes a few milliseconds and not always the same,
-        so the next call is timed from the departure, not from the grant: two departures are then always at
-        least an interval apart, however long each commit took.
+        Call it right before the request leaves. Two departures are then at least an interval apart, however
+        long each write-ahead and grant took.
         """
         with self._lock:
-            if self._last_grant is not None:
-                self._last_grant = max(self._last_grant, self._clock())
+            if self._due is not None:
+                self._sleep_until(self._due)
+                self._due = None
+            if self._last_departure is not None:
+                self._last_departure = max(self._last_departure, self._clock())
 
     def connection_opened(self) -> None:
         """Time the next call from now: call it when the answer arrives to a call that opened a connection.
@@ -601,8 +819,8 @@ class Pacer:
         at the gateway. Timing it from the answer costs one round trip, once per connection.
         """
         with self._lock:
-            if self._last_grant is not None:
-                self._last_grant = max(self._last_grant, self._clock())
+            if self._last_departure is not None:
+                self._last_departure = max(self._last_departure, self._clock())
 
 
 _pacers: dict[tuple[str | None, float, float], Pacer] = {}

@@ -4,12 +4,15 @@
 The order of writes is what makes "never twice" hold across crashes and retries:
 
 1. the payload is built and signed;
-2. the pacer waits for the account's slot (nothing is written yet: a crash while waiting leaves the rows
-   `pending`, and the next run sends them; a stop request ends the wait with `StoppedBeforeSending`);
-3. the batch's rows become `submitting`, committed, before anything leaves (the write-ahead record: a crash
-   from here on leaves them `submitting`, which the next run turns into `unknown`);
-4. the request goes out, the next call timed from its departure, and the outcome is committed right after
-   the response:
+2. the pacer waits until shortly before the batch's departure time (nothing is written yet: a crash while
+   waiting leaves the rows `pending`, and the next run sends them; a stop request ends the wait with
+   `StoppedBeforeSending`);
+3. the batch's rows become `submitting`, committed, then the account's slot is asked for (the write-ahead
+   record: a crash from here on leaves them `submitting`, which the next run turns into `unknown`); if no
+   slot comes within a few ms, or the wait ends with an error, the rows go back to `pending` and the wait
+   goes on (`globe_sms.pacing.Pacer`);
+4. the request goes out at its departure time, the next call timed from it, and the outcome is committed
+   right after the response:
 
    ======================================  =============================================================
    answer                                  ledger
@@ -33,7 +36,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 
 from alibaba_sms import BatchSendResult, PreparedBatch, SmsClient
-from alibaba_sms.errors import AmbiguousOutcomeError, BusinessError, RetryableError, SmsApiError
+from alibaba_sms.errors import (
+    AmbiguousOutcomeError,
+    BusinessError,
+    RetryableError,
+    SmsApiError,
+    ThrottledError,
+)
 from globe_sms.campaign import Campaign, GatewaySettings
 from globe_sms.ids import task_id
 from globe_sms.ledger import INTERRUPTED, Ledger
@@ -44,6 +53,7 @@ from tasks.stop import StoppedBeforeSending, interruptible
 logger = logging.getLogger(__name__)
 
 FAILED_SAMPLE = 3  # masked numbers from FailedList shown per batch
+NO_SLOT = "NO_SLOT"  # why written-ahead rows went back to pending unsent: the slot did not come (or a stop)
 BATCH_TABLE_ROWS = 1000  # a 1,000,000-recipient campaign has 1,000 batches
 
 
@@ -114,10 +124,21 @@ def send_and_record_batch(context: SendContext, batch: Batch) -> BatchOutcome:
         task_id=campaign.task_id(no),
         validity_period=campaign.validity_period,
     )
-    with interruptible():  # a stop request ends the wait: nothing is written or sent (`tasks/stop.py`)
-        context.pacer.wait()
-    # From this commit on, the batch may have left: a crash leaves it `submitting`, never `pending`.
-    ledger.mark_submitting(cid, no, batch.phones)
+    # The write-ahead: from this commit on the batch may leave, so a crash leaves it `submitting`, never
+    # `pending`. The pacer runs it right before it asks for the slot (so that neither the commit nor the
+    # slot's round trip adds to the spacing) and undoes it if no slot came (the rows back to `pending`).
+    granted = False
+    try:
+        with interruptible():  # a stop request ends the wait: nothing is sent, the rows stay `pending`
+            context.pacer.wait(
+                write_ahead=lambda: ledger.mark_submitting(cid, no, batch.phones),
+                undo=lambda: ledger.release(cid, no, batch.phones, NO_SLOT),
+            )
+            granted = True
+    except StoppedBeforeSending:
+        if granted:  # a stop request seen right after the grant: the batch was written ahead, not sent
+            ledger.release(cid, no, batch.phones, NO_SLOT)
+        raise
     context.pacer.departing()
     try:
         result = _transmit(context, prepared)
@@ -127,6 +148,8 @@ def send_and_record_batch(context: SendContext, batch: Batch) -> BatchOutcome:
         return BatchOutcome(no, len(batch), 0, 0, len(batch), exc.request_id, exc.code)
     except RetryableError as exc:
         ledger.release(cid, no, batch.phones, exc.code)
+        if isinstance(exc, ThrottledError):
+            context.pacer.throttled()
         raise
     except BusinessError as exc:
         ledger.record_failed(cid, no, batch.phones, exc.code or "UNKNOWN", exc.request_id)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import pytest
 
-from globe_sms.pacing import Pacer
+from globe_sms.pacing import Pacer, RateLimitTimeout
 from tests.clocks import FakeMonotonic
 
 
 class TestPacer:
     def test_first_call_does_not_wait_and_later_calls_keep_the_interval(self) -> None:
-        """Grants are spaced one interval plus margin apart, measured from the previous grant's return."""
+        """Without a write-ahead the call leaves when `wait()` returns: one interval plus margin apart, the
+        limit's round trip hidden in the wait (asked for that much ahead), not added to the spacing."""
         fake = FakeMonotonic()
         grants: list[float] = []
+        departures: list[float] = []
 
         def acquire(name: str) -> None:
             fake.now += 0.008  # the limit's round trip
@@ -29,10 +31,12 @@ class TestPacer:
         )
         for _ in range(4):
             pacer.wait()
+            departures.append(fake.now)
             fake.now += 0.050  # the send itself, then the next batch's preparation
-        gaps = [b - a for a, b in zip(grants, grants[1:], strict=False)]
-        assert fake.sleeps[0] == pytest.approx(1.005 - 0.050)
-        assert all(gap == pytest.approx(1.005 + 0.008) for gap in gaps)
+        gaps = [b - a for a, b in zip(departures, departures[1:], strict=False)]
+        assert all(gap == pytest.approx(1.005) for gap in gaps)
+        # asked ahead by the round trip and 2 ms, so each grant came before its departure time
+        assert all(grant < departure for grant, departure in zip(grants[1:], departures[1:], strict=True))
         assert pacer.stats.grants == 4
 
     def test_work_slower_than_the_interval_causes_no_extra_wait(self) -> None:
@@ -71,18 +75,63 @@ def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> N
 
 
 def test_departures_stay_an_interval_apart_whatever_the_commit_between_grant_and_request_takes() -> None:
-    """The ledger commit after the grant varies (5 ms, then 40 ms, then 1 ms): departures never get closer."""
+    """The write-ahead commit varies (5 ms, then 40 ms, then 1 ms, 20 ms): departures never get closer than
+    the interval, and once the pacer has seen a commit that long, it starts early enough to hide it."""
     fake = FakeMonotonic()
-    pacer = Pacer(1.0, limit_name=None, margin_seconds=0.0, acquire=lambda name: None, clock=fake.clock,
+
+    def acquire(name: str) -> None:
+        fake.now += 0.010
+
+    pacer = Pacer(1.0, limit_name="sms", margin_seconds=0.0, acquire=acquire, clock=fake.clock,
                   sleep=fake.sleep)
     departures: list[float] = []
-    for commit in (0.005, 0.040, 0.001, 0.020):
-        pacer.wait()
-        fake.now += commit
+    for commit in (0.005, 0.040, 0.001, 0.020, 0.030):
+
+        def write_ahead(commit: float = commit) -> None:
+            fake.now += commit
+
+        pacer.wait(write_ahead, undo=lambda: None)
         pacer.departing()
         departures.append(fake.now)
         fake.now += 0.030  # the request and its answer
     gaps = [b - a for a, b in zip(departures, departures[1:], strict=False)]
     assert min(gaps) >= 1.0 - 1e-9
-    # Timed from the grant instead, the 40 ms commit followed by a 1 ms one would give 0.961 s.
-    assert max(gaps) == pytest.approx(1.040)
+    # The 40 ms commit came unannounced: the write-ahead started 28 ms ahead (the 5 ms commit seen so far,
+    # 10 ms for waking up, the 10 ms round trip and 3 ms), so that call left 22 ms late. After it, every
+    # commit and round trip was hidden in the wait: exactly one interval.
+    assert gaps[0] == pytest.approx(1.022)
+    assert gaps[1:] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_an_attempt_that_ends_without_a_slot_undoes_its_write_ahead() -> None:
+    """A timeout (or a stop request) after the write-ahead puts the rows back: nothing half-sent is left."""
+    fake = FakeMonotonic()
+    events: list[str] = []
+
+    def acquire(name: str) -> None:
+        raise RateLimitTimeout(name, 1.0)
+
+    pacer = Pacer(1.0, limit_name="sms", acquire=acquire, clock=fake.clock, sleep=fake.sleep)
+    with pytest.raises(RateLimitTimeout):
+        pacer.wait(lambda: events.append("submitting"), undo=lambda: events.append("pending"))
+    assert events == ["submitting", "pending"]
+    assert pacer.stats.undone_write_aheads == 1
+
+
+def test_a_throttled_call_widens_the_margin_and_calls_that_go_through_narrow_it_again() -> None:
+    """Calls arriving at the gateway less evenly than the margin allows get throttled: the pacer spaces the
+    next ones 10 ms wider per throttled call (at most 100 ms more), then 1 ms narrower per grant."""
+    fake = FakeMonotonic()
+    pacer = Pacer(1.0, limit_name=None, margin_seconds=0.01, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(15):
+        pacer.throttled()
+    assert pacer.interval == pytest.approx(1.0 + 0.01 + 0.1)
+    departures = []
+    for _ in range(3):
+        pacer.wait()
+        departures.append(fake.now)
+    assert [b - a for a, b in zip(departures, departures[1:], strict=False)] == pytest.approx([1.109, 1.108])
+    for _ in range(200):
+        pacer.wait()
+    assert pacer.interval == pytest.approx(1.01)
+    assert pacer.stats.throttled == 15
