@@ -49,7 +49,7 @@ from alibaba_sms.protocol import (
     sign,
 )
 from alibaba_sms.signing import Clock, Nonce, random_nonce, utc_now
-from alibaba_sms.transport import DEFAULT_MAX_CONNECTIONS, AiohttpTransport
+from alibaba_sms.wire import DEFAULT_MAX_CONNECTIONS, WireTransport
 
 SEND_ACTION = "SendMessageToGlobe"
 QUERY_ACTION = "QueryMessage"
@@ -61,6 +61,7 @@ class PreparedSend:
 
     request: httpx.Request
     to: str
+    action: str = "SendMessageToGlobe"
 
 
 class AsyncSmsClient:
@@ -74,7 +75,7 @@ class AsyncSmsClient:
         timeout: connect / read / pool timeouts of every call; the SDK's defaults are connect 5 s, read 10 s.
         max_connections: the connection pool's size, i.e. at most this many calls in flight (the default
             transport's; ignored when `transport` is given).
-        transport: any httpx async transport; default an `AiohttpTransport`. The client closes it.
+        transport: any httpx async transport; default a `WireTransport`. The client closes it.
         clock, nonce: injected for reproducible signatures.
     """
 
@@ -96,7 +97,9 @@ class AsyncSmsClient:
         self.signature_version = signature_version
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._timeout_extension = self._timeout.as_dict()
-        self._transport = transport or AiohttpTransport(max_connections=max_connections)
+        self._transport = transport or WireTransport(max_connections=max_connections)
+        # The fast path: (status, body) without an httpx.Response, for the package's own transport.
+        self._exchange = self._transport.exchange if isinstance(self._transport, WireTransport) else None
         self._closed = False
 
     @property
@@ -138,16 +141,14 @@ class AsyncSmsClient:
         )
         return sign(self._auth, request)
 
-    async def _send(self, request: httpx.Request) -> dict[str, Any]:
+    async def _send(self, request: httpx.Request, action: str) -> dict[str, Any]:
         if self._closed:
             raise RuntimeError("the AsyncSmsClient is closed")
-        action = request.headers.get("x-acs-action")
-        transport = self._transport
         try:
-            if isinstance(transport, AiohttpTransport):  # fast path: no httpx.Response for a small JSON body
-                status, content = await transport.exchange(request)
+            if self._exchange is not None:  # fast path: no httpx.Response for a small JSON body
+                status, content = await self._exchange(request)
             else:
-                response = await transport.handle_async_request(request)
+                response = await self._transport.handle_async_request(request)
                 try:
                     await response.aread()
                 finally:
@@ -183,7 +184,7 @@ class AsyncSmsClient:
             raise ValueError("SendMessageToGlobe needs a number and a message")
         params = {"To": to, "Message": message}
         params.update(operation_params(sender, message_type, task_id, validity_period, channel_id))
-        return PreparedSend(self._build(SEND_ACTION, params), to)
+        return PreparedSend(self._build(SEND_ACTION, params), to, SEND_ACTION)
 
     async def send_prepared(self, prepared: PreparedSend) -> SendResult:
         """Transmit a prepared SendMessageToGlobe request and parse the answer.
@@ -191,7 +192,7 @@ class AsyncSmsClient:
         Raises:
             RetryableError, PermanentError, AmbiguousOutcomeError: see `alibaba_sms.errors`.
         """
-        body = await self._send(prepared.request)
+        body = await self._send(prepared.request, prepared.action)
         try:
             return SendResult.from_body(body)
         except ResponseFormatError as exc:
@@ -239,5 +240,5 @@ class AsyncSmsClient:
 
     async def query(self, message_id: str) -> QueryResult:
         """Look up one message's delivery status with QueryMessage (errors as for `send`)."""
-        body = await self._send(self._build(QUERY_ACTION, {"MessageId": message_id}))
+        body = await self._send(self._build(QUERY_ACTION, {"MessageId": message_id}), QUERY_ACTION)
         return QueryResult.from_body(body)

@@ -54,6 +54,7 @@ from alibaba_sms import AccessKey, SmsClient  # noqa: E402
 from alibaba_sms.async_client import AsyncSmsClient  # noqa: E402
 from alibaba_sms.errors import SmsApiError  # noqa: E402
 from alibaba_sms.transport import AiohttpTransport  # noqa: E402
+from alibaba_sms.wire import WireTransport  # noqa: E402
 
 KEY = AccessKey.of("testid", "testsecret")
 TEXT = "Hello, your appointment is confirmed for tomorrow at 10:00."
@@ -179,12 +180,14 @@ def run_loop(coroutine: Any, loop: str) -> Any:
 
 
 VARIANTS: dict[str, tuple[Callable[[], httpx.AsyncBaseTransport], str]] = {
-    "aiohttp transport (default)": (lambda: AiohttpTransport(max_connections=32), "asyncio"),
+    "wire transport + uvloop (default)": (lambda: WireTransport(max_connections=32), "uvloop"),
+    "wire transport": (lambda: WireTransport(max_connections=32), "asyncio"),
+    "aiohttp transport": (lambda: AiohttpTransport(max_connections=32), "asyncio"),
+    "aiohttp transport + uvloop": (lambda: AiohttpTransport(max_connections=32), "uvloop"),
     "httpx AsyncHTTPTransport (baseline)": (
         lambda: httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=32)),
         "asyncio",
     ),
-    "aiohttp transport + uvloop": (lambda: AiohttpTransport(max_connections=32), "uvloop"),
 }
 
 
