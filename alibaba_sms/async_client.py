@@ -39,16 +39,17 @@ from alibaba_sms.errors import InvalidResponse, transport_error
 from alibaba_sms.models import QueryResult, ResponseFormatError, SendResult
 from alibaba_sms.protocol import (
     DEFAULT_TIMEOUT,
+    FORM_CONTENT_TYPE,
     USER_AGENT,
     SignatureVersion,
-    action_headers,
     auth_for,
+    form_body,
     operation_params,
     parse_answer,
     parse_response,
     sign,
 )
-from alibaba_sms.signing import Clock, Nonce, random_nonce, utc_now
+from alibaba_sms.signing import API_VERSION, AcsV3Auth, Clock, Nonce, random_nonce, utc_now
 from alibaba_sms.wire import DEFAULT_MAX_CONNECTIONS, WireTransport
 
 SEND_ACTION = "SendMessageToGlobe"
@@ -94,9 +95,10 @@ class AsyncSmsClient:
     ) -> None:
         self._auth = auth_for(signature_version, credentials, clock=clock, nonce=nonce)
         self.base_url = resolve_endpoint(endpoint, region)
+        self._host = self.base_url.netloc.decode("ascii")  # the Host header, as httpx would send it
         self.signature_version = signature_version
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        self._timeout_extension = self._timeout.as_dict()
+        self._extensions = {"timeout": self._timeout.as_dict()}
         self._transport = transport or WireTransport(max_connections=max_connections)
         # The fast path: (status, body) without an httpx.Response, for the package's own transport.
         self._exchange = self._transport.exchange if isinstance(self._transport, WireTransport) else None
@@ -132,14 +134,31 @@ class AsyncSmsClient:
     # --- building and sending ---------------------------------------------------------------------------
 
     def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
-        request = httpx.Request(
-            "POST",
-            self.base_url,
-            data=dict(params),
-            headers={"accept": "application/json", "user-agent": USER_AGENT, **action_headers(action)},
-            extensions={"timeout": self._timeout_extension},
-        )
-        return sign(self._auth, request)
+        """Build the signed request. V3 signs the parts first (`AcsV3Auth.signature_headers`) and builds the
+        `httpx.Request` once with every header, which is the same request `sign` would produce at a third of
+        the cost; other signers sign the built request through their flow."""
+        body = form_body(params)
+        headers = {
+            "host": self._host,
+            "accept": "application/json",
+            "user-agent": USER_AGENT,
+            "x-acs-action": action,
+            "x-acs-version": API_VERSION,
+            "content-type": FORM_CONTENT_TYPE,
+        }
+        auth = self._auth
+        if isinstance(auth, AcsV3Auth):
+            headers.update(auth.signature_headers("POST", "/", (), headers, body))
+            headers["content-length"] = str(len(body))
+            # Every header is given, so the body goes in as a stream: httpx's encoding and header
+            # defaulting (a third of the request's cost) have nothing to add. Read at once, as `content=`.
+            request = httpx.Request(
+                "POST", self.base_url, headers=headers, stream=httpx.ByteStream(body), extensions=self._extensions
+            )
+            request.read()
+            return request
+        request = httpx.Request("POST", self.base_url, content=body, headers=headers, extensions=self._extensions)
+        return sign(auth, request)
 
     async def _send(self, request: httpx.Request, action: str) -> dict[str, Any]:
         if self._closed:
