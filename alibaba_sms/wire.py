@@ -293,12 +293,12 @@ class _Pool:
         if not connection.keep_alive or connection.broken or connection.closed:
             self.discard(connection)
             return
+        connection.idle_since = self.loop.time()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(connection)
                 return
-        connection.idle_since = self.loop.time()
         self._idle.append(connection)
         if self._sweep is None:
             self._sweep = self.loop.call_later(self._expiry, self._expire_idle)
