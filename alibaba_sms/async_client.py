@@ -153,11 +153,17 @@ class AsyncSmsClient:
             # Every header is given, so the body goes in as a stream: httpx's encoding and header
             # defaulting (a third of the request's cost) have nothing to add. Read at once, as `content=`.
             request = httpx.Request(
-                "POST", self.base_url, headers=headers, stream=httpx.ByteStream(body), extensions=self._extensions
+                "POST",
+                self.base_url,
+                headers=headers,
+                stream=httpx.ByteStream(body),
+                extensions=self._extensions,
             )
             request.read()
             return request
-        request = httpx.Request("POST", self.base_url, content=body, headers=headers, extensions=self._extensions)
+        request = httpx.Request(
+            "POST", self.base_url, content=body, headers=headers, extensions=self._extensions
+        )
         return sign(auth, request)
 
     async def _send(self, request: httpx.Request, action: str) -> dict[str, Any]:

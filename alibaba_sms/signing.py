@@ -145,7 +145,10 @@ def _canonical_request(
 ) -> str:
     """`canonical_request` once the headers are lowercase and the signed names sorted and lowercase."""
     canonical_headers = "".join(f"{name}:{lowered.get(name, '').strip()}\n" for name in names)
-    return f"{method.upper()}\n{path or '/'}\n{canonical_query}\n{canonical_headers}\n{';'.join(names)}\n{payload_hash}"
+    signed = ";".join(names)
+    return (
+        f"{method.upper()}\n{path or '/'}\n{canonical_query}\n{canonical_headers}\n{signed}\n{payload_hash}"
+    )
 
 
 @lru_cache(maxsize=64)

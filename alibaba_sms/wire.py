@@ -20,10 +20,12 @@ been processed" (the ledger's exactly-once rests on it):
 | connecting took longer than the `connect` timeout | `ConnectTimeout` | not sent |
 | refused, unreachable, DNS, TLS handshake | `ConnectError` | not sent |
 | no pooled connection within the `pool` timeout | `PoolTimeout` | not sent |
-| no bytes of the answer for `read` seconds after the request was written | `ReadTimeout` | may have been processed |
-| the server closed the connection after the request was written, before a whole answer | `RemoteProtocolError` | may have been processed |
-| an answer that is not HTTP (garbage, bad chunking) | `RemoteProtocolError` | may have been processed |
-| the connection failed otherwise after the request was written (reset, ...) | `ReadError` | may have been processed |
+| after the request was written: no bytes of the answer for `read` s | `ReadTimeout` | may have been |
+| after it was written: the server closed before a whole answer | `RemoteProtocolError` | may have been |
+| an answer that is not HTTP (garbage, bad chunking) | `RemoteProtocolError` | may have been |
+| after it was written: the connection failed otherwise (reset, ...) | `ReadError` | may have been |
+
+("may have been": processed; `transport_error` makes these `ResponseLost`, the others `ConnectionFailed`.)
 
 A request is written at most once: nothing is ever resent, not even on a keep-alive connection the server
 closed at the same moment (that is `RemoteProtocolError`, ambiguous). Connections the server closed while

@@ -149,7 +149,8 @@ def test_a_chunked_answer_in_pieces_is_joined() -> None:
 
 
 def test_a_body_to_the_end_of_the_connection_and_connection_close() -> None:
-    """No length, no chunking: the body ends with the connection. `Connection: close`: a new connection next."""
+    """No length, no chunking: the body ends with the connection. `Connection: close`: a new connection
+    for the next call."""
 
     async def until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + OK_BODY)
@@ -294,7 +295,9 @@ async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     return False
 
 
-async def close_without_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
+async def close_without_answer(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes
+) -> bool:
     return False
 
 
@@ -407,7 +410,9 @@ def test_a_cancelled_call_frees_its_connection() -> None:
     the pool's one slot serves the next call."""
     calls = 0
 
-    async def first_stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+    async def first_stalls(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> bool:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -474,7 +479,9 @@ def tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
