@@ -5,10 +5,14 @@ The same package shape as `SmsClient`: requests are built as `httpx.Request`s an
 `httpx.Auth` signers (`AcsV3Auth` / `AcsV1Auth`), answers become the same result models (`SendResult`,
 `QueryResult`) or the same errors (`alibaba_sms.errors`, classified by `alibaba_sms.protocol.parse_answer` and
 `transport_error`), and endpoints resolve the same way (`alibaba_sms.endpoints`). Only the transport differs:
-by default an `AiohttpTransport` (`alibaba_sms.transport`), because httpx's own async transport costs 1-2.6 ms
-of CPU per call, too much for 2,000 calls a second on a small machine (bench/README-single.md). Any
-`httpx.AsyncBaseTransport` can be given instead (`httpx.MockTransport` in tests, `httpx.AsyncHTTPTransport`
-as the baseline of the benchmark).
+by default a `WireTransport` (`alibaba_sms.wire`: HTTP/1.1 on asyncio, parsed by httptools), because httpx's
+own async transport costs 1-4 ms of CPU per call and aiohttp's client about 0.4-0.6 ms, too much for 2,000
+calls a second on a small machine (bench/README-single.md). Any `httpx.AsyncBaseTransport` can be given
+instead (`httpx.MockTransport` in tests, `httpx.AsyncHTTPTransport` and `AiohttpTransport` in the benchmark).
+
+V3 requests are signed before they are built (`AcsV3Auth.signature_headers`) and built once, with every
+header; V1 requests are built, then signed through the Auth's flow. Either way the bytes are the sync
+client's (tests/unit/test_async_client_unit.py).
 
 Usable without Prefect::
 

@@ -11,8 +11,12 @@ The emulator runs in a process of its own (this script's `serve` mode: the emula
 is a signed SendMessageToGlobe (V3) over loopback.
 
 1. **client**: the same calls, `--calls` of them 32 in flight, through `AsyncSmsClient` with its default
-   `AiohttpTransport`, with httpx's default `AsyncHTTPTransport` (the baseline), and with the aiohttp
-   transport on a uvloop event loop; twice each, alternating. Calls/s, client and emulator CPU per call.
+   `WireTransport` on a uvloop loop (as the single lane runs it), the same on asyncio's loop, with the
+   `AiohttpTransport` (the default before; asyncio and uvloop loops), and with httpx's default
+   `AsyncHTTPTransport` (the baseline); twice each, alternating. Calls/s, client and emulator CPU per call
+   (the client's includes building and signing each request). Then, in-process, what building and signing
+   one call costs: `prepare_send` now, and the way it was built before (`httpx.Request(data=...)` signed
+   through the `httpx.Auth` flow, uuid4 nonce).
 2. **emulator**: two load processes (aiohttp transport, uvloop) against an unlimited emulator: the calls/s
    it serves and its CPU per call; then against the default limit (2,000 calls per rolling second) for 4 s:
    what it admitted per rolling second (never above 2,000) and how many it throttled.
@@ -53,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 from alibaba_sms import AccessKey, SmsClient  # noqa: E402
 from alibaba_sms.async_client import AsyncSmsClient  # noqa: E402
 from alibaba_sms.errors import SmsApiError  # noqa: E402
+from alibaba_sms.signing import utc_now  # noqa: E402
 from alibaba_sms.transport import AiohttpTransport  # noqa: E402
 from alibaba_sms.wire import WireTransport  # noqa: E402
 
@@ -225,11 +230,59 @@ def client_phase(calls: int) -> dict[str, Any]:
             "emulator_cpu_ms_per_call": statistics.median(r["emulator_cpu_ms_per_call"] for r in results),
             "runs": results,
         }
-    fast, base = summary["aiohttp transport (default)"], summary["httpx AsyncHTTPTransport (baseline)"]
+    fast = summary["wire transport + uvloop (default)"]
+    aiohttp, base = summary["aiohttp transport"], summary["httpx AsyncHTTPTransport (baseline)"]
     summary["ratios"] = {
-        "calls_per_s": round(fast["calls_per_s"] / base["calls_per_s"], 2),
-        "client_cpu_per_call": round(base["client_cpu_ms_per_call"] / fast["client_cpu_ms_per_call"], 2),
+        "client_cpu_per_call_vs_aiohttp": round(
+            aiohttp["client_cpu_ms_per_call"] / fast["client_cpu_ms_per_call"], 2
+        ),
+        "client_cpu_per_call_vs_httpx": round(
+            base["client_cpu_ms_per_call"] / fast["client_cpu_ms_per_call"], 2
+        ),
+        "calls_per_s_vs_aiohttp": round(fast["calls_per_s"] / aiohttp["calls_per_s"], 2),
+        "calls_per_s_vs_httpx": round(fast["calls_per_s"] / base["calls_per_s"], 2),
     }
+    summary["prepare"] = prepare_cost()
+    say(f"  prepare: {summary['prepare']}")
+    return summary
+
+
+def prepare_cost(calls: int = 20000) -> dict[str, Any]:
+    """CPU per built and signed SendMessageToGlobe request, now and the way it was built before."""
+    import uuid
+
+    from alibaba_sms.protocol import USER_AGENT, action_headers, auth_for, sign
+
+    client = AsyncSmsClient(KEY, endpoint="http://127.0.0.1:9")
+    old_auth = auth_for("v3", KEY, clock=utc_now, nonce=lambda: uuid.uuid4().hex)
+    extensions = {"timeout": client.timeout.as_dict()}
+
+    def before(to: str) -> httpx.Request:
+        request = httpx.Request(
+            "POST",
+            client.base_url,
+            data={"To": to, "Message": TEXT},
+            headers={
+                "accept": "application/json",
+                "user-agent": USER_AGENT,
+                **action_headers("SendMessageToGlobe"),
+            },
+            extensions=extensions,
+        )
+        return sign(old_auth, request)
+
+    def now(to: str) -> Any:
+        return client.prepare_send(to, TEXT)
+
+    result: dict[str, Any] = {}
+    for _ in range(2):
+        for name, build in (("prepare_send (now)", now), ("httpx data= + Auth flow (before)", before)):
+            started = time.process_time()
+            for index in range(calls):
+                build(str(85290000000 + index))
+            result.setdefault(name, []).append(round((time.process_time() - started) / calls * 1e6, 1))
+    summary = {f"{name}_us_per_call": min(figures) for name, figures in result.items()}
+    summary["load"] = load()
     return summary
 
 
