@@ -100,19 +100,26 @@ class _Connection(asyncio.Protocol):
         self._status, self._headers, self._body = 0, [], []
         self._headers_done = self._framed = self.encoded = False
         self._head = request.method == "HEAD"
-        self._last_read = self._loop.time()
+        self._last_read = now = self._loop.time()
         self.transport.write(data)
         self._read_timeout = read_timeout
         if read_timeout is not None:
-            self._timer = self._loop.call_at(self._last_read + read_timeout, self._read_timer)
+            # One timer per connection, not per request: it outlives the answers and moves on to the last
+            # read when it fires, so 2,000 calls a second do not create and cancel 2,000 timers.
+            timer = self._timer
+            if timer is not None and timer.when() > now + read_timeout:  # a shorter timeout than before
+                timer.cancel()
+                timer = None
+            if timer is None:
+                self._timer = self._loop.call_at(now + read_timeout, self._read_timer)
         return waiter
 
     def _read_timer(self) -> None:
         self._timer = None
-        if self._waiter is None or self._waiter.done():
-            return
+        if self._waiter is None or self._waiter.done() or self._read_timeout is None:
+            return  # idle: the next request arms it again
         due = self._last_read + self._read_timeout
-        if self._loop.time() < due:  # bytes arrived meanwhile: the gap starts again from the last read
+        if self._loop.time() < due:  # bytes arrived (or a new request left) since: wait for the rest
             self._timer = self._loop.call_at(due, self._read_timer)
             return
         self._fail(httpx.ReadTimeout("timed out waiting for the answer", request=self._request))
@@ -127,10 +134,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(error)
 
     def _finish(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        waiter, self._waiter = self._waiter, None  # the read timer stays: see `send`
         if waiter is not None and not waiter.done():
             waiter.set_result((self._status, self._headers, b"".join(self._body)))
 
@@ -154,6 +158,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._waiter is None or self._waiter.done():
             return
         if exc is None and self._headers_done and not self._framed and not self.broken:
@@ -223,7 +230,8 @@ class _Pool:
         self._slots = 0  # connections open or being opened
         self._sweep: asyncio.TimerHandle | None = None
 
-    async def acquire(self, connect_timeout: float | None, pool_timeout: float | None) -> _Connection:
+    def take_idle(self) -> _Connection | None:
+        """The most recently used idle connection that can be reused; the others on the way are closed."""
         oldest = self.loop.time() - self._expiry
         idle = self._idle
         while idle:
@@ -232,6 +240,11 @@ class _Pool:
                 return connection
             connection.close()
             self._slots -= 1
+        return None
+
+    async def acquire(self, connect_timeout: float | None, pool_timeout: float | None) -> _Connection:
+        """A new connection (within the limit), or one another call hands over; `take_idle` first."""
+        oldest = self.loop.time() - self._expiry
         if self._slots < self._limit:
             self._slots += 1
         else:
@@ -402,11 +415,13 @@ class WireTransport(httpx.AsyncBaseTransport):
         data = _serialize(request, body)
         timeout = request.extensions.get("timeout") or {}
         pool = self._pool(request.url)
-        try:
-            connection = await pool.acquire(timeout.get("connect"), timeout.get("pool"))
-        except httpx.TransportError as exc:
-            exc.request = request
-            raise
+        connection = pool.take_idle()
+        if connection is None:
+            try:
+                connection = await pool.acquire(timeout.get("connect"), timeout.get("pool"))
+            except httpx.TransportError as exc:
+                exc.request = request
+                raise
         try:
             status, headers, content = await connection.send(request, data, timeout.get("read"))
         except BaseException:  # a timeout, a lost connection, a cancelled call: never reused
