@@ -63,8 +63,14 @@ def form_body(params: Mapping[str, str]) -> bytes:
     return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in params.items()).encode()
 
 
-# A campaign's calls repeat their names, text and sender: each is encoded once (numbers pass through).
-_form_quote = lru_cache(maxsize=1024)(quote_plus)
+def _form_quote(value: str) -> str:
+    if value.isascii() and value.isalnum():  # numbers, names: nothing to encode
+        return value
+    return _quote_cached(value)
+
+
+# A campaign's calls repeat their text and sender: each is encoded once.
+_quote_cached = lru_cache(maxsize=1024)(quote_plus)
 
 
 def sign(auth: httpx.Auth, request: httpx.Request) -> httpx.Request:

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -57,10 +58,38 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class _RandomBytes(threading.local):
+    """OS randomness read 4 KiB at a time, per thread: one system call per 256 nonces, not per nonce."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.offset = 0
+
+
+_random_bytes = _RandomBytes()
+
+
+def _forget_random_bytes() -> None:
+    # A forked child must not hand out its parent's next nonces (SignatureNonceUsed); only the forking
+    # thread lives on in the child, and this runs in it.
+    _random_bytes.buffer, _random_bytes.offset = b"", 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_random_bytes)
+
+
 def random_nonce() -> str:
     """A fresh single-use nonce: Alibaba rejects a reused one with `SignatureNonceUsed`. 128 random bits
-    from the OS, as hex (what `uuid4().hex` carried, at a fraction of its cost)."""
-    return os.urandom(16).hex()
+    from the OS (`os.urandom`, buffered per thread), as hex: what `uuid4().hex` carried, for a fraction of
+    its cost."""
+    source = _random_bytes
+    offset, buffer = source.offset, source.buffer
+    if offset + 16 > len(buffer):
+        buffer = source.buffer = os.urandom(4096)
+        offset = 0
+    source.offset = offset + 16
+    return buffer[offset : offset + 16].hex()
 
 
 def format_timestamp(moment: datetime) -> str:

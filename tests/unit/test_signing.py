@@ -285,3 +285,35 @@ class TestCheapParts:
         added = auth.signature_headers("POST", "/", [], headers, unsigned.content)
         assert added == {name: flowed.headers[name] for name in added}
         assert added["Authorization"] == flowed.headers["authorization"]
+
+
+def test_nonces_differ_across_threads_and_in_a_forked_child() -> None:
+    """Buffered per thread, the nonces stay unique: between threads, and in a child forked after the
+    parent drew some (the child must not repeat the parent's next ones)."""
+    import os
+    import threading
+
+    from alibaba_sms.signing import random_nonce
+
+    drawn: list[str] = [random_nonce()]
+    threads = [
+        threading.Thread(target=lambda: drawn.extend(random_nonce() for _ in range(300))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its next nonces and leave at once
+        os.write(writer, "".join(random_nonce() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    child = os.read(reader, 4096).decode()
+    os.close(reader)
+    parent_next = [random_nonce() for _ in range(10)]
+    from_child = [child[i : i + 32] for i in range(0, len(child), 32)]
+    assert len(from_child) == 10
+    everything = drawn + parent_next + from_child
+    assert len(set(everything)) == len(everything) == 1 + 1200 + 20
