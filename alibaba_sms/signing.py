@@ -173,7 +173,7 @@ def _canonical_request(
     payload_hash: str,
 ) -> str:
     """`canonical_request` once the headers are lowercase and the signed names sorted and lowercase."""
-    canonical_headers = "".join(f"{name}:{lowered.get(name, '').strip()}\n" for name in names)
+    canonical_headers = "".join([f"{name}:{lowered.get(name, '').strip()}\n" for name in names])
     signed = ";".join(names)
     return (
         f"{method.upper()}\n{path or '/'}\n{canonical_query}\n{canonical_headers}\n{signed}\n{payload_hash}"
