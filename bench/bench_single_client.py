@@ -225,9 +225,13 @@ def client_phase(calls: int) -> dict[str, Any]:
     summary = {}
     for name, results in rounds.items():
         summary[name] = {
-            "calls_per_s": statistics.median(r["calls_per_s"] for r in results),
-            "client_cpu_ms_per_call": statistics.median(r["client_cpu_ms_per_call"] for r in results),
-            "emulator_cpu_ms_per_call": statistics.median(r["emulator_cpu_ms_per_call"] for r in results),
+            "calls_per_s": round(statistics.median(r["calls_per_s"] for r in results), 1),
+            "client_cpu_ms_per_call": round(
+                statistics.median(r["client_cpu_ms_per_call"] for r in results), 3
+            ),
+            "emulator_cpu_ms_per_call": round(
+                statistics.median(r["emulator_cpu_ms_per_call"] for r in results), 3
+            ),
             "runs": results,
         }
     fast = summary["wire transport + uvloop (default)"]
