@@ -4,6 +4,7 @@ and QueryMessage reconciliation of 20,000 messages.
 Usage:
     uv run python bench/bench_single_client.py [all|client|emulator|bookkeeping|reconcile]
         [--calls 6000] [--messages 20000] [--json bench/results/single.json]
+    uv run python bench/bench_single_client.py compare --old-tree DIR [--calls 5000]
 
 The emulator runs in a process of its own (this script's `serve` mode: the emulator app under uvicorn, as
 `globe-sms emulator` runs it), so that its CPU is not the client's; its CPU time is read from
@@ -17,6 +18,8 @@ is a signed SendMessageToGlobe (V3) over loopback.
    (the client's includes building and signing each request). Then, in-process, what building and signing
    one call costs: `prepare_send` now, and the way it was built before (`httpx.Request(data=...)` signed
    through the `httpx.Auth` flow, uuid4 nonce).
+   **compare** (not in `all`): the whole client path of an older tree (`git archive <rev> | tar -x -C DIR`)
+   against this one, each in a process of its own, alternating three times against one emulator.
 2. **emulator**: two load processes (aiohttp transport, uvloop) against an unlimited emulator: the calls/s
    it serves and its CPU per call; then against the default limit (2,000 calls per rolling second) for 4 s:
    what it admitted per rolling second (never above 2,000) and how many it throttled.
@@ -290,6 +293,52 @@ def prepare_cost(calls: int = 20000) -> dict[str, Any]:
     return summary
 
 
+# --- before/after phase ---------------------------------------------------------------------------------
+
+COMPARE_CHILD = r"""
+import json, sys, time
+root, url, calls, loop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path[:0] = [root, root + "/bench"]
+import bench_single_client as b
+b.run_loop(b.send_calls(url, 300, 32, None), loop)
+cpu, wall = time.process_time(), time.perf_counter()
+outcomes = b.run_loop(b.send_calls(url, calls, 32, None), loop)
+print(json.dumps({"client_cpu_ms_per_call": round((time.process_time() - cpu) / calls * 1000, 3),
+                  "calls_per_s": round(calls / (time.perf_counter() - wall), 1), "outcomes": outcomes}))
+"""
+
+
+def compare_phase(calls: int, old_tree: Path, old_loop: str = "asyncio", rounds: int = 3) -> dict[str, Any]:
+    """The whole client path of an older tree (`git archive <rev> | tar -x -C DIR`: its default transport
+    and its prepare/sign) against this one, each in a process of its own, alternating, one emulator."""
+    variants = {
+        f"before ({old_tree.name}, {old_loop})": (old_tree, old_loop),
+        "after (uvloop)": (ROOT, "uvloop"),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    with emulator() as server:
+        for _ in range(rounds):
+            for name, (root, loop) in variants.items():
+                server.reset()
+                emulator0 = server.cpu()
+                command = [sys.executable, "-c", COMPARE_CHILD, str(root), server.url, str(calls), loop]
+                result = json.loads(subprocess.run(command, cwd=root, capture_output=True, check=True).stdout)
+                result["emulator_cpu_ms_per_call"] = round(
+                    (server.cpu() - emulator0) / (calls + 300) * 1000, 3
+                )
+                result["load"] = load()
+                runs[name].append(result)
+                say(f"  {name}: {result}")
+    return {
+        name: {
+            "client_cpu_ms_per_call": statistics.median(r["client_cpu_ms_per_call"] for r in results),
+            "calls_per_s": statistics.median(r["calls_per_s"] for r in results),
+            "runs": results,
+        }
+        for name, results in runs.items()
+    }
+
+
 # --- emulator phase --------------------------------------------------------------------------------------
 
 
@@ -483,6 +532,7 @@ def main() -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=0)
+    parser.add_argument("--old-tree", type=Path, default=None, help="compare: an exported older tree")
     args = parser.parse_args()
     if args.phase == "serve":
         serve(args.port, args.single_rate, args.query_rate, args.latency)
@@ -496,6 +546,10 @@ def main() -> None:
         say(f"{phase}:")
         if phase == "client":
             results["client"] = client_phase(args.calls)
+        elif phase == "compare":
+            if args.old_tree is None:
+                parser.error("compare needs --old-tree DIR (git archive <rev> | tar -x -C DIR)")
+            results["compare"] = compare_phase(args.calls, args.old_tree.resolve())
         elif phase == "emulator":
             results["emulator"] = emulator_phase(args.calls)
         elif phase == "bookkeeping":
