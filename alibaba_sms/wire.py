@@ -228,6 +228,7 @@ class _Pool:
         self._idle: deque[_Connection] = deque()
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self._slots = 0  # connections open or being opened
+        self._closed = False  # the transport was closed: answered connections are closed, not kept
         self._sweep: asyncio.TimerHandle | None = None
 
     def take_idle(self) -> _Connection | None:
@@ -305,7 +306,7 @@ class _Pool:
 
     def release(self, connection: _Connection) -> None:
         """After a whole answer: keep the connection (or hand it to a waiter) if it can be reused."""
-        if not connection.keep_alive or connection.broken or connection.closed:
+        if not connection.keep_alive or connection.broken or connection.closed or self._closed:
             self.discard(connection)
             return
         connection.idle_since = self.loop.time()
@@ -333,6 +334,7 @@ class _Pool:
             self._sweep = self.loop.call_later(max(0.0, idle[0].idle_since - oldest), self._expire_idle)
 
     def close(self) -> None:
+        self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
@@ -431,7 +433,7 @@ class WireTransport(httpx.AsyncBaseTransport):
         return status, headers, content, connection.encoded
 
     async def aclose(self) -> None:
-        """Close every idle connection and forget the pools (connections in use close when answered)."""
+        """Close every idle connection and forget the pools; connections in use close when answered."""
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()

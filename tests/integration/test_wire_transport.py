@@ -496,3 +496,24 @@ def tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server_context.load_cert_chain(cert_file, key_file)
     client_context = ssl.create_default_context(cafile=str(cert_file))
     return server_context, client_context
+
+
+def test_closing_the_transport_closes_connections_still_in_use_once_answered() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+        await asyncio.sleep(0.2)
+        return await ok_answer()(reader, writer, request)
+
+    async def scenario() -> tuple[tuple[int, bytes], bool]:
+        seen, server = await serve(slow)
+        transport = WireTransport()
+        call = asyncio.ensure_future(transport.exchange(post(seen.port)))
+        await asyncio.sleep(0.05)
+        await transport.aclose()
+        answer = await call
+        await asyncio.sleep(0.05)
+        closed = seen.writers[0].transport.is_closing()  # the server saw the client close it
+        server.close()
+        return answer, closed
+
+    answer, closed = run(scenario)
+    assert answer == (200, OK_BODY) and closed
