@@ -1,5 +1,8 @@
 """An httpx async transport backed by aiohttp: httpx's requests, errors and responses; aiohttp's speed.
 
+No longer `AsyncSmsClient`'s default: `alibaba_sms.wire.WireTransport` costs about half its CPU per call
+(bench/README-single.md). Kept as the benchmark's reference and as a drop-in alternative transport.
+
 `AsyncSmsClient` builds and signs `httpx.Request`s with the package's `httpx.Auth` signers and reads
 `httpx.Response`s, like the sync client; only the bytes travel through aiohttp, whose HTTP/1.1 client costs
 a fraction of httpx's default async transport per call (bench/README-single.md: about 0.2 ms of CPU per

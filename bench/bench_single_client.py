@@ -4,6 +4,7 @@ and QueryMessage reconciliation of 20,000 messages.
 Usage:
     uv run python bench/bench_single_client.py [all|client|emulator|bookkeeping|reconcile]
         [--calls 6000] [--messages 20000] [--json bench/results/single.json]
+    uv run python bench/bench_single_client.py compare --old-tree DIR [--calls 5000]
 
 The emulator runs in a process of its own (this script's `serve` mode: the emulator app under uvicorn, as
 `globe-sms emulator` runs it), so that its CPU is not the client's; its CPU time is read from
@@ -11,8 +12,14 @@ The emulator runs in a process of its own (this script's `serve` mode: the emula
 is a signed SendMessageToGlobe (V3) over loopback.
 
 1. **client**: the same calls, `--calls` of them 32 in flight, through `AsyncSmsClient` with its default
-   `AiohttpTransport`, with httpx's default `AsyncHTTPTransport` (the baseline), and with the aiohttp
-   transport on a uvloop event loop; twice each, alternating. Calls/s, client and emulator CPU per call.
+   `WireTransport` on a uvloop loop (as the single lane runs it), the same on asyncio's loop, with the
+   `AiohttpTransport` (the default before; asyncio and uvloop loops), and with httpx's default
+   `AsyncHTTPTransport` (the baseline); twice each, alternating. Calls/s, client and emulator CPU per call
+   (the client's includes building and signing each request). Then, in-process, what building and signing
+   one call costs: `prepare_send` now, and the way it was built before (`httpx.Request(data=...)` signed
+   through the `httpx.Auth` flow, uuid4 nonce).
+   **compare** (not in `all`): the whole client path of an older tree (`git archive <rev> | tar -x -C DIR`)
+   against this one, each in a process of its own, alternating three times against one emulator.
 2. **emulator**: two load processes (aiohttp transport, uvloop) against an unlimited emulator: the calls/s
    it serves and its CPU per call; then against the default limit (2,000 calls per rolling second) for 4 s:
    what it admitted per rolling second (never above 2,000) and how many it throttled.
@@ -53,7 +60,9 @@ sys.path.insert(0, str(ROOT))
 from alibaba_sms import AccessKey, SmsClient  # noqa: E402
 from alibaba_sms.async_client import AsyncSmsClient  # noqa: E402
 from alibaba_sms.errors import SmsApiError  # noqa: E402
+from alibaba_sms.signing import utc_now  # noqa: E402
 from alibaba_sms.transport import AiohttpTransport  # noqa: E402
+from alibaba_sms.wire import WireTransport  # noqa: E402
 
 KEY = AccessKey.of("testid", "testsecret")
 TEXT = "Hello, your appointment is confirmed for tomorrow at 10:00."
@@ -179,12 +188,14 @@ def run_loop(coroutine: Any, loop: str) -> Any:
 
 
 VARIANTS: dict[str, tuple[Callable[[], httpx.AsyncBaseTransport], str]] = {
-    "aiohttp transport (default)": (lambda: AiohttpTransport(max_connections=32), "asyncio"),
+    "wire transport + uvloop (default)": (lambda: WireTransport(max_connections=32), "uvloop"),
+    "wire transport": (lambda: WireTransport(max_connections=32), "asyncio"),
+    "aiohttp transport": (lambda: AiohttpTransport(max_connections=32), "asyncio"),
+    "aiohttp transport + uvloop": (lambda: AiohttpTransport(max_connections=32), "uvloop"),
     "httpx AsyncHTTPTransport (baseline)": (
         lambda: httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=32)),
         "asyncio",
     ),
-    "aiohttp transport + uvloop": (lambda: AiohttpTransport(max_connections=32), "uvloop"),
 }
 
 
@@ -217,17 +228,115 @@ def client_phase(calls: int) -> dict[str, Any]:
     summary = {}
     for name, results in rounds.items():
         summary[name] = {
-            "calls_per_s": statistics.median(r["calls_per_s"] for r in results),
-            "client_cpu_ms_per_call": statistics.median(r["client_cpu_ms_per_call"] for r in results),
-            "emulator_cpu_ms_per_call": statistics.median(r["emulator_cpu_ms_per_call"] for r in results),
+            "calls_per_s": round(statistics.median(r["calls_per_s"] for r in results), 1),
+            "client_cpu_ms_per_call": round(
+                statistics.median(r["client_cpu_ms_per_call"] for r in results), 3
+            ),
+            "emulator_cpu_ms_per_call": round(
+                statistics.median(r["emulator_cpu_ms_per_call"] for r in results), 3
+            ),
             "runs": results,
         }
-    fast, base = summary["aiohttp transport (default)"], summary["httpx AsyncHTTPTransport (baseline)"]
+    fast = summary["wire transport + uvloop (default)"]
+    aiohttp, base = summary["aiohttp transport"], summary["httpx AsyncHTTPTransport (baseline)"]
     summary["ratios"] = {
-        "calls_per_s": round(fast["calls_per_s"] / base["calls_per_s"], 2),
-        "client_cpu_per_call": round(base["client_cpu_ms_per_call"] / fast["client_cpu_ms_per_call"], 2),
+        "client_cpu_per_call_vs_aiohttp": round(
+            aiohttp["client_cpu_ms_per_call"] / fast["client_cpu_ms_per_call"], 2
+        ),
+        "client_cpu_per_call_vs_httpx": round(
+            base["client_cpu_ms_per_call"] / fast["client_cpu_ms_per_call"], 2
+        ),
+        "calls_per_s_vs_aiohttp": round(fast["calls_per_s"] / aiohttp["calls_per_s"], 2),
+        "calls_per_s_vs_httpx": round(fast["calls_per_s"] / base["calls_per_s"], 2),
     }
+    summary["prepare"] = prepare_cost()
+    say(f"  prepare: {summary['prepare']}")
     return summary
+
+
+def prepare_cost(calls: int = 20000) -> dict[str, Any]:
+    """CPU per built and signed SendMessageToGlobe request, now and the way it was built before."""
+    import uuid
+
+    from alibaba_sms.protocol import USER_AGENT, action_headers, auth_for, sign
+
+    client = AsyncSmsClient(KEY, endpoint="http://127.0.0.1:9")
+    old_auth = auth_for("v3", KEY, clock=utc_now, nonce=lambda: uuid.uuid4().hex)
+    extensions = {"timeout": client.timeout.as_dict()}
+
+    def before(to: str) -> httpx.Request:
+        request = httpx.Request(
+            "POST",
+            client.base_url,
+            data={"To": to, "Message": TEXT},
+            headers={
+                "accept": "application/json",
+                "user-agent": USER_AGENT,
+                **action_headers("SendMessageToGlobe"),
+            },
+            extensions=extensions,
+        )
+        return sign(old_auth, request)
+
+    def now(to: str) -> Any:
+        return client.prepare_send(to, TEXT)
+
+    result: dict[str, Any] = {}
+    for _ in range(2):
+        for name, build in (("prepare_send (now)", now), ("httpx data= + Auth flow (before)", before)):
+            started = time.process_time()
+            for index in range(calls):
+                build(str(85290000000 + index))
+            result.setdefault(name, []).append(round((time.process_time() - started) / calls * 1e6, 1))
+    summary = {f"{name}_us_per_call": min(figures) for name, figures in result.items()}
+    summary["load"] = load()
+    return summary
+
+
+# --- before/after phase ---------------------------------------------------------------------------------
+
+COMPARE_CHILD = r"""
+import json, sys, time
+root, url, calls, loop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path[:0] = [root, root + "/bench"]
+import bench_single_client as b
+b.run_loop(b.send_calls(url, 300, 32, None), loop)
+cpu, wall = time.process_time(), time.perf_counter()
+outcomes = b.run_loop(b.send_calls(url, calls, 32, None), loop)
+print(json.dumps({"client_cpu_ms_per_call": round((time.process_time() - cpu) / calls * 1000, 3),
+                  "calls_per_s": round(calls / (time.perf_counter() - wall), 1), "outcomes": outcomes}))
+"""
+
+
+def compare_phase(calls: int, old_tree: Path, old_loop: str = "asyncio", rounds: int = 3) -> dict[str, Any]:
+    """The whole client path of an older tree (`git archive <rev> | tar -x -C DIR`: its default transport
+    and its prepare/sign) against this one, each in a process of its own, alternating, one emulator."""
+    variants = {
+        f"before ({old_tree.name}, {old_loop})": (old_tree, old_loop),
+        "after (uvloop)": (ROOT, "uvloop"),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    with emulator() as server:
+        for _ in range(rounds):
+            for name, (root, loop) in variants.items():
+                server.reset()
+                emulator0 = server.cpu()
+                command = [sys.executable, "-c", COMPARE_CHILD, str(root), server.url, str(calls), loop]
+                result = json.loads(subprocess.run(command, cwd=root, capture_output=True, check=True).stdout)
+                result["emulator_cpu_ms_per_call"] = round(
+                    (server.cpu() - emulator0) / (calls + 300) * 1000, 3
+                )
+                result["load"] = load()
+                runs[name].append(result)
+                say(f"  {name}: {result}")
+    return {
+        name: {
+            "client_cpu_ms_per_call": statistics.median(r["client_cpu_ms_per_call"] for r in results),
+            "calls_per_s": statistics.median(r["calls_per_s"] for r in results),
+            "runs": results,
+        }
+        for name, results in runs.items()
+    }
 
 
 # --- emulator phase --------------------------------------------------------------------------------------
@@ -423,6 +532,7 @@ def main() -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=0)
+    parser.add_argument("--old-tree", type=Path, default=None, help="compare: an exported older tree")
     args = parser.parse_args()
     if args.phase == "serve":
         serve(args.port, args.single_rate, args.query_rate, args.latency)
@@ -436,6 +546,10 @@ def main() -> None:
         say(f"{phase}:")
         if phase == "client":
             results["client"] = client_phase(args.calls)
+        elif phase == "compare":
+            if args.old_tree is None:
+                parser.error("compare needs --old-tree DIR (git archive <rev> | tar -x -C DIR)")
+            results["compare"] = compare_phase(args.calls, args.old_tree.resolve())
         elif phase == "emulator":
             results["emulator"] = emulator_phase(args.calls)
         elif phase == "bookkeeping":

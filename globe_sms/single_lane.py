@@ -1,10 +1,11 @@
 """The single lane's engine: SendMessageToGlobe calls, many in flight, on one event loop of its own.
 
-`SingleLane` owns an `AsyncSmsClient` (a fast aiohttp transport) on an asyncio loop running in a background
-thread, and the lane's pacer (`globe_sms.single_pacing`). Task runs call `send_chunk` from their own threads:
-it blocks until every call of the chunk has an answer (or was never started), while the chunks of other task
-runs share the same loop, connections, pacer and in-flight bound (`concurrency`). No ledger here: the caller
-writes the chunk `submitting` before `send_chunk` and records the answers after it (`tasks/send_single.py`).
+`SingleLane` owns an `AsyncSmsClient` (its own HTTP/1.1 transport) on an event loop (uvloop's where it is
+installed) running in a background thread, and the lane's pacer (`globe_sms.single_pacing`). Task runs call
+`send_chunk` from their own threads: it blocks until every call of the chunk has an answer (or was never
+started), while the chunks of other task runs share the same loop, connections, pacer and in-flight bound
+(`concurrency`). No ledger here: the caller writes the chunk `submitting` before `send_chunk` and records the
+answers after it (`tasks/send_single.py`).
 
 **In-flight window.** At most `concurrency` calls are in flight, and fewer while the gateway answers slowly:
 the window shrinks by a third (at most every `latency_target` seconds) when calls take longer than
@@ -51,6 +52,16 @@ RECIPIENT_CODES = frozenset(
 """Business codes that concern the one number of a call: that recipient fails, the lane goes on."""
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (a dependency except on Windows): the lane's calls cost
+    less CPU on it (bench/README-single.md), and the lane is GIL-bound; asyncio's loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def stops_the_lane(error: BaseException) -> bool:
     """Whether an answer will be the same for every call (permanent, and not about one number)."""
     if not isinstance(error, PermanentError):
@@ -95,7 +106,7 @@ class SingleLane:
         self.stop_reason: BaseException | None = None
         self._make_client = make_client
         self._sms: AsyncSmsClient | None = None
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="single-lane-loop", daemon=True)
         self._in_flight = 0
         self._active_chunks = 0

@@ -1,4 +1,4 @@
-"""Integration tests: `AsyncSmsClient` (aiohttp-backed transport) over real loopback sockets against the
+"""Integration tests: `AsyncSmsClient` (its `WireTransport`) over real loopback sockets against the
 emulator, and the emulator's SendMessageToGlobe flow control, faults, journal and receipts.
 
 Edge cases of parsing, signing and error mapping with fakes are in tests/unit/test_async_client_unit.py.
@@ -39,6 +39,7 @@ from alibaba_sms.errors import (
 )
 from alibaba_sms.models import NumberDetail
 from alibaba_sms.transport import AiohttpTransport
+from alibaba_sms.wire import WireTransport
 from tests.emulator_fixtures import KEY, StartEmulator
 
 HK, MO = "85291234567", "85366123456"
@@ -249,7 +250,7 @@ def test_no_answer_is_ambiguous_and_a_full_pool_is_not_sent(
 
     first, second = run(scenario())
     assert isinstance(first, ResponseLost) and first.code == "ReadTimeout"
-    assert isinstance(second, ConnectionFailed) and second.code == "ConnectTimeout"
+    assert isinstance(second, ConnectionFailed) and second.code == "PoolTimeout"
 
 
 def test_dropped_connection_before_the_answer_is_ambiguous(
@@ -354,22 +355,25 @@ def test_closed_client_and_transport_reuse() -> None:
         await client.aclose()
         with pytest.raises(RuntimeError, match="closed"):
             await client.query("1")
-        transport = AiohttpTransport(max_connections=1)
-        await transport.aclose()
+        for transport in (WireTransport(max_connections=1), AiohttpTransport(max_connections=1)):
+            await transport.aclose()
 
     run(scenario())
 
 
-def test_the_transport_serves_a_plain_httpx_async_client(start_emulator: StartEmulator) -> None:
-    """`AiohttpTransport` is an ordinary httpx transport: an `httpx.AsyncClient` signing with the package's
-    Auth sends through it and reads an `httpx.Response` (the client itself takes a shorter path)."""
+@pytest.mark.parametrize("make_transport", [WireTransport, AiohttpTransport])
+def test_the_transport_serves_a_plain_httpx_async_client(
+    start_emulator: StartEmulator, make_transport: type[httpx.AsyncBaseTransport]
+) -> None:
+    """The package's transports are ordinary httpx transports: an `httpx.AsyncClient` signing with the
+    package's Auth sends through them and reads an `httpx.Response` (the client takes a shorter path)."""
     from alibaba_sms.signing import AcsV3Auth
 
     server = start_emulator()
 
     async def scenario() -> httpx.Response:
         async with httpx.AsyncClient(
-            base_url=server.url, transport=AiohttpTransport(max_connections=2), auth=AcsV3Auth(KEY)
+            base_url=server.url, transport=make_transport(max_connections=2), auth=AcsV3Auth(KEY)
         ) as client:
             return await client.post(
                 "/",

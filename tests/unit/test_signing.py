@@ -144,9 +144,7 @@ class TestV3Vectors:
         )
         assert creq == fixture("v3_sms_batch.creq")
         sts = v3_string_to_sign(creq)
-        assert sts == (
-            "ACS3-HMAC-SHA256\n86570cce58467198dfefdb7a1b9539b18b7a2fc4a55cf17c9fdff2a4af83cb15"
-        )
+        assert sts == ("ACS3-HMAC-SHA256\n86570cce58467198dfefdb7a1b9539b18b7a2fc4a55cf17c9fdff2a4af83cb15")
         assert v3_signature("testsecret", sts) == (
             "6b5b440d6f867e083c2a07f3bc3b13f5da72eca409be5aa0960c980a516f8fbc"
         )
@@ -249,3 +247,73 @@ class TestAuthFlows:
         for auth in (AcsV1Auth(KEY), AcsV3Auth(KEY)):
             assert "testsecret" not in repr(auth) and "testid" in repr(auth)
         assert "testsecret" not in repr(KEY) and "testsecret" not in str(KEY)
+
+
+class TestCheapParts:
+    """The per-call shortcuts (issue #16) give the same text as the plain stages."""
+
+    def test_timestamps_are_utc_to_the_second_whatever_the_zone_and_naive_is_refused(self) -> None:
+        from datetime import timedelta, timezone
+
+        from alibaba_sms.signing import format_timestamp
+
+        moments = [
+            datetime(2024, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC),
+            datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC),
+        ]
+        moments.append(datetime(2024, 1, 1, 8, 0, 1, tzinfo=timezone(timedelta(hours=8))))
+        assert [format_timestamp(m) for m in moments] == [
+            "2024-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2024-01-01T00:00:01Z",
+        ]
+        with pytest.raises(ValueError, match="timezone-aware"):
+            format_timestamp(datetime(2024, 1, 1))
+
+    def test_nonces_are_128_random_bits_in_hex(self) -> None:
+        from alibaba_sms.signing import random_nonce
+
+        nonces = {random_nonce() for _ in range(1000)}
+        assert len(nonces) == 1000 and all(len(n) == 32 and int(n, 16) >= 0 for n in nonces)
+
+    def test_signing_the_parts_first_is_signing_the_built_request(self) -> None:
+        """`AcsV3Auth.signature_headers` before the request exists == the Auth's flow on the built request."""
+        auth = AcsV3Auth(KEY, clock=lambda: FIXED, nonce=lambda: NONCE)
+        flowed = _run_auth(auth, _form_request())
+        unsigned = _form_request()
+        headers = {name.lower(): value for name, value in unsigned.headers.items()}
+        added = auth.signature_headers("POST", "/", [], headers, unsigned.content)
+        assert added == {name: flowed.headers[name] for name in added}
+        assert added["Authorization"] == flowed.headers["authorization"]
+
+
+def test_nonces_differ_across_threads_and_in_a_forked_child() -> None:
+    """Buffered per thread, the nonces stay unique: between threads, and in a child forked after the
+    parent drew some (the child must not repeat the parent's next ones)."""
+    import os
+    import threading
+
+    from alibaba_sms.signing import random_nonce
+
+    drawn: list[str] = [random_nonce()]
+    threads = [
+        threading.Thread(target=lambda: drawn.extend(random_nonce() for _ in range(300))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its next nonces and leave at once
+        os.write(writer, "".join(random_nonce() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    child = os.read(reader, 4096).decode()
+    os.close(reader)
+    parent_next = [random_nonce() for _ in range(10)]
+    from_child = [child[i : i + 32] for i in range(0, len(child), 32)]
+    assert len(from_child) == 10
+    everything = drawn + parent_next + from_child
+    assert len(set(everything)) == len(everything) == 1 + 1200 + 20

@@ -46,7 +46,12 @@ def pacer_with(clock: FakeMonotonic, granted: list[int] | None = None, **kwargs:
         return True
 
     return SingleLanePacer(
-        2000, limit_name="test-single", take_slots=take, clock=clock.clock, sleep=clock.sleep, **kwargs  # type: ignore[arg-type]
+        2000,
+        limit_name="test-single",
+        take_slots=take,
+        clock=clock.clock,
+        sleep=clock.sleep,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -175,7 +180,12 @@ class TestSpending:
 
 
 OK = SendResult(
-    request_id="r-1", response_code="OK", description="OK", message_id="m-1", to="85291000001", segments=2,
+    request_id="r-1",
+    response_code="OK",
+    description="OK",
+    message_id="m-1",
+    to="85291000001",
+    segments=2,
     number_detail=NumberDetail(country="Hongkong, China", region="HongKong", carrier="CMI"),
 )
 
@@ -197,11 +207,17 @@ class TestOutcomes:
                 Status.PENDING,
                 "ConnectError",
             ),
-            (CallAnswer("1", error=GatewayInternalError("500", code="InternalError")), Status.UNKNOWN,
-             "InternalError"),
+            (
+                CallAnswer("1", error=GatewayInternalError("500", code="InternalError")),
+                Status.UNKNOWN,
+                "InternalError",
+            ),
             (CallAnswer("1", error=ResponseLost("lost", code="ReadTimeout")), Status.UNKNOWN, "ReadTimeout"),
-            (CallAnswer("1", error=BusinessRejected("x", code="MOBILE_NUMBER_ILLEGAL")), Status.FAILED,
-             "MOBILE_NUMBER_ILLEGAL"),
+            (
+                CallAnswer("1", error=BusinessRejected("x", code="MOBILE_NUMBER_ILLEGAL")),
+                Status.FAILED,
+                "MOBILE_NUMBER_ILLEGAL",
+            ),
             (
                 CallAnswer("1", error=GatewayAuthenticationError("s", code="SignatureDoesNotMatch")),
                 Status.PENDING,
@@ -219,7 +235,10 @@ class TestOutcomes:
     def test_an_answer_records_its_id_segments_and_carrier(self) -> None:
         outcome = outcome_of(CallAnswer("85291000001", result=OK))
         assert (outcome.message_id, outcome.request_id, outcome.segments, outcome.carrier) == (
-            "m-1", "r-1", 2, "CMI"
+            "m-1",
+            "r-1",
+            2,
+            "CMI",
         )
 
     def test_only_answers_about_every_call_stop_the_lane(self) -> None:
@@ -302,3 +321,14 @@ class TestLanePlan:
     def test_batch_is_todays_plan(self) -> None:
         [lane] = plan_lanes("batch", 2500, batch_size=1000, calls_per_second=1, single_calls_per_second=2000)
         assert (lane.calls, lane.eta_seconds) == (3, 2.0)
+
+
+def test_the_lane_runs_on_uvloop_where_it_is_installed() -> None:
+    from globe_sms.single_lane import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        uvloop = pytest.importorskip("uvloop")
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
