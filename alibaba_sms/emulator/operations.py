@@ -49,7 +49,8 @@ _GSM7 = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
-_GSM7_EXTENDED = set("^{}\\[~]|€\f")  # each costs two septets
+_GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")  # each costs two septets
+_GSM7_ALL = frozenset(_GSM7 | _GSM7_EXTENDED)
 _COUNTRIES = (  # prefix, Country, Region, Carrier
     ("852", "Hongkong, China", "HongKong", "CMI"),
     ("853", "Macao, China", "Macao", "CTM"),
@@ -76,8 +77,9 @@ def valid_sender(sender: str) -> bool:
 
 def segments(text: str) -> int:
     """Billed segments: GSM-7 160 single / 153 per part, else UCS-2 70 / 67 (UTF-16 code units)."""
-    if all(char in _GSM7 or char in _GSM7_EXTENDED for char in text):
-        units, single, part = sum(2 if char in _GSM7_EXTENDED else 1 for char in text), 160, 153
+    chars = set(text)
+    if chars <= _GSM7_ALL:  # set operations, not a loop per character: this runs on every call
+        units, single, part = len(text) + sum(text.count(char) for char in chars & _GSM7_EXTENDED), 160, 153
     else:
         units, single, part = len(text.encode("utf-16-le")) // 2, 70, 67
     return 1 if units <= single else math.ceil(units / part)
