@@ -52,6 +52,7 @@ class Outcome:
     text: str | None = None
     delay: float = 0.0
     drop: bool = False
+    json: str | None = None  # `body` already written as compact JSON (the SendMessageToGlobe answer)
 
 
 def business_outcome(request_id: str, code: str, description: str | None = None, **fields: object) -> Outcome:
@@ -167,7 +168,8 @@ def render(call: Call, outcome: Outcome, host_id: str) -> Answer:
             root = "Error" if outcome.status >= 400 else f"{call.action}Response"
             content, media = to_xml(root, body).encode(), _XML
         else:
-            content, media = compact_json(body).encode(), _JSON
+            text = outcome.json if outcome.json is not None and outcome.status < 400 else compact_json(body)
+            content, media = text.encode(), _JSON
     headers = [
         (b"x-acs-request-id", call.request_id.encode("latin-1")),
         (b"content-length", str(len(content)).encode()),

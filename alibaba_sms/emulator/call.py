@@ -12,7 +12,7 @@ one of 2,000 SendMessageToGlobe calls a second, and the emulator shares its mach
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from alibaba_sms.emulator.state import EmulatorState
 
@@ -52,16 +52,37 @@ class Call:
 
 
 def header_dict(raw_headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], set[str]]:
-    """Lowercase name -> first value, decoded as Latin-1 like Starlette's `Headers`; the names repeated."""
-    headers: dict[str, str] = {}
-    repeated: set[str] = set()
-    for raw, value in raw_headers:
-        name = raw.decode("latin-1").lower()
-        if name in headers:
-            repeated.add(name)
-        else:
-            headers[name] = value.decode("latin-1")
+    """Lowercase name -> first value, decoded as Latin-1 like Starlette's `Headers`; the names repeated.
+
+    ASGI servers give header names in lowercase, as Starlette's `Headers` expects too.
+    """
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw_headers)}
+    if len(headers) == len(raw_headers):  # the usual case: no name twice
+        return headers, set()
+    seen: set[bytes] = set()
+    repeated = {name.decode("latin-1") for name, _ in raw_headers if name in seen or seen.add(name)}
     return headers, repeated
+
+
+def parse_form(text: str) -> list[tuple[str, str]]:
+    """`urllib.parse.parse_qsl(text, keep_blank_values=True)`, without its generic argument handling.
+
+    The same pairs for every input (tests/unit/test_emulator_call.py compares them): `&`-separated fields,
+    empty ones skipped, a field without `=` an empty value, `+` a space, then percent-decoding as UTF-8 with
+    replacement characters.
+    """
+    pairs = []
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        name, value = name.replace("+", " "), value.replace("+", " ")
+        if "%" in name:
+            name = unquote(name, errors="replace")
+        if "%" in value:
+            value = unquote(value, errors="replace")
+        pairs.append((name, value))
+    return pairs
 
 
 def parse_call(scope: dict, body: bytes, state: EmulatorState) -> Call:
@@ -70,10 +91,10 @@ def parse_call(scope: dict, body: bytes, state: EmulatorState) -> Call:
     headers, repeated = header_dict(raw_headers)
     # The SDK's query uses `+` for spaces while the signature encodes `%20`: decode before canonicalising.
     query_string = scope["query_string"]
-    query = parse_qsl(query_string.decode("utf-8", "replace"), keep_blank_values=True) if query_string else []
+    query = parse_form(query_string.decode("utf-8", "replace")) if query_string else []
     form: list[tuple[str, str]] = []
     if headers.get("content-type", "").startswith(_FORM):
-        form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        form = parse_form(body.decode("utf-8", "replace"))
     params = dict(query + form) if query else dict(form)
     if "authorization" in headers:
         version = "v3"
