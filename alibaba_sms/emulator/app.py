@@ -1,8 +1,9 @@
-"""The emulated dysmsapi gateway as a Starlette ASGI app: `create_app(config)`.
+"""The emulated dysmsapi gateway as an ASGI app: `create_app(config)`.
 
 `POST /` (and `GET /`, as the real RPC gateway allows for V1) serves `BatchSendMessageToGlobe`,
-`SendMessageToGlobe` and `QueryMessage`. `Gateway.api` takes each request through the modules that
-hold the pieces, then journals it as one `RequestRecord`:
+`SendMessageToGlobe` and `QueryMessage`. `Gateway`, a plain ASGI app reached before Starlette's middleware
+and router (`EmulatorApp`: they cost more than the rest of a SendMessageToGlobe call), takes each request
+through the modules that hold the pieces, then journals it as one `RequestRecord`:
 
     call.py        parse the query and form parameters; tell V3, V1 or unsigned
     verify.py      authenticate: signature, AccessKeyId, clock, nonce (gateway errors in a fixed order)
@@ -10,9 +11,10 @@ hold the pieces, then journals it as one `RequestRecord`:
     operations.py  the operation: flow control, batch fault, business checks, accepted messages
     answers.py     the outcome or refusal, written as JSON or XML
 
-Admin endpoints under `/_emulator/` (journal, faults, reset, health, receipts) are in `admin.py`. The
-state and its journal are in `state.py`; delivery receipts (outcomes, QueryMessage answers, pushes to a
-callback URL) in `receipts.py`.
+Admin endpoints under `/_emulator/` (journal, faults, reset, health, receipts), served by Starlette, are in
+`admin.py`. The state and its journal are in `state.py`; delivery receipts (outcomes, QueryMessage answers,
+pushes to a callback URL) in `receipts.py`; uvicorn's protocol writing each answer in one system call in
+`one_write.py`.
 """
 
 from __future__ import annotations
