@@ -105,6 +105,11 @@ def test_send_answer_json_is_compact_json_of_its_body(to: str, sender: str) -> N
     assert outcome.body["NumberDetail"]["Country"] != "" and outcome.body["Segments"] == "3"
 
 
+def test_send_answer_with_a_sender_that_needs_escaping_is_encoded_the_generic_way() -> None:
+    outcome = send_answer("0A1B2C3D-0000-4000-8000-00000000ABCD", "1", "85291234567", 'Say "hi"', 1)
+    assert outcome.json is None and outcome.body["From"] == 'Say "hi"'
+
+
 class RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
