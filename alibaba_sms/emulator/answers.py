@@ -9,8 +9,9 @@ knows its own outcome:
                    `RequestId`
 
 `render` writes an outcome in the call's format: V3 answers in JSON; V1 answers in JSON when `Format=JSON`
-(any case) and, like the real gateway, in XML otherwise. `DroppedResponse` carries the fault
-`drop_after_accept`: half the body, then a dropped connection.
+(any case) and, like the real gateway, in XML otherwise, as an `Answer` (status, headers, bytes) sent
+straight over ASGI; `Answer.drop` carries the fault `drop_after_accept`: half the body, then a dropped
+connection.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
 import httpx
-from starlette.responses import PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
 from alibaba_sms.emulator.call import Call
 
@@ -52,6 +52,7 @@ class Outcome:
     text: str | None = None
     delay: float = 0.0
     drop: bool = False
+    json: str | None = None  # `body` already written as compact JSON (the SendMessageToGlobe answer)
 
 
 def business_outcome(request_id: str, code: str, description: str | None = None, **fields: object) -> Outcome:
@@ -101,20 +102,12 @@ class DroppedConnection(httpx.RemoteProtocolError):
     """
 
 
-class DroppedResponse(Response):
-    """Sends the status line, headers with the full Content-Length and half the body, then fails."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send(
-            {"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True}
-        )
-        raise DroppedConnection("emulator fault drop_after_accept: connection dropped mid-response")
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one encoder, not one per call
 
 
 def compact_json(value: object) -> str:
     """JSON as Alibaba writes it, e.g. `["1","2"]`: no spaces, non-ASCII kept as is."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def to_xml(root: str, body: dict[str, object]) -> str:
@@ -130,24 +123,56 @@ def to_xml(root: str, body: dict[str, object]) -> str:
     return "<?xml version='1.0' encoding='UTF-8'?>" + element(root, body)
 
 
-def render(call: Call, outcome: Outcome, host_id: str) -> Response:
-    """Turn an outcome into the HTTP response, in the call's format; `host_id` goes into error bodies."""
-    headers = {"x-acs-request-id": call.request_id}
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer as bytes, ready for ASGI; `drop` sends half the body, then drops the connection."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    drop: bool = False
+
+    async def send(self, send: Send) -> None:
+        """Send it over ASGI (`drop`: the status line, headers with the full length and half the body, then
+        `DroppedConnection`)."""
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        if not self.drop:
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        await send(
+            {"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True}
+        )
+        raise DroppedConnection("emulator fault drop_after_accept: connection dropped mid-response")
+
+
+_JSON = b"application/json;charset=utf-8"
+_XML = b"text/xml;charset=utf-8"
+_TEXT = b"text/plain; charset=utf-8"
+
+
+def render(call: Call, outcome: Outcome, host_id: str) -> Answer:
+    """Turn an outcome into the HTTP answer, in the call's format; `host_id` goes into error bodies."""
     if outcome.text is not None:
-        return PlainTextResponse(outcome.text, outcome.status, headers=headers)
-    body = dict(outcome.body)
-    if outcome.status >= 400:
-        body = {
-            "RequestId": call.request_id,
-            "HostId": host_id,
-            "Code": outcome.code,
-            "Message": outcome.message,
-            "Recommend": f"https://api.aliyun.com/troubleshoot?q={outcome.code}&product=Dysmsapi",
-        }
-    if call.fmt == "XML":
-        root = "Error" if outcome.status >= 400 else f"{call.action}Response"
-        content, media = to_xml(root, body).encode(), "text/xml;charset=utf-8"
+        content, media = outcome.text.encode(), _TEXT
     else:
-        content, media = compact_json(body).encode(), "application/json;charset=utf-8"
-    response_class = DroppedResponse if outcome.drop else Response
-    return response_class(content, outcome.status, headers=headers, media_type=media)
+        body = outcome.body
+        if outcome.status >= 400:
+            body = {
+                "RequestId": call.request_id,
+                "HostId": host_id,
+                "Code": outcome.code,
+                "Message": outcome.message,
+                "Recommend": f"https://api.aliyun.com/troubleshoot?q={outcome.code}&product=Dysmsapi",
+            }
+        if call.fmt == "XML":
+            root = "Error" if outcome.status >= 400 else f"{call.action}Response"
+            content, media = to_xml(root, body).encode(), _XML
+        else:
+            text = outcome.json if outcome.json is not None and outcome.status < 400 else compact_json(body)
+            content, media = text.encode(), _JSON
+    headers = [
+        (b"x-acs-request-id", call.request_id.encode("latin-1")),
+        (b"content-length", str(len(content)).encode()),
+        (b"content-type", media),
+    ]
+    return Answer(outcome.status, headers, content, outcome.drop)

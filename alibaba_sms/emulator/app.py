@@ -1,8 +1,9 @@
-"""The emulated dysmsapi gateway as a Starlette ASGI app: `create_app(config)`.
+"""The emulated dysmsapi gateway as an ASGI app: `create_app(config)`.
 
 `POST /` (and `GET /`, as the real RPC gateway allows for V1) serves `BatchSendMessageToGlobe`,
-`SendMessageToGlobe` and `QueryMessage`. `Gateway.api` takes each request through the modules that
-hold the pieces, then journals it as one `RequestRecord`:
+`SendMessageToGlobe` and `QueryMessage`. `Gateway`, a plain ASGI app reached before Starlette's middleware
+and router (`EmulatorApp`: they cost more than the rest of a SendMessageToGlobe call), takes each request
+through the modules that hold the pieces, then journals it as one `RequestRecord`:
 
     call.py        parse the query and form parameters; tell V3, V1 or unsigned
     verify.py      authenticate: signature, AccessKeyId, clock, nonce (gateway errors in a fixed order)
@@ -10,9 +11,10 @@ hold the pieces, then journals it as one `RequestRecord`:
     operations.py  the operation: flow control, batch fault, business checks, accepted messages
     answers.py     the outcome or refusal, written as JSON or XML
 
-Admin endpoints under `/_emulator/` (journal, faults, reset, health, receipts) are in `admin.py`. The
-state and its journal are in `state.py`; delivery receipts (outcomes, QueryMessage answers, pushes to a
-callback URL) in `receipts.py`.
+Admin endpoints under `/_emulator/` (journal, faults, reset, health, receipts), served by Starlette, are in
+`admin.py`. The state and its journal are in `state.py`; delivery receipts (outcomes, QueryMessage answers,
+pushes to a callback URL) in `receipts.py`; uvicorn's protocol writing each answer in one system call in
+`one_write.py`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from __future__ import annotations
 import asyncio
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from alibaba_sms.emulator.admin import admin_routes
 from alibaba_sms.emulator.answers import BusinessError, DroppedConnection, GatewayError, render
@@ -35,13 +36,26 @@ from alibaba_sms.emulator.verify import authenticate
 __all__ = ["DroppedConnection", "Gateway", "create_app", "segments"]
 
 
-async def pause(request: Request, seconds: float) -> None:
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body, from as many ASGI messages as it comes in."""
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+async def pause(receive: Receive, seconds: float) -> None:
     """Wait up to `seconds`, ending early when the client goes away (so shutdown is never held up)."""
     if seconds <= 0:
         return
 
     async def until_disconnect() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
 
     try:
@@ -51,20 +65,21 @@ async def pause(request: Request, seconds: float) -> None:
 
 
 class Gateway:
-    """The API endpoint, bound to one emulator state."""
+    """The API endpoint, bound to one emulator state: a plain ASGI app (no Starlette `Request` or `Response`),
+    since it is on the path of every call."""
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
 
-    async def api(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The RPC endpoint: verify, apply latency, dispatch, journal, answer."""
         state = self.state
-        call = await parse_call(request, state)
+        call = parse_call(scope, await read_body(receive), state)
         call.numbers = numbers_in(call)
         decided = state.now()
         try:
-            authenticate(call, request, state)
-            await pause(request, state.faults.latency())
+            authenticate(call, state)
+            await pause(receive, state.faults.latency())
             # The moment flow control admits or throttles the call (no await from here to the admission), so
             # journal times and the rate limit agree; handling 1,000 numbers afterwards does not move it.
             decided = state.now()
@@ -85,8 +100,24 @@ class Gateway:
                 call.fault,
             )
         )
-        await pause(request, outcome.delay)
-        return render(call, outcome, state.config.host_id)
+        await pause(receive, outcome.delay)
+        await render(call, outcome, state.config.host_id).send(send)
+
+
+class EmulatorApp(Starlette):
+    """Starlette for the admin endpoints; API calls (`GET`/`POST /`) go straight to the `Gateway`, past
+    Starlette's middleware and router, which cost more than the rest of a SendMessageToGlobe call. The
+    gateway raises nothing but `DroppedConnection` (the fault meant to break the connection) and bugs."""
+
+    def __init__(self, gateway: Gateway, routes: list[BaseRoute]) -> None:
+        super().__init__(routes=[Route("/", gateway, methods=["GET", "POST"]), *routes])
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in ("POST", "GET"):
+            await self.gateway(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
@@ -97,7 +128,6 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator")
     """
     state = EmulatorState(config or EmulatorConfig())
-    gateway = Gateway(state)
-    app = Starlette(routes=[Route("/", gateway.api, methods=["GET", "POST"]), *admin_routes(state)])
+    app = EmulatorApp(Gateway(state), admin_routes(state))
     app.state.emulator = state
     return app

@@ -21,6 +21,7 @@ warning says what is open.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import socket
@@ -70,14 +71,19 @@ def check_bind_address(host: str, *, allow_remote: bool) -> None:
         )
 
 
-def fast_http() -> tuple[str, str]:
-    """uvicorn's HTTP parser and event loop: httptools and uvloop where installed, else h11 and asyncio.
+def fast_http() -> tuple[str | type[asyncio.Protocol], str]:
+    """uvicorn's HTTP protocol and event loop: httptools (writing each answer in one system call,
+    `one_write.py`) and uvloop where installed, else h11 and asyncio.
 
-    They cut the emulator's CPU per call by about a third (bench/README-single.md), which is what serving
-    2,000 SendMessageToGlobe calls a second on a small machine needs. uvloop only runs the server's own loop
-    (uvicorn passes a loop factory; no global event loop policy is changed).
+    They cut the emulator's CPU per call by about a half (bench/README-single.md, bench/README-emulator.md),
+    which is what serving 2,000 SendMessageToGlobe calls a second on a small machine needs. uvloop only runs
+    the server's own loop (uvicorn passes a loop factory; no global event loop policy is changed).
     """
-    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    http: str | type[asyncio.Protocol] = "h11"
+    if importlib.util.find_spec("httptools") is not None:
+        from alibaba_sms.emulator.one_write import OneWriteHttpToolsProtocol
+
+        http = OneWriteHttpToolsProtocol
     loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     return http, loop
 
@@ -97,6 +103,7 @@ def uvicorn_config(app: Starlette, host: str, port: int, *, log_level: str, quie
         lifespan="off",
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # no proxy in front of it: skip uvicorn's middleware that would read them
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **extra,  # type: ignore[arg-type]

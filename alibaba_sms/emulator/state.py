@@ -14,7 +14,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -122,6 +121,13 @@ class RollingWindow:
             return False
         times.append(now)
         return True
+
+
+def uuid4_text(bits: int) -> str:
+    """`str(uuid.UUID(int=bits, version=4)).upper()` without building a `UUID` (a third of its cost)."""
+    value = (bits & ~(0xC000 << 48) | 0x8000 << 48) & ~(0xF000 << 64) | 4 << 76
+    text = f"{value:032X}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def iso_millis(moment: float) -> str:
@@ -237,7 +243,8 @@ class EmulatorState:
     def new_request_id(self) -> str:
         """An Alibaba-style request id (uppercase UUID), reproducible under a seed."""
         with self._lock:
-            return str(uuid.UUID(int=self._ids.getrandbits(128), version=4)).upper()
+            bits = self._ids.getrandbits(128)
+        return uuid4_text(bits)
 
     def secret_for(self, access_key_id: str) -> str | None:
         """The secret of a known AccessKeyId, for the verifier only."""
