@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact
 from prefect.exceptions import Abort, Pause
 from prefect.utilities.annotations import quote
 
@@ -32,6 +32,7 @@ from globe_sms.ledger import Ledger, RunLeaseLost
 from globe_sms.pacing import RateLimitTimeout
 from globe_sms.progress import SendProgress, announce
 from tasks.plan import SendPlan
+from tasks.progress_in_background import ProgressInBackground
 from tasks.report import CampaignSummary
 from tasks.send import (
     SendContext,
@@ -83,7 +84,10 @@ def send_batches(
     reason: StopReason | None = None
     send_with_retries = send_batch_with_retries(campaign.gateway)
     reports: list[dict[str, Any]] = []  # the per-batch table; each row is also the batch's event
-    with open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway:
+    with (
+        open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway,
+        ProgressInBackground(progress_id) as progress,
+    ):
         context = SendContext(campaign, gateway.client, ledger, gateway.pacer)
         for batch in plan.batches:
             reason = stop.reason() if stop is not None else STOP_REQUESTS.requested
@@ -121,7 +125,7 @@ def send_batches(
             summary.accepted += outcome.accepted
             summary.failed += outcome.failed
             summary.unknown += outcome.unknown
-            update_progress_artifact(progress_id, 100.0 * done / total)
+            progress.set(100.0 * done / total)
             announce(
                 SendProgress(
                     campaign.campaign_id, total, done, plan.recipients, recipients_done,

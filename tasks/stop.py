@@ -198,11 +198,13 @@ class StopWatch:
         if not run_id:
             yield cls(None, None)
             return
-        from prefect.client.orchestration import get_client
+        from globe_sms.pacing import open_pacing_client
 
         with ExitStack() as stack:
             try:
-                client = stack.enter_context(get_client(sync_client=True))
+                # A busy server (503) answers at once instead of after the client's 2-s retry sleep: the read
+                # is then skipped for this batch (`state_reason`), not waited for between two batches.
+                client = stack.enter_context(open_pacing_client())
             except Exception as exc:  # noqa: BLE001 - without a client, signals still stop the run
                 logger.warning("cannot watch the flow run's state for stop requests: %s", exc)
                 client = None
