@@ -72,6 +72,7 @@ names the limit. Nothing has been sent at that point, so the batch goes back to 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import random
@@ -366,6 +367,7 @@ def take_slot_fairly(
     slot_wait: Callable[[str], float] | None = None,
     look_first: bool = False,
     room: WaitingRoom | None,
+    leave: Callable[[UUID], None] | None = None,
     client: Any = None,
     timeout_seconds: float | None = None,
     poll_seconds: float = 0.05,
@@ -379,8 +381,11 @@ def take_slot_fairly(
         try_take: one attempt at a slot (a write on the server): True if granted.
         slot_wait: a read: how long to wait before asking (the slot's previous grant plus an interval
             and the hand-over margin); `None` polls with `try_take` itself.
-        look_first: read before the first attempt too (the slot may come from another process).
+        look_first: read before the first attempt too (the slot may come from another process), standing in
+            the room meanwhile.
         room: the waiting room, or None.
+        leave: how to leave the room once granted (e.g. from another thread, so that leaving never delays
+            the call); default: `room.leave` at once.
         client: passed to the room's calls.
         timeout_seconds: longest wait (`None`: no bound).
         poll_seconds: between two looks while denied (jittered by ±20 %, so waiters do not poll in lockstep).
@@ -410,6 +415,9 @@ def take_slot_fairly(
 
     try:
         if look_first:
+            if room is not None:  # waiting for a slot that may come from another process: stand in the room,
+                ticket = _courtesy(functools.partial(room.join, client))  # so that its holder steps aside
+                joined = clock()
             look()
         while not try_take(name):
             denials += 1
@@ -429,7 +437,10 @@ def take_slot_fairly(
         return denials
     finally:
         if room is not None and ticket is not None:
-            _courtesy(functools.partial(room.leave, client, ticket))
+            if leave is not None:
+                leave(ticket)
+            else:
+                _courtesy(functools.partial(room.leave, client, ticket))
 
 
 ASK_RETRY_SECONDS = 0.003  # between two asks while the slot, asked for a little early, is not free yet
@@ -546,6 +557,8 @@ class Pacer:
         self._undo: Callable[[], None] | None = None
         self._written = False
         self._useless_yields = 0
+        self._yielded_at: float | None = None  # when this process last stepped aside, during a wait
+        self._taken_while_yielding = False  # whether another process took the slot meanwhile
         self._yields_paused_until = float("-inf")
         self._lock = threading.Lock()
         self.stats = PacingStats()
@@ -667,9 +680,30 @@ class Pacer:
         since, spacing = age
         now = self._clock()
         frees = now - since + spacing
-        self._not_before = max(self._not_before or 0.0, frees + self.handover_seconds)
-        self._ask_at = frees + self.handover_seconds - self._up_estimate() + ASK_AFTER_FREE_SECONDS
+        if self._yielded_at is not None and now - since > self._yielded_at:
+            self._taken_while_yielding = True  # another process took the slot while this one stepped aside
+        # The other process left at most MAX_HOLD_SECONDS after its grant; the margin is room for jitter.
+        handover = max(self.handover_seconds, MAX_HOLD_SECONDS + self.interval - self.spacing)
+        self._not_before = max(self._not_before or 0.0, frees + handover)
+        self._ask_at = frees + handover - self._up_estimate() + ASK_AFTER_FREE_SECONDS
         return max(0.0, self._ask_at - self._commit_estimate() - WAKE_SECONDS - now)
+
+    def _leave_room_in_background(self, ticket: UUID) -> None:
+        """Leave the waiting room from a thread of its own (with a client of its own), after the grant: the
+        leave is a write on the server, which must not sit between the grant and the call."""
+        room = self._room
+        if room is None:
+            return
+
+        def leave() -> None:
+            with open_pacing_client() as client:
+                room.leave(client, ticket)
+
+        context = contextvars.copy_context()  # Prefect's settings (the API URL) travel with it
+        thread = threading.Thread(
+            target=context.run, args=(_courtesy, leave), name="pacing-leave-room", daemon=True
+        )
+        thread.start()
 
     def _take_prefect_slot(self, name: str) -> int:
         client = self._prefect_client()
@@ -679,6 +713,7 @@ class Pacer:
             slot_wait=lambda limit: self._hand_over_wait(client, limit),
             look_first=self._handover,
             room=self._room,
+            leave=self._leave_room_in_background,
             client=client,
             timeout_seconds=self.timeout_seconds,
             poll_seconds=self.poll_seconds,
@@ -700,8 +735,10 @@ class Pacer:
         return bool(_courtesy(self._room.others_waiting))
 
     def _count_yield(self, denials: int | None) -> None:
-        """After stepping aside: was anyone there to take the slot? Pause yielding if not, repeatedly."""
-        if denials is None or denials > 0:
+        """After stepping aside: was anyone there to take the slot (this process was denied, or the slot's
+        last grant, read before asking, is newer than the step aside)? Pause yielding if not, repeatedly."""
+        if denials is None or denials > 0 or self._taken_while_yielding:
+            self._taken_while_yielding = False
             self._useless_yields = 0
             return
         self._useless_yields += 1
@@ -751,7 +788,9 @@ class Pacer:
                     self._sleep_until(None if start is None else start - min(0.05, self.interval / 4))
                     courteous = self._others_waiting()
                 self._sleep_until(start)
+                self._yielded_at = None
                 if courteous:
+                    self._yielded_at = self._clock()
                     self._sleep(self.yield_seconds)
                     self.stats.yields += 1
                 if self.limit_name is None:
