@@ -561,6 +561,7 @@ class Pacer:
         self._taken_while_yielding = False  # whether another process took the slot meanwhile
         self._yields_paused_until = float("-inf")
         self._lock = threading.Lock()
+        self._api_lock = threading.Lock()  # the pacer's Prefect client is used by one thread at a time
         self.stats = PacingStats()
 
     def _prefect_client(self) -> Any:
@@ -689,21 +690,20 @@ class Pacer:
         return max(0.0, self._ask_at - self._commit_estimate() - WAKE_SECONDS - now)
 
     def _leave_room_in_background(self, ticket: UUID) -> None:
-        """Leave the waiting room from a thread of its own (with a client of its own), after the grant: the
-        leave is a write on the server, which must not sit between the grant and the call."""
-        room = self._room
-        if room is None:
+        """Leave the waiting room from a thread of its own, after the grant: the leave is a write on the
+        server, which must not sit between the grant and the call. It uses the pacer's client (opening one
+        would cost the call's thread the GIL for tens of ms), under `_api_lock`, which the next `wait()` waits
+        for before it uses the client."""
+        room, client = self._room, self._api
+        if room is None or client is None:
             return
 
         def leave() -> None:
-            with open_pacing_client() as client:
-                room.leave(client, ticket)
+            with self._api_lock:
+                _courtesy(functools.partial(room.leave, client, ticket))
 
-        context = contextvars.copy_context()  # Prefect's settings (the API URL) travel with it
-        thread = threading.Thread(
-            target=context.run, args=(_courtesy, leave), name="pacing-leave-room", daemon=True
-        )
-        thread.start()
+        context = contextvars.copy_context()  # Prefect's settings travel with it
+        threading.Thread(target=context.run, args=(leave,), name="pacing-leave-room", daemon=True).start()
 
     def _take_prefect_slot(self, name: str) -> int:
         client = self._prefect_client()
@@ -767,6 +767,8 @@ class Pacer:
             RateLimitTimeout: the shared slot was not granted within the acquire function's timeout.
         """
         with self._lock:
+            with self._api_lock:  # a leave of the waiting room still in flight finishes first (one client)
+                pass
             previous = self._last_departure
             due = None if previous is None else previous + self.interval
             entered = self._clock()
