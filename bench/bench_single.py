@@ -94,7 +94,9 @@ def max_in_rolling_second(times: list[float]) -> int:
     return max((bisect.bisect_left(ordered, t + 1.0) - i for i, t in enumerate(ordered)), default=0)
 
 
-def run(send_via: str, count: int, folder: Path, port: int, emulator_pid: int) -> dict:
+def run(
+    send_via: str, count: int, folder: Path, port: int, emulator_pid: int, chunk_size: int | None = None
+) -> dict:
     from flows.send_campaign import send_campaign
     from globe_sms.campaign import Campaign
 
@@ -109,6 +111,7 @@ def run(send_via: str, count: int, folder: Path, port: int, emulator_pid: int) -
             "sender_id": "GlobeSMS",
             "send_via": send_via,
             "ledger": f"sqlite:///{folder / (name + '.db')}",
+            **({"single_chunk_size": chunk_size} if chunk_size else {}),
             "gateway": {
                 "endpoint": f"http://127.0.0.1:{port}",
                 "rate_limit_name": f"bench-{send_via}",
@@ -177,7 +180,15 @@ def main() -> None:
     )
     parser.add_argument("--single", type=int, default=20_000)
     parser.add_argument("--both", type=int, default=30_000)
+    parser.add_argument("--chunk-size", type=int, default=None, help="single_chunk_size")
+    parser.add_argument(
+        "--chunks-in-flight", type=int, default=None, help="tasks.send_lanes.CHUNKS_IN_FLIGHT"
+    )
     args = parser.parse_args()
+    if args.chunks_in_flight:
+        import tasks.send_lanes
+
+        tasks.send_lanes.CHUNKS_IN_FLIGHT = args.chunks_in_flight
     os.environ["ALIBABA_CLOUD_ACCESS_KEY_ID"] = "testid"
     os.environ["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] = "testsecret"
 
@@ -190,10 +201,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
             folder = Path(tmp)
             if args.single:
-                results.append(run("single", args.single, folder, port, emulator.pid))
+                results.append(run("single", args.single, folder, port, emulator.pid, args.chunk_size))
                 print(json.dumps(results[-1]), flush=True)  # noqa: T201 - a benchmark's output
             if args.both:
-                results.append(run("both", args.both, folder, port, emulator.pid))
+                results.append(run("both", args.both, folder, port, emulator.pid, args.chunk_size))
                 print(json.dumps(results[-1]), flush=True)  # noqa: T201
     finally:
         emulator.terminate()

@@ -85,34 +85,45 @@ def apply_single_outcomes(
     outcome: Mapping[str, Outcome],
     extra: Mapping[str, SingleExtra],
     now: datetime,
+    *,
+    campaign_id: str,
+    batch_no: int,
 ) -> int:
     """`apply_outcomes` for a chunk of single calls: each row also gets its own request_id, segments and
-    carrier. One round trip (an executemany on SQLite, one UPDATE ... FROM unnest on PostgreSQL)."""
+    carrier. One round trip (an executemany on SQLite, one UPDATE ... FROM unnest on PostgreSQL).
+
+    `rows_in_chunk` is the chunk's `submitting` rows, `campaign_id` and `batch_no` the same condition's
+    values: SQLite's executemany is the driver's own (`exec_driver_sql`), the columns' bind processing done
+    once per chunk instead of once per row (at 2,000 rows a second SQLAlchemy's per-row parameter processing
+    was most of the single lane's ledger time)."""
     c = send_ledger.c
     statement = update(send_ledger).where(rows_in_chunk)
     if dialect == "sqlite":
+        sqlite = conn.dialect
+        stamp = c.updated_at.type.bind_processor(sqlite)
+        status_of = c.status.type.bind_processor(sqlite)
+        submitting = status_of(Status.SUBMITTING) if status_of else Status.SUBMITTING.value
+        updated_at = stamp(now) if stamp else now
         params = [
-            {
-                "o_phone": p,
-                "o_status": status.value,
-                "o_message_id": message_id,
-                "o_error_code": code,
-                "o_request_id": extra[p][0],
-                "o_segments": extra[p][1],
-                "o_carrier": extra[p][2],
-            }
+            (
+                status_of(status) if status_of else status.value,
+                message_id,
+                code,
+                *extra[p],
+                updated_at,
+                campaign_id,
+                submitting,
+                batch_no,
+                p,
+            )
             for p, (status, message_id, code) in outcome.items()
         ]
-        statement = statement.where(c.phone == bindparam("o_phone")).values(
-            status=bindparam("o_status"),
-            message_id=bindparam("o_message_id"),
-            error_code=bindparam("o_error_code"),
-            request_id=bindparam("o_request_id"),
-            segments=bindparam("o_segments"),
-            carrier=bindparam("o_carrier"),
-            updated_at=now,
+        sql = (
+            "UPDATE send_ledger SET status = ?, message_id = ?, error_code = ?, request_id = ?, "
+            "segments = ?, carrier = ?, updated_at = ? "
+            "WHERE campaign_id = ? AND status = ? AND batch_no = ? AND phone = ?"
         )
-        return conn.execute(statement, params).rowcount
+        return conn.exec_driver_sql(sql, params).rowcount
     names = ("phone", "status", "message_id", "error_code", "request_id", "segments", "carrier")
     rows = [
         (

@@ -618,7 +618,16 @@ class Ledger(LedgerDatabase):
             if extra is None:
                 changed = apply_outcomes(conn, self._dialect, in_batch, outcome, request_id, now)
             else:
-                changed = apply_single_outcomes(conn, self._dialect, in_batch, outcome, extra, now)
+                changed = apply_single_outcomes(
+                    conn,
+                    self._dialect,
+                    in_batch,
+                    outcome,
+                    extra,
+                    now,
+                    campaign_id=campaign_id,
+                    batch_no=batch_no,
+                )
             batch_status, batch_error = batch_outcome
             finished = conn.execute(
                 update(campaign_batches)
