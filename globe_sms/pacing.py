@@ -50,13 +50,14 @@ in-memory lease storage), the pacer stops yielding for 30 s.
 **Hand-over margin.** The server spaces *grants* one interval apart, but each process sends a little after
 its grant, and not always equally soon. So when the slot may pass from another process (this process was
 denied, stepped aside, or had no grant of its own in the last two intervals), the pacer reads the limit's
-last grant and asks so that the request reaches the server `handover_seconds` (25 ms) after the slot frees;
-the departure is held until then at the earliest. The other process left at most `MAX_HOLD_SECONDS` (15 ms)
-after its grant (a campaign alone asks that much ahead of its departure at most) and at once after a
-hand-over grant, so the gateway sees at least one interval and 10 ms between them. Two campaigns that
-alternate pay the 25 ms on every call (about 0.97 of the rate together). (The old rule, "ask 250 ms after
-the previous grant has aged one interval", was needed while the commit sat between the grant and the
-request, where the other campaign's ledger writes could stretch it: it cost a pair a fifth of the rate.)
+last grant and holds the departure until `handover_seconds` (25 ms) after the slot frees, asking one round
+trip before that (but never so early that the ask reaches the server before the slot frees). The other
+process left at most `MAX_HOLD_SECONDS` (15 ms) after its grant (a campaign alone asks that much ahead of its
+departure at most) and at once after a hand-over grant, so the gateway sees at least one interval and 10 ms
+between them. Two campaigns that alternate pay about 25 ms on every call (about 0.97 of the rate together).
+(The old rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat
+between the grant and the request, where the other campaign's ledger writes could stretch it: it cost a
+pair a fifth of the rate.)
 
 **Prefect's public client only.** Every request goes through the methods of Prefect's public client
 (`increment_concurrency_slots`, `read_global_concurrency_limit_by_name`, the `*_with_lease` and
@@ -686,7 +687,12 @@ class Pacer:
         # The other process left at most MAX_HOLD_SECONDS after its grant; the margin is room for jitter.
         handover = max(self.handover_seconds, MAX_HOLD_SECONDS + self.interval - self.spacing)
         self._not_before = max(self._not_before or 0.0, frees + handover)
-        self._ask_at = frees + handover - self._up_estimate() + ASK_AFTER_FREE_SECONDS
+        # Ask so that the grant returns as the hold ends (not a round trip later), but never to reach the
+        # server before the slot frees.
+        self._ask_at = max(
+            frees - self._up_estimate() + ASK_AFTER_FREE_SECONDS,
+            frees + handover - self._round_trip_estimate() - ASK_AFTER_FREE_SECONDS,
+        )
         return max(0.0, self._ask_at - self._commit_estimate() - WAKE_SECONDS - now)
 
     def _leave_room_in_background(self, ticket: UUID) -> None:
