@@ -47,6 +47,8 @@ QUERY_CONCURRENCY = 64
 THROTTLED_ATTEMPTS = 3
 WINDOW_MARGIN = 0.05
 """Seconds added to the rolling second the async pacer keeps its departures in (network jitter)."""
+THROTTLED_WINDOW_STEP = 0.05
+"""How much a throttled query widens that window (`QueryPacer.throttled`)."""
 T = TypeVar("T")
 Answer = tuple[Unsettled, Receipt | None, SmsApiError | None]
 
@@ -102,10 +104,19 @@ class QueryPacer:
             raise ValueError("calls_per_second must be positive")
         self.interval = 1.0 / calls_per_second
         self.window = 1.0 + window_margin
+        self._base_window = self.window
+        self.throttles = 0
         self._clock, self._sleep = clock, sleep
         self._next: float | None = None
         self._lock = threading.Lock()
         self._departed: deque[float] = deque(maxlen=max(1, int(calls_per_second)))
+
+    def throttled(self) -> None:
+        """The gateway throttled a query all the same: the calls arrive there bunched closer than they
+        leave (a loaded machine, a stalled loop). Widen the rolling window the departures keep to by 50 ms,
+        up to half a second; every departure narrows it again by 0.5 ms."""
+        self.window = min(self.window + THROTTLED_WINDOW_STEP, self._base_window + 0.5)
+        self.throttles += 1
 
     def reserve(self) -> float:
         """Take the next slot; the seconds until it (0: go now)."""
@@ -138,6 +149,7 @@ class QueryPacer:
                 break
             await asyncio.sleep(gap)
         departed.append(self._clock())  # one event loop: nothing runs between the check and this
+        self.window = max(self._base_window, self.window - THROTTLED_WINDOW_STEP / 100)
 
 
 def query_pacer(queries_per_second: float = QUERY_CALLS_PER_SECOND) -> QueryPacer:
@@ -268,6 +280,7 @@ async def _ask_all(
     pending = iter(range(len(candidates)))
     stopped = False
     wait_async = getattr(pacer, "wait_async", None)
+    throttled = getattr(pacer, "throttled", None)  # a pacer that slows down when the gateway throttles
 
     async def pace() -> None:
         if wait_async is not None:
@@ -281,6 +294,8 @@ async def _ask_all(
             try:
                 return candidate, _receipt(candidate, await client.query(candidate.message_id)), None
             except ThrottledError as exc:
+                if throttled is not None:
+                    throttled()
                 if attempt == THROTTLED_ATTEMPTS:
                     return candidate, None, exc
                 await asyncio.sleep(1.0)  # flow control counts per second: let the window pass

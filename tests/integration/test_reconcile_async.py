@@ -98,3 +98,21 @@ def test_async_pacer_reserves_slots_and_keeps_the_rolling_second() -> None:
     assert len(started) == 8
     assert all(moment - started[0] >= k * 0.2 - 0.002 for k, moment in enumerate(started))
     assert all(started[k + 5] - started[k] >= 1.05 - 0.002 for k in range(3))
+
+
+def test_a_throttled_query_widens_the_window_and_departures_narrow_it_again() -> None:
+    """Arrivals bunched closer than departures get throttled: the pacer keeps its departures in a rolling
+    window 50 ms wider per throttled query (at most half a second), 0.5 ms narrower per departure."""
+    pacer = QueryPacer(1000, window_margin=0.05)
+    for _ in range(20):
+        pacer.throttled()
+    assert pacer.window == pytest.approx(1.05 + 0.5) and pacer.throttles == 20
+
+    async def depart(count: int) -> None:
+        for _ in range(count):
+            await pacer.wait_async()
+
+    asyncio.run(depart(100))
+    assert pacer.window == pytest.approx(1.05 + 0.5 - 100 * 0.0005)
+    asyncio.run(depart(1000))
+    assert pacer.window == pytest.approx(1.05)
