@@ -445,6 +445,7 @@ def take_slot_fairly(
 
 
 ASK_RETRY_SECONDS = 0.003  # between two asks while the slot, asked for a little early, is not free yet
+ASK_SOON_SECONDS = 0.25  # the write-ahead waits at most this long for the ask's moment
 ASK_AFTER_FREE_SECONDS = 0.003  # an ask is timed to reach the server this long after the slot frees
 WAKE_SECONDS = 0.01  # allowance for a sleeping thread waking up late
 THROTTLED_MARGIN_STEP_SECONDS = 0.01  # the margin widens this much per throttled call ...
@@ -631,7 +632,9 @@ class Pacer:
         from globe_sms.clock import utc_now
 
         self._write()
-        if self._ask_at is not None:
+        # The wait before the write ended just before the ask's moment; a moment further off means that wait
+        # was cut short (the timeout): ask now, and let the denial lead back to the bounded wait.
+        if self._ask_at is not None and self._ask_at - self._clock() < ASK_SOON_SECONDS:
             self._sleep_until(self._ask_at)
         first = self._clock()
         grace = self.ask_lead() + 0.02

@@ -146,8 +146,8 @@ def test_a_campaign_sends_every_recipient(
 
 
 def test_a_denied_pacer_waits_in_the_room_and_gets_the_slot(on_csrf_server: str) -> None:
-    """The denial path writes too (join and leave the waiting room): it works with CSRF on, and the room
-    is empty again after the grant."""
+    """Waiting for a slot another run holds writes too (join and leave the waiting room): it works with
+    CSRF on, and the room is empty again after the grant."""
     from prefect.client.orchestration import get_client
 
     name = "globe-sms-csrf-denied"
@@ -171,7 +171,7 @@ def test_a_denied_pacer_waits_in_the_room_and_gets_the_slot(on_csrf_server: str)
     pacer.wait()
     waited = time.monotonic() - started
     watcher.join()
-    assert pacer.stats.grants == 1 and pacer.stats.denials >= 1
+    assert pacer.stats.grants == 1 and pacer.stats.handovers == 1  # the slot came from "another run"
     assert seen_waiting.is_set(), "the denied pacer never showed in the waiting room"
     assert not room.others_waiting()
     assert 0.5 < waited < 10

@@ -8,6 +8,7 @@ in tests/{unit,integration}/test_pacing.py.
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,7 @@ class TestAgainstPrefect:
     def test_batch_timing_out_goes_back_to_pending_and_nothing_is_sent(
         self, prefect_server: str, start_emulator: StartEmulator, tmp_path: Path
     ) -> None:
-        """Rows are marked `submitting` only once the slot is granted; they stay pending until then."""
+        """Rows written ahead (`submitting`) before an ask that got no slot go back to pending."""
         emulator = start_emulator(batch_calls_per_second=None)
         hold_slot("globe-sms-timeout-batch")
         campaign = one_batch_campaign(tmp_path, "timeout-batch", emulator.url, calls_per_second=SLOW_RATE)
@@ -112,7 +113,9 @@ class TestAgainstPrefect:
             with pytest.raises(RateLimitTimeout):
                 send_and_record_batch(context, Batch(1, phones, ("Hi",) * 3))
             assert ledger.counts(campaign.campaign_id)["pending"] == 3
-            assert ledger.batches(campaign.campaign_id).is_empty()  # nothing was written, nothing to undo
+            # written ahead before each ask, undone when no slot came: the batch row says so
+            batches = ledger.batches(campaign.campaign_id)
+            assert set(batches["status"].to_list()) <= {"released"}
         assert emulator.state.requests() == []
 
     def test_rows_stay_pending_while_the_batch_waits_for_its_slot(
@@ -120,26 +123,32 @@ class TestAgainstPrefect:
     ) -> None:
         """A crash during the wait (the longest part of a batch) must leave nothing `submitting`.
 
-        The pacer's acquire looks into the ledger while it "waits": the rows are still pending, so a process
-        killed at that moment leaves them to be sent by the next run, not marked unknown. They become
-        `submitting` before the request leaves, and the gateway accepts them once.
+        The pacer's sleep looks into the ledger while it waits for the second batch's time: its rows are
+        still pending, so a process killed then leaves them to be sent by the next run, not marked unknown.
+        They become `submitting` (the write-ahead) only just before the slot is asked for, and the gateway
+        accepts each batch once.
         """
         emulator = start_emulator(batch_calls_per_second=None)
         campaign = one_batch_campaign(tmp_path, "wait-pending", emulator.url)
-        phones = tuple(number.lstrip("+") for number in valid_numbers(3, seed=3))
+        phones = tuple(number.lstrip("+") for number in valid_numbers(6, seed=3))
+        first, second = phones[:3], phones[3:]
         seen_while_waiting: list[dict[str, int]] = []
         with Ledger(campaign.ledger) as ledger, emulator_client(emulator.url) as client:
             ledger.register(campaign.campaign_id, phones)
 
-            def acquire(name: str) -> None:
+            def sleep(seconds: float) -> None:
                 seen_while_waiting.append(ledger.counts(campaign.campaign_id))
+                time.sleep(seconds)
 
-            pacer = Pacer(1.0, limit_name="sms", acquire=acquire)
+            pacer = Pacer(1.0, limit_name="sms", acquire=lambda name: None, sleep=sleep)
             context = SendContext(campaign, client, ledger, pacer)
-            outcome = send_and_record_batch(context, Batch(1, phones, ("Hi",) * 3))
-            assert seen_while_waiting[0].get("pending") == 3 and not seen_while_waiting[0].get("submitting")
-            assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 3
-        assert len(emulator.state.requests()) == 1
+            send_and_record_batch(context, Batch(1, first, ("Hi",) * 3))
+            outcome = send_and_record_batch(context, Batch(2, second, ("Hi",) * 3))
+            assert seen_while_waiting, "the second batch never waited"
+            assert seen_while_waiting[0] == {**seen_while_waiting[0], "pending": 3, "accepted": 3}
+            assert not seen_while_waiting[0].get("submitting")
+            assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 6
+        assert len(emulator.state.requests()) == 2
 
     def test_campaign_stops_with_the_limit_named_and_everything_pending(
         self,
