@@ -24,10 +24,11 @@ def test_the_artifact_ends_at_the_last_figure_set() -> None:
         return artifact_id
 
     artifact_id = sends()
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+
     with get_client(sync_client=True) as client:
-        artifact = client.read_artifacts()  # every artifact of the test server
-    ours = [a for a in artifact if a.id == artifact_id]
-    assert ours and ours[0].data == 100.0
+        ours = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
+    assert len(ours) == 1 and ours[0].data == 100.0
 
 
 def test_a_failing_server_call_never_reaches_the_caller() -> None:
