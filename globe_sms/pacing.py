@@ -470,6 +470,7 @@ class PacingStats:
     early_asks: int = 0
     undone_write_aheads: int = 0
     throttled: int = 0
+    restamps: int = 0
 
 
 class Pacer:
@@ -555,6 +556,8 @@ class Pacer:
         self._ups: deque[float] = deque(maxlen=2 * RECENT)  # from sending an ask to the server granting it
         self._asked_wall: float | None = None  # the last granted ask: sent, and answered (wall clock)
         self._granted_wall: float | None = None
+        self._granted_ask: float | None = None  # when the ask of the last grant was sent (local clock)
+        self._restamp = False  # whether the last call left too late after its ask (see `call_answered`)
         self._round_trips: deque[float] = deque(maxlen=RECENT)
         self._commits: deque[float] = deque(maxlen=RECENT)
         self._write_ahead: Callable[[], None] | None = None
@@ -643,6 +646,7 @@ class Pacer:
         while True:
             asked, asked_wall = self._clock(), utc_now().timestamp()
             if try_take():
+                self._granted_ask = asked
                 self._round_trips.append(self._clock() - asked)
                 self._asked_wall, self._granted_wall = asked_wall, utc_now().timestamp()
                 return True
@@ -693,11 +697,12 @@ class Pacer:
         margin = self.interval - self.spacing
         handover = max(self.handover_seconds, MAX_HOLD_SECONDS + margin + HANDOVER_JITTER)
         self._not_before = max(self._not_before or 0.0, frees + handover)
-        # Ask so that the grant returns as the hold ends (not a round trip later), but never to reach the
-        # server before the slot frees.
+        # Ask so that the grant returns as the hold ends (not a round trip later), but at most `ask_lead()`
+        # (MAX_HOLD_SECONDS) before it: the call must leave soon after its ask, which the next holder's
+        # hand-over margin counts on (`call_answered`); and never to reach the server before the slot frees.
         self._ask_at = max(
             frees - self._up_estimate() + ASK_AFTER_FREE_SECONDS,
-            frees + handover - self._round_trip_estimate() - ASK_AFTER_FREE_SECONDS,
+            frees + handover - self.ask_lead(),
         )
         return max(0.0, self._ask_at - self._commit_estimate() - WAKE_SECONDS - now)
 
@@ -874,17 +879,59 @@ class Pacer:
                 self._due = None
             if self._last_departure is not None:
                 self._last_departure = max(self._last_departure, self._clock())
+            asked = self._granted_ask
+            self._granted_ask = None
+            self._restamp = asked is not None and self._clock() - asked > self._late_after()
+
+    def _late_after(self) -> float:
+        """How long after its ask a call may leave without squeezing the next holder's call: the other
+        processes hold a hand-over departure this long after the slot frees (less their jitter), and the slot
+        frees one spacing after the server began granting it, which is after the ask was sent."""
+        handover = max(self.handover_seconds, MAX_HOLD_SECONDS + self.margin_seconds + HANDOVER_JITTER)
+        return handover - HANDOVER_JITTER
+
+    def call_answered(self, *, opened_connection: bool = False) -> None:
+        """Call it when the answer to a paced call arrives (or the call failed after it left).
+
+        Two cases make the call reach the gateway later than the slot's clock assumes:
+
+        * it opened a connection (a TLS handshake with the real gateway): the next call of this process is
+          timed from now, costing one round trip once per connection;
+        * its grant came back slowly (a loaded Prefect server: on PostgreSQL the slot is stamped with the
+          start of the granting transaction, which can be well before its commit): the call left more than
+          the hand-over margin after its ask.
+
+        In both, another process could take the next slot one spacing after the stamp and reach the gateway
+        less than an interval after this call. So the slot is stamped again now (`restamp_slot`): the next
+        grant, whoever asks, comes at least one spacing after this answer, hence after this call arrived.
+        """
+        restamp = opened_connection
+        with self._lock:
+            if opened_connection and self._last_departure is not None:
+                self._last_departure = max(self._last_departure, self._clock())
+            restamp, self._restamp = restamp or self._restamp, False
+        if restamp:
+            self.restamp_slot()
 
     def connection_opened(self) -> None:
-        """Time the next call from now: call it when the answer arrives to a call that opened a connection.
+        """Time the next call from now: the answer arrived to a call that opened a connection."""
+        self.call_answered(opened_connection=True)
 
-        A call that opens a connection (a TLS handshake with the real gateway) reaches the gateway well after
-        its grant, so timing the next call from the grant could put two calls less than an interval apart
-        at the gateway. Timing it from the answer costs one round trip, once per connection.
-        """
-        with self._lock:
-            if self._last_departure is not None:
-                self._last_departure = max(self._last_departure, self._clock())
+    def restamp_slot(self) -> None:
+        """Move the slot's stamp (its `updated` time, from which it decays) to now, with an update of the
+        limit that changes nothing else (`active=True`: a granted slot belongs to an active limit). Prefect's
+        public client; a failure is logged and ignored (the gateway's throttling, handled by `throttled()`,
+        is the fallback)."""
+        if self._injected_acquire or self.limit_name is None:
+            return
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+        name = self.limit_name
+        with self._api_lock:
+            client = self._prefect_client()
+            update = GlobalConcurrencyLimitUpdate(active=True)
+            _courtesy(lambda: client.update_global_concurrency_limit(name, update))
+        self.stats.restamps += 1
 
 
 _pacers: dict[tuple[str | None, float, float], Pacer] = {}

@@ -95,13 +95,13 @@ class SendContext:
 
 
 def _transmit(context: SendContext, prepared: PreparedBatch) -> BatchSendResult:
-    """Send a prepared batch; after the call that opened the connection, re-time the pacer from its answer."""
+    """Send a prepared batch; then tell the pacer the call is over (`Pacer.call_answered`: after the call that
+    opened the connection, or one that left late after its grant, the slot is stamped again)."""
     try:
         return context.client.send_prepared_batch(prepared)
     finally:
-        if context.fresh_connection:
-            context.fresh_connection = False
-            context.pacer.connection_opened()
+        opened, context.fresh_connection = context.fresh_connection, False
+        context.pacer.call_answered(opened_connection=opened)
 
 
 def send_and_record_batch(context: SendContext, batch: Batch) -> BatchOutcome:

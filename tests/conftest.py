@@ -37,6 +37,7 @@ import pytest  # noqa: E402
 # The emulator, ledger and browser fixtures, imported here (not in each test module) so that pytest offers
 # them to every test module under tests/ and each is registered once. Test modules import only helpers
 # and types.
+from tests.alone import turn  # noqa: E402
 from tests.browser_fixtures import chromium, prefect_ui, ui_page  # noqa: E402, F401 - fixtures
 from tests.emulator_fixtures import (  # noqa: E402, F401 - fixtures
     emulator,
@@ -63,6 +64,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = Path(str(item.path)).resolve().relative_to(_TESTS).parts[0]
         if folder in ("unit", "integration"):
             item.add_marker(folder)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `alone` or `browser` runs with no other test beside it
+    (tests/alone.py)."""
+    alone = item.get_closest_marker("alone") is not None or item.get_closest_marker("browser") is not None
+    with turn(item.config, alone=alone):
+        return (yield)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

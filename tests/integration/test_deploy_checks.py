@@ -53,6 +53,27 @@ def wait_final(api_url: str, flow_run_id: Any, timeout: float = 150) -> Any:
     raise AssertionError(f"flow run {flow_run_id} not finished after {timeout} s")
 
 
+@pytest.mark.parametrize("command", ["setup", "deploy"])
+@pytest.mark.parametrize("home", [None, "", "relative/path", "nowhere", "elsewhere"])
+def test_the_commands_refuse_a_home_without_the_code(
+    command: str, home: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing, empty, relative, absent, or a folder without the code: one line, exit 2, before any server."""
+    from typer.testing import CliRunner
+
+    from globe_sms.cli import app
+
+    monkeypatch.delenv("GLOBE_SMS_HOME", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # no server: refused before it is asked
+    paths = {"nowhere": str(tmp_path / "nowhere"), "elsewhere": str(tmp_path)}
+    env = {} if home is None else {"GLOBE_SMS_HOME": paths.get(home, home)}
+    done = CliRunner().invoke(app, [command], env=env)
+    assert done.exit_code == 2, (done.output, done.exception)
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: GLOBE_SMS_HOME"), done.stdout
+    assert "docs/deployments.md" in lines[0]
+
+
 def test_deployments_explain_themselves(tmp_path: Path) -> None:
     """From a missing GLOBE_SMS_HOME to named scheduled runs and a working suggested command."""
     from prefect.client.orchestration import get_client
@@ -62,14 +83,13 @@ def test_deployments_explain_themselves(tmp_path: Path) -> None:
     stack = PrefectStack(tmp_path / "prefect")
     try:
         stack.start_server()
-        # 1. setup and deploy refuse what would deploy a path without the code: one line, exit 2.
-        for home in (None, "", "relative/path", str(tmp_path / "nowhere"), str(tmp_path)):
-            for command in ("setup", "deploy"):
-                done = run(stack, *globe_sms, command, home=home)
-                assert done.returncode == 2, (command, home, done.stdout, done.stderr)
-                lines = done.stdout.strip().splitlines()
-                assert len(lines) == 1 and lines[0].startswith("error: GLOBE_SMS_HOME"), done.stdout
-                assert "docs/deployments.md" in lines[0] and "Traceback" not in done.stderr
+        # 1. setup and deploy refuse what would deploy a path without the code: one line, exit 2 (every case
+        # in-process: test_the_commands_refuse_a_home_without_the_code; one on a real terminal here).
+        done = run(stack, *globe_sms, "deploy", home="relative/path")
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        lines = done.stdout.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: GLOBE_SMS_HOME"), done.stdout
+        assert "docs/deployments.md" in lines[0] and "Traceback" not in done.stderr
         assert run(stack, *globe_sms, "setup", home=str(ROOT)).returncode == 0
 
         # 2. `prefect deploy` without it stores the placeholder; a worker without it fails the run at once.

@@ -36,6 +36,9 @@ from tests.emulator_fixtures import (
     signed_client,
 )
 
+pytestmark = pytest.mark.alone  # measures time: runs with no other test beside it
+
+
 HK, SG, TW = "85212345678", "6591234567", "886912345678"
 RFC_2822 = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0800")
 

@@ -11,6 +11,9 @@ import pytest
 
 from globe_sms.pacing import ensure_global_limit, prefect_rate_limit
 
+pytestmark = pytest.mark.alone  # measures time: runs with no other test beside it
+
+
 
 @pytest.mark.usefixtures("prefect_server")
 class TestPrefectLimit:

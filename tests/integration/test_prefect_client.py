@@ -25,6 +25,9 @@ import pytest
 
 from globe_sms.pacing import ServerBusy, ensure_global_limit, open_pacing_client, slot_wait, try_rate_limit
 
+pytestmark = pytest.mark.alone  # measures time: runs with no other test beside it
+
+
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_denied_slot_is_a_423_raised_at_once_with_retry_after() -> None:
@@ -48,6 +51,39 @@ def test_a_denied_slot_is_a_423_raised_at_once_with_retry_after() -> None:
         assert limit.updated is not None and limit.updated.tzinfo is not None
         assert (datetime.now(UTC) - limit.updated).total_seconds() < 5
         assert 4.0 < slot_wait(client, name, 0.1) <= 5.1  # taken: free one interval (5 s) after the grant
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_an_update_that_changes_nothing_restamps_the_slot() -> None:
+    """`Pacer.restamp_slot` relies on this: an update of the limit (`active=True`, nothing else changed) moves
+    its `updated` stamp, from which the slot decays, so the next grant comes one spacing after the update."""
+    from globe_sms.pacing import Pacer
+
+    name = "globe-sms-pin-restamp"
+    ensure_global_limit(name, 0.5)  # one grant per 2 s
+    with get_client_sync() as client:
+        assert try_rate_limit(client, name)
+        granted = client.read_global_concurrency_limit_by_name(name).updated
+        time.sleep(1.2)
+        pacer = Pacer(0.5, limit_name=name)
+        try:
+            pacer.restamp_slot()
+        finally:
+            pacer.close()
+        limit = client.read_global_concurrency_limit_by_name(name)
+        assert granted is not None and limit.updated is not None
+        assert (limit.updated - granted).total_seconds() > 1.0, "the update moved the stamp"
+        assert limit.active and limit.limit == 1 and limit.slot_decay_per_second == 0.5
+        assert pacer.stats.restamps == 1
+        time.sleep(0.9)  # 2.1 s after the grant: free by the old stamp, not by the new one
+        assert not try_rate_limit(client, name)
+        assert 0.9 < slot_wait(client, name, 0.0) <= 1.2
+
+
+def get_client_sync():  # noqa: ANN201 - Prefect's sync client, as the pacer opens it
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
 
 
 class BusyServer:

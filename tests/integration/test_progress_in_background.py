@@ -7,7 +7,7 @@ import pytest
 
 from tasks.progress_in_background import ProgressInBackground
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.alone, pytest.mark.usefixtures("prefect_server")]
 
 
 def test_the_artifact_ends_at_the_last_figure_set() -> None:

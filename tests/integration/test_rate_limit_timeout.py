@@ -23,6 +23,9 @@ from tasks.send_batches import CampaignFailed
 from tests.chaos.scenario import valid_numbers
 from tests.emulator_fixtures import StartEmulator
 
+pytestmark = pytest.mark.alone  # measures time: runs with no other test beside it
+
+
 SLOW_RATE = 0.05  # one grant per 20 s: a slot taken by "another run" stays taken for the whole test
 
 

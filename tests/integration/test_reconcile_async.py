@@ -22,6 +22,8 @@ from globe_sms.receipts import ReceiptStore
 from globe_sms.receipts.reconcile import QueryPacer, query_pacer, reconcile, run_coroutine
 from tests.emulator_fixtures import KEY, StartEmulator
 
+pytestmark = pytest.mark.alone  # measures time: runs with no other test beside it
+
 
 def record(emulator: EmulatorServer, url: str, campaign: str, count: int) -> list[str]:
     """One batch sent and recorded in the ledger as the send task does; the message ids."""
@@ -37,6 +39,7 @@ def record(emulator: EmulatorServer, url: str, campaign: str, count: int) -> lis
 def test_queries_in_flight_settle_everything_and_throttled_ones_are_asked_again(
     start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
+
     """40 overdue messages, the gateway allowing 20 queries per rolling second and answering after 50 ms:
     all 40 are settled in one pass (the throttled ones asked again a second later), none twice over."""
     emulator = start_emulator(

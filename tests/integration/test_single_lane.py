@@ -20,7 +20,7 @@ from globe_sms.campaign import Campaign, CampaignFileError
 from globe_sms.ledger import Ledger
 from tests.emulator_fixtures import FLOW_RATE
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.alone, pytest.mark.usefixtures("prefect_server")]
 
 MakeCampaign = Callable[..., Campaign]
 

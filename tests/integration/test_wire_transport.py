@@ -26,6 +26,9 @@ import pytest
 from alibaba_sms.errors import ConnectionFailed, ResponseLost, transport_error
 from alibaba_sms.wire import WireTransport
 
+pytestmark = pytest.mark.alone  # measures time: runs with no other test beside it
+
+
 OK_BODY = b'{"ResponseCode":"OK"}'
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[bool]]
 

@@ -52,7 +52,7 @@ BATCH_SIZE = 4
 MAX_GAP_SECONDS = 3.0
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.alone, pytest.mark.timeout(420)]
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -8,6 +8,8 @@ tests/integration/test_pacing.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from globe_sms.pacing import Pacer, RateLimitTimeout
@@ -72,6 +74,47 @@ def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> N
     answered = fake.now
     pacer.wait()
     assert fake.now == pytest.approx(answered + 1.0)
+
+
+class RecordingPacer(Pacer):
+    """A pacer whose slot restamps are counted instead of sent to a Prefect server."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.restamped = 0
+
+    def restamp_slot(self) -> None:
+        self.restamped += 1
+
+
+def test_a_call_that_opened_its_connection_restamps_the_slot_once_answered() -> None:
+    fake = FakeMonotonic()
+    pacer = RecordingPacer(
+        1.0, limit_name=None, acquire=lambda name: None, clock=fake.clock, sleep=fake.sleep
+    )
+    pacer.wait()
+    pacer.departing()
+    pacer.call_answered(opened_connection=True)
+    pacer.wait()
+    pacer.departing()
+    pacer.call_answered()
+    assert pacer.restamped == 1
+
+
+def test_only_a_call_that_left_late_after_its_ask_restamps_the_slot() -> None:
+    """The ask of a grant is sent at `asked`; the call leaves 10 ms later (on time) or 60 ms later (the grant
+    came back slowly): only the late one restamps. The bound is the hand-over margin less its jitter."""
+    fake = FakeMonotonic()
+    pacer = RecordingPacer(
+        1.0, limit_name=None, acquire=lambda name: None, clock=fake.clock, sleep=fake.sleep
+    )
+    assert pacer._late_after() == pytest.approx(0.025)  # noqa: SLF001 - 40 ms hand-over less 15 ms jitter
+    for late, expected in ((0.010, 0), (0.060, 1)):
+        pacer._granted_ask = fake.now  # noqa: SLF001 - as `_ask` sets it when the slot is granted
+        fake.now += late
+        pacer.departing()
+        pacer.call_answered()
+        assert pacer.restamped == expected
 
 
 def test_departures_stay_an_interval_apart_whatever_the_commit_between_grant_and_request_takes() -> None:
