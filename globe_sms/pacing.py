@@ -51,10 +51,20 @@ in-memory lease storage), the pacer stops yielding for 30 s.
 its grant, and not always equally soon. So when the slot may pass from another process (this process was
 denied, stepped aside, or had no grant of its own in the last two intervals), the pacer reads the limit's
 last grant and holds the departure until `handover_seconds` (40 ms) after the slot frees, asking one round
-trip before that (but never so early that the ask reaches the server before the slot frees). The other
-process left at most `MAX_HOLD_SECONDS` (15 ms) after its grant (a campaign alone asks that much ahead of its
-departure at most) and at once after a hand-over grant, so the gateway sees at least one interval and 25 ms
-between them. Two campaigns that alternate pay about 40 ms on every call (about 0.97 of the rate together).
+trip before that, at most `MAX_HOLD_SECONDS` (15 ms) (and never so early that the ask reaches the server
+before the slot frees). The other process left at most that long after its ask (every ask, a hand-over's
+too, is timed at most 15 ms ahead of its departure), so the gateway sees at least one interval and 25 ms
+between them.
+
+**A call that leaves late restamps the slot.** The slot frees one spacing after its stamp, and the stamp is
+when the server began granting it (on PostgreSQL, the start of the granting transaction), which comes after
+the ask left. A call that left more than 25 ms after its ask (the grant came back slowly from a loaded
+server; on PostgreSQL it was stamped as its transaction began, measured up to 130 ms before the grant
+returned) or that opened a connection (a TLS handshake before the request) could reach the gateway less than
+an interval before the next holder's call. So once its answer is in (`call_answered`), the pacer stamps the
+slot again with an update of the limit that changes nothing else (`restamp_slot`): the next grant comes at
+least one spacing after the answer, hence after the call arrived. On an idle machine this is rare; it costs
+the next call a few ms. Two campaigns that alternate pay about 40 ms on every call (about 0.97 of the rate together).
 (The old rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat
 between the grant and the request, where the other campaign's ledger writes could stretch it: it cost a
 pair a fifth of the rate.)
