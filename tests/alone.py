@@ -9,7 +9,7 @@ and teardown: an `alone` test exclusively, every other test shared. A turnstile 
 `alone` test from being overtaken by a stream of shared ones. Without xdist (`-n 0`, `-p no:xdist`), nothing
 runs beside anything and no lock is taken.
 
-The locks are `fcntl.flock`s on two files named after xdist's `testrun_uid`, in the temporary directory, so
+The locks are `fcntl.flock`s on two files named after xdist's `testrunuid`, in the temporary directory, so
 that every worker of one run, and no other run, shares them.
 """
 
@@ -29,7 +29,7 @@ def lock_paths(config: pytest.Config) -> tuple[Path, Path] | None:
     workerinput = getattr(config, "workerinput", None)  # set by xdist on its workers (documented)
     if workerinput is None:
         return None
-    run = workerinput["testrun_uid"]
+    run = workerinput["testrunuid"]
     folder = Path(tempfile.gettempdir())
     return folder / f"globe-sms-tests-{run}.turnstile", folder / f"globe-sms-tests-{run}.room"
 
