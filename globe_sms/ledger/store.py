@@ -594,7 +594,7 @@ class Ledger(LedgerDatabase):
         now = self.now()
         in_batch = _in_state(campaign_id, Status.SUBMITTING) & (_c.batch_no == batch_no)
         with self._write() as conn:
-            in_flight = set(conn.execute(select(_c.phone).where(in_batch).with_for_update()).scalars())
+            in_flight = set(conn.execute(select(_c.phone).where(in_batch).with_for_update()).scalars().all())
             if in_flight != outcome.keys():
                 strays = [p for p in outcome if p not in in_flight]
                 offenders = where_they_are(conn, self._dialect, campaign_id, strays) if strays else {}
