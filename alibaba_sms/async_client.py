@@ -220,7 +220,7 @@ class AsyncSmsClient:
     def _wire_bytes(self, action: str, signature: Mapping[str, str], body: bytes) -> bytes:
         """The bytes `WireTransport` writes for `_request_of(headers, body)`, written directly: the request
         line and the fixed headers once per action, then the signature's headers (those not among the fixed
-        ones, in their order), `content-length` and the body (tests/integration/test_async_client.py
+        ones, in their order), `content-length` and the body (tests/integration/test_wire_transport.py
         compares the two byte for byte). Names as given, values ASCII, as `httpx.Headers` encodes them."""
         head = self._heads.get(action)
         if head is None:
@@ -309,7 +309,7 @@ class AsyncSmsClient:
         return prepared
 
     async def send_prepared(self, prepared: PreparedSend) -> SendResult:
-        """Transmit a prepared SendMessageToGlobe request and parse the answer.
+        """Transmit a SendMessageToGlobe request this client prepared, and parse the answer.
 
         Raises:
             RetryableError, PermanentError, AmbiguousOutcomeError: see `alibaba_sms.errors`.
