@@ -10,9 +10,12 @@ own async transport costs 1-4 ms of CPU per call and aiohttp's client about 0.4-
 calls a second on a small machine (bench/README-single.md). Any `httpx.AsyncBaseTransport` can be given
 instead (`httpx.MockTransport` in tests, `httpx.AsyncHTTPTransport` and `AiohttpTransport` in the benchmark).
 
-V3 requests are signed before they are built (`AcsV3Auth.signature_headers`) and built once, with every
-header; V1 requests are built, then signed through the Auth's flow. Either way the bytes are the sync
-client's (tests/unit/test_async_client_unit.py).
+V3 requests are signed before they are built (`AcsV3Auth.signature_headers`); through a `WireTransport`
+they are then written out as the bytes that go on the wire (`WireTransport.exchange_raw`), no
+`httpx.Request` built unless asked for (`PreparedSend.request`), otherwise built once, with every header.
+V1 requests are built, then signed through the Auth's flow. Either way the bytes are the sync client's
+(tests/unit/test_async_client_unit.py), and the written-out ones those of the built request
+(tests/integration/test_wire_transport.py).
 
 Usable without Prefect::
 
@@ -31,8 +34,8 @@ call open it and `await client.aclose()` at the end.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -54,19 +57,47 @@ from alibaba_sms.protocol import (
     sign,
 )
 from alibaba_sms.signing import API_VERSION, AcsV3Auth, Clock, Nonce, random_nonce, utc_now
-from alibaba_sms.wire import DEFAULT_MAX_CONNECTIONS, WireTransport
+from alibaba_sms.wire import DEFAULT_MAX_CONNECTIONS, WireTransport, origin_of
 
 SEND_ACTION = "SendMessageToGlobe"
 QUERY_ACTION = "QueryMessage"
 
 
-@dataclass(frozen=True)
 class PreparedSend:
-    """A signed SendMessageToGlobe request, ready to go out, and the number it is for."""
+    """A signed SendMessageToGlobe request, ready to go out, and the number it is for.
 
-    request: httpx.Request
-    to: str
-    action: str = "SendMessageToGlobe"
+    `wire` is the request as the bytes that go on the wire, when the client that prepared it sends through
+    a `WireTransport` (V3): it then goes out exactly so, and no `httpx.Request` is built for it. `request`
+    is the same request as an `httpx.Request` (built on first use when there are `wire` bytes): what other
+    transports send, and what tests read.
+    """
+
+    __slots__ = ("_make_request", "_request", "action", "to", "wire")
+
+    def __init__(
+        self,
+        request: httpx.Request | Callable[[], httpx.Request],
+        to: str,
+        action: str = SEND_ACTION,
+        wire: bytes | None = None,
+    ) -> None:
+        built = isinstance(request, httpx.Request)
+        self._request: httpx.Request | None = request if built else None  # type: ignore[assignment]
+        self._make_request = None if built else request
+        self.to = to
+        self.action = action
+        self.wire = wire
+
+    @property
+    def request(self) -> httpx.Request:
+        """The signed request as an `httpx.Request`."""
+        if self._request is None:
+            assert self._make_request is not None
+            self._request = self._make_request()
+        return self._request
+
+    def __repr__(self) -> str:
+        return f"PreparedSend(action={self.action!r}, to={self.to!r}, wire={self.wire is not None})"
 
 
 class AsyncSmsClient:
@@ -102,10 +133,18 @@ class AsyncSmsClient:
         self._host = self.base_url.netloc.decode("ascii")  # the Host header, as httpx would send it
         self.signature_version = signature_version
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        self._extensions = {"timeout": self._timeout.as_dict()}
+        self._timeouts = self._timeout.as_dict()
+        self._extensions = {"timeout": self._timeouts}
         self._transport = transport or WireTransport(max_connections=max_connections)
-        # The fast path: (status, body) without an httpx.Response, for the package's own transport.
-        self._exchange = self._transport.exchange if isinstance(self._transport, WireTransport) else None
+        # The fast paths, for the package's own transport: (status, body) without an httpx.Response; and
+        # V3 requests written out as bytes, without an httpx.Request (`_wire_bytes`).
+        wire = self._transport if isinstance(self._transport, WireTransport) else None
+        self._exchange = wire.exchange if wire is not None else None
+        self._exchange_raw = wire.exchange_raw if wire is not None else None
+        self._origin = origin_of(self.base_url)
+        self._target = self.base_url.raw_path
+        self._heads: dict[str, str] = {}  # action -> the request line and the headers every call has
+        self._fixed_names = frozenset(self._fixed_headers(""))
         self._closed = False
 
     @property
@@ -137,12 +176,8 @@ class AsyncSmsClient:
 
     # --- building and sending ---------------------------------------------------------------------------
 
-    def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
-        """Build the signed request. V3 signs the parts first (`AcsV3Auth.signature_headers`) and builds the
-        `httpx.Request` once with every header, which is the same request `sign` would produce at a third of
-        the cost; other signers sign the built request through their flow."""
-        body = form_body(params)
-        headers = {
+    def _fixed_headers(self, action: str) -> dict[str, str]:
+        return {
             "host": self._host,
             "accept": "application/json",
             "user-agent": USER_AGENT,
@@ -150,34 +185,64 @@ class AsyncSmsClient:
             "x-acs-version": API_VERSION,
             "content-type": FORM_CONTENT_TYPE,
         }
+
+    def _prepare(self, action: str, body: bytes, to: str = "") -> PreparedSend:
+        """Build and sign a request with this form body (`form_body`). V3 signs the parts first
+        (`AcsV3Auth.signature_headers`): through a `WireTransport` the request is written out as bytes at
+        once (`_wire_bytes`), the `httpx.Request` only built if asked for; otherwise it is built once, with
+        every header, which is the same request `sign` would produce at a third of the cost. Other signers
+        sign the built request through their flow."""
+        headers = self._fixed_headers(action)
         auth = self._auth
         if isinstance(auth, AcsV3Auth):
-            headers.update(auth.signature_headers("POST", "/", (), headers, body))
+            signature = auth.signature_headers("POST", "/", (), headers, body)
+            headers.update(signature)
             headers["content-length"] = str(len(body))
-            # Every header is given, so the body goes in as a stream: httpx's encoding and header
-            # defaulting (a third of the request's cost) have nothing to add. Read at once, as `content=`.
-            request = httpx.Request(
-                "POST",
-                self.base_url,
-                headers=headers,
-                stream=httpx.ByteStream(body),
-                extensions=self._extensions,
-            )
-            request.read()
-            return request
+            make = partial(self._request_of, headers, body)
+            if self._exchange_raw is None:
+                return PreparedSend(make(), to, action)
+            return PreparedSend(make, to, action, self._wire_bytes(action, signature, body))
         request = httpx.Request(
             "POST", self.base_url, content=body, headers=headers, extensions=self._extensions
         )
-        return sign(auth, request)
+        return PreparedSend(sign(auth, request), to, action)
 
-    async def _send(self, request: httpx.Request, action: str) -> dict[str, Any]:
+    def _request_of(self, headers: Mapping[str, str], body: bytes) -> httpx.Request:
+        """The signed request as an `httpx.Request`: every header is given, so the body goes in as a stream
+        (httpx's encoding and header defaulting, a third of the request's cost, have nothing to add), read
+        at once, as `content=`."""
+        request = httpx.Request(
+            "POST", self.base_url, headers=headers, stream=httpx.ByteStream(body), extensions=self._extensions
+        )
+        request.read()
+        return request
+
+    def _wire_bytes(self, action: str, signature: Mapping[str, str], body: bytes) -> bytes:
+        """The bytes `WireTransport` writes for `_request_of(headers, body)`, written directly: the request
+        line and the fixed headers once per action, then the signature's headers (those not among the fixed
+        ones, in their order), `content-length` and the body (tests/integration/test_wire_transport.py
+        compares the two byte for byte). Names as given, values ASCII, as `httpx.Headers` encodes them."""
+        head = self._heads.get(action)
+        if head is None:
+            fixed = self._fixed_headers(action)
+            lines = "".join(f"{name}: {value}\r\n" for name, value in fixed.items())
+            head = self._heads[action] = f"POST {self._target.decode('ascii')} HTTP/1.1\r\n{lines}"
+        fixed = self._fixed_names
+        signed = "".join([f"{name}: {value}\r\n" for name, value in signature.items() if name not in fixed])
+        return f"{head}{signed}content-length: {len(body)}\r\n\r\n".encode("ascii") + body
+
+    async def _deliver(self, prepared: PreparedSend) -> dict[str, Any]:
+        """Send a prepared request (its wire bytes when this client can), and the body of an OK answer."""
         if self._closed:
             raise RuntimeError("the AsyncSmsClient is closed")
+        action = prepared.action
         try:
-            if self._exchange is not None:  # fast path: no httpx.Response for a small JSON body
-                status, content = await self._exchange(request)
+            if prepared.wire is not None and self._exchange_raw is not None:
+                status, content = await self._exchange_raw(self._origin, prepared.wire, self._timeouts)
+            elif self._exchange is not None:  # no httpx.Response for a small JSON body
+                status, content = await self._exchange(prepared.request)
             else:
-                response = await self._transport.handle_async_request(request)
+                response = await self._transport.handle_async_request(prepared.request)
                 try:
                     await response.aread()
                 finally:
@@ -213,15 +278,43 @@ class AsyncSmsClient:
             raise ValueError("SendMessageToGlobe needs a number and a message")
         params = {"To": to, "Message": message}
         params.update(operation_params(sender, message_type, task_id, validity_period, channel_id))
-        return PreparedSend(self._build(SEND_ACTION, params), to, SEND_ACTION)
+        return self._prepare(SEND_ACTION, form_body(params), to)
+
+    def prepare_sends(
+        self,
+        numbers: Sequence[str],
+        messages: Sequence[str],
+        *,
+        sender: str | None = None,
+        message_type: str | None = None,
+        task_id: str | None = None,
+        validity_period: int | None = None,
+        channel_id: str | None = None,
+    ) -> list[PreparedSend]:
+        """`prepare_send` for each number and its message, with the same options (a chunk of the single
+        lane): the same requests, the options encoded once instead of once per call.
+
+        Raises:
+            ValueError: an empty number or message, or not one message per number.
+        """
+        if len(numbers) != len(messages):
+            raise ValueError(f"{len(numbers)} numbers but {len(messages)} messages")
+        options = form_body(operation_params(sender, message_type, task_id, validity_period, channel_id))
+        tail = b"&" + options if options else b""  # form_body's order: To, Message, then the options
+        prepared = []
+        for to, message in zip(numbers, messages, strict=True):
+            if not to or not message:
+                raise ValueError("SendMessageToGlobe needs a number and a message")
+            prepared.append(self._prepare(SEND_ACTION, form_body({"To": to, "Message": message}) + tail, to))
+        return prepared
 
     async def send_prepared(self, prepared: PreparedSend) -> SendResult:
-        """Transmit a prepared SendMessageToGlobe request and parse the answer.
+        """Transmit a SendMessageToGlobe request this client prepared, and parse the answer.
 
         Raises:
             RetryableError, PermanentError, AmbiguousOutcomeError: see `alibaba_sms.errors`.
         """
-        body = await self._send(prepared.request, prepared.action)
+        body = await self._deliver(prepared)
         try:
             return SendResult.from_body(body)
         except ResponseFormatError as exc:
@@ -269,5 +362,5 @@ class AsyncSmsClient:
 
     async def query(self, message_id: str) -> QueryResult:
         """Look up one message's delivery status with QueryMessage (errors as for `send`)."""
-        body = await self._send(self._build(QUERY_ACTION, {"MessageId": message_id}), QUERY_ACTION)
+        body = await self._deliver(self._prepare(QUERY_ACTION, form_body({"MessageId": message_id})))
         return QueryResult.from_body(body)

@@ -60,7 +60,7 @@ def operation_params(
 def form_body(params: Mapping[str, str]) -> bytes:
     """The `application/x-www-form-urlencoded` body of the parameters, byte for byte what httpx encodes
     for `data=` (`urllib.parse.urlencode`: `quote_plus`, UTF-8), without httpx's stream objects."""
-    return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in params.items()).encode()
+    return "&".join([f"{_form_quote(key)}={_form_quote(value)}" for key, value in params.items()]).encode()
 
 
 def _form_quote(value: str) -> str:

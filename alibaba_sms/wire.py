@@ -4,7 +4,9 @@
 JSON answer. A general-purpose client spends most of its CPU on what these calls never need (cookies,
 redirects, compression, header objects); `WireTransport` writes the request's bytes on an
 `asyncio.Protocol` and parses the answer with `httptools.HttpResponseParser` (the parser uvicorn uses), and
-its `exchange` returns `(status, body)` without building an `httpx.Response` (bench/README-single.md).
+its `exchange` returns `(status, body)` without building an `httpx.Response` (bench/README-single.md), and
+`exchange_raw` sends a request the caller wrote out as bytes itself, without an `httpx.Request`
+(`AsyncSmsClient`'s V3 calls).
 
 What it does: HTTP/1.1 over TCP, TLS for `https://` (an `ssl.SSLContext`, by default the system's trust
 store), bodies framed by Content-Length, chunked or the end of the connection, `Connection: close` and
@@ -39,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import httptools
@@ -48,6 +51,14 @@ DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_KEEPALIVE_EXPIRY = 15.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HTTP11 = b" HTTP/1.1\r\n"
+
+Origin = tuple[str, str, int | None]
+"""Where a request goes: (scheme, host, port or None for the scheme's default), as `origin_of` gives it."""
+
+
+def origin_of(url: httpx.URL) -> Origin:
+    """The (scheme, host, port) of a URL, for `WireTransport.exchange_raw` (the pool `exchange` uses too)."""
+    return url.scheme, url.host, url.port
 
 
 class _Connection(asyncio.Protocol):
@@ -92,14 +103,19 @@ class _Connection(asyncio.Protocol):
     # --- one exchange ---------------------------------------------------------------------------------
 
     def send(
-        self, request: httpx.Request, data: bytes, read_timeout: float | None
+        self,
+        data: bytes,
+        read_timeout: float | None,
+        request: httpx.Request | None = None,
+        head: bool = False,
     ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
-        """Write the request's bytes; the future gets (status, raw headers, body) or an httpx error."""
+        """Write the request's bytes; the future gets (status, raw headers, body) or an httpx error (naming
+        `request`, when there is one). `head`: a HEAD request, whose answer has no body."""
         self._waiter = waiter = self._loop.create_future()
         self._request = request
         self._status, self._headers, self._body = 0, [], []
         self._headers_done = self._framed = self.encoded = False
-        self._head = request.method == "HEAD"
+        self._head = head
         self._last_read = now = self._loop.time()
         self.transport.write(data)
         self._read_timeout = read_timeout
@@ -370,24 +386,24 @@ class WireTransport(httpx.AsyncBaseTransport):
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
-        self._pools: dict[tuple[str, bytes], _Pool] = {}
+        self._pools: dict[Origin, _Pool] = {}
 
     def __repr__(self) -> str:
         return f"WireTransport(max_connections={self.max_connections})"
 
-    def _pool(self, url: httpx.URL) -> _Pool:
-        key = (url.scheme, url.netloc)
+    def _pool(self, scheme: str, host: str, port: int | None) -> _Pool:
+        key = (scheme, host, port)
         pool = self._pools.get(key)
         if pool is None:
-            if url.scheme not in _DEFAULT_PORTS:
-                raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-            if url.scheme == "https" and self._ssl_context is None:
+            if scheme not in _DEFAULT_PORTS:
+                raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+            if scheme == "https" and self._ssl_context is None:
                 self._ssl_context = ssl.create_default_context()
             pool = _Pool(
                 asyncio.get_running_loop(),
-                url.host,
-                url.port or _DEFAULT_PORTS[url.scheme],
-                self._ssl_context if url.scheme == "https" else None,
+                host,
+                port or _DEFAULT_PORTS[scheme],
+                self._ssl_context if scheme == "https" else None,
                 self.max_connections,
                 self.keepalive_expiry,
             )
@@ -399,8 +415,20 @@ class WireTransport(httpx.AsyncBaseTransport):
         client's fast path, for small JSON answers. Errors are httpx's, as for `handle_async_request`."""
         status, headers, body, encoded = await self._exchange(request)
         if encoded:  # not asked for; rare: let httpx decode it
-            response = httpx.Response(status, headers=headers, content=body, request=request)
-            return status, await response.aread()
+            return status, await _decoded(status, headers, body, request)
+        return status, body
+
+    async def exchange_raw(
+        self, origin: Origin, data: bytes, timeout: Mapping[str, float | None]
+    ) -> tuple[int, bytes]:
+        """`exchange` for a request already written out: `data` is a whole HTTP/1.1 request (not HEAD; its
+        target, `Host` and `Content-Length` as they should go), sent as it is to `origin`, (scheme, host,
+        port) as `origin_of` gives it. The async client's path for requests it signs itself: no
+        `httpx.Request` is built. `timeout` is httpx's `Timeout.as_dict()`. Errors are httpx's, as for
+        `exchange` (with no request attached)."""
+        status, headers, body, encoded = await self._roundtrip(self._pool(*origin), data, timeout, None)
+        if encoded:
+            return status, await _decoded(status, headers, body, None)
         return status, body
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -416,16 +444,26 @@ class WireTransport(httpx.AsyncBaseTransport):
             body = await request.aread()
         data = _serialize(request, body)
         timeout = request.extensions.get("timeout") or {}
-        pool = self._pool(request.url)
+        return await self._roundtrip(self._pool(*origin_of(request.url)), data, timeout, request)
+
+    async def _roundtrip(
+        self,
+        pool: _Pool,
+        data: bytes,
+        timeout: Mapping[str, float | None],
+        request: httpx.Request | None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         connection = pool.take_idle()
         if connection is None:
             try:
                 connection = await pool.acquire(timeout.get("connect"), timeout.get("pool"))
             except httpx.TransportError as exc:
-                exc.request = request
+                if request is not None:
+                    exc.request = request
                 raise
+        head = request is not None and request.method == "HEAD"
         try:
-            status, headers, content = await connection.send(request, data, timeout.get("read"))
+            status, headers, content = await connection.send(data, timeout.get("read"), request, head)
         except BaseException:  # a timeout, a lost connection, a cancelled call: never reused
             pool.discard(connection)
             raise
@@ -437,6 +475,14 @@ class WireTransport(httpx.AsyncBaseTransport):
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()
+
+
+async def _decoded(
+    status: int, headers: list[tuple[bytes, bytes]], body: bytes, request: httpx.Request | None
+) -> bytes:
+    """A body sent with a `Content-Encoding`, decoded by httpx."""
+    response = httpx.Response(status, headers=headers, content=body, request=request)
+    return await response.aread()
 
 
 def _serialize(request: httpx.Request, body: bytes) -> bytes:
@@ -462,4 +508,10 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
     return b"".join(lines)
 
 
-__all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "DEFAULT_MAX_CONNECTIONS", "WireTransport"]
+__all__ = [
+    "DEFAULT_KEEPALIVE_EXPIRY",
+    "DEFAULT_MAX_CONNECTIONS",
+    "Origin",
+    "WireTransport",
+    "origin_of",
+]

@@ -142,10 +142,13 @@ class SingleLane:
     def _run(self, coroutine) -> Future:  # noqa: ANN001 - a coroutine
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
-    def prepare(self, phone: str, text: str, **options: object) -> PreparedSend:
-        """Build and sign one call (any thread; before the chunk's ledger write, as the batch lane does)."""
+    def prepare_chunk(
+        self, phones: Sequence[str], texts: Sequence[str], **options: object
+    ) -> list[PreparedSend]:
+        """Build and sign a chunk's calls, which share their options (`AsyncSmsClient.prepare_sends`); any
+        thread, before the chunk's ledger write, as the batch lane does."""
         assert self._sms is not None, "start() the lane first"
-        return self._sms.prepare_send(phone, text, **options)  # type: ignore[arg-type]
+        return self._sms.prepare_sends(phones, texts, **options)  # type: ignore[arg-type]
 
     def _adapt(self, now: float, latency: float) -> None:
         """Shrink the in-flight window on slow answers, grow it back on fast ones (loop thread only)."""

@@ -139,8 +139,7 @@ def send_and_record_chunk(context: SingleContext, chunk: Chunk) -> ChunkOutcome:
         "task_id": campaign.task_id(no),
         "validity_period": campaign.validity_period,
     }
-    pairs = zip(chunk.phones, chunk.messages, strict=True)
-    prepared = [lane.prepare(phone, text, **options) for phone, text in pairs]
+    prepared = lane.prepare_chunk(chunk.phones, chunk.messages, **options)
     # From this commit on, any call may have left: a crash leaves the chunk `submitting`, never `pending`.
     ledger.mark_submitting(cid, no, chunk.phones, Lane.SINGLE)
     try:

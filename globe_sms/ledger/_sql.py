@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Integer, Select, bindparam, cast, select, update
 
@@ -38,6 +39,50 @@ def where_they_are(
         for phone, status, batch in conn.execute(query)
     }
     return {phone: found.get(phone) for phone in phones}
+
+
+def sqlite_bound(conn: Connection, column: str, value: Any) -> Any:
+    """A value as SQLite stores it in a `send_ledger` column, through the column type's bind processing
+    (its dialect's: a datetime becomes SQLAlchemy's text, with microseconds), for the driver's own
+    executemany (`exec_driver_sql`): processed once per statement, not once per row."""
+    dialect = conn.dialect
+    processor = send_ledger.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    return processor(value) if processor is not None else value
+
+
+def mark_rows_submitting(
+    conn: Connection,
+    dialect: str,
+    campaign_id: str,
+    phones: Sequence[str],
+    set_values: Mapping[str, Any],
+) -> int:
+    """`pending` -> `submitting` for the campaign's rows with these numbers, one UPDATE; returns the rows
+    changed. `set_values`: the other columns (batch_no, submitted_at, updated_at, lane); `attempts` + 1.
+
+    SQLite: an executemany, one row per number, each found through the (campaign_id, phone) key. A
+    `phone IN (json_each)` there is planned as a scan of the campaign's pending rows
+    (ix_send_ledger_campaign_status) per statement: a chunk of 500 cost 12 ms at 20,000 pending rows,
+    50-70 ms at 200,000. PostgreSQL: one UPDATE joined to the numbers (`phone_list`)."""
+    c = send_ledger.c
+    if dialect == "sqlite":
+        names = list(set_values)
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        fixed = [sqlite_bound(conn, name, set_values[name]) for name in names]
+        fixed += [campaign_id, sqlite_bound(conn, "status", Status.PENDING)]
+        sql = (
+            f"UPDATE send_ledger SET status = ?, attempts = attempts + 1, {assignments} "
+            "WHERE campaign_id = ? AND status = ? AND phone = ?"
+        )
+        submitting = sqlite_bound(conn, "status", Status.SUBMITTING)
+        return conn.exec_driver_sql(sql, [(submitting, *fixed, phone) for phone in phones]).rowcount
+    statement = (
+        update(send_ledger)
+        .where(c.campaign_id == campaign_id, c.status == Status.PENDING)
+        .where(c.phone.in_(phone_list(dialect, phones)))
+        .values(status=Status.SUBMITTING, attempts=c.attempts + 1, **set_values)
+    )
+    return conn.execute(statement).rowcount
 
 
 def apply_outcomes(
@@ -99,14 +144,11 @@ def apply_single_outcomes(
     c = send_ledger.c
     statement = update(send_ledger).where(rows_in_chunk)
     if dialect == "sqlite":
-        sqlite = conn.dialect
-        stamp = c.updated_at.type.bind_processor(sqlite)
-        status_of = c.status.type.bind_processor(sqlite)
-        submitting = status_of(Status.SUBMITTING) if status_of else Status.SUBMITTING.value
-        updated_at = stamp(now) if stamp else now
+        submitting = sqlite_bound(conn, "status", Status.SUBMITTING)
+        updated_at = sqlite_bound(conn, "updated_at", now)
         params = [
             (
-                status_of(status) if status_of else status.value,
+                str(status),  # StatusType's bind processing
                 message_id,
                 code,
                 *extra[p],

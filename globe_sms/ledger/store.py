@@ -34,6 +34,7 @@ from globe_sms.ledger._sql import (
     SingleExtra,
     apply_outcomes,
     apply_single_outcomes,
+    mark_rows_submitting,
     phone_list,
     where_they_are,
 )
@@ -420,18 +421,8 @@ class Ledger(LedgerDatabase):
                     campaign_id=campaign_id,
                     batch_no=batch_no,
                 )
-            changed = conn.execute(
-                update(send_ledger)
-                .where(_in_state(campaign_id, Status.PENDING), _c.phone.in_(phone_list(self._dialect, batch)))
-                .values(
-                    status=Status.SUBMITTING,
-                    batch_no=batch_no,
-                    attempts=_c.attempts + 1,
-                    submitted_at=now,
-                    updated_at=now,
-                    lane=lane,
-                )
-            ).rowcount
+            stamps = {"batch_no": batch_no, "submitted_at": now, "updated_at": now, "lane": str(lane)}
+            changed = mark_rows_submitting(conn, self._dialect, campaign_id, batch, stamps)
             if changed != len(batch):
                 found = where_they_are(conn, self._dialect, campaign_id, batch)
                 offenders = {
@@ -603,7 +594,7 @@ class Ledger(LedgerDatabase):
         now = self.now()
         in_batch = _in_state(campaign_id, Status.SUBMITTING) & (_c.batch_no == batch_no)
         with self._write() as conn:
-            in_flight = set(conn.execute(select(_c.phone).where(in_batch).with_for_update()).scalars())
+            in_flight = set(conn.execute(select(_c.phone).where(in_batch).with_for_update()).scalars().all())
             if in_flight != outcome.keys():
                 strays = [p for p in outcome if p not in in_flight]
                 offenders = where_they_are(conn, self._dialect, campaign_id, strays) if strays else {}

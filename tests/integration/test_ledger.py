@@ -21,10 +21,12 @@ from globe_sms.ledger import (
     BATCH_SCHEMA,
     INTERRUPTED,
     ROW_SCHEMA,
+    Lane,
     Ledger,
     LedgerStateError,
     Status,
 )
+from globe_sms.ledger.store import SingleOutcome
 from tests.clocks import T0, FakeWallClock
 from tests.ledger_fixtures import numbers
 
@@ -245,6 +247,59 @@ class TestLifecycle:
         assert ledger.counts(campaign)["unknown"] == 2
         batch = ledger.batches(campaign).row(0, named=True)
         assert (batch["status"], batch["unknown"], batch["error_code"]) == ("unknown", 2, "ReadTimeout")
+
+    def test_a_chunk_of_single_calls_records_each_rows_own_outcome(
+        self, ledger: Ledger, campaign: str, url: str, clock: FakeWallClock
+    ) -> None:
+        """The single lane: a chunk goes pending -> submitting (lane single), then each row to its own call's
+        outcome, with its own request id, segments and carrier; the chunk's batch row counts them. A second
+        mark or record is refused; only pending rows become submitting. On SQLite both writes store
+        timestamps as SQLAlchemy writes them (text with microseconds), like every other write."""
+        ledger.register(campaign, numbers(6))
+        chunk = numbers(5)
+        sent_at = clock.tick()
+        ledger.mark_submitting(campaign, 1, chunk, Lane.SINGLE)
+        with pytest.raises(LedgerStateError):  # not pending any more: nothing changes
+            ledger.mark_submitting(campaign, 2, [chunk[0], numbers(6)[5]], Lane.SINGLE)
+        assert ledger.pending(campaign) == numbers(6)[5:]
+        done_at = clock.tick()
+        outcomes = {
+            chunk[0]: SingleOutcome(Status.ACCEPTED, "m-0", None, "req-0", 2, "CMI"),
+            chunk[1]: SingleOutcome(Status.ACCEPTED, "m-1", None, "req-1", 1, None),
+            chunk[2]: SingleOutcome(Status.FAILED, error_code="MOBILE_NUMBER_ILLEGAL", request_id="req-2"),
+            chunk[3]: SingleOutcome(Status.PENDING, error_code="Throttling.User"),
+            chunk[4]: SingleOutcome(Status.UNKNOWN, error_code="ReadTimeout"),
+        }
+        ledger.record_singles(campaign, 1, outcomes)
+        with pytest.raises(LedgerStateError):  # the rows are no longer submitting
+            ledger.record_singles(campaign, 1, outcomes)
+        columns = ["phone", "status", "message_id", "error_code", "request_id", "segments", "carrier"]
+        rows = ledger.rows(campaign, columns=[*columns, "lane", "attempts", "batch_no", "updated_at"])
+        assert rows.select(columns).rows()[:5] == [
+            (chunk[0], "accepted", "m-0", None, "req-0", 2, "CMI"),
+            (chunk[1], "accepted", "m-1", None, "req-1", 1, None),
+            (chunk[2], "failed", None, "MOBILE_NUMBER_ILLEGAL", "req-2", None, None),
+            (chunk[3], "pending", None, "Throttling.User", None, None, None),
+            (chunk[4], "unknown", None, "ReadTimeout", None, None, None),
+        ]
+        assert rows["lane"].to_list() == ["single"] * 5 + [None]
+        assert rows["attempts"].to_list() == [1] * 5 + [0] and rows["batch_no"].to_list() == [1] * 5 + [None]
+        assert rows["updated_at"].to_list()[:5] == [done_at] * 5
+        batch = ledger.batches(campaign).row(0, named=True)
+        assert (batch["status"], batch["lane"], batch["recipients"], batch["started_at"]) == (
+            "accepted",
+            "single",
+            5,
+            sent_at,
+        )
+        counts = (batch["accepted"], batch["failed"], batch["unknown"], batch["error_code"])
+        assert counts == (2, 1, 1, "MIXED")
+        if url.startswith("sqlite"):
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as raw:
+                stamps = raw.execute(
+                    "SELECT submitted_at, updated_at FROM send_ledger WHERE phone = ?", (chunk[0],)
+                ).fetchone()
+            assert stamps == (f"{sent_at:%Y-%m-%d %H:%M:%S}.000000", f"{done_at:%Y-%m-%d %H:%M:%S}.000000")
 
     def test_task_id_round_trips(self) -> None:
         """TaskId is campaign plus a five-digit batch number, and parses back."""

@@ -449,6 +449,63 @@ def test_the_transport_serves_an_httpx_async_client() -> None:
     assert response.json() == {"ResponseCode": "OK"} and response.http_version == "HTTP/1.1"
 
 
+class Forwarding(httpx.AsyncBaseTransport):
+    """Hands `httpx.Request`s to a `WireTransport`: the async client then takes its httpx path."""
+
+    def __init__(self, wire: WireTransport) -> None:
+        self.wire = wire
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.wire.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.wire.aclose()
+
+
+@pytest.mark.parametrize("text", ["Hi there", "Hello 世界 ~*+&=%/?#"])
+def test_the_clients_written_out_requests_are_byte_for_byte_its_httpx_requests(text: str) -> None:
+    """`AsyncSmsClient` writes V3 requests out itself for its `WireTransport` (`PreparedSend.wire`, no
+    `httpx.Request`): the server reads exactly the bytes that the same calls send as `httpx.Request`s
+    (through any other transport, here one forwarding to a `WireTransport`), a send and a query; a V1
+    request has no such bytes."""
+    from datetime import UTC
+    from datetime import datetime as Datetime
+
+    from alibaba_sms import AccessKey
+    from alibaba_sms.async_client import AsyncSmsClient
+
+    moment = Datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+    body = b'{"ResponseCode":"OK","RequestId":"R-1","MessageId":"1008","Segments":"1","To":"1","Status":"1"}'
+    key = AccessKey.of("testid", "testsecret")
+
+    async def scenario() -> tuple[Server, list[Any], list[bytes | None]]:
+        seen, server = await serve(ok_answer(body))
+        fixed = {"endpoint": f"http://127.0.0.1:{seen.port}", "clock": lambda: moment, "nonce": lambda: "n-1"}
+        results, wires = [], []
+        try:
+            for transport in (None, Forwarding(WireTransport()), None):
+                version = "v1" if len(wires) == 2 else "v3"
+                options = {"transport": transport, "signature_version": version, **fixed}
+                async with AsyncSmsClient(key, **options) as client:
+                    prepared = client.prepare_send("85291234567", text, sender="Alicloud", task_id="c-b1")
+                    wires.append(prepared.wire)
+                    results += [await client.send_prepared(prepared), await client.query("1008")]
+        finally:
+            server.close()
+        return seen, results, wires
+
+    seen, results, wires = run(scenario)
+    raw_send, raw_query, httpx_send, httpx_query, v1_send, _ = seen.requests
+    assert raw_send == httpx_send and raw_query == httpx_query
+    assert wires[0] == raw_send and wires[1] is None and wires[2] is None  # V1: built as an httpx.Request
+    assert raw_send.startswith(b"POST / HTTP/1.1\r\nhost: 127.0.0.1:")
+    assert b"\r\nAuthorization: ACS3-HMAC-SHA256 Credential=testid," in raw_send
+    form = {"To": "85291234567", "Message": text, "From": "Alicloud", "TaskId": "c-b1"}
+    assert raw_send.split(b"\r\n\r\n", 1)[1] == httpx.Request("POST", "http://x/", data=form).content
+    assert b"Signature=" in v1_send.split(b"\r\n", 1)[0]
+    assert [r.message_id for r in results[::2]] == ["1008"] * 3
+
+
 def test_max_connections_must_be_positive_and_unknown_schemes_are_refused() -> None:
     with pytest.raises(ValueError):
         WireTransport(max_connections=0)

@@ -218,3 +218,26 @@ def test_a_prepared_send_names_its_action_and_carries_a_read_request() -> None:
     assert request.headers["content-length"] == str(len(request.content))
     assert request.headers["host"] == "dysmsapi.ap-southeast-1.aliyuncs.com"
     assert request.headers.get_list("authorization") == [request.headers["authorization"]]
+
+
+@pytest.mark.parametrize("transport", [None, httpx.MockTransport(answering(body=SEND_BODY))])
+def test_a_chunk_prepared_at_once_is_the_same_requests_as_one_by_one(transport: Any) -> None:
+    """`prepare_sends` (the single lane's chunks: options encoded once) builds exactly `prepare_send`'s
+    requests: the same written-out bytes through the default `WireTransport`, the same `httpx.Request`
+    otherwise; and it refuses an empty number or message, or a message missing."""
+    client = AsyncSmsClient(KEY, transport=transport, **fixed())
+    numbers, texts = ["85212345678", "85312345678"], ["Hi there", "Hello 世界 ~*+&=%/?#"]
+    options: dict[str, Any] = {"sender": "Ali cloud", "message_type": "NOTIFY", "task_id": "c-b00007"}
+    for given in (options, {}):
+        chunk = client.prepare_sends(numbers, texts, **given)
+        one_by_one = [client.prepare_send(to, text, **given) for to, text in zip(numbers, texts, strict=True)]
+        assert [p.to for p in chunk] == numbers
+        assert [p.wire for p in chunk] == [p.wire for p in one_by_one]
+        assert [(p.request.content, p.request.headers.raw) for p in chunk] == [
+            (p.request.content, p.request.headers.raw) for p in one_by_one
+        ]
+    assert (chunk[0].wire is None) == (transport is not None)
+    with pytest.raises(ValueError):
+        client.prepare_sends(["85212345678", ""], texts)
+    with pytest.raises(ValueError):
+        client.prepare_sends(numbers, texts[:1])
