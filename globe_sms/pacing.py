@@ -64,8 +64,9 @@ returned) or that opened a connection (a TLS handshake before the request) could
 an interval before the next holder's call. So once its answer is in (`call_answered`), the pacer stamps the
 slot again with an update of the limit that changes nothing else (`restamp_slot`): the next grant comes at
 least one spacing after the answer, hence after the call arrived. On an idle machine this is rare; it costs
-the next call a few ms. Two campaigns that alternate pay about 40 ms on every call (about 0.97 of the rate together).
-(The old rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat
+the next call a few ms.
+
+Two campaigns that alternate pay about 40 ms on every call (about 0.97 of the rate together). (The old rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat
 between the grant and the request, where the other campaign's ledger writes could stretch it: it cost a
 pair a fifth of the rate.)
 
@@ -251,6 +252,36 @@ def is_busy(exc: Exception) -> bool:
     return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (423, 503)
 
 
+BUSY_RETRIES = 8  # a waiting-room write the busy server refused (503) is tried again this many times ...
+BUSY_PAUSE_SECONDS = 0.02  # ... about this long apart
+
+
+def unless_busy(
+    call: Callable[[], Any],
+    *,
+    attempts: int = BUSY_RETRIES,
+    pause: float = BUSY_PAUSE_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """`call()`, tried again (up to `attempts` times in all, `pause` apart, jittered) while the server
+    answers 503 (`ServerBusy`).
+
+    A Prefect server on SQLite answers 503 ("database is locked") to a write that meets another one, often
+    when two campaigns and their workers share it. A waiter whose join of the waiting room fails is not seen
+    by the slot's holder, which then takes the next slot too, and the next (measured: one campaign waited
+    6 s while the other sent five calls). Joining a few tens of ms later costs the waiter nothing: it is
+    waiting anyway.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except ServerBusy:
+            if attempt == attempts:
+                raise
+            sleep(pause * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
 class PrefectWaitingRoom:
     """The waiting room as the Prefect concurrency limit `<limit>-waiting`: one leased slot per waiter.
 
@@ -274,14 +305,19 @@ class PrefectWaitingRoom:
             else:
                 client = stack.enter_context(open_pacing_client())
             try:
-                room = client.read_global_concurrency_limit_by_name(self.name)
+                # A look is made 50 ms ahead of the ask: a busy server gets two more tries within that.
+                room = unless_busy(
+                    lambda: client.read_global_concurrency_limit_by_name(self.name), attempts=3
+                )
             except ObjectNotFound:  # a server set up before the room existed: no fairness, no error
                 return False
         return room.active_slots > 0
 
     def join(self, client: Any) -> UUID | None:
-        response = client.increment_concurrency_slots_with_lease(
-            names=[self.name], slots=1, mode="concurrency", lease_duration=WAITING_LEASE_SECONDS
+        response = unless_busy(
+            lambda: client.increment_concurrency_slots_with_lease(
+                names=[self.name], slots=1, mode="concurrency", lease_duration=WAITING_LEASE_SECONDS
+            )
         )
         return UUID(response.json()["lease_id"])
 

@@ -29,8 +29,11 @@ import pytest
 
 from globe_sms.pacing import (
     Pacer,
+    PrefectWaitingRoom,
     RateLimitTimeout,
+    ServerBusy,
     take_slot_fairly,
+    unless_busy,
 )
 from tests.clocks import FakeMonotonic
 
@@ -172,3 +175,58 @@ class TestPacerTakesTurns:
         fake.now += 5
         pacer.wait()
         assert pacer.stats.handovers == 2
+
+
+class BusyThenFine:
+    """A Prefect client whose waiting-room calls answer 503 (`ServerBusy`) `busy` times, then succeed."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.calls = busy, 0
+
+    def _maybe_busy(self) -> None:
+        import httpx
+
+        self.calls += 1
+        if self.calls <= self.busy:
+            request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment-with-lease")
+            raise ServerBusy(httpx.Response(503, request=request))
+
+    def increment_concurrency_slots_with_lease(self, **kwargs: Any) -> Any:
+        import httpx
+
+        self._maybe_busy()
+        return httpx.Response(200, json={"lease_id": "7f1c4f4e-1a40-4a8e-9c55-3f7b6f1e2d10"})
+
+    def read_global_concurrency_limit_by_name(self, name: str) -> Any:
+        from types import SimpleNamespace
+
+        self._maybe_busy()
+        return SimpleNamespace(active_slots=1)
+
+
+class TestABusyServer:
+    def test_a_join_refused_as_busy_is_tried_again_until_it_holds(self) -> None:
+        """A SQLite Prefect server answers 503 to a write that meets another: the waiter joins anyway, a few
+        tries later, so that the slot's holder sees it and steps aside."""
+        client = BusyThenFine(busy=3)
+        ticket = PrefectWaitingRoom("sms").join(client)
+        assert str(ticket) == "7f1c4f4e-1a40-4a8e-9c55-3f7b6f1e2d10" and client.calls == 4
+
+    def test_a_look_gets_three_tries_then_counts_as_nobody_waiting(self) -> None:
+        room = PrefectWaitingRoom("sms", client=lambda: BusyThenFine(busy=2))
+        assert room.others_waiting()
+        with pytest.raises(ServerBusy):
+            PrefectWaitingRoom("sms", client=lambda: BusyThenFine(busy=3)).others_waiting()
+
+    def test_unless_busy_gives_up_after_its_attempts_and_lets_other_errors_through(self) -> None:
+        pauses: list[float] = []
+        client = BusyThenFine(busy=10)
+        with pytest.raises(ServerBusy):
+            unless_busy(
+                lambda: client.read_global_concurrency_limit_by_name("x"), attempts=4, pause=0.01,
+                sleep=pauses.append,
+            )
+        assert client.calls == 4 and len(pauses) == 3 and all(0.005 <= p <= 0.015 for p in pauses)
+        with pytest.raises(ValueError):
+            unless_busy(lambda: int("x"), sleep=pauses.append)
+        assert len(pauses) == 3, "no retry of anything but a busy server"
