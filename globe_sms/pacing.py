@@ -66,8 +66,9 @@ slot again with an update of the limit that changes nothing else (`restamp_slot`
 least one spacing after the answer, hence after the call arrived. On an idle machine this is rare; it costs
 the next call a few ms.
 
-Two campaigns that alternate pay about 40 ms on every call (about 0.97 of the rate together). (The old rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat
-between the grant and the request, where the other campaign's ledger writes could stretch it: it cost a
+Two campaigns that alternate pay about 40 ms on every call (about 0.97 of the rate together). (The old
+rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat between
+the grant and the request, where the other campaign's ledger writes could stretch it: it cost a
 pair a fifth of the rate.)
 
 **Prefect's public client only.** Every request goes through the methods of Prefect's public client
