@@ -16,7 +16,7 @@ Two layers, as `shared/ARCHITECTURE.md` sketches:
 **Hiding the write-ahead and the grant in the wait.** The caller builds and signs the payload before
 `wait()`, and gives it the write-ahead (committing the batch `submitting`) and its undo. The pacer starts the
 write-ahead early enough (the slowest recent commit, plus 10 ms for waking up) that the ask can leave at
-`departure - ask_lead` (the slowest recent round trip and 3 ms, at most `MAX_HOLD_SECONDS`, 20 ms), and not
+`departure - ask_lead` (the slowest recent round trip and 3 ms, at most `MAX_HOLD_SECONDS`, 10 ms), and not
 before the slot frees (read from the limit: its last grant plus one spacing, less how long an ask takes to
 reach the server, learnt from this process's own grants). `departing()` then holds the request until its
 departure time. The gateway sees one interval between two calls of a campaign alone (0.99 of the rate with
@@ -50,15 +50,16 @@ in-memory lease storage), the pacer stops yielding for 30 s.
 **Hand-over margin.** The server spaces *grants* one interval apart, but each process sends a little after
 its grant, and not always equally soon. So when the slot may pass from another process (this process was
 denied, stepped aside, or had no grant of its own in the last two intervals), the pacer reads the limit's
-last grant and holds the departure until `handover_seconds` (40 ms) after the slot frees, asking one round
-trip before that, at most `MAX_HOLD_SECONDS` (15 ms) (and never so early that the ask reaches the server
-before the slot frees). The other process left at most that long after its ask (every ask, a hand-over's
-too, is timed at most 15 ms ahead of its departure), so the gateway sees at least one interval and 25 ms
-between them.
+last grant and holds the departure until `handover_seconds` (25 ms: 10 ms of hold, 5 ms of slack for
+waking up, and the 10 ms margin) after the slot frees, asking one round trip before that, at most
+`MAX_HOLD_SECONDS` (10 ms) (and never so early that the ask reaches the server before the slot frees). The
+other process left at most 15 ms after its ask (every ask, a hand-over's too, is timed at most 10 ms ahead of
+its departure), and its slot was stamped after that ask left, so the gateway sees at least one interval and
+the margin between them.
 
 **A call that leaves late restamps the slot.** The slot frees one spacing after its stamp, and the stamp is
 when the server began granting it (on PostgreSQL, the start of the granting transaction), which comes after
-the ask left. A call that left more than 25 ms after its ask (the grant came back slowly from a loaded
+the ask left. A call that left more than 15 ms after its ask (the grant came back slowly from a loaded
 server; on PostgreSQL it was stamped as its transaction began, measured up to 130 ms before the grant
 returned) or that opened a connection (a TLS handshake before the request) could reach the gateway less than
 an interval before the next holder's call. So once its answer is in (`call_answered`), the pacer stamps the
@@ -66,7 +67,7 @@ slot again with an update of the limit that changes nothing else (`restamp_slot`
 least one spacing after the answer, hence after the call arrived. On an idle machine this is rare; it costs
 the next call a few ms.
 
-Two campaigns that alternate pay about 40 ms on every call (about 0.97 of the rate together). (The old
+Two campaigns that alternate pay about 25-35 ms on every call (about 0.97 of the rate together). (The old
 rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat between
 the grant and the request, where the other campaign's ledger writes could stretch it: it cost a
 pair a fifth of the rate.)
@@ -492,15 +493,14 @@ def take_slot_fairly(
 
 
 ASK_RETRY_SECONDS = 0.003  # between two asks while the slot, asked for a little early, is not free yet
-HANDOVER_JITTER = 0.015  # more room at a hand-over: two processes' send paths vary independently (a 25 ms
-# margin left two calls 0.998 s apart once in CI, on PostgreSQL)
+DEPARTURE_SLACK_SECONDS = 0.005  # a held call may leave this much after its time (a thread waking up late)
 ASK_SOON_SECONDS = 0.25  # the write-ahead waits at most this long for the ask's moment
 ASK_AFTER_FREE_SECONDS = 0.003  # an ask is timed to reach the server this long after the slot frees
 WAKE_SECONDS = 0.01  # allowance for a sleeping thread waking up late
 THROTTLED_MARGIN_STEP_SECONDS = 0.01  # the margin widens this much per throttled call ...
 MAX_EXTRA_MARGIN_SECONDS = 0.1  # ... up to this much more than configured
-MAX_HOLD_SECONDS = 0.015  # a slot is asked for at most this long before the departure it is for: so a call
-# leaves at most about this long after its grant, which the hand-over margin (40 ms) covers
+MAX_HOLD_SECONDS = 0.010  # a slot is asked for at most this long before the departure it is for: so a call
+# leaves at most this long (and the slack) after its ask, which the hand-over margin (25 ms) covers
 RECENT = 8  # round trips and write-ahead commits remembered to time the next ask
 
 
@@ -570,7 +570,7 @@ class Pacer:
         timeout_seconds: float | None = None,
         waiting_room: WaitingRoom | None = None,
         yield_seconds: float = 0.5,
-        handover_seconds: float = 0.04,
+        handover_seconds: float = 0.025,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -742,7 +742,7 @@ class Pacer:
             self._taken_while_yielding = True  # another process took the slot while this one stepped aside
         # The other process left at most MAX_HOLD_SECONDS after its grant; the margin is room for jitter.
         margin = self.interval - self.spacing
-        handover = max(self.handover_seconds, MAX_HOLD_SECONDS + margin + HANDOVER_JITTER)
+        handover = max(self.handover_seconds, MAX_HOLD_SECONDS + DEPARTURE_SLACK_SECONDS + margin)
         self._not_before = max(self._not_before or 0.0, frees + handover)
         # Ask so that the grant returns as the hold ends (not a round trip later), but at most `ask_lead()`
         # (MAX_HOLD_SECONDS) before it: the call must leave soon after its ask, which the next holder's
@@ -931,11 +931,11 @@ class Pacer:
             self._restamp = asked is not None and self._clock() - asked > self._late_after()
 
     def _late_after(self) -> float:
-        """How long after its ask a call may leave without squeezing the next holder's call: the other
-        processes hold a hand-over departure this long after the slot frees (less their jitter), and the slot
-        frees one spacing after the server began granting it, which is after the ask was sent."""
-        handover = max(self.handover_seconds, MAX_HOLD_SECONDS + self.margin_seconds + HANDOVER_JITTER)
-        return handover - HANDOVER_JITTER
+        """How long after its ask a call may leave without squeezing the next holder's call: an ask is timed
+        at most `MAX_HOLD_SECONDS` before its departure, which may come a little late. Another process holds
+        a hand-over departure that long and its margin after the slot frees, and the slot frees one spacing
+        after the server began granting it, which is after the ask was sent: at least one interval."""
+        return MAX_HOLD_SECONDS + DEPARTURE_SLACK_SECONDS
 
     def call_answered(self, *, opened_connection: bool = False) -> None:
         """Call it when the answer to a paced call arrives (or the call failed after it left).
