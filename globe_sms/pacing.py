@@ -605,6 +605,7 @@ class Pacer:
         self._granted_wall: float | None = None
         self._granted_ask: float | None = None  # when the ask of the last grant was sent (local clock)
         self._restamp = False  # whether the last call left too late after its ask (see `call_answered`)
+        self._departed_wall: float | None = None  # when the last call left (wall clock)
         self._round_trips: deque[float] = deque(maxlen=RECENT)
         self._commits: deque[float] = deque(maxlen=RECENT)
         self._write_ahead: Callable[[], None] | None = None
@@ -920,6 +921,8 @@ class Pacer:
         Call it right before the request leaves. Two departures are then at least an interval apart, however
         long each write-ahead and grant took.
         """
+        from globe_sms.clock import utc_now
+
         with self._lock:
             if self._due is not None:
                 self._sleep_until(self._due)
@@ -929,6 +932,7 @@ class Pacer:
             asked = self._granted_ask
             self._granted_ask = None
             self._restamp = asked is not None and self._clock() - asked > self._late_after()
+            self._departed_wall = utc_now().timestamp()
 
     def _late_after(self) -> float:
         """How long after its ask a call may leave without squeezing the next holder's call: an ask is timed
@@ -952,13 +956,32 @@ class Pacer:
         less than an interval after this call. So the slot is stamped again now (`restamp_slot`): the next
         grant, whoever asks, comes at least one spacing after this answer, hence after this call arrived.
         """
-        restamp = opened_connection
         with self._lock:
             if opened_connection and self._last_departure is not None:
                 self._last_departure = max(self._last_departure, self._clock())
-            restamp, self._restamp = restamp or self._restamp, False
-        if restamp:
+            maybe_late, self._restamp = self._restamp, False
+        if opened_connection or (maybe_late and self._left_late_after_stamp()):
             self.restamp_slot()
+
+    def _left_late_after_stamp(self) -> bool:
+        """Whether the last call left more than `_late_after()` after its slot's stamp (read from the limit:
+        the stamp lies after the ask, often by most of the round trip, so a call late after its ask is often
+        in time after its stamp); True when the read fails or the stamp is not recognisably this grant's. The
+        departure is read on this machine's clock, the stamp on the server's (keep them in sync: NTP)."""
+        if self._injected_acquire or self.limit_name is None or self._departed_wall is None:
+            return True
+        name = self.limit_name
+        with self._api_lock:
+            client = self._prefect_client()
+            limit = _courtesy(lambda: client.read_global_concurrency_limit_by_name(name))
+        if limit is None or limit.updated is None or self._asked_wall is None or self._granted_wall is None:
+            return True
+        stamp = limit.updated.timestamp()
+        if stamp > self._granted_wall + 0.001:  # stamped again since (another grant, a restamp): moved on
+            return False
+        if stamp < self._asked_wall - 0.001:  # not this grant's stamp: be safe
+            return True
+        return self._departed_wall - stamp > self._late_after()
 
     def connection_opened(self) -> None:
         """Time the next call from now: the answer arrived to a call that opened a connection."""

@@ -80,6 +80,34 @@ def test_an_update_that_changes_nothing_restamps_the_slot() -> None:
         assert 0.9 < slot_wait(client, name, 0.0) <= 1.2
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_only_a_call_that_left_late_after_its_slots_stamp_restamps_it() -> None:
+    """A call that leaves at once after its grant keeps the stamp; one that leaves 80 ms after it (a slow
+    grant, a loaded machine) stamps the slot again once answered, so the next holder waits for it."""
+    from globe_sms.pacing import Pacer
+
+    name = "globe-sms-pin-late"
+    ensure_global_limit(name, 2.0)
+    pacer = Pacer(2.0, limit_name=name, timeout_seconds=10)
+    try:
+        with get_client_sync() as client:
+            pacer.wait()
+            pacer.departing()
+            pacer.call_answered()
+            assert pacer.stats.restamps == 0
+            stamp = client.read_global_concurrency_limit_by_name(name).updated
+            pacer.wait()
+            time.sleep(0.08)
+            pacer.departing()
+            pacer.call_answered()
+            assert pacer.stats.restamps == 1
+            restamped = client.read_global_concurrency_limit_by_name(name).updated
+            assert stamp is not None and restamped is not None
+            assert (restamped - stamp).total_seconds() > 0.5 + 0.08
+    finally:
+        pacer.close()
+
+
 def get_client_sync():  # noqa: ANN201 - Prefect's sync client, as the pacer opens it
     from prefect.client.orchestration import get_client
 
