@@ -1,6 +1,6 @@
 """Tests marked `alone` run with no other test beside them, also when pytest-xdist runs the suite in parallel.
 
-`uv run pytest` runs three xdist workers (pyproject.toml: `-n 3 --dist loadfile`): most tests wait on
+`uv run pytest` runs three xdist workers (pyproject.toml: `-n 3 --dist loadgroup`; the browser modules share one worker): most tests wait on
 servers, subprocesses and one-call-per-second pacing, so several at once cut the suite's time on this
 2-core machine. A few tests measure time itself: the gap between two campaigns' calls at the gateway, a
 pacer's spacing, a timeout bound, a browser waiting for the UI. Beside another test they would measure the

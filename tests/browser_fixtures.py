@@ -71,8 +71,14 @@ class PrefectUI:
         return str(self.stack.api_url)
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call to the server's REST API (`path` below /api)."""
-        return httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+        """One call to the server's REST API (`path` below /api); a busy server (503, "database is locked" on
+        SQLite) is asked again, as Prefect's own client does."""
+        for _ in range(10):
+            answer = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+            if answer.status_code != 503:
+                return answer
+            time.sleep(0.5)
+        return answer
 
     def deployment(self, flow_name: str, name: str) -> dict[str, Any]:
         """A deployment as the API returns it (id, parameters, parameter_openapi_schema...)."""

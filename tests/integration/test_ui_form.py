@@ -35,7 +35,9 @@ from prefect.states import Scheduled
 from globe_sms.ledger import Ledger
 from tests.browser_fixtures import ROOT, PrefectUI, poll
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+# One worker runs both browser modules, one after the other: two Prefect servers with their UI, workers and
+# Chromium at once made a SQLite server answer 503 and a click's request fail.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), pytest.mark.xdist_group("browser")]
 
 IMAGES = ROOT / "docs" / "img"
 V1, V2 = "v1", "v2"

@@ -31,7 +31,9 @@ from tests.browser_fixtures import ROOT, PrefectUI, poll
 from tests.chaos.scenario import valid_numbers
 from tests.emulator_fixtures import StartEmulator
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+# One worker runs both browser modules, one after the other: two Prefect servers with their UI, workers and
+# Chromium at once made a SQLite server answer 503 and a click's request fail.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), pytest.mark.xdist_group("browser")]
 
 IMAGES = ROOT / "docs" / "img"
 RECIPIENTS, BATCH_SIZE, RATE = 240, 4, 2.0  # 60 batches, 30 s: time to click under load
