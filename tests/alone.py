@@ -1,10 +1,10 @@
 """Tests marked `alone` run with no other test beside them, also when pytest-xdist runs the suite in parallel.
 
-`uv run pytest` runs three xdist workers (pyproject.toml: `-n 3 --dist loadgroup`; the browser modules share one worker): most tests wait on
-servers, subprocesses and one-call-per-second pacing, so several at once cut the suite's time on this
-2-core machine. A few tests measure time itself: the gap between two campaigns' calls at the gateway, a
-pacer's spacing, a timeout bound, a browser waiting for the UI. Beside another test they would measure the
-other test's CPU use.
+`uv run pytest` runs three xdist workers (pyproject.toml: `-n 3 --dist loadgroup`; the browser modules
+share one worker): most tests wait on servers, subprocesses and one-call-per-second pacing, so several at
+once cut the suite's time on this 2-core machine. A few tests measure time itself: the gap between two
+campaigns' calls at the gateway, a pacer's spacing, a timeout bound, a browser waiting for the UI. Beside
+another test they would measure the other test's CPU use.
 Those carry the `alone` marker (a module's `pytestmark`), and each test takes a lock around its setup, call
 and teardown: an `alone` test exclusively, every other test shared. A turnstile lock in front keeps a waiting
 `alone` test from being overtaken by a stream of shared ones. Without xdist (`-n 0`, `-p no:xdist`), nothing
