@@ -18,7 +18,7 @@ classes in `alibaba_sms.errors`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,8 +131,10 @@ class SmsClient:
         # Sign now, so that the request can wait and then go out unchanged.
         return sign(self._auth, request)
 
-    def _send(self, request: httpx.Request) -> dict[str, Any]:
+    def _send(self, request: httpx.Request, on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
         action = request.headers.get("x-acs-action")
+        if on_sent is not None:
+            request.extensions["trace"] = when_sent(on_sent)
         try:
             response = self._http.send(request, auth=None)
         except httpx.TransportError as exc:
@@ -182,13 +184,21 @@ class SmsClient:
         params.update(operation_params(sender, message_type, task_id, validity_period, channel_id))
         return PreparedBatch(self._build("BatchSendMessageToGlobe", params), numbers)
 
-    def send_prepared_batch(self, prepared: PreparedBatch) -> BatchSendResult:
+    def send_prepared_batch(
+        self, prepared: PreparedBatch, *, on_sent: Callable[[], None] | None = None
+    ) -> BatchSendResult:
         """Transmit a prepared batch and parse the answer.
+
+        Args:
+            prepared: from `prepare_batch`.
+            on_sent: called once the whole request has been written to the connection, before the answer
+                is read (a rate-paced caller stamps its slot then: see `globe_sms.pacing`). Not called when
+                the request never left; called from the sending thread, so it delays reading the answer.
 
         Raises:
             RetryableError, PermanentError, AmbiguousOutcomeError: see `alibaba_sms.errors`.
         """
-        body = self._send(prepared.request)
+        body = self._send(prepared.request, on_sent)
         try:
             return BatchSendResult.from_body(body, prepared.to)
         except ResponseFormatError as exc:
@@ -223,3 +233,21 @@ class SmsClient:
         body = self._send(self._build("QueryMessage", {"MessageId": message_id}))
         return QueryResult.from_body(body)
 
+
+SENT_EVENTS = ("http11.send_request_body.complete", "http2.send_request_body.complete")
+
+
+def when_sent(callback: Callable[[], None]) -> Callable[[str, dict[str, Any]], None]:
+    """An httpcore `trace` request extension (public, documented: https://www.encode.io/httpcore/extensions/)
+    that calls `callback` once, when the request body has been written. httpx hands a request's extensions
+    to httpcore unchanged; tests/integration/test_client_emulator.py pins that the callback comes after
+    the request left and before the answer is read."""
+    fired = False
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        nonlocal fired
+        if event in SENT_EVENTS and not fired:
+            fired = True
+            callback()
+
+    return trace

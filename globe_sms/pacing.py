@@ -61,11 +61,15 @@ the margin between them.
 when the server began granting it (on PostgreSQL, the start of the granting transaction), which comes after
 the ask left. A call that left more than 15 ms after its ask (the grant came back slowly from a loaded
 server; on PostgreSQL it was stamped as its transaction began, measured up to 130 ms before the grant
-returned) or that opened a connection (a TLS handshake before the request) could reach the gateway less than
-an interval before the next holder's call. So once its answer is in (`call_answered`), the pacer stamps the
-slot again with an update of the limit that changes nothing else (`restamp_slot`): the next grant comes at
-least one spacing after the answer, hence after the call arrived. On an idle machine this is rare; it costs
-the next call a few ms.
+returned; the process was not scheduled; a TLS handshake came first) could reach the gateway less than an
+interval before the next holder's call. So as soon as its request has left (`call_sent`, from httpcore's
+public `trace` extension), the pacer stamps the slot again with an update of the limit that changes nothing
+else (`restamp_slot`): the next grant, whoever asks, comes at least one spacing after the stamp, hence after
+this call left. The stamp must land before the slot frees, so a call still held up half a spacing after its
+ask is not sent at all (`departing()` says so): its rows go back to `pending` and it waits again. (Stamping
+once the answer was in, as before, raced the next holder: the answer, a read and a write on a loaded SQLite
+server took most of a second, and a busy server's 503 dropped the stamp; CI saw two calls 0.88 s apart.)
+On an idle machine a restamp is rare; it costs the next call a few ms.
 
 Two campaigns that alternate pay about 25-35 ms on every call (about 0.97 of the rate together). (The old
 rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat between
@@ -518,6 +522,7 @@ class PacingStats:
     undone_write_aheads: int = 0
     throttled: int = 0
     restamps: int = 0
+    stale_grants: int = 0
 
 
 class Pacer:
@@ -604,8 +609,7 @@ class Pacer:
         self._asked_wall: float | None = None  # the last granted ask: sent, and answered (wall clock)
         self._granted_wall: float | None = None
         self._granted_ask: float | None = None  # when the ask of the last grant was sent (local clock)
-        self._restamp = False  # whether the last call left too late after its ask (see `call_answered`)
-        self._departed_wall: float | None = None  # when the last call left (wall clock)
+        self._restamp = False  # whether the last call left too late after its ask (see `call_sent`)
         self._round_trips: deque[float] = deque(maxlen=RECENT)
         self._commits: deque[float] = deque(maxlen=RECENT)
         self._write_ahead: Callable[[], None] | None = None
@@ -747,7 +751,7 @@ class Pacer:
         self._not_before = max(self._not_before or 0.0, frees + handover)
         # Ask so that the grant returns as the hold ends (not a round trip later), but at most `ask_lead()`
         # (MAX_HOLD_SECONDS) before it: the call must leave soon after its ask, which the next holder's
-        # hand-over margin counts on (`call_answered`); and never to reach the server before the slot frees.
+        # hand-over margin counts on (`call_sent`); and never to reach the server before the slot frees.
         self._ask_at = max(
             frees - self._up_estimate() + ASK_AFTER_FREE_SECONDS,
             frees + handover - self.ask_lead(),
@@ -915,24 +919,34 @@ class Pacer:
     def _narrow_margin(self) -> None:
         self.interval = max(self.spacing + self.margin_seconds, self.interval - 0.001)
 
-    def departing(self) -> None:
+    def departing(self) -> bool:
         """Hold the request until its departure time if the slot came early; time the next call from now.
 
-        Call it right before the request leaves. Two departures are then at least an interval apart, however
-        long each write-ahead and grant took.
-        """
-        from globe_sms.clock import utc_now
+        Call it right before the request leaves, then `call_sent()` once it has left. Two departures are then
+        at least an interval apart, however long each write-ahead and grant took.
 
+        Returns:
+            True: send now. False: the grant went stale (this thread was held up for half a spacing after
+            it; another process may be about to take the next slot), so nothing may be sent: undo the
+            write-ahead and `wait()` again.
+        """
         with self._lock:
             if self._due is not None:
                 self._sleep_until(self._due)
                 self._due = None
-            if self._last_departure is not None:
-                self._last_departure = max(self._last_departure, self._clock())
             asked = self._granted_ask
             self._granted_ask = None
+            if asked is not None and self._clock() - asked > self.spacing / 2:
+                self.stats.stale_grants += 1
+                logger.warning(
+                    "pacing: the slot of %s was granted %.3f s ago and the call has not left: asking again",
+                    self.limit_name, self._clock() - asked,
+                )
+                return False
+            if self._last_departure is not None:
+                self._last_departure = max(self._last_departure, self._clock())
             self._restamp = asked is not None and self._clock() - asked > self._late_after()
-            self._departed_wall = utc_now().timestamp()
+            return True
 
     def _late_after(self) -> float:
         """How long after its ask a call may leave without squeezing the next holder's call: an ask is timed
@@ -941,67 +955,61 @@ class Pacer:
         after the server began granting it, which is after the ask was sent: at least one interval."""
         return MAX_HOLD_SECONDS + DEPARTURE_SLACK_SECONDS
 
+    def call_sent(self) -> None:
+        """Call it once the request has left (the whole body written to the connection), before its answer.
+
+        A call that leaves more than `_late_after()` after its ask (its grant came back slowly from a loaded
+        Prefect server, which on PostgreSQL stamps the slot with the start of the granting transaction; the
+        thread was held up; a connection was opened first) could reach the gateway less than an interval
+        before the next holder's call, which is timed from the slot's stamp. So the slot is stamped again now,
+        after the call left (`restamp_slot`): the next grant, whoever asks, comes one spacing after it.
+        """
+        with self._lock:
+            late, self._restamp = self._restamp, False
+        if late:
+            self.restamp_slot()
+
     def call_answered(self, *, opened_connection: bool = False) -> None:
         """Call it when the answer to a paced call arrives (or the call failed after it left).
 
-        Two cases make the call reach the gateway later than the slot's clock assumes:
-
-        * it opened a connection (a TLS handshake with the real gateway): the next call of this process is
-          timed from now, costing one round trip once per connection;
-        * its grant came back slowly (a loaded Prefect server: on PostgreSQL the slot is stamped with the
-          start of the granting transaction, which can be well before its commit): the call left more than
-          the hand-over margin after its ask.
-
-        In both, another process could take the next slot one spacing after the stamp and reach the gateway
-        less than an interval after this call. So the slot is stamped again now (`restamp_slot`): the next
-        grant, whoever asks, comes at least one spacing after this answer, hence after this call arrived.
+        After a call that opened a connection (a TLS handshake with the real gateway), the next call of this
+        process is timed from now, costing one round trip once per connection. A late call whose departure
+        `call_sent()` did not hear of (a transport without httpcore's trace) stamps the slot again now.
         """
         with self._lock:
             if opened_connection and self._last_departure is not None:
                 self._last_departure = max(self._last_departure, self._clock())
-            maybe_late, self._restamp = self._restamp, False
-        if opened_connection or (maybe_late and self._left_late_after_stamp()):
+            late, self._restamp = self._restamp, False
+        if late:
             self.restamp_slot()
 
-    def _left_late_after_stamp(self) -> bool:
-        """Whether the last call left more than `_late_after()` after its slot's stamp (read from the limit:
-        the stamp lies after the ask, often by most of the round trip, so a call late after its ask is often
-        in time after its stamp); True when the read fails or the stamp is not recognisably this grant's. The
-        departure is read on this machine's clock, the stamp on the server's (keep them in sync: NTP)."""
-        if self._injected_acquire or self.limit_name is None or self._departed_wall is None:
-            return True
-        name = self.limit_name
-        with self._api_lock:
-            client = self._prefect_client()
-            limit = _courtesy(lambda: client.read_global_concurrency_limit_by_name(name))
-        if limit is None or limit.updated is None or self._asked_wall is None or self._granted_wall is None:
-            return True
-        stamp = limit.updated.timestamp()
-        if stamp > self._granted_wall + 0.001:  # stamped again since (another grant, a restamp): moved on
-            return False
-        if stamp < self._asked_wall - 0.001:  # not this grant's stamp: be safe
-            return True
-        return self._departed_wall - stamp > self._late_after()
-
-    def connection_opened(self) -> None:
-        """Time the next call from now: the answer arrived to a call that opened a connection."""
-        self.call_answered(opened_connection=True)
-
-    def restamp_slot(self) -> None:
+    def restamp_slot(self) -> bool:
         """Move the slot's stamp (its `updated` time, from which it decays) to now, with an update of the
         limit that changes nothing else (`active=True`: a granted slot belongs to an active limit). Prefect's
-        public client; a failure is logged and ignored (the gateway's throttling, handled by `throttled()`,
-        is the fallback)."""
+        public client; a busy server (503) is asked again a few times; a failure is logged and ignored (the
+        gateway's throttling, handled by `throttled()`, is the fallback).
+
+        Returns:
+            Whether the slot was stamped.
+        """
         if self._injected_acquire or self.limit_name is None:
-            return
+            return False
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
         name = self.limit_name
+        update = GlobalConcurrencyLimitUpdate(active=True)
         with self._api_lock:
             client = self._prefect_client()
-            update = GlobalConcurrencyLimitUpdate(active=True)
-            _courtesy(lambda: client.update_global_concurrency_limit(name, update))
-        self.stats.restamps += 1
+            done = _courtesy(
+                lambda: unless_busy(lambda: client.update_global_concurrency_limit(name, update), attempts=4)
+                or True,
+                default=False,
+            )
+        if done:
+            self.stats.restamps += 1
+        else:
+            logger.warning("pacing: could not stamp the slot of %s again after a late call", name)
+        return bool(done)
 
 
 _pacers: dict[tuple[str | None, float, float], Pacer] = {}

@@ -95,10 +95,11 @@ class SendContext:
 
 
 def _transmit(context: SendContext, prepared: PreparedBatch) -> BatchSendResult:
-    """Send a prepared batch; then tell the pacer the call is over (`Pacer.call_answered`: after the call that
-    opened the connection, or one that left late after its grant, the slot is stamped again)."""
+    """Send a prepared batch, telling the pacer when it left (`Pacer.call_sent`: a call that left late after
+    its grant stamps the slot again) and when it was answered (`Pacer.call_answered`: the next call after one
+    that opened the connection is timed from its answer)."""
     try:
-        return context.client.send_prepared_batch(prepared)
+        return context.client.send_prepared_batch(prepared, on_sent=context.pacer.call_sent)
     finally:
         opened, context.fresh_connection = context.fresh_connection, False
         context.pacer.call_answered(opened_connection=opened)
@@ -127,19 +128,22 @@ def send_and_record_batch(context: SendContext, batch: Batch) -> BatchOutcome:
     # The write-ahead: from this commit on the batch may leave, so a crash leaves it `submitting`, never
     # `pending`. The pacer runs it right before it asks for the slot (so that neither the commit nor the
     # slot's round trip adds to the spacing) and undoes it if no slot came (the rows back to `pending`).
-    granted = False
-    try:
-        with interruptible():  # a stop request ends the wait: nothing is sent, the rows stay `pending`
-            context.pacer.wait(
-                write_ahead=lambda: ledger.mark_submitting(cid, no, batch.phones),
-                undo=lambda: ledger.release(cid, no, batch.phones, NO_SLOT),
-            )
-            granted = True
-    except StoppedBeforeSending:
-        if granted:  # a stop request seen right after the grant: the batch was written ahead, not sent
-            ledger.release(cid, no, batch.phones, NO_SLOT)
-        raise
-    context.pacer.departing()
+    while True:
+        granted = False
+        try:
+            with interruptible():  # a stop request ends the wait: nothing is sent, the rows stay `pending`
+                context.pacer.wait(
+                    write_ahead=lambda: ledger.mark_submitting(cid, no, batch.phones),
+                    undo=lambda: ledger.release(cid, no, batch.phones, NO_SLOT),
+                )
+                granted = True
+        except StoppedBeforeSending:
+            if granted:  # a stop request seen right after the grant: the batch was written ahead, not sent
+                ledger.release(cid, no, batch.phones, NO_SLOT)
+            raise
+        if context.pacer.departing():
+            break
+        ledger.release(cid, no, batch.phones, NO_SLOT)  # the grant went stale before the call left: unsent
     try:
         result = _transmit(context, prepared)
     except AmbiguousOutcomeError as exc:

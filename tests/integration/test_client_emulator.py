@@ -6,6 +6,8 @@ Edge cases of parsing and error mapping are in tests/unit/test_client_unit.py (h
 from __future__ import annotations
 
 import logging
+import socket
+import time
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from alibaba_sms import AccessKey, SmsClient
 from alibaba_sms.errors import (
     AuthenticationError,
     BusinessRejected,
+    ConnectionFailed,
     GatewayInternalError,
     GatewayThrottled,
     GatewayUnavailable,
@@ -111,6 +114,35 @@ def test_read_timeout_after_acceptance_is_ambiguous(start_emulator: StartEmulato
         with pytest.raises(ResponseLost):
             client.send_batch(["85291234567"], "Hi")
     assert server.state.accepted_numbers() == {"85291234567": 1}
+
+
+def test_on_sent_fires_once_as_the_request_leaves_before_the_answer(start_emulator: StartEmulator) -> None:
+    """`send_prepared_batch(on_sent=...)` rides on httpcore's public `trace` extension: the callback comes
+    once, as the request reaches the gateway, 0.3 s before its (delayed) answer is decided."""
+    server = start_emulator(batch_calls_per_second=0, faults={"latency_seconds": 0.3})
+    seen: list[tuple[float, int]] = []
+    with SmsClient(KEY, endpoint=server.url) as client:
+        prepared = client.prepare_batch(["85291234567", "85366123456"], "Hi")
+        on_sent = lambda: seen.append((time.time(), len(server.state.requests())))  # noqa: E731
+        result = client.send_prepared_batch(prepared, on_sent=on_sent)
+    assert result.success_count == 2
+    assert len(seen) == 1, "once"
+    sent_at, journaled_then = seen[0]
+    assert journaled_then == 0, "before the answer: the gateway decides after its 0.3 s latency"
+    decided = server.state.requests()[0].time
+    assert 0.2 < decided - sent_at < 0.4, "sent as the request arrived, 0.3 s before the gateway decided"
+
+
+def test_on_sent_is_not_called_when_the_request_never_left(no_proxy: None) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    seen: list[str] = []
+    with SmsClient(KEY, endpoint=f"http://127.0.0.1:{port}") as client:
+        prepared = client.prepare_batch(["85291234567"], "Hi")
+        with pytest.raises(ConnectionFailed):
+            client.send_prepared_batch(prepared, on_sent=lambda: seen.append("sent"))
+    assert seen == []
 
 
 def test_secret_is_absent_from_logs_and_errors_over_real_sockets(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -81,9 +81,9 @@ def test_an_update_that_changes_nothing_restamps_the_slot() -> None:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_only_a_call_that_left_late_after_its_slots_stamp_restamps_it() -> None:
+def test_only_a_call_that_left_late_after_its_ask_restamps_the_slot_once_sent() -> None:
     """A call that leaves at once after its grant keeps the stamp; one that leaves 80 ms after it (a slow
-    grant, a loaded machine) stamps the slot again once answered, so the next holder waits for it."""
+    grant, a loaded machine) stamps the slot again as soon as it has left, so the next holder waits for it."""
     from globe_sms.pacing import Pacer
 
     name = "globe-sms-pin-late"
@@ -92,18 +92,23 @@ def test_only_a_call_that_left_late_after_its_slots_stamp_restamps_it() -> None:
     try:
         with get_client_sync() as client:
             pacer.wait()
-            pacer.departing()
+            assert pacer.departing()
+            pacer.call_sent()
             pacer.call_answered()
             assert pacer.stats.restamps == 0
             stamp = client.read_global_concurrency_limit_by_name(name).updated
             pacer.wait()
             time.sleep(0.08)
-            pacer.departing()
-            pacer.call_answered()
+            assert pacer.departing()
+            left = datetime.now(UTC)
+            pacer.call_sent()
             assert pacer.stats.restamps == 1
             restamped = client.read_global_concurrency_limit_by_name(name).updated
+            pacer.call_answered()
+            assert pacer.stats.restamps == 1
             assert stamp is not None and restamped is not None
             assert (restamped - stamp).total_seconds() > 0.5 + 0.08
+            assert restamped >= left - timedelta(milliseconds=1), "stamped after the call left"
     finally:
         pacer.close()
 

@@ -153,6 +153,34 @@ class TestAgainstPrefect:
             assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 6
         assert len(emulator.state.requests()) == 2
 
+    def test_a_batch_whose_grant_went_stale_goes_back_to_pending_and_waits_again(
+        self, start_emulator: StartEmulator, tmp_path: Path
+    ) -> None:
+        """`Pacer.departing()` refuses a grant the call could not use in time: the rows, written ahead, go
+        back to `pending` (nothing was sent), the batch waits for a new slot, and the gateway gets it once."""
+        emulator = start_emulator(batch_calls_per_second=None)
+        campaign = one_batch_campaign(tmp_path, "stale-grant", emulator.url)
+        phones = tuple(number.lstrip("+") for number in valid_numbers(3, seed=4))
+        with Ledger(campaign.ledger) as ledger, emulator_client(emulator.url) as client:
+            ledger.register(campaign.campaign_id, phones)
+            seen_when_refused: list[dict[str, int]] = []
+
+            class HeldUpOnce(Pacer):
+                def departing(self) -> bool:
+                    if not seen_when_refused:
+                        seen_when_refused.append(ledger.counts(campaign.campaign_id))
+                        return False
+                    return super().departing()
+
+            grants: list[str] = []
+            pacer = HeldUpOnce(1.0, limit_name="sms", acquire=grants.append)
+            context = SendContext(campaign, client, ledger, pacer)
+            outcome = send_and_record_batch(context, Batch(1, phones, "Hi"))
+            assert seen_when_refused[0]["submitting"] == 3
+            assert len(grants) == 2, "asked again"
+            assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 3
+        assert len(emulator.state.requests()) == 1
+
     def test_campaign_stops_with_the_limit_named_and_everything_pending(
         self,
         prefect_server: str,

@@ -70,51 +70,70 @@ def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> N
                   sleep=fake.sleep)
     pacer.wait()
     fake.now += 0.400  # connect + TLS + answer
-    pacer.connection_opened()
+    pacer.call_answered(opened_connection=True)
     answered = fake.now
     pacer.wait()
     assert fake.now == pytest.approx(answered + 1.0)
 
 
 class RecordingPacer(Pacer):
-    """A pacer whose slot restamps are counted instead of sent to a Prefect server."""
+    """A pacer whose slot restamps are recorded (on the fake clock) instead of sent to a Prefect server."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.restamped = 0
+    def __init__(self, *args: Any, clock: Any, **kwargs: Any) -> None:
+        super().__init__(*args, clock=clock, **kwargs)
+        self.restamped: list[float] = []
 
-    def restamp_slot(self) -> None:
-        self.restamped += 1
-
-
-def test_a_call_that_opened_its_connection_restamps_the_slot_once_answered() -> None:
-    fake = FakeMonotonic()
-    pacer = RecordingPacer(
-        1.0, limit_name=None, acquire=lambda name: None, clock=fake.clock, sleep=fake.sleep
-    )
-    pacer.wait()
-    pacer.departing()
-    pacer.call_answered(opened_connection=True)
-    pacer.wait()
-    pacer.departing()
-    pacer.call_answered()
-    assert pacer.restamped == 1
+    def restamp_slot(self) -> bool:
+        self.restamped.append(self._clock())  # noqa: SLF001 - the fake clock it was given
+        return True
 
 
-def test_only_a_call_that_left_late_after_its_ask_restamps_the_slot() -> None:
+def recording_pacer(fake: FakeMonotonic) -> RecordingPacer:
+    return RecordingPacer(1.0, limit_name=None, acquire=lambda name: None, clock=fake.clock, sleep=fake.sleep)
+
+
+def test_only_a_call_that_left_late_after_its_ask_restamps_the_slot_as_soon_as_it_has_left() -> None:
     """The ask of a grant is sent at `asked`; the call leaves 10 ms later (on time) or 30 ms later (the grant
-    came back slowly): only the late one restamps."""
+    came back slowly): only the late one restamps, when its request has left (`call_sent`), not after its
+    answer, which may come too late to stop the next holder."""
     fake = FakeMonotonic()
-    pacer = RecordingPacer(
-        1.0, limit_name=None, acquire=lambda name: None, clock=fake.clock, sleep=fake.sleep
-    )
+    pacer = recording_pacer(fake)
     assert pacer._late_after() == pytest.approx(0.015)  # noqa: SLF001 - 10 ms hold + 5 ms slack
     for late, expected in ((0.010, 0), (0.030, 1)):
         pacer._granted_ask = fake.now  # noqa: SLF001 - as `_ask` sets it when the slot is granted
         fake.now += late
-        pacer.departing()
-        pacer.call_answered()
-        assert pacer.restamped == expected
+        assert pacer.departing()
+        fake.now += 0.002
+        pacer.call_sent()
+        sent = fake.now
+        fake.now += 0.200  # the answer
+        pacer.call_answered(opened_connection=True)
+        assert len(pacer.restamped) == expected
+    assert pacer.restamped == [sent]
+
+
+def test_a_late_call_whose_departure_went_unheard_restamps_once_answered() -> None:
+    fake = FakeMonotonic()
+    pacer = recording_pacer(fake)
+    pacer._granted_ask = fake.now  # noqa: SLF001 - as `_ask` sets it when the slot is granted
+    fake.now += 0.050
+    assert pacer.departing()
+    fake.now += 0.100
+    pacer.call_answered()  # a transport without httpcore's trace: no `call_sent`
+    pacer.call_answered()
+    assert pacer.restamped == [fake.now]
+
+
+def test_a_call_held_up_half_a_spacing_after_its_grant_is_not_sent() -> None:
+    """Its restamp might land after the slot freed and another process took it: `departing()` refuses."""
+    fake = FakeMonotonic()
+    pacer = recording_pacer(fake)
+    pacer._granted_ask = fake.now  # noqa: SLF001 - as `_ask` sets it when the slot is granted
+    fake.now += 0.501
+    assert not pacer.departing()
+    assert pacer.stats.stale_grants == 1
+    pacer.call_answered()
+    assert pacer.restamped == []
 
 
 def test_departures_stay_an_interval_apart_whatever_the_commit_between_grant_and_request_takes() -> None:
