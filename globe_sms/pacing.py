@@ -497,6 +497,7 @@ def take_slot_fairly(
 
 
 ASK_RETRY_SECONDS = 0.003  # between two asks while the slot, asked for a little early, is not free yet
+OVERSLEEP_SECONDS = 0.001  # a held call that left at most this late counts as on time for the next one
 DEPARTURE_SLACK_SECONDS = 0.005  # a held call may leave this much after its time (a thread waking up late)
 ASK_SOON_SECONDS = 0.25  # the write-ahead waits at most this long for the ask's moment
 ASK_AFTER_FREE_SECONDS = 0.003  # an ask is timed to reach the server this long after the slot frees
@@ -931,9 +932,9 @@ class Pacer:
             write-ahead and `wait()` again.
         """
         with self._lock:
-            if self._due is not None:
-                self._sleep_until(self._due)
-                self._due = None
+            held_until, self._due = self._due, None
+            if held_until is not None:
+                self._sleep_until(held_until)
             asked = self._granted_ask
             self._granted_ask = None
             if asked is not None and self._clock() - asked > self.spacing / 2:
@@ -944,7 +945,11 @@ class Pacer:
                 )
                 return False
             if self._last_departure is not None:
-                self._last_departure = max(self._last_departure, self._clock())
+                # A sleep ends a little after its time: counted from the moment held for, that lateness
+                # (at most OVERSLEEP_SECONDS, within the margin) does not add up from call to call.
+                now = self._clock()
+                on_time = held_until is not None and 0.0 <= now - held_until <= OVERSLEEP_SECONDS
+                self._last_departure = max(self._last_departure, held_until if on_time else now)
             self._restamp = asked is not None and self._clock() - asked > self._late_after()
             return True
 

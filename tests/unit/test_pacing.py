@@ -198,3 +198,40 @@ def test_a_throttled_call_widens_the_margin_and_calls_that_go_through_narrow_it_
         pacer.wait()
     assert pacer.interval == pytest.approx(1.01)
     assert pacer.stats.throttled == 15
+
+
+@pytest.mark.parametrize("overslept", [0.0004, 0.0009])
+def test_a_sleep_that_ends_slightly_late_does_not_add_up_from_call_to_call(overslept: float) -> None:
+    """Every hold ends `overslept` late: up to 1 ms, the next call is timed from the moment held for (the
+    lateness stays within the margin and does not accumulate: 0.990 of the rate, not 0.9896); beyond, from
+    the real departure."""
+    fake = FakeMonotonic()
+
+    def sleep(seconds: float) -> None:
+        fake.sleep(seconds + overslept)
+
+    pacer = Pacer(1.0, limit_name="sms", margin_seconds=0.010, acquire=lambda name: None, clock=fake.clock,
+                  sleep=sleep)
+    departures: list[float] = []
+    for _ in range(6):
+        pacer.wait(lambda: None, undo=lambda: None)
+        assert pacer.departing()
+        departures.append(fake.now)
+        fake.now += 0.030  # the request and its answer
+    gaps = [b - a for a, b in zip(departures, departures[1:], strict=False)]
+    assert gaps[1:] == pytest.approx([1.010] * 4, abs=1e-6)
+
+
+def test_a_call_that_left_well_after_its_time_times_the_next_from_its_real_departure() -> None:
+    fake = FakeMonotonic()
+    pacer = Pacer(1.0, limit_name="sms", margin_seconds=0.010, acquire=lambda name: None, clock=fake.clock,
+                  sleep=fake.sleep)
+    pacer.wait(lambda: None, undo=lambda: None)
+    assert pacer.departing()
+    pacer.wait(lambda: None, undo=lambda: None)
+    fake.now += 0.020  # held up after the grant
+    assert pacer.departing()
+    late = fake.now
+    pacer.wait(lambda: None, undo=lambda: None)
+    assert pacer.departing()
+    assert fake.now == pytest.approx(late + 1.010)
