@@ -52,6 +52,19 @@ def make_recipients(count: int, path: Path) -> None:
     pl.DataFrame({"phone": phones[:count], "first_name": ["Ada"] * count}).write_csv(path)
 
 
+def per_tenth(times: list[float]) -> dict[str, list[int]]:
+    """SendMessageToGlobe calls per 0.1 s at the gateway: the first and the last ten tenths, the span, and
+    which tenths saw under half the busiest one's calls (stalls)."""
+    if not times:
+        return {}
+    first = min(times)
+    tenths = Counter(int((t - first) * 10) for t in times)
+    last = max(tenths)
+    series = [tenths.get(i, 0) for i in range(last + 1)]
+    return {"first": series[:10], "last": series[-10:], "span_tenths": [len(series)],
+            "below_half": [i for i, n in enumerate(series) if n < max(series) / 2]}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,6 +179,8 @@ def run(
         "gateway_throttled": len(throttled),
         "gateway_duplicates": sum(1 for n in counts.values() if n > 1),
         "gateway_max_single_calls_in_1s": max_in_rolling_second(times),
+        # calls per tenth of a second at the gateway: the first and last second show the ramp and the tail
+        "gateway_single_per_tenth": per_tenth(times),
         "client_cpu_ms_per_call": round(1000 * cpu / max(len(single_calls), 1), 3),
         "client_cpu_s": round(cpu, 1),
         "emulator_cpu_s": round(emulator_cpu, 1),
