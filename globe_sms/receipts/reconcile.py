@@ -45,8 +45,10 @@ UNKNOWN_AFTER = timedelta(hours=72)
 QUERY_CONCURRENCY = 64
 """Default queries in flight: 300/s with up to ~200 ms round trips."""
 THROTTLED_ATTEMPTS = 3
-WINDOW_MARGIN = 0.05
-"""Seconds added to the rolling second the async pacer keeps its departures in (network jitter)."""
+WINDOW_MARGIN = 0.08
+"""Seconds added to the rolling second the async pacer keeps its departures in (network jitter, a loop that
+wakes late): 300 in any 1.08 s, 277 queries/s. With 50 ms, 1 of 20,000 queries was throttled on the idle
+machine (285/s; 8-16 under load); with 80 ms, none (`bench/bench_single_client.py reconcile`)."""
 THROTTLED_WINDOW_STEP = 0.05
 """How much a throttled query widens that window (`QueryPacer.throttled`)."""
 T = TypeVar("T")
