@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -63,6 +65,58 @@ def per_tenth(times: list[float]) -> dict[str, list[int]]:
     series = [tenths.get(i, 0) for i in range(last + 1)]
     return {"first": series[:10], "last": series[-10:], "span_tenths": [len(series)],
             "below_half": [i for i, n in enumerate(series) if n < max(series) / 2]}
+
+
+@contextlib.contextmanager
+def prefect_server(postgres_admin_url: str | None) -> Iterator[None]:
+    """The Prefect server the campaigns use: the test harness (SQLite), or `prefect server start` on
+    loopback over a throwaway PostgreSQL database (the production setup: no "database is locked" 503s)."""
+    if postgres_admin_url is None:
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+        return
+    import psycopg
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    database = f"globe_sms_bench_prefect_{os.getpid()}"
+    host = postgres_admin_url.split("@", 1)[-1].rsplit("/", 1)[0]
+    user = postgres_admin_url.split("://", 1)[-1].split("@", 1)[0]
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{database}"')
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{user}@{host}/{database}",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(api_port),
+         "--no-ui"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{api_port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the Prefect server did not start") from None
+                time.sleep(0.5)
+        with temporary_settings({PREFECT_API_URL: api}):
+            yield
+    finally:
+        server.terminate()
+        server.wait(30)
+        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def free_port() -> int:
@@ -199,6 +253,13 @@ def main() -> None:
     parser.add_argument(
         "--chunks-in-flight", type=int, default=None, help="tasks.send_lanes.CHUNKS_IN_FLIGHT"
     )
+    parser.add_argument(
+        "--prefect-postgres",
+        default=None,
+        metavar="ADMIN_URL",
+        help="run `prefect server start` on a throwaway PostgreSQL database (created and dropped through "
+        "ADMIN_URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres) instead of the SQLite test harness",
+    )
     args = parser.parse_args()
     if args.chunks_in_flight:
         import tasks.send_lanes
@@ -207,13 +268,11 @@ def main() -> None:
     os.environ["ALIBABA_CLOUD_ACCESS_KEY_ID"] = "testid"
     os.environ["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] = "testsecret"
 
-    from prefect.testing.utilities import prefect_test_harness
-
     port = free_port()
     emulator = start_emulator(port)
     results = []
     try:
-        with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+        with tempfile.TemporaryDirectory() as tmp, prefect_server(args.prefect_postgres):
             folder = Path(tmp)
             if args.single:
                 results.append(run("single", args.single, folder, port, emulator.pid, args.chunk_size))
