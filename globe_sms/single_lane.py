@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING
 from alibaba_sms.async_client import AsyncSmsClient, PreparedSend
 from alibaba_sms.errors import BusinessError, PermanentError, SmsApiError, ThrottledError
 from alibaba_sms.models import SendResult
-from globe_sms.single_pacing import SingleLanePacer, ensure_single_limit, single_limit_name
+from globe_sms.single_pacing import (
+    BESIDE_BATCH_MARGIN,
+    DEFAULT_MARGIN,
+    SingleLanePacer,
+    ensure_single_limit,
+    single_limit_name,
+)
 
 if TYPE_CHECKING:
     from globe_sms.campaign import GatewaySettings
@@ -237,12 +243,17 @@ class SingleLane:
 
 @contextmanager
 def open_single_lane(
-    settings: GatewaySettings, session: GatewaySession, *, use_prefect_limit: bool = True
+    settings: GatewaySettings,
+    session: GatewaySession,
+    *,
+    use_prefect_limit: bool = True,
+    beside_batch: bool = False,
 ) -> Iterator[SingleLane]:
     """The single lane of a run, beside the batch lane's gateway `session` (same endpoint, same key).
 
     Its rate limit is `<the session's limit>-single` (`single_limit_name`), created or updated here like the
-    batch limit, so every campaign of the account shares it.
+    batch limit, so every campaign of the account shares it. `beside_batch` (the batch lane sends from the
+    same process): the lane keeps the wider margin `BESIDE_BATCH_MARGIN` (see `globe_sms.single_pacing`).
     """
     import httpx
 
@@ -256,6 +267,7 @@ def open_single_lane(
     pacer = SingleLanePacer(
         settings.single_calls_per_second,
         limit_name=name if use_prefect_limit else None,
+        margin=BESIDE_BATCH_MARGIN if beside_batch else DEFAULT_MARGIN,
         timeout_seconds=settings.rate_limit_timeout_seconds,
     )
     endpoint = session.emulator.url if session.emulator is not None else (settings.endpoint or None)

@@ -49,14 +49,16 @@ def plan_lanes(
     """Split `recipients` between the lanes of `send_via` as the send loop does, with each lane's ETA.
 
     The batch lane sends `batch_size` recipients per call at `calls_per_second`; the single lane one per call
-    at its pacer's rate (`single_calls_per_second` less its margin). With `both` the lanes share one queue and
-    finish together, so each takes recipients in proportion to its rate. Cost is per segment in both lanes,
-    so a lane's cost is its share of `cost_total`.
+    at its pacer's rate (`single_calls_per_second` less its margin, wider beside the batch lane). With `both`
+    the lanes share one queue and finish together, so each takes recipients in proportion to its rate. Cost is
+    per segment in both lanes, so a lane's cost is its share of `cost_total`.
     """
-    from globe_sms.single_pacing import lane_rate
+    from globe_sms.single_pacing import BESIDE_BATCH_MARGIN, DEFAULT_MARGIN, lane_rate
 
     batch_rate = batch_size * calls_per_second
-    single_rate = lane_rate(single_calls_per_second)
+    single_rate = lane_rate(
+        single_calls_per_second, BESIDE_BATCH_MARGIN if send_via == "both" else DEFAULT_MARGIN
+    )
     if send_via == "single":
         shares = {"single": recipients}
     elif send_via == "both":

@@ -43,7 +43,7 @@ from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger
 from globe_sms.progress import SendProgress, announce
 from globe_sms.single_lane import open_single_lane
-from globe_sms.single_pacing import lane_rate
+from globe_sms.single_pacing import BESIDE_BATCH_MARGIN, lane_rate
 from tasks.plan import PlannedBatches, SendPlan
 from tasks.report import CampaignSummary, LaneSummary
 from tasks.send import (
@@ -270,7 +270,7 @@ def send_lanes(
     single = run.single = LaneTally("single")
     batch = LaneTally("batch")
     with open_gateway(campaign.gateway, ledger_url=campaign.ledger_location) as gateway:
-        with open_single_lane(campaign.gateway, gateway) as lane:
+        with open_single_lane(campaign.gateway, gateway, beside_batch=campaign.send_via == "both") as lane:
             context = SingleContext(campaign, lane, ledger)
             run.started = time.monotonic()  # the lanes' sending time, without opening them
             batch_thread = None
@@ -409,7 +409,7 @@ def _batch_lane(run: _Run, context: SendContext, tally: LaneTally) -> None:
     cid = campaign.campaign_id
     send_with_retries = send_batch_with_retries(campaign.gateway)
     batch_rate = campaign.batch_size * campaign.gateway.calls_per_second
-    nominal = lane_rate(campaign.gateway.single_calls_per_second)
+    nominal = lane_rate(campaign.gateway.single_calls_per_second, BESIDE_BATCH_MARGIN)
     while not run.stop.is_set():
         # A stop request before each batch, as the single lane asks before each chunk: the single lane may be
         # waiting for a long chunk, and must not be the only one to notice (one state read per batch).

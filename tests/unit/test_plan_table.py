@@ -86,7 +86,7 @@ def test_the_rate_row_and_eta_follow_send_via_like_the_lane_preview() -> None:
     assert both.eta_seconds == preview.eta_seconds < single.eta_seconds
     row = both.rows[0]
     assert row.limit == "rate (both lanes)"
-    assert row.setting == "2 call/s x 20 numbers + 100 single calls/s (about 137 recipients/s)"
+    assert row.setting == "2 call/s x 20 numbers + 100 single calls/s (about 135 recipients/s)"
     assert row.effect == (
         f"970 to send: {lanes['batch'].recipients} in {lanes['batch'].calls} batches, "
         f"{lanes['single'].recipients} in single calls: about 7 s"
@@ -103,4 +103,4 @@ def test_the_sending_text_counts_what_each_lane_counts() -> None:
     assert sending_text(campaign(gateway=gateway), plan(970)) == "970 to send in 49 batches"
     assert sending_text(campaign(send_via="single", gateway=gateway), plan(970)) == "970 to send in 970 calls"
     both = sending_text(campaign(send_via="both", gateway=gateway), plan(970))
-    assert both == "970 to send: 283 in 15 batches, 687 in single calls"
+    assert both == "970 to send: 287 in 15 batches, 683 in single calls"

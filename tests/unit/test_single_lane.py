@@ -313,7 +313,8 @@ class TestLanePlan:
         )
         batch, single = lanes
         assert batch.recipients + single.recipients == 30_000
-        assert batch.recipients == round(30_000 * 1000 / 2940)
+        # beside the batch lane the single lane keeps a 5 % margin: 1,900 calls/s
+        assert batch.recipients == round(30_000 * 1000 / 2900)
         assert abs(batch.eta_seconds - single.eta_seconds) <= 1.0
         assert batch.cost + single.cost == pytest.approx(300.0)  # type: ignore[operator]
         assert single.cost == pytest.approx(300.0 * single.recipients / 30_000)
