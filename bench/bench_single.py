@@ -125,7 +125,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_emulator(port: int) -> subprocess.Popen:
+def start_emulator(port: int, priority: int = 0) -> subprocess.Popen:
+    """`globe-sms emulator` in a process of its own; `priority` > 0 runs it that much ahead of the others
+    (a lower nice value; root only)."""
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-c", "from globe_sms.cli import app; app()", "emulator", "--port", str(port)],
@@ -134,6 +136,8 @@ def start_emulator(port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    if priority:
+        os.setpriority(os.PRIO_PROCESS, proc.pid, -priority)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -260,6 +264,15 @@ def main() -> None:
         help="run `prefect server start` on a throwaway PostgreSQL database (created and dropped through "
         "ADMIN_URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres) instead of the SQLite test harness",
     )
+    parser.add_argument(
+        "--gateway-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the emulator N nice levels ahead (root only): the real gateway does not share this "
+        "machine's cores, and an emulator the scheduler holds back for tens of ms stamps the calls that "
+        "queued meanwhile together, which its rolling-second limit then counts as a burst",
+    )
     args = parser.parse_args()
     if args.chunks_in_flight:
         import tasks.send_lanes
@@ -269,7 +282,7 @@ def main() -> None:
     os.environ["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] = "testsecret"
 
     port = free_port()
-    emulator = start_emulator(port)
+    emulator = start_emulator(port, args.gateway_priority)
     results = []
     try:
         with tempfile.TemporaryDirectory() as tmp, prefect_server(args.prefect_postgres):
