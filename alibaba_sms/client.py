@@ -18,6 +18,7 @@ classes in `alibaba_sms.errors`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 MAX_BATCH_NUMBERS = 1000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,9 @@ def when_sent(callback: Callable[[], None]) -> Callable[[str, dict[str, Any]], N
         nonlocal fired
         if event in SENT_EVENTS and not fired:
             fired = True
-            callback()
+            try:
+                callback()
+            except Exception:  # the request has left: a failing callback must not turn it into an error
+                logger.exception("the on_sent callback failed")
 
     return trace

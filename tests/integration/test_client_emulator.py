@@ -133,6 +133,20 @@ def test_on_sent_fires_once_as_the_request_leaves_before_the_answer(start_emulat
     assert 0.2 < decided - sent_at < 0.4, "sent as the request arrived, 0.3 s before the gateway decided"
 
 
+def test_a_failing_on_sent_callback_does_not_fail_the_call_that_left(
+    start_emulator: StartEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_emulator(batch_calls_per_second=0)
+
+    def on_sent() -> None:
+        raise RuntimeError("the Prefect server is down")
+
+    with SmsClient(KEY, endpoint=server.url) as client:
+        result = client.send_prepared_batch(client.prepare_batch(["85291234567"], "Hi"), on_sent=on_sent)
+    assert result.success_count == 1
+    assert "on_sent callback failed" in caplog.text
+
+
 def test_on_sent_is_not_called_when_the_request_never_left(no_proxy: None) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
