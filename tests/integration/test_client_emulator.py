@@ -130,7 +130,7 @@ def test_on_sent_fires_once_as_the_request_leaves_before_the_answer(start_emulat
     sent_at, journaled_then = seen[0]
     assert journaled_then == 0, "before the answer: the gateway decides after its 0.3 s latency"
     decided = server.state.requests()[0].time
-    assert 0.2 < decided - sent_at < 0.4, "sent as the request arrived, 0.3 s before the gateway decided"
+    assert decided - sent_at > 0.25, "fired as the request arrived, 0.3 s before the gateway decided"
 
 
 def test_a_failing_on_sent_callback_does_not_fail_the_call_that_left(

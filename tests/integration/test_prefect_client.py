@@ -81,9 +81,10 @@ def test_an_update_that_changes_nothing_restamps_the_slot() -> None:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_only_a_call_that_left_late_after_its_ask_restamps_the_slot_once_sent() -> None:
-    """A call that leaves at once after its grant keeps the stamp; one that leaves 80 ms after it (a slow
-    grant, a loaded machine) stamps the slot again as soon as it has left, so the next holder waits for it."""
+def test_a_call_that_left_late_after_its_ask_restamps_the_slot_once_sent() -> None:
+    """A call that leaves 80 ms after its grant (a slow grant, a loaded machine) stamps the slot again as soon
+    as it has left, not once answered, so the next holder waits for it. (Whether a call on time keeps the
+    stamp depends on how fast this server grants: see tests/unit/test_pacing.py, with a fake clock.)"""
     from globe_sms.pacing import Pacer
 
     name = "globe-sms-pin-late"
@@ -95,17 +96,17 @@ def test_only_a_call_that_left_late_after_its_ask_restamps_the_slot_once_sent() 
             assert pacer.departing()
             pacer.call_sent()
             pacer.call_answered()
-            assert pacer.stats.restamps == 0
+            before = pacer.stats.restamps  # 0, or 1 if this loaded server took over 15 ms to grant
             stamp = client.read_global_concurrency_limit_by_name(name).updated
             pacer.wait()
             time.sleep(0.08)
             assert pacer.departing()
             left = datetime.now(UTC)
             pacer.call_sent()
-            assert pacer.stats.restamps == 1
+            assert pacer.stats.restamps == before + 1
             restamped = client.read_global_concurrency_limit_by_name(name).updated
             pacer.call_answered()
-            assert pacer.stats.restamps == 1
+            assert pacer.stats.restamps == before + 1, "not again once answered"
             assert stamp is not None and restamped is not None
             assert (restamped - stamp).total_seconds() > 0.5 + 0.08
             assert restamped >= left - timedelta(milliseconds=1), "stamped after the call left"
