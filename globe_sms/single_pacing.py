@@ -12,8 +12,9 @@ The batch lane asks Prefect for one slot per call (`globe_sms.pacing`); at 2,000
   `increment_concurrency_slots(mode="rate_limit")`, strictly: a missing limit is an error, never an
   unthrottled send. A background thread keeps a reservoir of granted slots topped up: it asks again one grant
   interval (`grant_slots / rate`) after its previous *ask left*, so the grant's round trip is hidden behind
-  the interval instead of added to it, and a denial (423, or a busy server) is asked again a quarter interval
-  later.
+  the interval instead of added to it. A busy server (503: on SQLite "database is locked", when the chunk
+  task runs' writes meet the ask) is asked again at once, up to three times; a denial (423, or a server
+  still busy) is asked again a quarter interval later.
 * **Client side**: the granted slots are spent smoothly, at most `rate` calls a second (at most 20 ms worth
   at once, so an event loop that wakes late under load catches up without a burst), not in bursts of
   `grant_slots`, so the gateway sees an even flow.
@@ -51,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from globe_sms.pacing import RateLimitTimeout, ServerBusy, is_busy, open_pacing_client
+from globe_sms.pacing import RateLimitTimeout, ServerBusy, is_busy, open_pacing_client, unless_busy
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,13 @@ def prefect_take_slots(client: Any, name: str) -> TakeSlots:
 
     def take(slots: int) -> bool:
         try:
-            response = client.increment_concurrency_slots(names=[name], slots=slots, mode="rate_limit")
+            # A busy server's 503 ("database is locked" on SQLite) has already waited on the server: ask again
+            # at once, a few times, before the lane's reservoir runs dry.
+            response = unless_busy(
+                lambda: client.increment_concurrency_slots(names=[name], slots=slots, mode="rate_limit"),
+                attempts=3,
+                pause=0.002,
+            )
         except (httpx.HTTPStatusError, ServerBusy) as exc:
             if is_busy(exc):
                 return False

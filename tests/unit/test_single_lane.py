@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import polars as pl
 import pytest
 
@@ -333,3 +334,32 @@ def test_the_lane_runs_on_uvloop_where_it_is_installed() -> None:
         assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
+
+
+class BusyThenGranting:
+    """A Prefect client whose slot requests meet a busy server (503) `busy` times, then are granted."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.requests = busy, 0
+
+    def increment_concurrency_slots(self, **kwargs: object) -> httpx.Response:
+        from globe_sms.pacing import ServerBusy
+
+        self.requests += 1
+        request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
+        if self.requests <= self.busy:
+            raise ServerBusy(httpx.Response(503, request=request))
+        return httpx.Response(200, json=[{"id": "x", "name": "n", "limit": 2}], request=request)
+
+
+@pytest.mark.parametrize(("busy", "granted", "requests"), [(0, True, 1), (2, True, 3), (5, False, 3)])
+def test_a_slot_request_that_meets_a_busy_server_is_asked_again_at_once(
+    busy: int, granted: bool, requests: int
+) -> None:
+    """A 503 has already waited on the server: the lane asks again at once (three tries in all) rather than
+    an eighth of a second later, when its reservoir may have run dry."""
+    from globe_sms.single_pacing import prefect_take_slots
+
+    client = BusyThenGranting(busy)
+    assert prefect_take_slots(client, "n")(97) is granted
+    assert client.requests == requests
