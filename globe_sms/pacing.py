@@ -969,10 +969,7 @@ class Pacer:
         before the next holder's call, which is timed from the slot's stamp. So the slot is stamped again now,
         after the call left (`restamp_slot`): the next grant, whoever asks, comes one spacing after it.
         """
-        with self._lock:
-            late, self._restamp = self._restamp, False
-        if late:
-            self.restamp_slot()
+        self._restamp_if_late()
 
     def call_answered(self, *, opened_connection: bool = False) -> None:
         """Call it when the answer to a paced call arrives (or the call failed after it left).
@@ -984,37 +981,38 @@ class Pacer:
         with self._lock:
             if opened_connection and self._last_departure is not None:
                 self._last_departure = max(self._last_departure, self._clock())
+        self._restamp_if_late()
+
+    def _restamp_if_late(self) -> None:
+        """Stamp the slot again if `departing()` found the call late, once per call."""
+        with self._lock:
             late, self._restamp = self._restamp, False
         if late:
             self.restamp_slot()
 
-    def restamp_slot(self) -> bool:
+    def restamp_slot(self) -> None:
         """Move the slot's stamp (its `updated` time, from which it decays) to now, with an update of the
         limit that changes nothing else (`active=True`: a granted slot belongs to an active limit). Prefect's
         public client; a busy server (503) is asked again a few times; a failure is logged and ignored (the
         gateway's throttling, handled by `throttled()`, is the fallback).
-
-        Returns:
-            Whether the slot was stamped.
         """
         if self._injected_acquire or self.limit_name is None:
-            return False
+            return
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
         name = self.limit_name
         update = GlobalConcurrencyLimitUpdate(active=True)
         with self._api_lock:
             client = self._prefect_client()
-            done = _courtesy(
-                lambda: unless_busy(lambda: client.update_global_concurrency_limit(name, update), attempts=4)
-                or True,
-                default=False,
-            )
-        if done:
-            self.stats.restamps += 1
-        else:
-            logger.warning("pacing: could not stamp the slot of %s again after a late call", name)
-        return bool(done)
+
+            def stamp() -> bool:
+                unless_busy(lambda: client.update_global_concurrency_limit(name, update), attempts=4)
+                return True
+
+            if _courtesy(stamp, default=False):
+                self.stats.restamps += 1
+            else:
+                logger.warning("pacing: could not stamp the slot of %s again after a late call", name)
 
 
 _pacers: dict[tuple[str | None, float, float], Pacer] = {}

@@ -34,13 +34,7 @@ from typing import TYPE_CHECKING
 from alibaba_sms.async_client import AsyncSmsClient, PreparedSend
 from alibaba_sms.errors import BusinessError, PermanentError, SmsApiError, ThrottledError
 from alibaba_sms.models import SendResult
-from globe_sms.single_pacing import (
-    BESIDE_BATCH_MARGIN,
-    DEFAULT_MARGIN,
-    SingleLanePacer,
-    ensure_single_limit,
-    single_limit_name,
-)
+from globe_sms.single_pacing import SingleLanePacer, ensure_single_limit, lane_margin, single_limit_name
 
 if TYPE_CHECKING:
     from globe_sms.campaign import GatewaySettings
@@ -267,7 +261,7 @@ def open_single_lane(
     pacer = SingleLanePacer(
         settings.single_calls_per_second,
         limit_name=name if use_prefect_limit else None,
-        margin=BESIDE_BATCH_MARGIN if beside_batch else DEFAULT_MARGIN,
+        margin=lane_margin(beside_batch),
         timeout_seconds=settings.rate_limit_timeout_seconds,
     )
     endpoint = session.emulator.url if session.emulator is not None else (settings.endpoint or None)

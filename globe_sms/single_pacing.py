@@ -80,6 +80,11 @@ def grant_size(rate: float, grants_per_second: float = GRANTS_PER_SECOND) -> int
     return max(1, math.ceil(rate / grants_per_second))
 
 
+def lane_margin(beside_batch: bool) -> float:
+    """The single lane's margin: wider when the batch lane sends from the same process (`send_via: both`)."""
+    return BESIDE_BATCH_MARGIN if beside_batch else DEFAULT_MARGIN
+
+
 def lane_rate(calls_per_second: float, margin: float = DEFAULT_MARGIN) -> float:
     """The rate the lane spends at: the account's allowance less the margin."""
     return calls_per_second * (1.0 - margin)

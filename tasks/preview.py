@@ -53,12 +53,10 @@ def plan_lanes(
     the lanes share one queue and finish together, so each takes recipients in proportion to its rate. Cost is
     per segment in both lanes, so a lane's cost is its share of `cost_total`.
     """
-    from globe_sms.single_pacing import BESIDE_BATCH_MARGIN, DEFAULT_MARGIN, lane_rate
+    from globe_sms.single_pacing import lane_margin, lane_rate
 
     batch_rate = batch_size * calls_per_second
-    single_rate = lane_rate(
-        single_calls_per_second, BESIDE_BATCH_MARGIN if send_via == "both" else DEFAULT_MARGIN
-    )
+    single_rate = lane_rate(single_calls_per_second, lane_margin(send_via == "both"))
     if send_via == "single":
         shares = {"single": recipients}
     elif send_via == "both":

@@ -43,7 +43,7 @@ from globe_sms.gateway import open_gateway
 from globe_sms.ledger import Ledger
 from globe_sms.progress import SendProgress, announce
 from globe_sms.single_lane import open_single_lane
-from globe_sms.single_pacing import BESIDE_BATCH_MARGIN, lane_rate
+from globe_sms.single_pacing import lane_margin, lane_rate
 from tasks.plan import PlannedBatches, SendPlan
 from tasks.report import CampaignSummary, LaneSummary
 from tasks.send import (
@@ -409,7 +409,7 @@ def _batch_lane(run: _Run, context: SendContext, tally: LaneTally) -> None:
     cid = campaign.campaign_id
     send_with_retries = send_batch_with_retries(campaign.gateway)
     batch_rate = campaign.batch_size * campaign.gateway.calls_per_second
-    nominal = lane_rate(campaign.gateway.single_calls_per_second, BESIDE_BATCH_MARGIN)
+    nominal = lane_rate(campaign.gateway.single_calls_per_second, lane_margin(beside_batch=True))
     while not run.stop.is_set():
         # A stop request before each batch, as the single lane asks before each chunk: the single lane may be
         # waiting for a long chunk, and must not be the only one to notice (one state read per batch).

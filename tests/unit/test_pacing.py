@@ -83,9 +83,8 @@ class RecordingPacer(Pacer):
         super().__init__(*args, clock=clock, **kwargs)
         self.restamped: list[float] = []
 
-    def restamp_slot(self) -> bool:
+    def restamp_slot(self) -> None:
         self.restamped.append(self._clock())  # noqa: SLF001 - the fake clock it was given
-        return True
 
 
 def recording_pacer(fake: FakeMonotonic) -> RecordingPacer:
