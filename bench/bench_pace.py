@@ -83,6 +83,15 @@ def campaign_main(name: str, count: int, first: int, port: int, folder: Path) ->
     from flows.send_campaign import send_campaign
     from globe_sms.campaign import Campaign
 
+    if os.environ.get("BENCH_PACE_LOG"):  # the pacer's debug lines, to see where a late call lost its time
+        import logging
+
+        handler = logging.FileHandler(f"{os.environ['BENCH_PACE_LOG']}.{name}")
+        handler.setFormatter(logging.Formatter("%(created).4f %(threadName)s %(message)s"))
+        pacing_logger = logging.getLogger("globe_sms.pacing")
+        pacing_logger.addHandler(handler)
+        pacing_logger.setLevel(logging.DEBUG)
+        pacing_logger.propagate = False  # not through the console handler, whose rich output takes ms
     source = folder / f"{name}.csv"
     make_recipients(count, first, source)
     campaign = Campaign.parse(
@@ -134,6 +143,9 @@ def figures(requests: list[dict], messages: list[dict], names: list[str]) -> dic
         "calls_per_campaign": {name: len(t) for name, t in own.items()},
         "rate_fraction": round((len(times) - 1) / span, 4) if span else 0.0,
         "closest_calls_s": round(min(gaps), 4) if gaps else None,
+        "mean_gap_s": round(span / len(gaps), 5) if gaps else None,
+        "longest_gaps_s": [round(g, 4) for g in sorted(gaps)[-5:]],
+        "longest_gaps_at": [round(b, 4) for g, b in sorted(zip(gaps, times[1:], strict=False))[-3:]],
         "gap_percentiles_s": {
             p: round(sorted(gaps)[min(len(gaps) - 1, int(p / 100 * len(gaps)))], 4) for p in (10, 50, 90)
         }

@@ -611,6 +611,9 @@ class Pacer:
         self._granted_wall: float | None = None
         self._granted_ask: float | None = None  # when the ask of the last grant was sent (local clock)
         self._restamp = False  # whether the last call left too late after its ask (see `call_sent`)
+        self._leaving: tuple[UUID, contextvars.Context] | None = None  # the room to leave after the call
+        self._departed: float | None = None  # when the last call was held until or released (`departing`)
+        self._sent: float | None = None  # when the last call's request had left (`call_sent`)
         self._round_trips: deque[float] = deque(maxlen=RECENT)
         self._commits: deque[float] = deque(maxlen=RECENT)
         self._write_ahead: Callable[[], None] | None = None
@@ -635,14 +638,20 @@ class Pacer:
 
         url = PREFECT_API_URL.value()
         if self._api is None or url != self._api_url:
-            self.close()
+            self._close_client()
             self._api_stack = ExitStack()
             self._api = self._api_stack.enter_context(open_pacing_client())
             self._api_url = url
         return self._api
 
     def close(self) -> None:
-        """Close the pacer's Prefect client, if open; a later `wait()` opens a new one."""
+        """Leave the waiting room if a grant left that to do, then close the pacer's Prefect client, if open;
+        a later `wait()` opens a new one."""
+        self._start_leaving()
+        with self._api_lock:  # the leave, if any, finishes first
+            self._close_client()
+
+    def _close_client(self) -> None:
         if self._api_stack is not None:
             self._api_stack.close()
         self._api, self._api_url, self._api_stack = None, None, None
@@ -664,8 +673,11 @@ class Pacer:
 
     def ask_lead(self) -> float:
         """How long before a departure the slot is asked for: the slowest recent round trip and 3 ms, at most
-        `MAX_HOLD_SECONDS`. So the grant comes at most that long before the departure, which bounds how long
-        after its grant a call leaves (the hand-over margin of the other processes covers it)."""
+        `MAX_HOLD_SECONDS` (also before any round trip was measured: a first ask, on a cold server, is the
+        slowest). So the grant comes at most that long before the departure, which bounds how long after its
+        grant a call leaves (the hand-over margin of the other processes covers it)."""
+        if not self._round_trips:
+            return MAX_HOLD_SECONDS
         return min(self._round_trip_estimate() + 0.003, MAX_HOLD_SECONDS)
 
     def _write(self) -> None:
@@ -701,6 +713,7 @@ class Pacer:
             if try_take():
                 self._granted_ask = asked
                 self._round_trips.append(self._clock() - asked)
+                logger.debug("pacing: granted in %.4f s", self._round_trips[-1])
                 self._asked_wall, self._granted_wall = asked_wall, utc_now().timestamp()
                 return True
             if self._clock() - first >= grace:
@@ -760,19 +773,27 @@ class Pacer:
         return max(0.0, self._ask_at - self._commit_estimate() - WAKE_SECONDS - now)
 
     def _leave_room_in_background(self, ticket: UUID) -> None:
-        """Leave the waiting room from a thread of its own, after the grant: the leave is a write on the
-        server, which must not sit between the grant and the call. It uses the pacer's client (opening one
-        would cost the call's thread the GIL for tens of ms), under `_api_lock`, which the next `wait()` waits
-        for before it uses the client."""
+        """Leave the waiting room once the call has left (`_start_leaving`), not right after the grant: the
+        leave is a write on the server, and its thread, running Prefect's client between the grant and the
+        call, held the call's thread off the GIL for 15-20 ms (measured), which made the call late after
+        its ask (and restamp the slot, and the next call late too)."""
+        if self._room is not None and self._api is not None:
+            self._leaving = (ticket, contextvars.copy_context())  # Prefect's settings travel with it
+
+    def _start_leaving(self) -> None:
+        """Leave the waiting room from a thread of its own, if a grant left it to do. It uses the pacer's
+        client (opening one would cost the call's thread the GIL for tens of ms), under `_api_lock`, which the
+        next `wait()` waits for before it uses the client."""
+        leaving, self._leaving = self._leaving, None
         room, client = self._room, self._api
-        if room is None or client is None:
+        if leaving is None or room is None or client is None:
             return
+        ticket, context = leaving
 
         def leave() -> None:
             with self._api_lock:
                 _courtesy(functools.partial(room.leave, client, ticket))
 
-        context = contextvars.copy_context()  # Prefect's settings travel with it
         threading.Thread(target=context.run, args=(leave,), name="pacing-leave-room", daemon=True).start()
 
     def _take_prefect_slot(self, name: str) -> int:
@@ -837,6 +858,7 @@ class Pacer:
             RateLimitTimeout: the shared slot was not granted within the acquire function's timeout.
         """
         with self._lock:
+            self._start_leaving()  # a caller that reported neither `call_sent` nor `call_answered`
             with self._api_lock:  # a leave of the waiting room still in flight finishes first (one client)
                 pass
             previous = self._last_departure
@@ -944,6 +966,11 @@ class Pacer:
                     self.limit_name, self._clock() - asked,
                 )
                 return False
+            self._departed, self._sent = self._clock(), None
+            logger.debug(
+                "pacing: departing %+.4f s from the hold, %.4f s after the ask",
+                self._departed - (held_until or self._departed), self._departed - (asked or self._departed),
+            )
             if self._last_departure is not None:
                 # A sleep ends a little after its time: counted from the moment held for, that lateness
                 # (at most OVERSLEEP_SECONDS, within the margin) does not add up from call to call.
@@ -969,19 +996,27 @@ class Pacer:
         before the next holder's call, which is timed from the slot's stamp. So the slot is stamped again now,
         after the call left (`restamp_slot`): the next grant, whoever asks, comes one spacing after it.
         """
+        with self._lock:
+            self._sent = self._clock()
+            logger.debug("pacing: sent %.4f s after departing", self._sent - (self._departed or self._sent))
         self._restamp_if_late()
+        self._start_leaving()
 
     def call_answered(self, *, opened_connection: bool = False) -> None:
         """Call it when the answer to a paced call arrives (or the call failed after it left).
 
         After a call that opened a connection (a TLS handshake with the real gateway), the next call of this
-        process is timed from now, costing one round trip once per connection. A late call whose departure
-        `call_sent()` did not hear of (a transport without httpcore's trace) stamps the slot again now.
+        process is timed from the moment its request had left (`call_sent()`: the handshake was done by
+        then, and the gateway got the call a one-way trip later, as it gets every call), or from now when
+        that moment is unknown (a transport without httpcore's trace: one round trip lost per connection). A
+        late call whose departure `call_sent()` did not hear of stamps the slot again now.
         """
         with self._lock:
             if opened_connection and self._last_departure is not None:
-                self._last_departure = max(self._last_departure, self._clock())
+                left = self._sent if self._sent is not None else self._clock()
+                self._last_departure = max(self._last_departure, left)
         self._restamp_if_late()
+        self._start_leaving()
 
     def _restamp_if_late(self) -> None:
         """Stamp the slot again if `departing()` found the call late, once per call."""

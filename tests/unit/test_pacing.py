@@ -76,6 +76,35 @@ def test_a_call_that_opened_the_connection_times_the_next_from_its_answer() -> N
     assert fake.now == pytest.approx(answered + 1.0)
 
 
+def test_a_call_that_opened_the_connection_times_the_next_from_when_its_request_left() -> None:
+    """With httpcore's trace the pacer hears when the request had left (`call_sent`), after the connection
+    and TLS handshake: the gateway got it a one-way trip later, as it gets every call, so the next call is
+    an interval after that moment, not after the answer (which cost every run a round trip, 16 ms for a
+    batch of 1,000 against the emulator)."""
+    fake = FakeMonotonic()
+    pacer = Pacer(1.0, limit_name=None, margin_seconds=0.0, acquire=lambda name: None, clock=fake.clock,
+                  sleep=fake.sleep)
+    pacer.wait()
+    assert pacer.departing()
+    fake.now += 0.300  # connect + TLS handshake + writing the body
+    pacer.call_sent()
+    sent = fake.now
+    fake.now += 0.100  # the answer
+    pacer.call_answered(opened_connection=True)
+    pacer.wait()
+    assert pacer.departing()
+    assert fake.now == pytest.approx(sent + 1.0)
+    # a call on the open connection that the trace heard of moves nothing: timed from its departure
+    departed = fake.now
+    fake.now += 0.002
+    pacer.call_sent()
+    fake.now += 0.100
+    pacer.call_answered(opened_connection=False)
+    pacer.wait()
+    assert pacer.departing()
+    assert fake.now == pytest.approx(departed + 1.0)
+
+
 class RecordingPacer(Pacer):
     """A pacer whose slot restamps are recorded (on the fake clock) instead of sent to a Prefect server."""
 
