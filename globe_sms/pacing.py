@@ -775,8 +775,8 @@ class Pacer:
     def _leave_room_in_background(self, ticket: UUID) -> None:
         """Leave the waiting room once the call has left (`_start_leaving`), not right after the grant: the
         leave is a write on the server, and its thread, running Prefect's client between the grant and the
-        call, held the call's thread off the GIL for 15-20 ms (measured), which made the call late after
-        its ask (and restamp the slot, and the next call late too)."""
+        call, would compete with the call's thread for the GIL in the few ms the call has to leave (a call
+        late after its ask restamps the slot, which makes the next call late too)."""
         if self._room is not None and self._api is not None:
             self._leaving = (ticket, contextvars.copy_context())  # Prefect's settings travel with it
 
