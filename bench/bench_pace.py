@@ -145,6 +145,9 @@ def figures(requests: list[dict], messages: list[dict], names: list[str]) -> dic
         "closest_calls_s": round(min(gaps), 4) if gaps else None,
         "mean_gap_s": round(span / len(gaps), 5) if gaps else None,
         "longest_gaps_s": [round(g, 4) for g in sorted(gaps)[-5:]],
+        "longest_gaps_after_call": [  # which call each of the three longest gaps followed (1 = the first)
+            i + 1 for _, i in sorted(zip(gaps, range(len(gaps)), strict=True))[-3:]
+        ],
         "longest_gaps_at": [round(b, 4) for g, b in sorted(zip(gaps, times[1:], strict=False))[-3:]],
         "gap_percentiles_s": {
             p: round(sorted(gaps)[min(len(gaps) - 1, int(p / 100 * len(gaps)))], 4) for p in (10, 50, 90)

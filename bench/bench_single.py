@@ -273,6 +273,7 @@ def main() -> None:
         "machine's cores, and an emulator the scheduler holds back for tens of ms stamps the calls that "
         "queued meanwhile together, which its rolling-second limit then counts as a burst",
     )
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "single-lane.json")
     args = parser.parse_args()
     if args.chunks_in_flight:
         import tasks.send_lanes
@@ -296,9 +297,8 @@ def main() -> None:
     finally:
         emulator.terminate()
         emulator.wait(10)
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    (out / "single-lane.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -497,7 +497,8 @@ def take_slot_fairly(
 
 
 ASK_RETRY_SECONDS = 0.003  # between two asks while the slot, asked for a little early, is not free yet
-OVERSLEEP_SECONDS = 0.001  # a held call that left at most this late counts as on time for the next one
+CATCH_UP_SHARE = 0.5  # a late call's successors may each leave this share of the margin sooner, catching up
+CATCH_UP_CALLS = 4  # ... at most this many times over: lateness beyond that is not made up
 DEPARTURE_SLACK_SECONDS = 0.005  # a held call may leave this much after its time (a thread waking up late)
 ASK_SOON_SECONDS = 0.25  # the write-ahead waits at most this long for the ask's moment
 ASK_AFTER_FREE_SECONDS = 0.003  # an ask is timed to reach the server this long after the slot frees
@@ -612,6 +613,7 @@ class Pacer:
         self._granted_ask: float | None = None  # when the ask of the last grant was sent (local clock)
         self._restamp = False  # whether the last call left too late after its ask (see `call_sent`)
         self._leaving: tuple[UUID, contextvars.Context] | None = None  # the room to leave after the call
+        self._behind = 0.0  # lateness the next calls still make up (see `departing`)
         self._departed: float | None = None  # when the last call was held until or released (`departing`)
         self._sent: float | None = None  # when the last call's request had left (`call_sent`)
         self._round_trips: deque[float] = deque(maxlen=RECENT)
@@ -972,11 +974,20 @@ class Pacer:
                 self._departed - (held_until or self._departed), self._departed - (asked or self._departed),
             )
             if self._last_departure is not None:
-                # A sleep ends a little after its time: counted from the moment held for, that lateness
-                # (at most OVERSLEEP_SECONDS, within the margin) does not add up from call to call.
+                # A sleep ends a little after its time, a grant from a loaded server comes a few ms after it:
+                # the next calls keep to the schedule, each leaving at most half the margin sooner after its
+                # predecessor, until up to `CATCH_UP_CALLS` such halves of lateness are made up, so that it
+                # does not add up from call to call (measured: it cost the batch lane 0.0005 of its rate,
+                # 0.9896 instead of the 0.9901 ceiling). The gap between two calls is never below the
+                # spacing and half the margin; the other half stays room for the way to the gateway.
+                # (`wait()` set `_last_departure` to its grant's moment, a placeholder until now; `held_until`
+                # is at least an interval after the previous departure.)
                 now = self._clock()
-                on_time = held_until is not None and 0.0 <= now - held_until <= OVERSLEEP_SECONDS
-                self._last_departure = max(self._last_departure, held_until if on_time else now)
+                catch_up = CATCH_UP_SHARE * (self.interval - self.spacing)
+                owed = 0.0 if held_until is None else self._behind + max(0.0, now - held_until)
+                owed = min(owed, CATCH_UP_CALLS * catch_up)
+                credit = min(owed, catch_up)
+                self._last_departure, self._behind = now - credit, owed - credit
             self._restamp = asked is not None and self._clock() - asked > self._late_after()
             return True
 

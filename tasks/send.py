@@ -96,8 +96,8 @@ class SendContext:
 
 def _transmit(context: SendContext, prepared: PreparedBatch) -> BatchSendResult:
     """Send a prepared batch, telling the pacer when it left (`Pacer.call_sent`: a call that left late after
-    its grant stamps the slot again) and when it was answered (`Pacer.call_answered`: the next call after one
-    that opened the connection is timed from its answer)."""
+    its grant stamps the slot again; after a call that opened the connection the next is timed from then)
+    and when it was answered (`Pacer.call_answered`)."""
     try:
         return context.client.send_prepared_batch(prepared, on_sent=context.pacer.call_sent)
     finally:

@@ -188,3 +188,35 @@ def test_the_pacers_client_hands_a_busy_server_back_at_once(busy_server: BusySer
         with pytest.raises(httpx.HTTPStatusError, match="503"):
             client.increment_concurrency_slots(names=["globe-sms-any"], slots=1, mode="rate_limit")
         assert busy_server.hits == 3 and time.monotonic() - started >= 1.9
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_hand_over_leaves_the_waiting_room_once_the_call_has_left_not_before() -> None:
+    """A pacer denied the slot stands in the waiting room; it leaves it after its call has left (`call_sent`),
+    so the leave's write never sits between its grant and its call; and `close()` leaves a room that no call
+    report emptied."""
+    from globe_sms.pacing import Pacer, PrefectWaitingRoom
+
+    name = "globe-sms-pin-leave"
+    ensure_global_limit(name, 4.0)  # one grant per 250 ms
+    room = PrefectWaitingRoom(name)
+
+    with get_client_sync() as client:
+        for report in ("call_sent", "close"):
+            assert try_rate_limit(client, name)  # another process's grant: this pacer is denied, then waits
+            pacer = Pacer(4.0, limit_name=name, timeout_seconds=10)
+            try:
+                pacer.wait()
+                assert pacer.stats.grants == 1
+                assert room.others_waiting(), "still in the room between its grant and its call"
+                assert pacer.departing()
+                if report == "call_sent":
+                    pacer.call_sent()
+                    deadline = time.monotonic() + 5
+                    while room.others_waiting() and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    assert not room.others_waiting(), "left once the call had left"
+            finally:
+                pacer.close()
+            assert not room.others_waiting(), "close() leaves the room, whatever the reports"
+            time.sleep(0.3)  # the slot frees
