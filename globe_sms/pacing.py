@@ -923,6 +923,7 @@ class Pacer:
                         self._count_yield(denials)
             except BaseException:
                 self._unwrite()
+                self._start_leaving()
                 raise
             finally:
                 self._write_ahead, self._undo = None, None
@@ -978,6 +979,7 @@ class Pacer:
                     "pacing: the slot of %s was granted %.3f s ago and the call has not left: asking again",
                     self.limit_name, self._clock() - asked,
                 )
+                self._start_leaving()
                 return False
             self._departed, self._sent = self._clock(), None
             logger.debug(
@@ -1022,6 +1024,11 @@ class Pacer:
             self._sent = self._clock()
             logger.debug("pacing: sent %.4f s after departing", self._sent - (self._departed or self._sent))
         self._restamp_if_late()
+        self._start_leaving()
+
+    def call_abandoned(self) -> None:
+        """Call it when the call the last `wait()` was granted for will not be sent (a stop request came right
+        after the grant): the pacer leaves the waiting room now instead of at its next call."""
         self._start_leaving()
 
     def call_answered(self, *, opened_connection: bool = False) -> None:

@@ -140,6 +140,7 @@ def send_and_record_batch(context: SendContext, batch: Batch) -> BatchOutcome:
         except StoppedBeforeSending:
             if granted:  # a stop request seen right after the grant: the batch was written ahead, not sent
                 ledger.release(cid, no, batch.phones, NO_SLOT)
+                context.pacer.call_abandoned()
             raise
         if context.pacer.departing():
             break

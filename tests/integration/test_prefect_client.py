@@ -193,8 +193,9 @@ def test_the_pacers_client_hands_a_busy_server_back_at_once(busy_server: BusySer
 @pytest.mark.usefixtures("prefect_server")
 def test_a_hand_over_leaves_the_waiting_room_once_the_call_has_left_not_before() -> None:
     """A pacer denied the slot stands in the waiting room; it leaves it after its call has left (`call_sent`),
-    so the leave's write never sits between its grant and its call; and `close()` leaves a room that no call
-    report emptied."""
+    so the leave's write never sits between its grant and its call; at once when the call will not be sent
+    (`call_abandoned`: a stop request right after the grant); and `close()` leaves a room that no call report
+    emptied."""
     from globe_sms.pacing import Pacer, PrefectWaitingRoom
 
     name = "globe-sms-pin-leave"
@@ -202,20 +203,21 @@ def test_a_hand_over_leaves_the_waiting_room_once_the_call_has_left_not_before()
     room = PrefectWaitingRoom(name)
 
     with get_client_sync() as client:
-        for report in ("call_sent", "close"):
+        for report in ("call_sent", "call_abandoned", "close"):
             assert try_rate_limit(client, name)  # another process's grant: this pacer is denied, then waits
             pacer = Pacer(4.0, limit_name=name, timeout_seconds=10)
             try:
                 pacer.wait()
                 assert pacer.stats.grants == 1
                 assert room.others_waiting(), "still in the room between its grant and its call"
-                assert pacer.departing()
-                if report == "call_sent":
-                    pacer.call_sent()
+                if report != "close":
+                    if report == "call_sent":
+                        assert pacer.departing()
+                    getattr(pacer, report)()
                     deadline = time.monotonic() + 5
                     while room.others_waiting() and time.monotonic() < deadline:
                         time.sleep(0.02)
-                    assert not room.others_waiting(), "left once the call had left"
+                    assert not room.others_waiting(), f"left after {report}"
             finally:
                 pacer.close()
             assert not room.others_waiting(), "close() leaves the room, whatever the reports"

@@ -181,6 +181,39 @@ class TestAgainstPrefect:
             assert outcome.accepted == 3 and ledger.counts(campaign.campaign_id)["accepted"] == 3
         assert len(emulator.state.requests()) == 1
 
+    def test_a_stop_request_right_after_the_grant_sends_nothing_and_gives_the_turn_back(
+        self, start_emulator: StartEmulator, tmp_path: Path
+    ) -> None:
+        """A stop request that lands as the slot is granted: the batch, written ahead, goes back to `pending`
+        unsent, and the pacer is told (`call_abandoned`), so that it leaves the waiting room at once."""
+        import signal
+
+        from tasks.stop import STOP_REQUESTS, StoppedBeforeSending
+
+        emulator = start_emulator(batch_calls_per_second=None)
+        campaign = one_batch_campaign(tmp_path, "stop-after-grant", emulator.url)
+        phones = tuple(number.lstrip("+") for number in valid_numbers(3, seed=5))
+        abandoned: list[dict[str, int]] = []
+        with Ledger(campaign.ledger) as ledger, emulator_client(emulator.url) as client:
+            ledger.register(campaign.campaign_id, phones)
+
+            class StoppedAsGranted(Pacer):
+                def wait(self, *args: object, **kwargs: object) -> None:
+                    super().wait(*args, **kwargs)  # type: ignore[arg-type]
+                    STOP_REQUESTS._waiting = False  # noqa: SLF001 - the signal lands after the grant, unraised
+                    STOP_REQUESTS.handle(signal.SIGTERM)
+
+                def call_abandoned(self) -> None:
+                    abandoned.append(ledger.counts(campaign.campaign_id))
+                    super().call_abandoned()
+
+            pacer = StoppedAsGranted(1.0, limit_name="sms", acquire=lambda name: None)
+            with STOP_REQUESTS.on_signals(), pytest.raises(StoppedBeforeSending):
+                send_and_record_batch(SendContext(campaign, client, ledger, pacer), Batch(1, phones, "Hi"))
+            assert abandoned and abandoned[0].get("pending") == 3, "released, then the pacer told"
+            assert ledger.counts(campaign.campaign_id).get("pending") == 3
+        assert emulator.state.requests() == []
+
     def test_campaign_stops_with_the_limit_named_and_everything_pending(
         self,
         prefect_server: str,
