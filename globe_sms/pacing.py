@@ -74,13 +74,14 @@ On an idle machine a restamp is rare; it costs the next call a few ms.
 **Lateness is made up, a little at a time.** A call due at its time sometimes leaves a few ms after it (its
 grant came back slowly, the thread woke up late). Timed from such a departure, every later call would carry
 the lateness, and the batch lane lost 0.0005 of its rate to it (0.9896 where the ceiling is 0.9901). So the
-next calls keep to the schedule: each may leave up to half the margin (`CATCH_UP_SHARE`) sooner after its
-predecessor until the lateness is made up, at most four halves in all (`CATCH_UP_CALLS`). Two calls of a
-process are never less than the spacing and half the margin apart; the other half stays room for the way to
-the gateway. A call that opened the connection times the next from the moment its request had left (the
-handshake done), not from its answer; and a waiter leaves the waiting room once its call has left, so that
-the leave's write, in a thread of its own, never competes with the call between its grant and its
-departure.
+next calls keep to the schedule: each may leave up to 0.3 of the margin (`CATCH_UP_SHARE`, 3 ms of 10) sooner
+after its predecessor until the lateness is made up, at most ten times (`CATCH_UP_CALLS`), and not at all
+while a throttled call has widened the margin. Two calls of a process are never less than the spacing and
+0.7 of the margin apart; that stays room for the way to the gateway. A call that opened the connection
+times the next from the moment its request had left (the handshake done), not from its answer; and a waiter
+leaves the waiting room once its call has left (or at once when the call will not be sent,
+`call_abandoned`), so that the leave's write, in a thread of its own, never competes with the call between
+its grant and its departure.
 
 Two campaigns that alternate pay about 25-35 ms on every call (about 0.97 of the rate together). (The old
 rule, "ask 250 ms after the previous grant has aged one interval", was needed while the commit sat between
@@ -508,8 +509,8 @@ def take_slot_fairly(
 
 
 ASK_RETRY_SECONDS = 0.003  # between two asks while the slot, asked for a little early, is not free yet
-CATCH_UP_SHARE = 0.5  # a late call's successors may each leave this share of the margin sooner, catching up
-CATCH_UP_CALLS = 4  # ... at most this many times over: lateness beyond that is not made up
+CATCH_UP_SHARE = 0.3  # a late call's successors may each leave this share of the margin sooner, catching up
+CATCH_UP_CALLS = 10  # ... at most this many times over: lateness beyond that is not made up
 DEPARTURE_SLACK_SECONDS = 0.005  # a held call may leave this much after its time (a thread waking up late)
 ASK_SOON_SECONDS = 0.25  # the write-ahead waits at most this long for the ask's moment
 ASK_AFTER_FREE_SECONDS = 0.003  # an ask is timed to reach the server this long after the slot frees
@@ -988,15 +989,17 @@ class Pacer:
             )
             if self._last_departure is not None:
                 # A sleep ends a little after its time, a grant from a loaded server comes a few ms after it:
-                # the next calls keep to the schedule, each leaving at most half the margin sooner after its
-                # predecessor, until up to `CATCH_UP_CALLS` such halves of lateness are made up, so that it
-                # does not add up from call to call (measured: it cost the batch lane 0.0005 of its rate,
-                # 0.9896 instead of the 0.9901 ceiling). The gap between two calls is never below the
-                # spacing and half the margin; the other half stays room for the way to the gateway.
+                # the next calls keep to the schedule, each leaving at most `CATCH_UP_SHARE` of the margin
+                # sooner after its predecessor, until up to `CATCH_UP_CALLS` such shares of lateness are made
+                # up, so that it does not add up from call to call (measured: it cost the batch lane 0.0005
+                # of its rate, 0.9896 instead of the 0.9901 ceiling). The gap between two calls is never
+                # below the spacing and the rest of the margin, room for the way to the gateway.
                 # (`wait()` set `_last_departure` to its grant's moment, a placeholder until now; `held_until`
                 # is at least an interval after the previous departure.)
                 now = self._clock()
-                catch_up = CATCH_UP_SHARE * (self.interval - self.spacing)
+                # Not while a throttled call has widened the margin: the calls reach the gateway unevenly.
+                widened = self.interval > self.spacing + self.margin_seconds + 1e-9
+                catch_up = 0.0 if widened else CATCH_UP_SHARE * self.margin_seconds
                 owed = 0.0 if held_until is None else self._behind + max(0.0, now - held_until)
                 owed = min(owed, CATCH_UP_CALLS * catch_up)
                 credit = min(owed, catch_up)
