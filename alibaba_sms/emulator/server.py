@@ -33,6 +33,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from alibaba_sms.emulator.app import DroppedConnection, create_app
+from alibaba_sms.emulator.idle_gc import IdleTimeCollector
 from alibaba_sms.emulator.state import EmulatorConfig, EmulatorState
 from alibaba_sms.endpoints import is_loopback
 
@@ -284,7 +285,10 @@ def serve_forever(host: str, port: int, config: EmulatorConfig, *, allow_remote:
     app = create_app(config)
     quiet_dropped_connections()
     logger.info("emulator accepting AccessKeyIds %s", ", ".join(sorted(config.credentials)))
+    state = app.state.emulator
+    collector = IdleTimeCollector(lambda: state.request_count).start()  # this process is the emulator's
     try:
         uvicorn.Server(uvicorn_config(app, host, port, log_level="info", quiet=False)).run()
     finally:
-        app.state.emulator.close()
+        collector.stop()
+        state.close()

@@ -346,6 +346,11 @@ class EmulatorState:
 
     # --- views for tests ----------------------------------------------------------------------------------
 
+    @property
+    def request_count(self) -> int:
+        """How many API calls were answered (cheap: no copy of the journal)."""
+        return len(self._requests)
+
     def requests(self, action: str | None = None) -> list[RequestRecord]:
         """Every answered API call, oldest first, optionally of one action."""
         with self._lock:
