@@ -19,22 +19,31 @@ def unfrozen() -> Iterator[None]:
     gc.unfreeze()
 
 
-def test_busy_seconds_collect_young_objects_and_freeze_them_an_idle_second_collects_in_full_once() -> None:
+def test_busy_seconds_collect_young_objects_and_freeze_them_three_idle_seconds_collect_in_full_once() -> None:
     calls = [0]
     collector = IdleTimeCollector(lambda: calls[0])
-    last, busy = 0, False
     calls[0] = 1_900  # a busy second
-    last, busy = collector.look(last, busy)
+    collector.look()
     assert (collector.young_collections, collector.full_collections) == (1, 0)
     assert gc.get_freeze_count() > 0, "what survived is frozen: a full pass will not walk it"
-    last, busy = collector.look(last, busy)  # the first idle second: one full pass
+    collector.look()
+    collector.look()
+    assert collector.full_collections == 0, "two quiet seconds: one call a second may still be coming"
+    collector.look()  # the third quiet second: one full pass
     assert (collector.young_collections, collector.full_collections) == (1, 1)
-    last, busy = collector.look(last, busy)  # still idle: nothing more to do
+    collector.look()  # still idle: nothing more to do
     assert collector.full_collections == 1
-    calls[0] += 5
-    last, busy = collector.look(last, busy)
-    last, busy = collector.look(last, busy)
-    assert (collector.young_collections, collector.full_collections) == (2, 2)
+
+
+def test_one_call_a_second_never_meets_a_full_pass() -> None:
+    """The batch lane's pace: a call in every other look at worst never leaves three quiet looks in a row."""
+    calls = [0]
+    collector = IdleTimeCollector(lambda: calls[0])
+    for second in range(20):
+        if second % 2 == 0:
+            calls[0] += 1
+        collector.look()
+    assert collector.full_collections == 0 and collector.young_collections == 10
 
 
 def test_a_full_pass_frees_cyclic_garbage_that_was_frozen() -> None:
@@ -51,11 +60,12 @@ def test_a_full_pass_frees_cyclic_garbage_that_was_frozen() -> None:
     node.self = node  # a cycle: only the collector frees it
     alive = weakref.ref(node)
     calls[0] = 1
-    last, busy = collector.look(0, False)  # busy: the node survives and is frozen
+    collector.look()  # busy: the node survives and is frozen
     del node
     gc.collect()
     assert alive() is not None, "frozen: a normal collection does not reach it"
-    collector.look(last, busy)  # idle: unfreeze, collect in full
+    for _ in range(3):
+        collector.look()  # idle: unfreeze, collect in full
     assert alive() is None
 
 
