@@ -105,6 +105,16 @@ def start_send(campaign: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def signal_pending(pid: int) -> bool:
+    """Whether a signal sent to the process waits for delivery (`/proc/<pid>/status`: SigPnd, ShdPnd)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone: nothing pending
+        return False
+    masks = [line.split()[1] for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(int(mask, 16) for mask in masks)
+
+
 def stop_after(process: subprocess.Popen[str], emulator: EmulatorServer, batches: int,
                signals: list[int]) -> tuple[int, int, float, str]:
     """Send `signals` to the process group once `batches` batches reached the emulator.
@@ -115,8 +125,9 @@ def stop_after(process: subprocess.Popen[str], emulator: EmulatorServer, batches
     assert process.poll() is None, process.communicate()[0]
     calls = batch_calls(emulator)
     stopped = time.monotonic()
-    for number in signals:  # a second Ctrl-C lands while the first is being honoured (0.02 s: two signals
-        os.killpg(process.pid, number)  # pending at once would be delivered as one)
+    for number in signals:  # a second Ctrl-C lands while the first is being honoured, once the first has
+        wait_until(lambda: not signal_pending(process.pid), 5, "the signal delivered")  # been delivered:
+        os.killpg(process.pid, number)  # two pending at once would be delivered as one (CI, under load)
         time.sleep(0.02)
     try:
         output, _ = process.communicate(timeout=60)
