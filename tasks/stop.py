@@ -30,6 +30,7 @@ the flow again from the start) sends exactly those.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -128,6 +129,11 @@ class StopRequests:
         try:
             yield self
         finally:
+            with self._lock:
+                outermost = self._depth == 1
+            flow_run_id = _current_flow_run_id() if outermost else None
+            if flow_run_id is not None:  # the flow run's last steps: see `SigtermAfterSending`
+                previous[signal.SIGTERM] = SigtermAfterSending(flow_run_id, previous[signal.SIGTERM])
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             with self._lock:
@@ -153,6 +159,44 @@ class StopRequests:
             self._waiting = False
         if self._reason is not None:  # a request the handler could not raise (e.g. during a finaliser)
             raise StoppedBeforeSending(f"stop requested ({self._reason}) while waiting to send")
+
+
+class SigtermAfterSending:
+    """SIGTERM's handler from the end of a flow run's sending block to the end of that flow run.
+
+    A Cancel in the Prefect UI reaches a deployment's run twice: as its state (`Cancelling`, which the run
+    reads before every batch) and as the worker's SIGTERM, which can come later, while the run publishes its
+    report and sets its own Cancelled state. Outside the sending block, Prefect's handler would turn that
+    SIGTERM into `TerminationSignal`, and its engine would then force the run to Crashed, over the Cancelled
+    state the flow set (seen once in CI: "Crashed" after a UI Cancel). Nothing is left to stop then: every
+    batch has been sent or left `pending`, and the run ends in a moment. So within that flow run the signal is
+    only counted; the engine puts its own original handler back when it leaves the run (Prefect's
+    `capture_sigterm`). In any other flow run (a parent flow that called this one as a subflow and goes
+    on) the signal is handed to the handler this one replaced, as if it had never been installed.
+    """
+
+    def __init__(self, flow_run_id: UUID, previous: Any) -> None:
+        self.flow_run_id = flow_run_id
+        self.previous = previous
+        self.received = 0
+
+    def __call__(self, signum: int, frame: Any = None) -> None:
+        if _current_flow_run_id() == self.flow_run_id:
+            self.received += 1  # no logging here: a handler may run inside a logging call of the main thread
+            return
+        signal.signal(signum, self.previous)
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)  # the default action: end the process
+
+
+def _current_flow_run_id() -> UUID | None:
+    """The id of the flow run this code runs in (its `FlowRunContext`), or None outside a flow run."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context.flow_run.id if context is not None and context.flow_run is not None else None
 
 
 STOP_REQUESTS = StopRequests()

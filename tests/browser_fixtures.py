@@ -92,6 +92,18 @@ class PrefectUI:
         answer.raise_for_status()
         return list(answer.json())
 
+    def explain(self, flow_run_id: str) -> str:
+        """For a failed assertion: the run's states and their messages, its last log lines, the worker's."""
+        states = self.api("GET", "/flow_run_states/", params={"flow_run_id": flow_run_id}).json()
+        logs = self.api(
+            "POST", "/logs/filter",
+            json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_DESC", "limit": 40},
+        ).json()
+        lines = [f"{s['timestamp']} {s['type']} {s['name']}: {s.get('message')}" for s in states]
+        lines += ["-- flow run log, newest last --"]
+        lines += [f"{entry['timestamp']} {entry['message'][:500]}" for entry in reversed(logs)]
+        return "\n".join(lines) + f"\n-- worker log --\n{self.stack.log('worker')}"
+
     def wait_for_final_state(self, flow_run_id: str, timeout: float = 180) -> dict[str, Any]:
         """The flow run once it is Completed, Failed, Crashed or Cancelled; fails the test after `timeout`."""
         deadline = time.monotonic() + timeout

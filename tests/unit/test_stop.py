@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from uuid import uuid4
 
 import pytest
 from prefect.states import Cancelled, Cancelling, Completed, Paused, Running, Suspended
@@ -15,6 +16,7 @@ from tasks.report import CampaignSummary
 from tasks.send import batch_table_description
 from tasks.stop import (
     STOP_EXIT_CODES,
+    SigtermAfterSending,
     StoppedBeforeSending,
     StopReason,
     StopRequests,
@@ -139,3 +141,24 @@ def test_a_stopped_runs_batch_table_says_so() -> None:
         "Stopped before its first batch (SIGTERM); 60 pending. Batches of this run: 0 of 15 planned; "
         "failed numbers masked"
     )
+
+
+def test_after_the_sending_block_a_sigterm_of_another_flow_run_goes_to_the_handler_it_replaced() -> None:
+    """Outside the flow run whose sending ended (here: no flow run), the handler steps aside for good."""
+    seen: list[int] = []
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        handler = SigtermAfterSending(uuid4(), lambda signum, frame: seen.append(signum))
+        signal.signal(signal.SIGTERM, handler)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == [signal.SIGTERM] and handler.received == 0
+        assert signal.getsignal(signal.SIGTERM) is handler.previous  # put back: the next one goes there too
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_outside_a_flow_run_the_outermost_block_puts_the_previous_sigterm_handler_back() -> None:
+    requests = StopRequests()
+    with requests.on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert not isinstance(signal.getsignal(signal.SIGTERM), SigtermAfterSending)
