@@ -152,12 +152,13 @@ def send(
             raise typer.Exit(EXIT_FAILED) from None
     if summary.preview is not None and (summary.dry_run or summary.preview.cost_total is not None):
         _print_preview(summary.preview, full=summary.dry_run)
-    _print_summary(summary)
+    if not summary.stopped_while_reading:  # else nothing was counted yet: the stop line says it all
+        _print_summary(summary)
     if stop_status is not None:
+        then = "starts it over" if summary.stopped_while_reading else "again sends them"
         console.print(
             problem(
-                "stopped:",
-                f"{summary.stop_text()}; running `globe-sms send {campaign_file}` again sends them",
+                "stopped:", f"{summary.stop_text()}; running `globe-sms send {campaign_file}` {then}",
                 style="yellow",
             ),
             soft_wrap=True,

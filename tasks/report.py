@@ -153,6 +153,15 @@ class CampaignSummary(BaseModel):
     stopped_after_batch: int | None = Field(
         default=None, description="The last batch this run sent before it stopped (None: none was sent)."
     )
+    stopped_while_reading: bool = Field(
+        default=False,
+        description="The stop came while the recipients were read: none was registered, validated or sent.",
+    )
+
+    @classmethod
+    def stopped_reading(cls, campaign_id: str, dry_run: bool, why: str) -> CampaignSummary:
+        """The summary of a run stopped on request before its recipients were all read (nothing sent)."""
+        return cls(campaign_id=campaign_id, dry_run=dry_run, stopped=why, stopped_while_reading=True)
 
     def stop_text(self, pending: int | None = None) -> str | None:
         """`stopped after batch 5 (Ctrl-C (SIGINT)); 50 pending`, or None for a run that was not stopped
@@ -161,6 +170,8 @@ class CampaignSummary(BaseModel):
         `pending` defaults to the ledger's pending count (`record_ledger`)."""
         if self.stopped is None:
             return None
+        if self.stopped_while_reading:
+            return f"stopped while reading its recipients ({self.stopped}); nothing was sent"
         # the lanes number chunks and batches from one sequence: say what the number counts
         unit = {"batch": "batch", "single": "chunk"}.get(self.send_via, "chunk or batch")
         where = (

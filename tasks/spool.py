@@ -43,6 +43,7 @@ from typing import Final
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled, State
 
 from globe_sms.campaign import Campaign
 from globe_sms.spreadsheets import neutralise_for_spreadsheets
@@ -56,6 +57,7 @@ from tasks.report import ARTIFACT_TABLE_ROWS
 from tasks.segments import count_culprits
 from tasks.sources import DEFAULT_BATCH_ROWS, SourceError, describe_source, iter_source_batches
 from tasks.spool_owner import claim_spool, release_spool, sweep_abandoned_spools
+from tasks.stop import StoppedBeforeSending, interruptible
 from tasks.validate import load_opt_outs, validate_recipients
 
 CHUNK_ROWS_ENV = "GLOBE_SMS_CHUNK_ROWS"
@@ -464,7 +466,7 @@ def chunk_rows(environ: Mapping[str, str] | None = None) -> int:
 
 
 @task(name="spool-campaign", cache_policy=NO_CACHE)
-def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
+def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool | State:
     """Read, validate and render the campaign's recipients, chunk by chunk, into a spool.
 
     Args:
@@ -475,6 +477,8 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
     Returns:
         The spool under the campaign's data folder; the caller removes it when the run ends. Spools that
         killed runs left in that folder are removed first (never a live run's: `tasks/spool_owner.py`).
+        A Cancelled state (the task run's final state; call with `return_state=True` to see it) when a stop
+        request came while the recipients were read: nothing is left behind, nothing was registered.
 
     Raises:
         SourceError: the source cannot be read (nothing is sent).
@@ -501,16 +505,24 @@ def spool_campaign(campaign: Campaign, batch_rows: int | None = None) -> Spool:
     removed = sweep_abandoned_spools(folder.parent)
     if removed:
         logger.info("removed %s spool(s) left by runs that crashed: %s", len(removed), ", ".join(removed))
-    chunks = iter_source_batches(source, batch_rows)
-    claim_spool(folder)  # write_spool removes it if spooling fails
-    spool = write_spool(
-        chunks,
-        folder,
-        phone_column=source.phone_column,
-        template=campaign.template,
-        rules=campaign.validation,
-        on_chunk=log,
-    )
+    # Reading sends nothing, and a spool cut short is removed: a stop request (Ctrl-C, the worker's SIGTERM
+    # for a Cancel) ends it at once instead of after the whole list, however slow the source.
+    try:
+        with interruptible("reading the recipients", "reading the recipients"):
+            chunks = iter_source_batches(source, batch_rows)
+            claim_spool(folder)  # write_spool removes it if spooling fails
+            spool = write_spool(
+                chunks,
+                folder,
+                phone_column=source.phone_column,
+                template=campaign.template,
+                rules=campaign.validation,
+                on_chunk=log,
+            )
+    except StoppedBeforeSending as stopped:
+        Spool(folder).remove()  # if the stop came between the claim and the spool's own clean-up
+        logger.warning("%s: nothing was sent", stopped)
+        return Cancelled(message=str(stopped))
     if spool.opt_outs_ignored:
         logger.warning(
             "%s opt-out entries could not be read as numbers and were ignored "

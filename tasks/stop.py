@@ -5,9 +5,11 @@ every batch (`StopWatch.reason`):
 
 * **a signal to this process**: SIGINT (Ctrl-C in a terminal) or SIGTERM (`kill`, a service manager, or a
   Prefect worker cancelling the run). While `stop_on_signals()` is active, their handlers only *record* the
-  request; no exception interrupts a batch whose request may be on the wire. The one exception is the wait
-  for the account's rate-limit slot (`interruptible`): nothing has been written or sent there, so a signal
-  ends that wait at once and the batch stays `pending`. A second signal is the hard stop: it raises
+  request; no exception interrupts a batch whose request may be on the wire. The exceptions are work that
+  sends nothing (`interruptible`): the wait for the account's rate-limit slot, where nothing has been written
+  or sent, so a signal ends that wait at once and the batch stays `pending`; and the reading of the
+  recipients into the run's spool (`tasks.spool.spool_campaign`), which a signal ends at once too, however
+  long the list or slow its source. A second signal is the hard stop: it raises
   `KeyboardInterrupt` wherever the run is (a batch in flight is then recorded `unknown`, never lost).
 * **the flow run's own state in Prefect**, read once per batch through the public client: `Cancelling` (Cancel
   in the UI, `prefect flow-run cancel`) and `Paused` (Suspend in the UI, `globe-sms pause`). Prefect turns a
@@ -72,8 +74,9 @@ class StopReason:
 
 
 class StoppedBeforeSending(Exception):  # noqa: N818 - not an error: the batch was held back on request
-    """A stop request arrived while a batch waited for its rate-limit slot: nothing was sent or written, the
-    batch's rows stay `pending`. Not retried (`tasks.send.is_transient`)."""
+    """A stop request arrived during work that sends nothing (`interruptible`): while a batch waited for its
+    rate-limit slot (nothing was sent or written, the batch's rows stay `pending`), or while the recipients
+    were read. Not retried (`tasks.send.is_transient`)."""
 
 
 class _WaitInterrupted(BaseException):
@@ -142,23 +145,29 @@ class StopRequests:
                     self._reason, self._signals, self._waiting = None, 0, False
 
     @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """Run a wait (the rate-limit slot) that a stop request may end at once.
+    def interruptible(self, doing: str = "waiting to send", before: str = "sending") -> Iterator[None]:
+        """Run work that a stop request may end at once, wherever it is: work that sends nothing and
+        leaves nothing half-written when an exception ends it (the wait for the rate-limit slot; reading
+        the recipients into the run's spool, which is removed then).
+
+        Args:
+            doing, before: what the work is, for the exception's text: "stop requested (SIGTERM) while
+                {doing}", or "... before {before}" for a request that came before the work began.
 
         Raises:
-            StoppedBeforeSending: a stop was requested before or during the wait; nothing was sent.
+            StoppedBeforeSending: a stop was requested before or during the work; nothing was sent.
         """
         if self._reason is not None:
-            raise StoppedBeforeSending(f"stop requested ({self._reason}) before sending")
+            raise StoppedBeforeSending(f"stop requested ({self._reason}) before {before}")
         self._waiting = True
         try:
             yield
         except _WaitInterrupted:
-            raise StoppedBeforeSending(f"stop requested ({self._reason}) while waiting to send") from None
+            raise StoppedBeforeSending(f"stop requested ({self._reason}) while {doing}") from None
         finally:
             self._waiting = False
         if self._reason is not None:  # a request the handler could not raise (e.g. during a finaliser)
-            raise StoppedBeforeSending(f"stop requested ({self._reason}) while waiting to send")
+            raise StoppedBeforeSending(f"stop requested ({self._reason}) while {doing}")
 
 
 class SigtermAfterSending:
@@ -208,9 +217,9 @@ def stop_on_signals() -> Any:
     return STOP_REQUESTS.on_signals()
 
 
-def interruptible() -> Any:
-    """`STOP_REQUESTS.interruptible()`: a wait that a stop request ends (`StoppedBeforeSending`)."""
-    return STOP_REQUESTS.interruptible()
+def interruptible(doing: str = "waiting to send", before: str = "sending") -> Any:
+    """`STOP_REQUESTS.interruptible()`: work that a stop request ends at once (`StoppedBeforeSending`)."""
+    return STOP_REQUESTS.interruptible(doing, before)
 
 
 def state_stop_reason(state: Any) -> StopReason | None:

@@ -7,7 +7,8 @@
 * `/linked?page=N`: a bare JSON list, with an absolute `Link: <...>; rel="next"` header;
 * `/paged?page=N&per_page=K`: `{"items": [...]}`, an empty page past the end.
 
-With `next_base` set, `/cursor` writes its next links absolute, on that base (another host or scheme); with
+With `delay_seconds` set, every `/cursor` page takes that long. With `next_base` set, `/cursor` writes its
+next links absolute, on that base (another host or scheme); with
 `key_param` set, every route checks the token in that query parameter instead of the header. `/big?bytes=N`
 answers a JSON list padded to N bytes (`&chunked=1`: streamed without a Content-Length); `/nested?depth=N`
 answers N nested arrays.
@@ -21,6 +22,7 @@ the emulator's (`alibaba_sms/emulator/server.py`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -64,6 +66,7 @@ class RecipientsApi:
     base_url: str = ""
     next_base: str | None = None
     key_param: str | None = None
+    delay_seconds: float = 0.0  # how long each `/cursor` page takes (a slow API)
 
     def page(self, number: int, size: int | None = None) -> list[dict[str, Any]]:
         size = size or self.page_size
@@ -93,6 +96,8 @@ class RecipientsApi:
         page = int(request.query_params.get("cursor", "0"))
         if (refused := self._check(request, "cursor", page)) is not None:
             return refused
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         more = (page + 1) * self.page_size < len(self.records)
         link = f"{self.next_base or ''}/cursor?cursor={page + 1}"
         return JSONResponse({"data": self.page(page), "links": {"next": link if more else None}})

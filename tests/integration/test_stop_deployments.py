@@ -36,6 +36,7 @@ from globe_sms.cli import app
 from globe_sms.ledger import Ledger
 from tests.chaos.scenario import valid_numbers
 from tests.emulator_fixtures import StartEmulator
+from tests.recipients_api import TOKEN, RecipientsApi, records, serve
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = f"stop-{os.getpid()}"
@@ -52,6 +53,7 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "ALIBABA_CLOUD_ACCESS_KEY_ID": "testid",  # the emulator's test key
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "testsecret",
+        "RECIPIENTS_API_TOKEN": TOKEN,  # the recipients API's (tests/recipients_api.py)
         "NO_PROXY": "127.0.0.1,localhost",
     }
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -223,6 +225,40 @@ def test_cancel_from_the_ui_stops_after_the_batch_in_flight_and_ends_cancelled_w
     assert batches.description.startswith(f"Stopped after batch {sent} (cancelled in Prefect)")
     logs = _logs(run_id)
     assert "Crash detected" not in logs and "Traceback" not in logs, logs
+
+
+def test_a_cancel_while_a_slow_api_is_read_ends_the_run_cancelled_at_once_with_nothing_sent(
+    served: str, start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's SIGTERM for a UI Cancel ends the reading of the list (40 pages of 0.4 s) at once, well
+    within the 30 s after which Prefect would kill the process: Cancelled, nothing sent or registered."""
+    emulator = start_emulator(batch_calls_per_second=2.0)
+    api = RecipientsApi(records(120), delay_seconds=0.4)
+    with serve(api, monkeypatch) as server:
+        data = _campaign(tmp_path, emulator, f"cancel-read-{uuid.uuid4().hex[:6]}", recipients=4,
+                         batch_size=4, rate=2.0).model_dump(mode="json", exclude_none=True)
+        data["source"] = {
+            "kind": "http", "url": f"{server.url}/cursor", "auth": {"token": {"env": "RECIPIENTS_API_TOKEN"}},
+            "records_path": "/data", "pagination": {"type": "next_link", "next_pointer": "/links/next"},
+        }
+        campaign = Campaign.parse(data)
+        run_id = _start(served, campaign)
+        deadline = time.monotonic() + 120
+        while len(api.requests) < 3:
+            assert time.monotonic() < deadline, "the run did not start reading"
+            time.sleep(0.05)
+        _cancel_as_the_ui_does(run_id)
+        cancelled = time.monotonic()
+        run = _wait_for_state(run_id, lambda state: state.is_final())
+        seconds, pages = time.monotonic() - cancelled, len(api.requests)
+
+    assert run.state.is_cancelled(), run.state
+    why = "cancelled in Prefect"
+    assert run.state.message == f"stopped while reading its recipients ({why}); nothing was sent"
+    assert seconds < 15 and pages < 30, (seconds, pages)
+    assert _calls(emulator, campaign) == 0
+    assert sum(_counts(campaign).values()) == 0
+    assert "Crash detected" not in _logs(run_id)
 
 
 def test_twenty_cancels_in_a_row_none_lost(

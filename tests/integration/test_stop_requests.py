@@ -218,3 +218,60 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_ctrl_c_is_the_hard_stop(
         assert set(sent.values()) == {1}, sent.most_common(3)  # an unknown batch is not resent
         final = ledger_counts(campaign.parent, campaign_id)
         assert final["pending"] == 0 and final["submitting"] == 0, final
+
+
+@pytest.mark.parametrize(("number", "status", "name"), [(signal.SIGINT, 130, "Ctrl-C (SIGINT)"),
+                                                        (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stop_while_a_slow_api_is_read_ends_the_run_at_once_with_nothing_sent_or_left(
+    number: int, status: int, name: str, prefect_server: str, start_emulator: StartEmulator, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading sends nothing, so a stop does not wait for the rest of the list (40 pages of 0.4 s here): the
+    run ends within seconds, says so, sends and registers nobody, and leaves no spool of phone numbers."""
+    from tests.recipients_api import RecipientsApi, records, serve
+
+    emulator = start_emulator(batch_calls_per_second=RATE)
+    api = RecipientsApi(records(120), delay_seconds=0.4)  # 3 a page: 40 pages, 16 s
+    campaign_id = f"stop-read-{uuid.uuid4().hex[:6]}"
+    with serve(api, monkeypatch) as server:
+        folder = tmp_path / "campaign"
+        folder.mkdir()
+        campaign = folder / "campaign.yaml"
+        campaign.write_text(
+            f"campaign_id: {campaign_id}\n"
+            "source:\n  kind: http\n"
+            f"  url: {server.url}/cursor\n"
+            "  auth:\n    token:\n      env: RECIPIENTS_API_TOKEN\n"
+            "  records_path: /data\n"
+            "  pagination:\n    type: next_link\n    next_pointer: /links/next\n"
+            'template: "Hi {first_name}, your code is {code}"\n'
+            "sender_id: GlobeSMS\n"
+            f"ledger: sqlite:///{folder / 'ledger.db'}\n"
+            "data_dir: .data\n"
+            f"gateway:\n  endpoint: {emulator.url}\n  calls_per_second: {RATE}\n"
+            f"  rate_limit_name: {campaign_id}\n"
+        )
+        process = start_send(campaign, cli_env(tmp_path, api_url=prefect_server))
+        wait_until(lambda: len(api.requests) >= 3 or process.poll() is not None, 120, "3 pages read")
+        assert process.poll() is None, process.communicate()[0]
+        stopped = time.monotonic()
+        os.killpg(process.pid, number)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        seconds, pages = time.monotonic() - stopped, len(api.requests)
+
+    assert process.returncode == status, output
+    assert seconds < 10 and pages < 20, (seconds, pages, output)
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("stopped:")]
+    assert len(lines) == 1, output
+    assert f"stopped while reading its recipients ({name}); nothing was sent; running" in lines[0], output
+    assert lines[0].endswith("` starts it over"), output
+    assert "source rows" not in output, output  # no table of zeros: nothing was counted
+    assert batch_calls(emulator) == 0
+    assert sum(ledger_counts(folder, campaign_id).values()) == 0
+    spools = folder / ".data" / "spool"
+    assert not spools.exists() or not any(spools.iterdir()), list(spools.iterdir())

@@ -134,6 +134,25 @@ def test_the_summary_says_where_the_run_stopped_and_what_is_pending() -> None:
     assert summary.stop_text() == "stopped after chunk or batch 7 (Ctrl-C (SIGINT)); 40 pending"
 
 
+def test_a_run_stopped_while_reading_says_nothing_was_sent_and_counts_nothing() -> None:
+    summary = CampaignSummary.stopped_reading("c", False, "SIGTERM")
+    assert summary.stop_text() == "stopped while reading its recipients (SIGTERM); nothing was sent"
+    assert summary.stopped_while_reading and summary.planned == summary.pending == 0
+
+
+def test_the_interruptible_work_is_named_in_the_stop() -> None:
+    requests = StopRequests()
+    with requests.on_signals():
+        with pytest.raises(StoppedBeforeSending, match=r"^stop requested \(SIGTERM\) while reading it$"):
+            with requests.interruptible("reading it", "reading"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+        with pytest.raises(StoppedBeforeSending, match=r"^stop requested \(SIGTERM\) before reading$"):
+            with requests.interruptible("reading it", "reading"):
+                raise AssertionError("the work must not start")
+
+
 def test_a_stopped_runs_batch_table_says_so() -> None:
     plain = "Batches of this run: 15 of 15 planned; failed numbers masked"
     assert batch_table_description(15, 15, 15) == plain
