@@ -38,7 +38,7 @@ from tasks.limits import settle_limits
 from tasks.plan import plan_batches
 from tasks.plan_table import build_plan_table, sending_text
 from tasks.preflight import preflight
-from tasks.report import CampaignSummary, publish_report
+from tasks.report import REGISTERING, CampaignSummary, publish_report
 from tasks.run_names import campaign_run_name, scheduled_start
 from tasks.send_batches import CampaignFailed
 from tasks.send_lanes import send_lanes
@@ -119,7 +119,15 @@ def send_campaign(
             rejects_path = spool.write_rejects_csv(rejects_file(campaign.data_folder, campaign.campaign_id))
             summary.rejects_file = str(rejects_path) if rejects_path else None
 
-            plan = plan_batches(ledger, campaign, spool.scan_messages(), spool.folder / "plan", clock)
+            planned = plan_batches(
+                ledger, campaign, spool.scan_messages(), spool.folder / "plan", clock, return_state=True
+            )
+            if planned.is_cancelled():  # a stop request while a long list was registered: nothing sent
+                why = stop.reason() or StopReason("cancel", "stop requested")
+                summary.stopped, summary.stopped_while = str(why), REGISTERING
+                summary.record_ledger(ledger, campaign.campaign_id)
+                return end_stopped_run(why, summary)
+            plan = planned.result()
             summary.record_plan(plan)
             summary.preview = spool.preview(
                 cost, batches=len(plan.batches), calls_per_second=campaign.gateway.calls_per_second

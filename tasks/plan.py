@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled, State
 
 from alibaba_sms.errors import RETRYABLE_BUSINESS_CODES, RETRYABLE_GATEWAY_CODES, THROTTLING_BUSINESS_CODES
 from globe_sms.campaign import Campaign
@@ -46,6 +47,7 @@ from globe_sms.ledger.volume import Reservation
 from tasks import limits
 from tasks.deferral import WindowCheck
 from tasks.send import Batch
+from tasks.stop import StoppedBeforeSending, stop_if_requested
 
 TRANSIENT_CODES = frozenset(
     RETRYABLE_BUSINESS_CODES
@@ -245,6 +247,7 @@ def register_and_plan(
     registered = rows = 0
     purged = limits.has_purged_rows(ledger, cid)  # a retention purge: its numbers are known by keyed hash
     for chunk in message_chunks(messages):
+        stop_if_requested("registering its recipients")  # the chunks before stay registered `pending`
         if purged:
             chunk = limits.without_purged(ledger, cid, chunk)
         registered += ledger.register(
@@ -353,11 +356,21 @@ def plan_batches(
     messages: Messages,
     plan_dir: Path | None = None,
     clock: Clock = utc_now,
-) -> SendPlan:
-    """Plan this run's batches from the ledger (read-only for a dry run); `clock` checks the send window."""
+) -> SendPlan | State:
+    """Plan this run's batches from the ledger (read-only for a dry run); `clock` checks the send window.
+
+    Returns:
+        The plan; or a Cancelled state (the task run's final state; call with `return_state=True` to see it)
+        when a stop request came while the recipients were registered (a long list): the chunks registered
+        before it stay `pending`, nothing else changed, and the next run registers the rest.
+    """
     if campaign.dry_run:
         return plan_read_only(ledger, campaign, messages, plan_dir, clock)
-    return register_and_plan(ledger, campaign, messages, plan_dir, clock)
+    try:
+        return register_and_plan(ledger, campaign, messages, plan_dir, clock)
+    except StoppedBeforeSending as stopped:
+        get_run_logger().warning("%s: nothing was sent", stopped)
+        return Cancelled(message=str(stopped))
 
 
 def would_resend(

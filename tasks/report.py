@@ -52,6 +52,12 @@ def unknown_recipients(rows: pl.DataFrame, limit: int = ARTIFACT_TABLE_ROWS) -> 
     ]
 
 
+READING = "reading its recipients"
+"""`CampaignSummary.stopped_while` of a run stopped while its source was read (tasks/spool.py)."""
+REGISTERING = "registering its recipients"
+"""`CampaignSummary.stopped_while` of a run stopped while it registered its recipients (tasks/plan.py)."""
+
+
 class LaneSummary(BaseModel):
     """What one lane (`batch`: BatchSendMessageToGlobe, `single`: SendMessageToGlobe) did in a run."""
 
@@ -153,15 +159,21 @@ class CampaignSummary(BaseModel):
     stopped_after_batch: int | None = Field(
         default=None, description="The last batch this run sent before it stopped (None: none was sent)."
     )
-    stopped_while_reading: bool = Field(
-        default=False,
-        description="The stop came while the recipients were read: none was registered, validated or sent.",
+    stopped_while: str | None = Field(
+        default=None,
+        description=f"What the run was doing when it stopped before sending anything: `{READING}` (nobody "
+        f"registered), `{REGISTERING}` (some registered `pending`); None: it stopped between batches.",
     )
 
     @classmethod
     def stopped_reading(cls, campaign_id: str, dry_run: bool, why: str) -> CampaignSummary:
         """The summary of a run stopped on request before its recipients were all read (nothing sent)."""
-        return cls(campaign_id=campaign_id, dry_run=dry_run, stopped=why, stopped_while_reading=True)
+        return cls(campaign_id=campaign_id, dry_run=dry_run, stopped=why, stopped_while=READING)
+
+    @property
+    def stopped_while_reading(self) -> bool:
+        """Stopped before its recipients were all read: nothing was counted, registered or sent."""
+        return self.stopped_while == READING
 
     def stop_text(self, pending: int | None = None) -> str | None:
         """`stopped after batch 5 (Ctrl-C (SIGINT)); 50 pending`, or None for a run that was not stopped
@@ -170,8 +182,8 @@ class CampaignSummary(BaseModel):
         `pending` defaults to the ledger's pending count (`record_ledger`)."""
         if self.stopped is None:
             return None
-        if self.stopped_while_reading:
-            return f"stopped while reading its recipients ({self.stopped}); nothing was sent"
+        if self.stopped_while is not None:
+            return f"stopped while {self.stopped_while} ({self.stopped}); nothing was sent"
         # the lanes number chunks and batches from one sequence: say what the number counts
         unit = {"batch": "batch", "single": "chunk"}.get(self.send_via, "chunk or batch")
         where = (

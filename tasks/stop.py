@@ -212,6 +212,17 @@ STOP_REQUESTS = StopRequests()
 """The process's stop requests; `stop_on_signals()` installs its handlers."""
 
 
+def stop_if_requested(doing: str) -> None:
+    """Between two steps of work that sends nothing (a chunk of recipients registered in the ledger): end it
+    if a signal asked the run to stop.
+
+    Raises:
+        StoppedBeforeSending: "stop requested (SIGTERM) while {doing}".
+    """
+    if (reason := STOP_REQUESTS.requested) is not None:
+        raise StoppedBeforeSending(f"stop requested ({reason}) while {doing}")
+
+
 def stop_on_signals() -> Any:
     """`STOP_REQUESTS.on_signals()`: record SIGINT/SIGTERM as stop requests for the block."""
     return STOP_REQUESTS.on_signals()

@@ -275,3 +275,44 @@ def test_a_stop_while_a_slow_api_is_read_ends_the_run_at_once_with_nothing_sent_
     assert sum(ledger_counts(folder, campaign_id).values()) == 0
     spools = folder / ".data" / "spool"
     assert not spools.exists() or not any(spools.iterdir()), list(spools.iterdir())
+
+
+def test_a_stop_while_a_long_list_is_registered_ends_the_run_and_the_rerun_sends_everyone_once(
+    prefect_server: str, start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal recorded while the recipients are registered (1M rows on a large ledger take about a minute,
+    past a worker's 30-s kill) ends the registration at the next chunk: Cancelled, nothing sent, the chunks
+    before it `pending`; the rerun registers the rest and sends everyone once."""
+    from flows.send_campaign import send_campaign
+    from globe_sms.campaign import Campaign
+    from tasks.report import REGISTERING
+    from tasks.stop import STOP_REQUESTS
+
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")  # the emulator's test key
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+    monkeypatch.setattr("tasks.plan.PLAN_CHUNK_ROWS", 20)
+    emulator = start_emulator(batch_calls_per_second=None)
+    campaign_id = f"stop-reg-{uuid.uuid4().hex[:6]}"
+    campaign = Campaign.from_yaml(write_campaign(tmp_path / "c", emulator, campaign_id, rate=10.0))
+    register = Ledger.register
+
+    def register_then_signal(self: Ledger, *args: Any, **kwargs: Any) -> int:
+        registered = register(self, *args, **kwargs)
+        STOP_REQUESTS.handle(signal.SIGTERM)  # what the handler does when the worker's SIGTERM lands here
+        return registered
+
+    monkeypatch.setattr(Ledger, "register", register_then_signal)
+    state = send_campaign(campaign, return_state=True)
+    assert state.is_cancelled(), state
+    assert state.message == "stopped while registering its recipients (SIGTERM); nothing was sent"
+    summary = state.result(raise_on_failure=False)
+    assert summary.stopped_while == REGISTERING and summary.valid == BATCHES * BATCH_SIZE
+    assert batch_calls(emulator) == 0
+    counts = ledger_counts(tmp_path / "c", campaign_id)
+    assert counts["pending"] == sum(counts.values()) == 20, counts
+
+    monkeypatch.setattr(Ledger, "register", register)
+    again = send_campaign(campaign, return_state=True)
+    assert again.is_completed(), again
+    sent = Counter(message.to for message in emulator.state.accepted_messages())
+    assert len(sent) == BATCHES * BATCH_SIZE and set(sent.values()) == {1}

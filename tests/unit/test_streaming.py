@@ -12,6 +12,7 @@ tests/integration/test_streaming.py.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,32 @@ class TestPlanFromSpool:
         assert isinstance(plan.batches, PlannedBatches)
         assert all(isinstance(part, Path) for part in plan.batches.parts) and len(plan.batches.parts) == 4
         assert [len(b) for b in plan.batches] == [4, 4, 2]
+
+    def test_a_stop_request_between_chunks_ends_the_registration_the_chunks_before_stay_pending(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Ctrl-C or SIGTERM recorded while a long list is registered ends it at the next chunk."""
+        from tasks.stop import StoppedBeforeSending, StopRequests
+
+        requests = StopRequests()
+        monkeypatch.setattr("tasks.stop.STOP_REQUESTS", requests)
+        monkeypatch.setattr("tasks.plan.PLAN_CHUNK_ROWS", 3)
+        c = campaign(tmp_path)
+        with Ledger(c.ledger) as ledger:
+            register = ledger.register
+
+            def register_then_stop(*args: Any, **kwargs: Any) -> int:
+                registered = register(*args, **kwargs)
+                requests.handle(signal.SIGTERM)  # as the handler records a signal: no exception here
+                return registered
+
+            monkeypatch.setattr(ledger, "register", register_then_stop)
+            with requests.on_signals(), pytest.raises(
+                StoppedBeforeSending, match=r"^stop requested \(SIGTERM\) while registering its recipients$"
+            ):
+                register_and_plan(ledger, c, messages(10).lazy(), tmp_path / "plan")
+            counts = ledger.counts(c.campaign_id)
+        assert counts["pending"] == sum(counts.values()) == 3, counts
 
     def test_a_first_run_plans_without_reading_the_numbers_back(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
