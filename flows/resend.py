@@ -38,7 +38,7 @@ from tasks.report import CampaignSummary, publish_report
 from tasks.send_batches import CampaignFailed
 from tasks.send_lanes import send_lanes
 from tasks.spool import spool_campaign
-from tasks.stop import StopReason, StopWatch, end_stopped_run, stop_on_signals
+from tasks.stop import StopWatch, end_run_stopped_while_reading, end_stopped_run, stop_on_signals
 
 
 @flow(name="resend-campaign", flow_run_name="resend-{campaign.campaign_id}", log_prints=False)
@@ -90,9 +90,7 @@ def resend_campaign(
         # the same reading, validation and rendering as a campaign run
         read = spool_campaign(campaign, return_state=True)
         if read.is_cancelled():  # a stop request while the recipients were read: nothing registered or sent
-            why = stop.reason() or StopReason("cancel", "stop requested")
-            summary = CampaignSummary.stopped_reading(campaign.campaign_id, campaign.dry_run, str(why))
-            return end_stopped_run(why, summary)
+            return end_run_stopped_while_reading(stop, campaign.campaign_id, campaign.dry_run)
         spool = read.result()
         try:
             summary = CampaignSummary(

@@ -43,7 +43,7 @@ from tasks.run_names import campaign_run_name, scheduled_start
 from tasks.send_batches import CampaignFailed
 from tasks.send_lanes import send_lanes
 from tasks.spool import rejects_file, spool_campaign
-from tasks.stop import StopReason, StopWatch, end_stopped_run, stop_on_signals
+from tasks.stop import StopReason, StopWatch, end_run_stopped_while_reading, end_stopped_run, stop_on_signals
 
 
 # validate_parameters=False: the flow checks its campaign itself (`campaign_of_run`), so that a campaign the
@@ -100,9 +100,7 @@ def send_campaign(
         # source -> validate -> render, chunk by chunk, into a Parquet spool
         read = spool_campaign(campaign, return_state=True)
         if read.is_cancelled():  # a stop request while the recipients were read: nothing registered or sent
-            why = stop.reason() or StopReason("cancel", "stop requested")
-            summary = CampaignSummary.stopped_reading(campaign.campaign_id, campaign.dry_run, str(why))
-            return end_stopped_run(why, summary)
+            return end_run_stopped_while_reading(stop, campaign.campaign_id, campaign.dry_run)
         spool = read.result()
         try:
             cost = estimate_campaign_cost(spool.message_parts(), campaign.price_table, campaign.budget)

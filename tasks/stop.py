@@ -330,6 +330,15 @@ def end_stopped_run(reason: StopReason, summary: Any) -> Any:
     return Cancelled(message=message, data=summary)
 
 
+def end_run_stopped_while_reading(stop: StopWatch, campaign_id: str, dry_run: bool) -> Any:
+    """`end_stopped_run` for a run whose reading of its recipients a stop request cut short (the
+    `spool-campaign` task run ended Cancelled): nothing was registered or sent."""
+    from tasks.report import CampaignSummary
+
+    why = stop.reason() or StopReason("cancel", "stop requested")
+    return end_stopped_run(why, CampaignSummary.stopped_reading(campaign_id, dry_run, str(why)))
+
+
 def suspend_again(message: str) -> None:
     """Re-enter Suspended with the campaign's timeout, then leave the flow run the way Prefect's own
     `suspend_flow_run` does (raise `Pause`): the process ends, the worker is free, Resume reschedules it.
