@@ -230,10 +230,10 @@ def test_cancel_from_the_ui_stops_after_the_batch_in_flight_and_ends_cancelled_w
 def test_a_cancel_while_a_slow_api_is_read_ends_the_run_cancelled_at_once_with_nothing_sent(
     served: str, start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker's SIGTERM for a UI Cancel ends the reading of the list (40 pages of 0.4 s) at once, well
+    """The worker's SIGTERM for a UI Cancel ends the reading of the list (60 pages of 0.5 s) at once, well
     within the 30 s after which Prefect would kill the process: Cancelled, nothing sent or registered."""
     emulator = start_emulator(batch_calls_per_second=2.0)
-    api = RecipientsApi(records(120), delay_seconds=0.4)
+    api = RecipientsApi(records(180), delay_seconds=0.5)
     with serve(api, monkeypatch) as server:
         data = _campaign(tmp_path, emulator, f"cancel-read-{uuid.uuid4().hex[:6]}", recipients=4,
                          batch_size=4, rate=2.0).model_dump(mode="json", exclude_none=True)
@@ -255,7 +255,7 @@ def test_a_cancel_while_a_slow_api_is_read_ends_the_run_cancelled_at_once_with_n
     assert run.state.is_cancelled(), run.state
     why = "cancelled in Prefect"
     assert run.state.message == f"stopped while reading its recipients ({why}); nothing was sent"
-    assert seconds < 15 and pages < 30, (seconds, pages)
+    assert seconds < 20 and pages < 45, (seconds, pages)  # the worker's SIGTERM may lag; all 60: 30 s
     assert _calls(emulator, campaign) == 0
     assert sum(_counts(campaign).values()) == 0
     assert "Crash detected" not in _logs(run_id)

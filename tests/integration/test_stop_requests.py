@@ -264,7 +264,7 @@ def test_a_stop_while_a_slow_api_is_read_ends_the_run_at_once_with_nothing_sent_
         seconds, pages = time.monotonic() - stopped, len(api.requests)
 
     assert process.returncode == status, output
-    assert seconds < 10 and pages < 20, (seconds, pages, output)
+    assert seconds < 15 and pages < 30, (seconds, pages, output)  # all 40 would take 16 s
     assert "Traceback" not in output, output
     lines = [line for line in output.splitlines() if line.startswith("stopped:")]
     assert len(lines) == 1, output
