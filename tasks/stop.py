@@ -180,8 +180,10 @@ class SigtermAfterSending:
     state the flow set (seen once in CI: "Crashed" after a UI Cancel). Nothing is left to stop then: every
     batch has been sent or left `pending`, and the run ends in a moment. So within that flow run the signal is
     only counted; the engine puts its own original handler back when it leaves the run (Prefect's
-    `capture_sigterm`). In any other flow run (a parent flow that called this one as a subflow and goes
-    on) the signal is handed to the handler this one replaced, as if it had never been installed.
+    `capture_sigterm` does; no public API says so: pinned by tests/integration/test_late_sigterm.py, which
+    also checks that the run ends well). In any other flow run (a parent flow that called this one as a
+    subflow and goes on) the signal is handed to the handler this one replaced, as if it had never been
+    installed.
     """
 
     def __init__(self, flow_run_id: UUID, previous: Any) -> None:

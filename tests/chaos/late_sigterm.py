@@ -77,5 +77,8 @@ if __name__ == "__main__":
     elif sys.argv[1] == "alone":
         state = sending_block_then_sigterm(return_state=True)
         sys.stdout.write(f"{state.type.value} {state.result(raise_on_failure=False)}\n")
+        after = signal.getsignal(signal.SIGTERM)  # once the flow run has ended: Prefect put its original back
+        name = after.name if isinstance(after, signal.Handlers) else type(after).__name__
+        sys.stdout.write(f"SIGTERM handler after the run: {name}\n")
     else:
         sys.stdout.write(f"{parent_of_a_sending_flow()}\n")
