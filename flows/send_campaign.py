@@ -43,7 +43,7 @@ from tasks.run_names import campaign_run_name, scheduled_start
 from tasks.send_batches import CampaignFailed
 from tasks.send_lanes import send_lanes
 from tasks.spool import rejects_file, spool_campaign
-from tasks.stop import StopReason, StopWatch, end_run_stopped_while_reading, end_stopped_run, stop_on_signals
+from tasks.stop import StopWatch, end_run_stopped_while_reading, end_stopped_run, stop_on_signals
 
 
 # validate_parameters=False: the flow checks its campaign itself (`campaign_of_run`), so that a campaign the
@@ -121,7 +121,7 @@ def send_campaign(
                 ledger, campaign, spool.scan_messages(), spool.folder / "plan", clock, return_state=True
             )
             if planned.is_cancelled():  # a stop request while a long list was registered: nothing sent
-                why = stop.reason() or StopReason("cancel", "stop requested")
+                why = stop.reason_work_stopped()
                 summary.stopped, summary.stopped_while = str(why), REGISTERING
                 summary.record_ledger(ledger, campaign.campaign_id)
                 return end_stopped_run(why, summary)

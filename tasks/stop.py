@@ -292,6 +292,11 @@ class StopWatch:
         end: cancel or suspend), then a signal."""
         return self.state_reason() or self.requests.requested
 
+    def reason_work_stopped(self) -> StopReason:
+        """Why work that a stop request cut short (`interruptible`, `stop_if_requested`) stopped: the run's
+        state if it asks for a stop, else the signal that ended the work."""
+        return self.reason() or StopReason("cancel", "stop requested")
+
 
 def end_stopped_run(reason: StopReason, summary: Any) -> Any:
     """How a flow run that stopped on request ends, once its summary (a `CampaignSummary`) is published.
@@ -337,7 +342,7 @@ def end_run_stopped_while_reading(stop: StopWatch, campaign_id: str, dry_run: bo
     `spool-campaign` task run ended Cancelled): nothing was registered or sent."""
     from tasks.report import CampaignSummary
 
-    why = stop.reason() or StopReason("cancel", "stop requested")
+    why = stop.reason_work_stopped()
     return end_stopped_run(why, CampaignSummary.stopped_reading(campaign_id, dry_run, str(why)))
 
 
